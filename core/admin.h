@@ -1,0 +1,16 @@
+/* admin.h: built-in endpoints: /health, /ready, /metrics and the admin area under /_sluice/. */
+#ifndef SLUICE_ADMIN_H
+#define SLUICE_ADMIN_H
+
+#include <stddef.h>
+
+#include "server.h"
+
+enum { ADMIN_NONE, ADMIN_HEALTH, ADMIN_READY, ADMIN_METRICS, ADMIN_AREA, ADMIN_PUBLISH };
+
+/* Which built-in endpoint (if any) a path is; ADMIN_NONE for application routes. */
+int admin_match(const sconfig *cfg, const char *path, size_t len);
+/* Answers a built-in endpoint request (queues the response). */
+void admin_answer(conn *c, int which);
+
+#endif

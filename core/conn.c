@@ -1,0 +1,349 @@
+/* conn.c: a client connection: accept, read, parse, dispatch, write, timeouts, close. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dispatch.h"
+#include "log.h"
+#include "server.h"
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#define READ_CHUNK 16384
+#define FREELIST_MAX 1024
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_tmo_cb(tw_entry *e);
+static void process_input(conn *c);
+
+uint64_t worker_now_us(worker *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u + w->vclock_offset_us;
+}
+
+void worker_update_date(worker *w)
+{
+    long t = (long)ev_now(w->loop);
+    if (t != w->date_t) {
+        w->date_t = t;
+        http_date(t, w->date);
+    }
+}
+
+static void set_events(conn *c, int ev)
+{
+    if (c->closed) return;
+    if (ev_is_active(&c->io) && (c->io.events & (EV_READ | EV_WRITE)) == ev) return;
+    ev_io_stop(c->w->loop, &c->io);
+    if (!ev) return;
+    ev_io_set(&c->io, c->fd, ev);
+    ev_io_start(c->w->loop, &c->io);
+}
+
+static void update_events(conn *c)
+{
+    int ev = 0;
+    if (c->state == CS_READING || c->state == CS_SSE) ev |= EV_READ;
+    if (c->writing) ev |= EV_WRITE;
+    set_events(c, ev);
+}
+
+void conn_set_timeout(conn *c, int kind, double seconds)
+{
+    c->tmo_kind = kind;
+    if (kind == TMO_NONE) { tw_entry_cancel(&c->tmo); return; }
+    timerwheel_add(c->w->tw, &c->tmo, worker_now_us(c->w) / 1000 + (uint64_t)(seconds * 1000));
+}
+
+/* A connection over max_connections gets this and is closed at once: cheap and clear. */
+static const char busy_503[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 61\r\n"
+    "Retry-After: 1\r\nConnection: close\r\n\r\n"
+    "{\"error\":\"server at max_connections, retry later\",\"status\":503}";
+
+static conn *conn_new(worker *w, int fd)
+{
+    conn *c = w->freelist;
+    if (c) {
+        w->freelist = c->next;
+        w->nfree--;
+        buf in = c->in, out = c->out;
+        http_req req = c->req;
+        uint32_t gen = c->gen;
+        memset(c, 0, offsetof(conn, req));
+        memset((char *)c + offsetof(conn, req) + sizeof(http_req), 0,
+               sizeof(conn) - offsetof(conn, req) - sizeof(http_req));
+        c->in = in, c->out = out, c->req = req, c->gen = gen;
+        buf_reset(&c->in);
+        buf_reset(&c->out);
+    } else {
+        c = calloc(1, sizeof *c);
+        if (!c) return NULL;
+    }
+    c->w = w;
+    c->fd = fd;
+    c->state = CS_READING;
+    tw_entry_init(&c->tmo, conn_tmo_cb);
+    http_parser_setup(&c->hp, &c->req, &w->app_cfg->lim);
+    ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+    ev_io_start(w->loop, &c->io);
+    c->next = w->conns;
+    if (w->conns) w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    return c;
+}
+
+void conn_accept_cb(struct ev_loop *loop, ev_io *aw, int revents)
+{
+    worker *w = container_of(aw, worker, accept_w);
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                log_msg(LOG_WARN, "accept: %s (raise the open-files limit or lower limits.max_connections)", strerror(errno));
+            return;
+        }
+        const sconfig *cfg = w->app_cfg;
+        int n = atomic_fetch_add(&w->srv->nconns, 1);
+        if ((unsigned)n >= cfg->max_connections || w->stopping) {
+            atomic_fetch_sub(&w->srv->nconns, 1);
+            ssize_t wr = send(fd, busy_503, sizeof busy_503 - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)wr;
+            atomic_fetch_add(&w->responses_5xx, 1);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn *c = conn_new(w, fd);
+        if (!c) { atomic_fetch_sub(&w->srv->nconns, 1); close(fd); continue; }
+        c->counted = 1;
+        memcpy(&c->peer, &ss, sizeof ss);
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->ip, sizeof c->ip);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->ip, sizeof c->ip);
+        else
+            strcpy(c->ip, "local");
+        conn_set_timeout(c, TMO_HEADER, cfg->header_timeout);
+    }
+}
+
+void conn_send(conn *c, const void *p, size_t n)
+{
+    if (c->closed) return;
+    if (buf_append(&c->out, p, n)) { c->want_close = 1; return; }
+}
+
+void conn_flush(conn *c)
+{
+    if (c->closed) return;
+    while (buf_pending(&c->out)) {
+        ssize_t n = send(c->fd, c->out.data + c->out.off, buf_pending(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out.off += (size_t)n;
+            atomic_fetch_add_explicit(&c->w->bytes_out, (unsigned long long)n, memory_order_relaxed);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->writing) { c->writing = 1; update_events(c); }
+            return;
+        }
+        conn_close(c);           /* peer went away */
+        return;
+    }
+    buf_reset(&c->out);
+    buf_shrink(&c->out, 65536);
+    if (c->sse && dispatch_sse_pending(c)) {
+        if (!c->writing) { c->writing = 1; update_events(c); }
+        return;
+    }
+    if (c->writing) { c->writing = 0; update_events(c); }
+    if (c->state == CS_CLOSING) conn_close(c);
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *iow, int revents)
+{
+    conn *c = container_of(iow, conn, io);
+    if (revents & EV_WRITE) {
+        conn_flush(c);
+        if (c->closed) return;
+    }
+    if (!(revents & EV_READ)) return;
+    if (c->state == CS_SSE) {            /* a stream only reads to notice the client leaving */
+        char sink[512];
+        ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) conn_close(c);
+        return;
+    }
+    if (c->state != CS_READING) return;
+    /* read what is there; stop early when a huge body streams in (limits still apply) */
+    for (int rounds = 0; rounds < 4; rounds++) {
+        if (buf_reserve(&c->in, READ_CHUNK)) { conn_close(c); return; }
+        ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            if ((size_t)n < c->in.cap - c->in.len + (size_t)n) break;
+            continue;
+        }
+        if (n == 0) { conn_close(c); return; }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        conn_close(c);
+        return;
+    }
+    process_input(c);
+}
+
+/* Parses and handles every complete request in the input buffer, in order. */
+static void process_input(conn *c)
+{
+    worker *w = c->w;
+    while (c->state == CS_READING && buf_pending(&c->in)) {
+        int fresh = !c->req.headers_done && c->req.store.len == 0;
+        size_t used = 0;
+        http_feed_result r = http_feed(&c->hp, c->in.data + c->in.off, buf_pending(&c->in), &used);
+        c->in.off += used;
+        if (fresh && used && c->tmo_kind != TMO_HEADER) {
+            conn_set_timeout(c, TMO_HEADER, w->app_cfg->header_timeout);
+            c->req_start_us = worker_now_us(w);
+        }
+        if (r == FEED_ERROR) {
+            resp_error(c, c->hp.err_status, c->hp.err_msg, 1);
+            c->state = CS_CLOSING;
+            break;
+        }
+        if (r == FEED_REQUEST) {
+            dispatch_request(c);
+            continue;
+        }
+        /* headers (maybe) done, body still coming */
+        if (c->req.headers_done) {
+            if (c->req.expect_continue && !c->continue_sent) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                conn_send(c, cont, sizeof cont - 1);
+                c->continue_sent = 1;
+            }
+            if (c->tmo_kind != TMO_BODY) {
+                double left = w->app_cfg->request_timeout -
+                              (double)(worker_now_us(w) - c->req_start_us) / 1e6;
+                conn_set_timeout(c, TMO_BODY, left > 0 ? left : 0);
+            }
+        }
+        break;
+    }
+    if (!c->closed) {
+        if (c->in.off == c->in.len) buf_reset(&c->in);
+        else if (c->in.off > c->in.cap / 2) buf_compact(&c->in);
+        conn_flush(c);
+        if (!c->closed) update_events(c);
+    }
+}
+
+/* Called by dispatch once a request's response has been queued. */
+void conn_request_done(conn *c)
+{
+    worker *w = c->w;
+    c->continue_sent = 0;
+    if (c->state == CS_SSE) return;
+    if (!c->req.keepalive || c->want_close || w->stopping) {
+        c->state = CS_CLOSING;
+        conn_set_timeout(c, TMO_IDLE, 5);     /* bound the final flush */
+        return;
+    }
+    c->state = CS_READING;
+    conn_set_timeout(c, buf_pending(&c->in) ? TMO_HEADER : TMO_IDLE,
+                     buf_pending(&c->in) ? w->app_cfg->header_timeout : w->app_cfg->keepalive_timeout);
+    c->req_start_us = worker_now_us(w);
+    if (c->req.body.cap > 1 << 20) buf_free(&c->req.body);
+}
+
+void conn_resume(conn *c)
+{
+    if (c->closed) return;
+    process_input(c);
+}
+
+static void conn_tmo_cb(tw_entry *e)
+{
+    conn *c = container_of(e, conn, tmo);
+    switch (c->tmo_kind) {
+    case TMO_HEADER:
+    case TMO_BODY:
+        if (c->req.store.len || c->req.headers_done) {
+            resp_error(c, 408, "request timed out: the request was not received in time", 1);
+            c->state = CS_CLOSING;
+            conn_flush(c);
+            if (!c->closed) conn_set_timeout(c, TMO_IDLE, 1);
+        } else {
+            conn_close(c);
+        }
+        break;
+    case TMO_HANDLER:
+        dispatch_timeout(c);
+        break;
+    case TMO_HEARTBEAT:
+        dispatch_heartbeat(c);
+        break;
+    default:
+        conn_close(c);
+    }
+}
+
+void conn_close(conn *c)
+{
+    if (c->closed) return;
+    worker *w = c->w;
+    c->closed = 1;
+    tw_entry_cancel(&c->tmo);
+    ev_io_stop(w->loop, &c->io);
+    dispatch_conn_gone(c);
+    close(c->fd);
+    c->fd = -1;
+    if (c->counted) atomic_fetch_sub(&w->srv->nconns, 1);
+    if (c->prev) c->prev->next = c->next;
+    else w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    w->nconns--;
+    c->reap_next = w->reaplist;
+    w->reaplist = c;
+}
+
+void conn_reap(worker *w)
+{
+    conn *c;
+    while ((c = w->reaplist)) {
+        w->reaplist = c->reap_next;
+        if (c->task) {           /* a suspended handler still points here: free when it ends */
+            c->reap = 1;
+            continue;
+        }
+        c->gen++;
+        if (w->nfree < FREELIST_MAX) {
+            buf_shrink(&c->in, 0);
+            buf_shrink(&c->out, 0);
+            buf_reset(&c->req.store);
+            buf_shrink(&c->req.store, 8192);
+            buf_shrink(&c->req.body, 0);
+            c->next = w->freelist;
+            w->freelist = c;
+            w->nfree++;
+        } else {
+            buf_free(&c->in);
+            buf_free(&c->out);
+            http_req_free(&c->req);
+            free(c);
+        }
+    }
+}

@@ -1,0 +1,36 @@
+/* dashboard.c: a self-contained live dashboard: polls /_sluice/status every 2 s (same token). */
+#include "dashboard.h"
+
+const char dashboard_html[] =
+"<!doctype html><html><head><meta charset=utf-8><title>sluice dashboard</title>\n"
+"<meta name=viewport content='width=device-width,initial-scale=1'>\n"
+"<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}"
+".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:12px}"
+".card{border:1px solid #ddd;border-radius:8px;padding:10px}.v{font-size:22px;font-weight:600}"
+".k{color:#666;font-size:12px}table{border-collapse:collapse;width:100%;margin-top:1em}"
+"td,th{border-bottom:1px solid #eee;padding:4px;text-align:left;font-size:12px;vertical-align:top}"
+"pre{white-space:pre-wrap;margin:0}canvas{border:1px solid #eee;margin-top:1em}</style></head><body>\n"
+"<h1>sluice <span id=state class=k>connecting...</span></h1>\n"
+"<div class=grid id=cards></div><canvas id=chart width=900 height=160></canvas>\n"
+"<h2>Last errors</h2><table id=errors><tr><th>time</th><th>route</th><th>message</th></tr></table>\n"
+"<script>\n"
+"const q=new URLSearchParams(location.search);const tok=q.get('token');\n"
+"const hdr=tok?{Authorization:'Bearer '+tok}:{};\n"
+"function card(k,v){return `<div class=card><div class=k>${k}</div><div class=v id='c-${k}'>${v}</div></div>`}\n"
+"function esc(s){return String(s).replace(/[&<>]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]))}\n"
+"async function tick(){try{const r=await fetch('/_sluice/status'+(tok?'?token='+encodeURIComponent(tok):''),{headers:hdr});\n"
+"const s=await r.json();document.getElementById('state').textContent='live, up '+Math.round(s.uptime)+' s';\n"
+"document.getElementById('cards').innerHTML=[card('connections',s.connections),card('requests',s.requests),"
+"card('5xx',s.errors_5xx),card('p50 ms',s.latency_ms.p50.toFixed(2)),card('p95 ms',s.latency_ms.p95.toFixed(2)),"
+"card('p99 ms',s.latency_ms.p99.toFixed(2)),card('sse streams',s.sse?s.sse.subscribers:0),card('rss MB',s.rss_mb),"
+"card('cpu s',s.cpu_seconds),card('reloads',s.reloads)].join('');\n"
+"const t=document.getElementById('errors');t.innerHTML='<tr><th>time</th><th>route</th><th>message</th></tr>'+"
+"s.errors.slice(0,50).map(e=>`<tr><td>${new Date(e.time*1000).toLocaleTimeString()}</td><td>${esc(e.route)}</td><td><pre>${esc(e.message)}</pre></td></tr>`).join('');\n"
+"const c=document.getElementById('chart').getContext('2d');c.clearRect(0,0,900,160);const sn=s.snapshots.slice(-120);\n"
+"const mx=Math.max(1,...sn.map(x=>x.p95_ms));c.strokeStyle='#c33';c.beginPath();sn.forEach((x,i)=>{const X=i*900/Math.max(1,sn.length-1),Y=150-140*x.p95_ms/mx;i?c.lineTo(X,Y):c.moveTo(X,Y)});c.stroke();\n"
+"c.fillText('p95 ms (max '+mx.toFixed(2)+')',10,12);\n"
+"}catch(e){document.getElementById('state').textContent='offline: '+e}}\n"
+"tick();setInterval(tick,2000);\n"
+"</script></body></html>\n";
+
+const size_t dashboard_html_len = sizeof dashboard_html - 1;

@@ -1,0 +1,273 @@
+/* dispatch.c: a complete request goes to a built-in endpoint, the rate limiter, then the router and Lua. */
+#include "dispatch.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "admin.h"
+#include "limiter.h"
+#include "log.h"
+#include "lua_app.h"
+#include "metrics.h"
+#include "ssestream.h"
+
+static void access_log(conn *c)
+{
+    worker *w = c->w;
+    const sconfig *cfg = w->app_cfg;
+    uint64_t us = worker_now_us(w) - c->req_start_us;
+    metrics_observe(w, c->status, us);
+    if (!cfg->access_log) return;
+    char line[2048];
+    int n;
+    const http_req *r = &c->req;
+    int ul = (int)(r->url_len > 1000 ? 1000 : r->url_len);
+    worker_update_date(w);
+    if (cfg->access_log == 2) {
+        n = snprintf(line, sizeof line,
+                     "{\"time\":\"%s\",\"ip\":\"%s\",\"method\":\"%s\",\"url\":\"", w->date, c->ip,
+                     http_method_str((enum http_method)r->method));
+        for (int i = 0; i < ul && n < (int)sizeof line - 100; i++) {
+            unsigned char ch = (unsigned char)http_req_url(r)[i];
+            if (ch == '"' || ch == '\\') line[n++] = '\\';
+            line[n++] = ch < 0x20 ? '?' : (char)ch;
+        }
+        n += snprintf(line + n, sizeof line - (size_t)n, "\",\"status\":%d,\"bytes\":%zu,\"ms\":%.3f}\n",
+                      c->status, c->resp_bytes, (double)us / 1000.0);
+    } else {
+        n = snprintf(line, sizeof line, "%s [%s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3fms\n", c->ip, w->date,
+                     http_method_str((enum http_method)r->method), ul, http_req_url(r), r->http_major,
+                     r->http_minor, c->status, c->resp_bytes, (double)us / 1000.0);
+    }
+    if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
+    log_raw(line, (unsigned long)n);
+}
+
+static void finish(conn *c)
+{
+    access_log(c);
+    conn_request_done(c);
+}
+
+void dispatch_request(conn *c)
+{
+    worker *w = c->w;
+    atomic_fetch_add_explicit(&w->requests, 1, memory_order_relaxed);
+    c->gen++;
+    if (!c->req_start_us) c->req_start_us = worker_now_us(w);
+    appstate *a = w->app;
+    const http_req *r = &c->req;
+    const char *path = http_req_url(r);
+    size_t plen = r->path_len;
+
+    int builtin = admin_match(w->app_cfg, path, plen);
+    int rm = router_method(r->method);
+    router_param ps[ROUTER_MAX_PARAMS];
+    int np = 0;
+    unsigned allowed = 0;
+    const route_target *t = NULL;
+    if (!builtin && rm >= 0) t = router_match(a->rt, rm, path, plen, ps, &np, &allowed);
+
+    /* SSE streams are never counted against rate limits */
+    limiter_verdict lv;
+    int limited = (t && t->kind == 1) ? 0 : limiter_check(c, path, plen, &lv);
+    if (limited < 0) {           /* rejected: 429 already queued */
+        finish(c);
+        return;
+    }
+    if (builtin) {
+        admin_answer(c, builtin);
+        finish(c);
+        return;
+    }
+    if (!t) {
+        if (allowed && rm == RM_OPTIONS) {
+            resp rs;
+            resp_begin(&rs, c, 204);
+            char allow[128] = "";
+            static const char *names[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+            if (allowed & 1) allowed |= 2;
+            for (int i = 0; i < RM_ANY; i++)
+                if (allowed & (1u << i)) { if (allow[0]) strcat(allow, ", "); strcat(allow, names[i]); }
+            resp_header(&rs, "Allow", 5, allow, strlen(allow));
+            resp_finish(&rs, NULL, "", 0);
+        } else if (allowed) {
+            resp_error(c, 405, "method not allowed", 0);
+        } else {
+            resp_error(c, 404, "not found", 0);
+        }
+        finish(c);
+        return;
+    }
+    c->lv = limited ? lv : (limiter_verdict){0};
+    c->has_lv = limited != 0;
+    c->in_dispatch = 1;
+    app_handle(a, c, t, ps, np);
+    c->in_dispatch = 0;
+    if (c->task && !c->closed) {           /* suspended: wait for the database, a sleep, ... */
+        c->state = CS_HANDLING;
+        double left = w->app_cfg->request_timeout - (double)(worker_now_us(w) - c->req_start_us) / 1e6;
+        conn_set_timeout(c, TMO_HANDLER, left > 0 ? left : 0);
+    }
+}
+
+static void add_limit_headers(resp *r, void *ud)
+{
+    conn *c = ud;
+    if (c->has_lv) limiter_headers(r, &c->lv);
+}
+
+void dispatch_task_done(conn *c, task *t, int st, const char *etext)
+{
+    appstate *a = t->app;
+    worker *w = c->w;
+    int was_async = !c->in_dispatch;
+    char ebuf[512];
+    const char *err = NULL;
+    if (st != 0) {
+        err = etext;
+    } else if (t->route_kind == 1) {
+        int rc = ssestream_start(c, a, t->co, ebuf, sizeof ebuf);
+        if (rc == 0) {
+            access_log(c);
+            return;                       /* the connection is a stream now */
+        }
+        if (rc < 0) err = ebuf;
+    } else {
+        err = app_write_result(a, c, t->co, ebuf, sizeof ebuf, add_limit_headers, c);
+    }
+    if (err) {
+        const char *route = http_req_url(&c->req);
+        log_msg(LOG_ERROR, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
+                route, err);
+        metrics_error(w, c, err);
+        if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
+            char first[400];
+            const char *nl = strchr(err, '\n');
+            snprintf(first, sizeof first, "%.*s", (int)(nl ? nl - err : (long)strlen(err)), err);
+            resp_error(c, t->err_status, w->app_cfg->production && t->err_status >= 500 ? "service unavailable, retry later" : first, 0);
+        } else if (w->app_cfg->production) {
+            resp_error(c, 500, "internal server error", 0);
+        } else {
+            char first[400];
+            const char *nl = strchr(err, '\n');
+            snprintf(first, sizeof first, "%.*s", (int)(nl ? nl - err : (long)strlen(err)), err);
+            resp_error(c, 500, first, 0);
+        }
+    }
+    finish(c);
+    if (was_async) {
+        if (c->state != CS_CLOSING) c->state = CS_READING;
+        conn_resume(c);
+    }
+}
+
+void dispatch_timeout(conn *c)
+{
+    if (c->state == CS_HANDLING) {
+        app_conn_gone(c);           /* the handler's late answer is dropped */
+        resp_error(c, 503, "request timed out: the handler did not answer within request_timeout", 1);
+        log_msg(LOG_WARN, "%.*s: handler exceeded request_timeout", (int)c->req.path_len, http_req_url(&c->req));
+        access_log(c);
+        c->state = CS_CLOSING;
+        conn_flush(c);
+        if (!c->closed) conn_set_timeout(c, TMO_IDLE, 1);
+        return;
+    }
+    conn_close(c);
+}
+
+void dispatch_heartbeat(conn *c) { ssestream_heartbeat(c); }
+
+void dispatch_conn_gone(conn *c)
+{
+    app_conn_gone(c);
+    if (c->sse) ssestream_stop(c);
+}
+
+int dispatch_sse_pending(conn *c) { return ssestream_flush(c); }
+
+static int cookie_token_ok(const char *s, size_t n)
+{
+    if (!n) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch)) return 0;
+    }
+    return 1;
+}
+
+static int cookie_value_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x21 || ch > 0x7e || ch == '"' || ch == ',' || ch == ';' || ch == '\\') return 0;
+    }
+    return 1;
+}
+
+static int attr_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f || ch == ';') return 0;
+    }
+    return 1;
+}
+
+const char *dispatch_cookies(resp *r, lua_State *co, int idx, char *etext, size_t elen)
+{
+    lua_getfield(co, idx, "cookies");
+    if (lua_isnil(co, -1)) { lua_pop(co, 1); return NULL; }
+    if (!lua_istable(co, -1)) { lua_pop(co, 1); return "response cookies must be a list of tables"; }
+    int list = lua_gettop(co);
+    int n = (int)lua_objlen(co, list);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(co, list, i);
+        int ck = lua_gettop(co);
+        if (!lua_istable(co, ck)) { lua_settop(co, list - 1); return "each cookie must be a table { name =, value = }"; }
+        size_t nl = 0, vl = 0;
+        lua_getfield(co, ck, "name");
+        const char *name = lua_tolstring(co, -1, &nl);
+        lua_getfield(co, ck, "value");
+        const char *value = lua_isnil(co, -1) ? "" : lua_tolstring(co, -1, &vl);
+        if (!name || !cookie_token_ok(name, nl) || !value || !cookie_value_ok(value, vl)) {
+            snprintf(etext, elen, "invalid cookie %.60s: the name must be a token and the value printable ASCII without space, \", comma, ; or \\", name ? name : "(no name)");
+            lua_settop(co, list - 1);
+            return etext;
+        }
+        char line[4096];
+        int m = snprintf(line, sizeof line, "%.*s=%.*s", (int)nl, name, (int)vl, value);
+        static const char *strs[] = {"path", "Path", "domain", "Domain", "samesite", "SameSite", "expires", "Expires"};
+        for (int k = 0; k < 8; k += 2) {
+            lua_getfield(co, ck, strs[k]);
+            size_t al;
+            const char *av = lua_tolstring(co, -1, &al);
+            if (av) {
+                if (!attr_ok(av, al)) {
+                    snprintf(etext, elen, "invalid cookie %.60s: attribute %s contains ';' or a control character", name, strs[k]);
+                    lua_settop(co, list - 1);
+                    return etext;
+                }
+                m += snprintf(line + m, sizeof line - (size_t)m, "; %s=%.*s", strs[k + 1], (int)al, av);
+            }
+            lua_pop(co, 1);
+        }
+        lua_getfield(co, ck, "max_age");
+        if (lua_isnumber(co, -1)) m += snprintf(line + m, sizeof line - (size_t)m, "; Max-Age=%lld", (long long)lua_tonumber(co, -1));
+        lua_pop(co, 1);
+        lua_getfield(co, ck, "httponly");
+        if (lua_toboolean(co, -1)) m += snprintf(line + m, sizeof line - (size_t)m, "; HttpOnly");
+        lua_pop(co, 1);
+        lua_getfield(co, ck, "secure");
+        if (lua_toboolean(co, -1)) m += snprintf(line + m, sizeof line - (size_t)m, "; Secure");
+        lua_pop(co, 1);
+        if (m >= (int)sizeof line) { lua_settop(co, list - 1); return "cookie too long"; }
+        if (resp_header(r, "Set-Cookie", 10, line, (size_t)m)) { lua_settop(co, list - 1); return "invalid cookie"; }
+        lua_settop(co, list);
+    }
+    lua_settop(co, list - 1);
+    return NULL;
+}

@@ -1,0 +1,24 @@
+/* dispatch.h: what happens to a complete request: built-in endpoints, rate limits, routing, Lua, SSE. */
+#ifndef SLUICE_DISPATCH_H
+#define SLUICE_DISPATCH_H
+
+#include <lua.h>
+
+#include "server.h"
+
+/* Handles one complete request on c (the response is queued now or when its handler resumes). */
+void dispatch_request(conn *c);
+/* A request's handler task ended: st is the lua_resume status, etext the error with traceback. */
+void dispatch_task_done(conn *c, task *t, int st, const char *etext);
+/* The handler did not finish within request_timeout. */
+void dispatch_timeout(conn *c);
+/* SSE heartbeat timer fired. */
+void dispatch_heartbeat(conn *c);
+/* The connection is closing: detach handler tasks and SSE subscriptions. */
+void dispatch_conn_gone(conn *c);
+/* SSE: writes queued events; returns 1 while some remain queued. */
+int dispatch_sse_pending(conn *c);
+/* Writes Set-Cookie headers from the response table's `cookies` list (table at idx). */
+const char *dispatch_cookies(resp *r, lua_State *co, int idx, char *etext, size_t elen);
+
+#endif

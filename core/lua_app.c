@@ -1,0 +1,675 @@
+/* lua_app.c: builds a Lua state from config.lua + scripts and runs request coroutines on it. */
+#include "lua_app.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <lua-cjson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <limits.h>
+
+#include "dispatch.h"
+#include "log.h"
+#include "lua_db.h"
+
+struct sluice_embedded { const char *name; const char *src; size_t len; };
+extern const struct sluice_embedded sluice_embedded_lua[];
+
+int luaopen_sluice_core(lua_State *L);
+int luaopen_cjson_safe(lua_State *L);
+int luaopen_sluice_testing(lua_State *L);
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+/* ---------------------------------------------------------------- module loading */
+
+/* package.loaders entry: lua/<name>.lua from SLUICE_LUA_DIR (development) or the binary. */
+static int embedded_loader(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *dir = getenv("SLUICE_LUA_DIR");
+    if (dir && *dir) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s.lua", dir, name);
+        if (access(path, R_OK) == 0) {
+            if (luaL_loadfile(L, path)) return lua_error(L);
+            return 1;
+        }
+    }
+    for (const struct sluice_embedded *e = sluice_embedded_lua; e->name; e++) {
+        if (strcmp(e->name, name) == 0) {
+            char chunk[128];
+            snprintf(chunk, sizeof chunk, "@lua/%s.lua", name);
+            if (luaL_loadbuffer(L, e->src, e->len, chunk)) return lua_error(L);
+            return 1;
+        }
+    }
+    lua_pushfstring(L, "\n\tno embedded module '%s'", name);
+    return 1;
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)) msg = lua_tostring(L, -1);
+        else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static void setup_loaders(lua_State *L, appstate *a, const char *base_dir)
+{
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_setfield(L, -2, "cjson");
+    lua_pushcfunction(L, luaopen_cjson_safe);
+    lua_setfield(L, -2, "cjson.safe");
+    lua_pushlightuserdata(L, a);
+    lua_pushcclosure(L, luaopen_sluice_core, 1);
+    lua_setfield(L, -2, "sluice.core");
+    lua_pushlightuserdata(L, a);
+    lua_pushcclosure(L, luaopen_sluice_testing, 1);
+    lua_setfield(L, -2, "sluice.testing");
+    lua_pop(L, 1);
+    /* insert the embedded loader right after preload */
+    lua_getfield(L, -1, "loaders");
+    int n = (int)lua_objlen(L, -1);
+    for (int i = n; i >= 2; i--) { lua_rawgeti(L, -1, i); lua_rawseti(L, -2, i + 1); }
+    lua_pushcfunction(L, embedded_loader);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 1);
+    /* scripts may require each other: <base>/?.lua and <base>/scripts/?.lua */
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/scripts/?.lua;%s", base_dir, base_dir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+/* ---------------------------------------------------------------- state lifecycle */
+
+static void errappend(char *err, size_t errlen, const char *msg)
+{
+    size_t n = strlen(err);
+    if (n && n + 1 < errlen) { err[n++] = '\n'; err[n] = 0; }
+    snprintf(err + n, errlen - n, "%s", msg);
+}
+
+/* "file:line: message" without the traceback that follows it. */
+static void first_line(char *out, size_t outlen, const char *msg)
+{
+    const char *nl = strchr(msg, '\n');
+    size_t n = nl ? (size_t)(nl - msg) : strlen(msg);
+    if (n >= outlen) n = outlen - 1;
+    memcpy(out, msg, n);
+    out[n] = 0;
+}
+
+appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen)
+{
+    err[0] = 0;
+    char abs[PATH_MAX];
+    if (!realpath(config_path, abs)) {
+        snprintf(err, errlen, "%s: cannot open config file (is the path right? run from the project directory or pass --config)", config_path);
+        return NULL;
+    }
+    appstate *a = calloc(1, sizeof *a);
+    if (!a) { snprintf(err, errlen, "out of memory"); return NULL; }
+    a->w = w;
+    a->refs = 1;
+    lua_State *L = a->L = luaL_newstate();
+    if (!L) { free(a); snprintf(err, errlen, "cannot create a Lua state (out of memory)"); return NULL; }
+    luaL_openlibs(L);
+    char base[PATH_MAX];
+    snprintf(base, sizeof base, "%s", abs);
+    char *slash = strrchr(base, '/');
+    if (slash) *slash = 0;
+    setup_loaders(L, a, base);
+
+    lua_pushcfunction(L, traceback);
+    a->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    /* config: require("config").load(path, opts) */
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "config");
+    if (lua_pcall(L, 1, 1, 0)) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
+    lua_getfield(L, -1, "load");
+    lua_pushstring(L, abs);
+    lua_createtable(L, 0, 2);
+    lua_getglobal(L, "os");
+    lua_getfield(L, -1, "getenv");
+    lua_setfield(L, -3, "lookup_env");
+    lua_pop(L, 1);
+    if (lua_pcall(L, 2, 2, 0)) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
+    if (lua_isnil(L, -2)) {
+        int n = (int)lua_objlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            errappend(err, errlen, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        goto fail;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "sluice.config");
+    char cerr[512];
+    a->cfg = sconfig_from_lua(L, lua_gettop(L), cerr, sizeof cerr);
+    if (!a->cfg) { errappend(err, errlen, cerr); goto fail; }
+    lua_settop(L, 0);
+    a->rt = router_new();
+
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "encode");
+    a->encode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* encode empty tables as [] only when they are marked; sparse arrays as objects */
+    lua_getfield(L, -1, "encode_sparse_array");
+    lua_pushboolean(L, 1);
+    lua_call(L, 1, 0);
+    lua_settop(L, 0);
+
+    /* the request metatable lives in sluice.core (req_index); fetch it through require */
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sluice.core");
+    if (lua_pcall(L, 1, 1, 0)) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
+    lua_getfield(L, -1, "_req_mt");
+    a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, 0);
+    (void)test_mode;
+
+    for (size_t i = 0; i < a->cfg->nscripts; i++) {
+        const char *path = a->cfg->scripts[i];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->traceback_ref);
+        if (luaL_loadfile(L, path)) {
+            const char *m = lua_tostring(L, -1);
+            if (strstr(m, "cannot open")) {
+                char b[1024];
+                snprintf(b, sizeof b, "%s: script not found (listed in scripts of %s)", path, abs);
+                errappend(err, errlen, b);
+            } else {
+                errappend(err, errlen, m);
+            }
+            goto fail;
+        }
+        if (lua_pcall(L, 0, 0, -2)) {
+            char line[1024];
+            first_line(line, sizeof line, lua_tostring(L, -1));
+            errappend(err, errlen, line);
+            goto fail;
+        }
+        lua_settop(L, 0);
+    }
+    return a;
+fail:
+    if (!err[0]) snprintf(err, errlen, "%s: failed to load", abs);
+    a->closing = 1;
+    appstate_release(a);
+    return NULL;
+}
+
+static void task_release(task *t);
+
+void appstate_activate(appstate *a)
+{
+    if (a->active || !a->w) return;
+    a->active = 1;
+    for (task *t = a->tasks; t; t = t->next)
+        if (t->kind == TASK_TIMER && !t->co && !tw_entry_linked(&t->tmo))
+            timerwheel_add(a->w->tw, &t->tmo, worker_now_us(a->w) / 1000 + t->first_ms);
+}
+
+void appstate_retire(appstate *a)
+{
+    task *t = a->tasks, *next;
+    for (; t; t = next) {
+        next = t->next;
+        if (t->kind == TASK_TIMER && !t->co) {      /* armed timer, not running */
+            tw_entry_cancel(&t->tmo);
+            task_release(t);
+        }
+    }
+}
+
+void appstate_release(appstate *a)
+{
+    if (--a->refs > 0) return;
+    if (a->L) lua_close(a->L);
+    router_free(a->rt);
+    if (a->cfg) sconfig_free(a->cfg);
+    for (task *t = a->freetasks, *n; t; t = n) { n = t->next; free(t); }
+    free(a->copool);
+    free(a);
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+static task *task_alloc(appstate *a, int kind)
+{
+    task *t = a->freetasks;
+    if (t) a->freetasks = t->next;
+    else if (!(t = malloc(sizeof *t))) return NULL;
+    memset(t, 0, sizeof *t);
+    t->app = a;
+    t->kind = kind;
+    tw_entry_init(&t->tmo, NULL);
+    t->next = a->tasks;
+    if (a->tasks) a->tasks->prev = t;
+    a->tasks = t;
+    a->refs++;
+    return t;
+}
+
+/* Gives t a coroutine from the pool (or a new one) and anchors it. */
+static int task_coroutine(task *t)
+{
+    appstate *a = t->app;
+    lua_State *L = a->L;
+    if (a->ncopool) {
+        t->co_ref = a->copool[--a->ncopool];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->co_ref);
+        t->co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    } else {
+        t->co = lua_newthread(L);
+        t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return t->co ? 0 : -1;
+}
+
+static void task_release(task *t)
+{
+    appstate *a = t->app;
+    db_task_cleanup(t);
+    tw_entry_cancel(&t->tmo);
+    if (t->timer_ref) luaL_unref(a->L, LUA_REGISTRYINDEX, t->timer_ref);
+    if (t->co_ref) luaL_unref(a->L, LUA_REGISTRYINDEX, t->co_ref);
+    if (t->prev) t->prev->next = t->next;
+    else a->tasks = t->next;
+    if (t->next) t->next->prev = t->prev;
+    t->next = a->freetasks;
+    a->freetasks = t;
+    appstate_release(a);
+}
+
+/* Returns the finished coroutine to the pool (only a cleanly finished one is reusable). */
+static void task_recycle_co(task *t, int clean)
+{
+    appstate *a = t->app;
+    if (!t->co_ref) return;
+    if (clean && a->ncopool < 256) {
+        if (a->ncopool == a->capcopool) {
+            size_t nc = a->capcopool ? a->capcopool * 2 : 16;
+            int *p = realloc(a->copool, nc * sizeof *p);
+            if (p) { a->copool = p; a->capcopool = nc; }
+        }
+        if (a->ncopool < a->capcopool) {
+            lua_settop(t->co, 0);
+            a->copool[a->ncopool++] = t->co_ref;
+            t->co_ref = 0;
+        }
+    }
+    t->co = NULL;
+}
+
+task *task_current(appstate *a, lua_State *L)
+{
+    task *t = a->running;
+    if (t && t->co != L) return NULL;     /* inside a coroutine the script made itself */
+    return t;
+}
+
+int task_yield(lua_State *L, task *t)
+{
+    t->waiting = 1;
+    return lua_yield(L, 0);
+}
+
+static void task_finish(task *t, int status);
+
+static void task_run(task *t, int nargs)
+{
+    appstate *a = t->app;
+    task *saved = a->running;
+    a->running = t;
+    t->waiting = 0;
+    int st = lua_resume(t->co, nargs);
+    a->running = saved;
+    if (st == LUA_YIELD) {
+        if (t->waiting) return;
+        lua_settop(t->co, 0);
+        lua_pushstring(t->co, "coroutine.yield() from a handler: use app.sleep or app.db, or wrap your own coroutine");
+        st = LUA_ERRRUN;
+    }
+    task_finish(t, st);
+}
+
+void task_resume(task *t, int nres)
+{
+    t->waiting = 0;
+    t->cancel = NULL;
+    t->wait = NULL;
+    task_run(t, nres);
+}
+
+/* Formats the error on top of co with a traceback into buf. */
+static void task_error_text(task *t, char *out, size_t outlen)
+{
+    lua_State *co = t->co;
+    const char *msg = lua_tostring(co, -1);
+    if (!msg) {
+        if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1)) msg = lua_tostring(co, -1);
+        else msg = "(error object is not a string)";
+    }
+    luaL_traceback(co, co, msg, 0);
+    snprintf(out, outlen, "%s", lua_tostring(co, -1));
+    lua_pop(co, 1);
+}
+
+static void timer_arm(task *t);
+
+static void task_finish(task *t, int st)
+{
+    appstate *a = t->app;
+    char etext[4096];
+    if (st != 0) {
+        t->err_status = 0;
+        if (lua_istable(t->co, -1)) {       /* error objects may carry an HTTP status */
+            lua_getfield(t->co, -1, "status");
+            if (lua_isnumber(t->co, -1)) t->err_status = (int)lua_tointeger(t->co, -1);
+            lua_pop(t->co, 1);
+            lua_getfield(t->co, -1, "code");
+            const char *code = lua_tostring(t->co, -1);
+            if (code && (strcmp(code, "pool_timeout") == 0 || strcmp(code, "unreachable") == 0)) t->err_status = 503;
+            lua_pop(t->co, 1);
+        }
+        task_error_text(t, etext, sizeof etext);
+        if (a->w) atomic_fetch_add(&a->w->lua_errors, 1);
+    }
+    switch (t->kind) {
+    case TASK_REQUEST: {
+        conn *c = t->c;
+        if (c) {
+            c->task = NULL;
+            dispatch_task_done(c, t, st, st ? etext : NULL);
+        }
+        break;
+    }
+    case TASK_TIMER:
+        if (st) log_msg(LOG_ERROR, "timer callback failed: %s", etext);
+        if (t->repeat_ms && !a->closing && st == 0) {
+            task_recycle_co(t, 1);
+            timer_arm(t);
+            return;
+        }
+        break;
+    case TASK_CHILD: {
+        task *p = t->parent;
+        if (p && p->waiting) {
+            lua_State *pc = p->co;
+            int n;
+            if (st == 0) { lua_pushboolean(pc, 1); n = 1; }
+            else {
+                lua_pushboolean(pc, 0);
+                const char *nl = strchr(etext, '\n');
+                lua_pushlstring(pc, etext, nl ? (size_t)(nl - etext) : strlen(etext));
+                lua_pushstring(pc, etext);
+                n = 3;
+            }
+            task_recycle_co(t, st == 0);
+            task_release(t);
+            task_resume(p, n);
+            return;
+        }
+        break;
+    }
+    }
+    task_recycle_co(t, st == 0);
+    task_release(t);
+}
+
+task *task_spawn(appstate *a, int kind, int nargs)
+{
+    lua_State *L = a->L;
+    task *t = task_alloc(a, kind);
+    if (!t || task_coroutine(t)) { lua_pop(L, nargs + 1); if (t) task_release(t); return NULL; }
+    lua_xmove(L, t->co, nargs + 1);
+    task_run(t, nargs);
+    return t;
+}
+
+/* ---------------------------------------------------------------- timers (app.timer) */
+
+static void timer_fire(tw_entry *e)
+{
+    task *t = container_of(e, task, tmo);
+    if (t->co) { task_resume(t, 0); return; }        /* app.sleep / await deadline */
+    if (task_coroutine(t)) { task_release(t); return; }
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, t->timer_ref);
+    task_run(t, 0);
+}
+
+static void timer_arm(task *t)
+{
+    worker *w = t->app->w;
+    t->tmo.cb = timer_fire;
+    timerwheel_add(w->tw, &t->tmo, worker_now_us(w) / 1000 + t->repeat_ms);
+}
+
+/* app.timer(seconds, fn [, repeat]) from sluice.core. */
+int app_timer_new(lua_State *L, appstate *a, double seconds, int fn_idx, int repeat)
+{
+    if (!a->w) return 0;     /* `sluice check`: scripts load, timers do not run */
+    task *t = task_alloc(a, TASK_TIMER);
+    if (!t) return luaL_error(L, "out of memory");
+    lua_pushvalue(L, fn_idx);
+    t->timer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uint64_t ms = (uint64_t)(seconds * 1000);
+    t->repeat_ms = repeat ? (ms ? ms : 1) : 0;
+    t->tmo.cb = timer_fire;
+    t->first_ms = ms;
+    /* a state being built (reload) is not on its worker thread yet: arm at activation */
+    if (a->active) timerwheel_add(a->w->tw, &t->tmo, worker_now_us(a->w) / 1000 + ms);
+    return 0;
+}
+
+/* app.sleep(seconds): suspends the running task. */
+int app_sleep(lua_State *L, double seconds)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    task *t = task_current(a, L);
+    if (!t || !a->w) return luaL_error(L, "app.sleep: only inside a handler, timer or spec");
+    t->tmo.cb = timer_fire;
+    timerwheel_add(a->w->tw, &t->tmo, worker_now_us(a->w) / 1000 + (uint64_t)(seconds * 1000));
+    t->cancel = NULL;
+    return task_yield(L, t);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+void app_handle(appstate *a, conn *c, const route_target *rt, const router_param *ps, int np)
+{
+    lua_State *L = a->L;
+    task *t = task_alloc(a, TASK_REQUEST);
+    if (!t || task_coroutine(t)) {
+        if (t) task_release(t);
+        resp_error(c, 503, "out of memory", 1);
+        conn_request_done(c);
+        return;
+    }
+    (void)L;
+    lua_State *co = t->co;
+    t->c = c;
+    t->gen = c->gen;
+    t->route_kind = rt->kind;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, rt->ref);
+    /* the request table: method, path, params eager; the rest lazily via the metatable */
+    lua_createtable(co, 2, 4);
+    lua_pushlightuserdata(co, c);
+    lua_rawseti(co, -2, 1);
+    lua_pushnumber(co, c->gen);
+    lua_rawseti(co, -2, 2);
+    lua_pushstring(co, http_method_str((enum http_method)c->req.method));
+    lua_setfield(co, -2, "method");
+    lua_pushlstring(co, http_req_url(&c->req), c->req.path_len);
+    lua_setfield(co, -2, "path");
+    if (np) {
+        lua_createtable(co, 0, np);
+        for (int i = 0; i < np; i++) {
+            char tmp[1024];
+            const char *v = ps[i].val;
+            size_t vl = ps[i].vlen;
+            if (vl < sizeof tmp && memchr(v, '%', vl)) {
+                memcpy(tmp, v, vl);
+                long n = http_urldecode(tmp, vl, 0);
+                if (n >= 0) { v = tmp; vl = (size_t)n; }
+            }
+            lua_pushlstring(co, ps[i].name, ps[i].nlen);
+            lua_pushlstring(co, v, vl);
+            lua_rawset(co, -3);
+        }
+        lua_setfield(co, -2, "params");
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, a->req_mt_ref);
+    lua_setmetatable(co, -2);
+    c->task = t;
+    task_run(t, 1);
+}
+
+void app_conn_gone(conn *c)
+{
+    task *t = c->task;
+    if (!t) return;
+    c->task = NULL;
+    t->c = NULL;         /* the handler runs on; its answer goes nowhere */
+}
+
+/* ---------------------------------------------------------------- result -> response */
+
+static int header_value_str(lua_State *co, int idx, const char **v, size_t *vl)
+{
+    int ty = lua_type(co, idx);
+    if (ty != LUA_TSTRING && ty != LUA_TNUMBER) return -1;
+    *v = lua_tolstring(co, idx, vl);
+    return 0;
+}
+
+/* Writes the handler's return value (at co[1]) as the response. Returns NULL, or an error
+ * message (constant or in etext) when the value cannot be sent. */
+const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
+                             void (*extra)(resp *r, void *ud), void *ud)
+{
+    int top = lua_gettop(co);
+    int ty = top ? lua_type(co, 1) : LUA_TNIL;
+    resp r;
+    if (ty == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(co, 1, &n);
+        resp_begin(&r, c, 200);
+        if (extra) extra(&r, ud);
+        resp_finish(&r, "text/plain; charset=utf-8", s, n);
+        return NULL;
+    }
+    if (ty == LUA_TNUMBER) {
+        int st = (int)lua_tointeger(co, 1);
+        if (st < 100 || st > 999) return "handler returned an invalid status number";
+        resp_begin(&r, c, st);
+        if (extra) extra(&r, ud);
+        const char *reason = http_reason(st);
+        char body[64];
+        int n = snprintf(body, sizeof body, "%s\n", reason);
+        resp_finish(&r, "text/plain; charset=utf-8", body, (size_t)n);
+        return NULL;
+    }
+    if (ty == LUA_TNIL) {
+        resp_begin(&r, c, 204);
+        if (extra) extra(&r, ud);
+        resp_finish(&r, NULL, "", 0);
+        return NULL;
+    }
+    if (ty != LUA_TTABLE) return "handler must return a string, a status number or a response table";
+
+    lua_getfield(co, 1, "status");
+    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
+    lua_pop(co, 1);
+    if (st < 100 || st > 999) return "response status must be a number between 100 and 999";
+
+    const char *body = "";
+    size_t blen = 0;
+    const char *ctype = NULL;
+    int body_idx = 0;
+    lua_getfield(co, 1, "json");
+    if (!lua_isnil(co, -1)) {
+        lua_rawgeti(co, LUA_REGISTRYINDEX, a->encode_ref);
+        lua_pushvalue(co, -2);
+        if (lua_pcall(co, 1, 1, 0)) {
+            snprintf(etext, elen, "response json cannot be encoded: %s", lua_tostring(co, -1));
+            lua_settop(co, top);
+            return etext;
+        }
+        body = lua_tolstring(co, -1, &blen);
+        body_idx = lua_gettop(co);
+        ctype = "application/json";
+    } else {
+        lua_pop(co, 1);
+        lua_getfield(co, 1, "body");
+        if (lua_type(co, -1) == LUA_TSTRING) {
+            body = lua_tolstring(co, -1, &blen);
+            body_idx = lua_gettop(co);
+            ctype = "text/plain; charset=utf-8";
+        } else if (!lua_isnil(co, -1)) {
+            lua_settop(co, top);
+            return "response body must be a string (use json = ... for tables)";
+        }
+    }
+    (void)body_idx;
+    size_t mark = c->out.len;
+    resp_begin(&r, c, st);
+    lua_getfield(co, 1, "headers");
+    if (lua_type(co, -1) == LUA_TTABLE) {
+        int h = lua_gettop(co);
+        lua_pushnil(co);
+        while (lua_next(co, h)) {
+            size_t nl;
+            const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nl) : NULL;
+            if (!name) { c->out.len = mark; lua_settop(co, top); return "response header names must be strings"; }
+            const char *v;
+            size_t vl;
+            int bad = 0;
+            if (lua_type(co, -1) == LUA_TTABLE) {
+                int n = (int)lua_objlen(co, -1);
+                for (int i = 1; i <= n && !bad; i++) {
+                    lua_rawgeti(co, -1, i);
+                    bad = header_value_str(co, -1, &v, &vl) || resp_header(&r, name, nl, v, vl);
+                    lua_pop(co, 1);
+                }
+            } else {
+                bad = header_value_str(co, -1, &v, &vl) || resp_header(&r, name, nl, v, vl);
+            }
+            if (bad) {
+                c->out.len = mark;
+                snprintf(etext, elen, "invalid response header \"%.100s\": names must be tokens, values strings without CR, LF or NUL", name);
+                lua_settop(co, top);
+                return etext;
+            }
+            lua_pop(co, 1);
+        }
+    } else if (!lua_isnil(co, -1)) {
+        c->out.len = mark;
+        lua_settop(co, top);
+        return "response headers must be a table";
+    }
+    lua_pop(co, 1);
+    if (extra) extra(&r, ud);
+    const char *cerr = dispatch_cookies(&r, co, 1, etext, elen);
+    if (cerr) { c->out.len = mark; lua_settop(co, top); return cerr; }
+    resp_finish(&r, ctype, body, blen);
+    lua_settop(co, top);
+    return NULL;
+}

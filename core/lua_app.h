@@ -1,0 +1,90 @@
+/* lua_app.h: one Lua state with config.lua and the handler scripts loaded, and the request coroutines run on it. */
+#ifndef SLUICE_LUA_APP_H
+#define SLUICE_LUA_APP_H
+
+#include <lua.h>
+
+#include "router.h"
+#include "server.h"
+#include "timerwheel.h"
+
+enum { TASK_REQUEST, TASK_TIMER, TASK_CHILD };
+
+/* A Lua coroutine run by the worker's loop: a request handler, a timer callback, or a
+ * child task awaited by another (the spec runner's tests). */
+struct task {
+    appstate *app;
+    lua_State *co;
+    int co_ref;
+    int kind;
+    conn *c;                 /* TASK_REQUEST: the connection, NULL once it went away */
+    uint32_t gen;
+    int route_kind;          /* 0 handler, 1 SSE authorizer */
+    int waiting;             /* set by a primitive that yielded and arranged a wake-up */
+    tw_entry tmo;            /* app.sleep, awaits with a deadline */
+    void (*cancel)(task *t); /* undo the pending wait (connection gone, state closing) */
+    void *wait;              /* what the primitive waits on */
+    task *parent;            /* TASK_CHILD: resumed with (ok, err) when this one ends */
+    int timer_ref;           /* TASK_TIMER: the callback; repeat interval in ms, 0 for one-shot */
+    uint64_t repeat_ms, first_ms;
+    void *db_op;             /* lua_db.c: the parked database operation */
+    void *db_conn, *db_pool; /* lua_db.c: connection pinned by app.db.transaction */
+    int db_savepoint;
+    int err_status;          /* status carried by an error table ({status = 503}) */
+    task *next;              /* appstate's list of live tasks / freelist */
+    task *prev;
+};
+
+struct appstate {
+    lua_State *L;
+    worker *w;               /* owning worker (NULL for `sluice check`) */
+    sconfig *cfg;
+    router *rt;
+    int refs;                /* live tasks + 1 while current */
+    int req_mt_ref;          /* metatable of request tables */
+    int encode_ref;          /* cjson.encode */
+    int traceback_ref;
+    int *copool;             /* idle coroutines (registry refs) */
+    size_t ncopool, capcopool;
+    task *tasks;             /* live tasks */
+    task *freetasks;
+    task *running;           /* the task inside lua_resume (nested for child tasks) */
+    int closing;
+    int active;              /* swapped in on its worker thread */
+};
+
+/* Builds a state: runs config_path, validates and normalizes it, loads the scripts.
+ * w may be NULL (check/reload validation). On failure returns NULL and "file:line: message"
+ * lines in err. */
+appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen);
+/* Makes the state live on its worker: arms timers the scripts created while loading. */
+void appstate_activate(appstate *a);
+/* Drops one reference; the state closes when the last task on it has finished. */
+void appstate_release(appstate *a);
+/* Cancels the state's timers (at reload: the new scripts set their own). */
+void appstate_retire(appstate *a);
+
+/* Runs the handler for a routed request; the response is queued on c (now or after the
+ * coroutine resumes). */
+void app_handle(appstate *a, conn *c, const route_target *t, const router_param *ps, int np);
+/* The connection went away while its handler was suspended. */
+void app_conn_gone(conn *c);
+/* Writes the handler's return value (co[1]) as the response; extra() may add headers.
+ * Returns NULL or an error message (constant, or written to etext). */
+const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
+                             void (*extra)(resp *r, void *ud), void *ud);
+/* app.timer / app.sleep primitives (called by sluice.core). */
+int app_timer_new(lua_State *L, appstate *a, double seconds, int fn_idx, int repeat);
+int app_sleep(lua_State *L, double seconds);
+
+/* Starts a task running the function on top of a's main stack with nargs arguments
+ * (used by timers and the spec runner). */
+task *task_spawn(appstate *a, int kind, int nargs);
+/* Resumes a suspended task with nres values already pushed on t->co. */
+void task_resume(task *t, int nres);
+/* The task currently running on this worker (inside a Lua primitive), or NULL. */
+task *task_current(appstate *a, lua_State *L);
+/* Marks the running task as waiting and yields (call as `return task_yield(L, t)`). */
+int task_yield(lua_State *L, task *t);
+
+#endif

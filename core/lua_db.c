@@ -1,0 +1,383 @@
+/* lua_db.c: coroutine-friendly database calls: a query parks its task until libpq answers.
+ * Primitives return rows, or nil plus an error table; lua/sluice.lua raises the error. */
+#include "lua_db.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "lua_app.h"
+#include "pgpool.h"
+#include "pgresult.h"
+
+typedef struct dbside {
+    pgpool *primary;
+    pgpool **replicas;
+    int nreplicas, next_replica;
+    pgpool_config cfg;
+    int limit;
+    pgpool_waiter warm;
+    pgconn *fixture;             /* test mode: every query runs in this transaction */
+} dbside;
+
+/* What a parked query needs once a connection is there. */
+typedef struct dbop {
+    task *t;
+    pgpool *pool;
+    pgconn *conn;
+    int pinned;                  /* conn belongs to a transaction: do not release after */
+    int release_after;
+    char *sql;
+    int nparams;
+    char **values;
+    int *lengths;
+    pgpool_waiter waiter;
+    enum { OP_QUERY, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_FIX_BEGIN, OP_FIX_ROLLBACK } kind;
+    int savepoint;               /* transaction nested in the test fixture's */
+} dbop;
+
+static void warm_cb(void *ud, pgconn *c, const char *err)
+{
+    dbside *d = ud;
+    if (c) pgpool_release(d->primary, c);
+    else log_msg(LOG_WARN, "database: %s", err);
+}
+
+int db_check_url(const char *url, char *err, size_t errlen)
+{
+    pgpool_config cfg;
+    char e[512];
+    if (pgpool_parse_url(url, &cfg, e, sizeof e) == 0) return 0;
+    snprintf(err, errlen, "DATABASE_URL: %s (expected postgresql://user:password@host:5432/dbname?connection_limit=50&pool_timeout=20)", e);
+    return -1;
+}
+
+int db_worker_init(worker *w)
+{
+    const sconfig *c = w->app_cfg;
+    if (!c->db_url) return 0;
+    dbside *d = calloc(1, sizeof *d);
+    if (!d) return -1;
+    char err[512];
+    if (pgpool_parse_url(c->db_url, &d->cfg, err, sizeof err)) {
+        log_msg(LOG_ERROR, "DATABASE_URL: %s", err);
+        free(d);
+        return -1;
+    }
+    if (!strstr(c->db_url, "statement_timeout=")) d->cfg.statement_timeout = c->statement_timeout;
+    d->limit = d->cfg.connection_limit;
+    int n = w->srv->nworkers ? w->srv->nworkers : 1;
+    d->primary = pgpool_new(w->loop, &d->cfg, pgpool_worker_share(d->limit, n, w->idx));
+    if (c->db_replicas) {
+        char *list = strdup(c->db_replicas), *save = NULL;
+        for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+            pgpool_config rc;
+            if (pgpool_parse_url(u, &rc, err, sizeof err)) { log_msg(LOG_ERROR, "replica URL: %s", err); continue; }
+            pgpool **r = realloc(d->replicas, (size_t)(d->nreplicas + 1) * sizeof *r);
+            if (!r) break;
+            d->replicas = r;
+            d->replicas[d->nreplicas++] = pgpool_new(w->loop, &rc, pgpool_worker_share(rc.connection_limit, n, w->idx));
+        }
+        free(list);
+    }
+    w->db = d;
+    pgconn *pc = pgpool_acquire(d->primary, &d->warm, warm_cb, d);
+    if (pc) pgpool_release(d->primary, pc);
+    return 0;
+}
+
+void db_worker_configure(worker *w)
+{
+    dbside *d = w->db;
+    const sconfig *c = w->app_cfg;
+    if (!d || !c->db_url) return;
+    pgpool_config nc;
+    char err[512];
+    if (pgpool_parse_url(c->db_url, &nc, err, sizeof err)) return;
+    if (nc.connection_limit != d->limit) {
+        d->limit = nc.connection_limit;
+        int n = w->srv->nworkers ? w->srv->nworkers : 1;
+        pgpool_set_cap(d->primary, pgpool_worker_share(d->limit, n, w->idx));
+    }
+}
+
+void db_worker_free(worker *w)
+{
+    dbside *d = w->db;
+    if (!d) return;
+    pgpool_cancel(&d->warm);
+    if (d->fixture) pgpool_release(d->primary, d->fixture);
+    pgpool_free(d->primary);
+    for (int i = 0; i < d->nreplicas; i++) pgpool_free(d->replicas[i]);
+    free(d->replicas);
+    free(d);
+    w->db = NULL;
+}
+
+int db_ready(worker *w)
+{
+    dbside *d = w->db;
+    return !d || pgpool_healthy(d->primary);
+}
+
+void db_metrics(worker *w, buf *out, int first)
+{
+    dbside *d = w->db;
+    if (!d) return;
+    pgpool_stats_t s;
+    pgpool_stats(d->primary, &s);
+    buf_printf(out, "sluice_db_pool_connections{worker=\"%d\",state=\"idle\"} %d\n", w->idx, s.idle);
+    buf_printf(out, "sluice_db_pool_connections{worker=\"%d\",state=\"in_use\"} %d\n", w->idx, s.in_use);
+    buf_printf(out, "sluice_db_pool_connections{worker=\"%d\",state=\"connecting\"} %d\n", w->idx, s.connecting);
+    buf_printf(out, "sluice_db_pool_waiting{worker=\"%d\"} %d\n", w->idx, s.waiting);
+    buf_printf(out, "sluice_db_pool_cap{worker=\"%d\"} %d\n", w->idx, s.cap);
+    buf_printf(out, "sluice_db_pool_acquired_total{worker=\"%d\"} %llu\n", w->idx, (unsigned long long)s.acquired);
+    buf_printf(out, "sluice_db_pool_timeouts_total{worker=\"%d\"} %llu\n", w->idx, (unsigned long long)s.timeouts);
+    buf_printf(out, "sluice_db_pool_errors_total{worker=\"%d\"} %llu\n", w->idx, (unsigned long long)s.errors);
+    buf_printf(out, "sluice_db_pool_wait_seconds_total{worker=\"%d\"} %.6f\n", w->idx, (double)s.wait_us / 1e6);
+}
+
+/* ---------------------------------------------------------------- parked operations */
+
+static void op_free(dbop *op)
+{
+    for (int i = 0; i < op->nparams; i++) free(op->values[i]);
+    free(op->values);
+    free(op->lengths);
+    free(op->sql);
+    free(op);
+}
+
+/* Resumes the task with (rows) or (nil, errtable) and frees op. */
+static void op_finish(dbop *op, PGresult *res, const char *err)
+{
+    task *t = op->t;
+    lua_State *co = t->co;
+    int ok = res && (PQresultStatus(res) == PGRES_TUPLES_OK || PQresultStatus(res) == PGRES_COMMAND_OK);
+    if (op->conn && !op->pinned && (op->release_after || !ok)) {
+        pgpool_release(op->pool, op->conn);
+        op->conn = NULL;
+    }
+    dbside *d = t->app->w->db;
+    if (op->kind == OP_COMMIT || op->kind == OP_ROLLBACK) {
+        if (t->db_conn && !op->savepoint) pgpool_release(t->db_pool, t->db_conn);
+        t->db_conn = NULL;
+        t->db_pool = NULL;
+        t->db_savepoint = 0;
+    }
+    if (op->kind == OP_BEGIN) {
+        if (ok) { t->db_conn = op->conn; t->db_pool = op->pool; t->db_savepoint = op->savepoint; }
+        else if (op->conn && !op->savepoint) pgpool_release(op->pool, op->conn);
+    }
+    if (op->kind == OP_FIX_BEGIN) {
+        if (ok) d->fixture = op->conn;
+        else if (op->conn) pgpool_release(op->pool, op->conn);
+    }
+    if (op->kind == OP_FIX_ROLLBACK && d->fixture) {
+        pgpool_release(d->primary, d->fixture);
+        d->fixture = NULL;
+    }
+    t->db_op = NULL;
+    int n;
+    if (ok) {
+        if (op->kind == OP_QUERY) pgresult_push(co, res);
+        else lua_pushboolean(co, 1);
+        n = 1;
+    } else {
+        lua_pushnil(co);
+        pgresult_push_error(co, res, err ? err : "query failed");
+        n = 2;
+    }
+    if (res) PQclear(res);
+    op_free(op);
+    task_resume(t, n);
+}
+
+static void query_cb(void *ud, PGresult *res, const char *err) { op_finish(ud, res, err); }
+
+/* Sends the statement; -1 when the connection cannot take it (nothing was sent). */
+static int send_op(dbop *op)
+{
+    static const char *fixed[] = {NULL, "BEGIN", "COMMIT", "ROLLBACK", "BEGIN", "ROLLBACK"};
+    static const char *sp[] = {NULL, "SAVEPOINT sluice_tx", "RELEASE SAVEPOINT sluice_tx", "ROLLBACK TO SAVEPOINT sluice_tx"};
+    const char *sql = op->kind == OP_QUERY ? op->sql : op->savepoint ? sp[op->kind] : fixed[op->kind];
+    return pgconn_query(op->conn, sql, op->nparams, (const char *const *)op->values, op->lengths, query_cb, op);
+}
+
+static void acquire_cb(void *ud, pgconn *c, const char *err)
+{
+    dbop *op = ud;
+    if (!c) { op_finish(op, NULL, err); return; }
+    op->conn = c;
+    if (send_op(op)) op_finish(op, NULL, PGPOOL_ERR_LOST ": the connection is busy or broken");
+}
+
+static void op_cancel(task *t)
+{
+    dbop *op = t->db_op;
+    if (!op) return;
+    if (op->waiter.pool) {         /* still queued for a connection: withdraw and drop */
+        pgpool_cancel(&op->waiter);
+        t->db_op = NULL;
+        op_free(op);
+    }
+    /* a query in flight completes and resumes the (orphaned) task normally */
+}
+
+void db_task_cleanup(task *t)
+{
+    if (t->db_op) op_cancel(t);
+    if (t->db_conn) {                  /* ended (or errored) inside a transaction: roll back */
+        pgpool_release(t->db_pool, t->db_conn);
+        t->db_conn = NULL;
+        t->db_pool = NULL;
+    }
+}
+
+static int park(lua_State *L, appstate *a, int kind, int read_only, int first_param)
+{
+    task *t = task_current(a, L);
+    if (!t || !a->w) return luaL_error(L, "app.db: only inside a handler, timer or spec (not at load time)");
+    dbside *d = a->w->db;
+    if (!d) {
+        lua_pushnil(L);
+        lua_pushstring(L, "no database configured: set DATABASE_URL or database.url in config.lua");
+        return 2;
+    }
+    if (t->db_op) return luaL_error(L, "app.db: a query is already running in this task");
+    dbop *op = calloc(1, sizeof *op);
+    if (!op) return luaL_error(L, "out of memory");
+    op->t = t;
+    op->kind = kind;
+    if (kind == OP_QUERY) {
+        size_t sl;
+        const char *sql = luaL_checklstring(L, 1, &sl);
+        op->sql = strndup(sql, sl);
+        int top = lua_gettop(L);
+        op->nparams = top - first_param + 1;
+        if (op->nparams < 0) op->nparams = 0;
+        op->values = calloc((size_t)op->nparams + 1, sizeof *op->values);
+        op->lengths = calloc((size_t)op->nparams + 1, sizeof *op->lengths);
+        for (int i = 0; i < op->nparams; i++) {
+            int idx = first_param + i;
+            int ty = lua_type(L, idx);
+            if (ty == LUA_TNIL) continue;
+            if (ty == LUA_TBOOLEAN) op->values[i] = strdup(lua_toboolean(L, idx) ? "true" : "false");
+            else if (ty == LUA_TNUMBER) {
+                char nb[64];
+                double v = lua_tonumber(L, idx);
+                if (v == (double)(long long)v && v > -9.2e18 && v < 9.2e18) snprintf(nb, sizeof nb, "%lld", (long long)v);
+                else snprintf(nb, sizeof nb, "%.17g", v);
+                op->values[i] = strdup(nb);
+            } else if (ty == LUA_TSTRING) {
+                size_t n;
+                const char *s = lua_tolstring(L, idx, &n);
+                op->values[i] = malloc(n + 1);
+                memcpy(op->values[i], s, n);
+                op->values[i][n] = 0;
+                op->lengths[i] = (int)n;
+            } else if (ty == LUA_TTABLE) {        /* tables go as JSON (for json/jsonb columns) */
+                lua_getglobal(L, "require");
+                lua_pushstring(L, "cjson");
+                lua_call(L, 1, 1);
+                lua_getfield(L, -1, "encode");
+                lua_pushvalue(L, idx);
+                if (lua_pcall(L, 1, 1, 0)) { op_free(op); return luaL_error(L, "app.db: parameter $%d: %s", i + 1, lua_tostring(L, -1)); }
+                op->values[i] = strdup(lua_tostring(L, -1));
+                lua_pop(L, 2);
+            } else {
+                op_free(op);
+                return luaL_error(L, "app.db: parameter $%d: cannot send a %s", i + 1, lua_typename(L, ty));
+            }
+        }
+    }
+    if (t->db_conn) {                        /* inside app.db.transaction */
+        op->pool = t->db_pool;
+        op->conn = t->db_conn;
+        op->pinned = 1;
+    } else if (d->fixture && !read_only) {   /* test fixture transaction */
+        op->pool = d->primary;
+        op->conn = d->fixture;
+        op->pinned = 1;
+    } else {
+        op->pool = d->primary;
+        if (read_only && d->nreplicas) {
+            for (int k = 0; k < d->nreplicas; k++) {
+                pgpool *r = d->replicas[(d->next_replica + k) % d->nreplicas];
+                if (pgpool_healthy(r)) { op->pool = r; d->next_replica = (d->next_replica + k + 1) % d->nreplicas; break; }
+            }
+        }
+        op->release_after = kind == OP_QUERY;
+    }
+    if (kind == OP_COMMIT || kind == OP_ROLLBACK) {
+        if (!t->db_conn) { op_free(op); return luaL_error(L, "app.db: not in a transaction"); }
+        op->savepoint = t->db_savepoint;
+    }
+    if (kind == OP_BEGIN && t->db_conn) { op_free(op); return luaL_error(L, "app.db.transaction: already in a transaction"); }
+    if (kind == OP_BEGIN) {
+        op->savepoint = op->pinned;       /* inside the fixture: a savepoint on its connection */
+        if (!op->pinned) op->release_after = 0;
+    }
+    if (kind == OP_FIX_BEGIN) {
+        if (d->fixture) { op_free(op); return luaL_error(L, "db fixture already open"); }
+        op->conn = NULL;
+        op->pinned = 0;
+        op->release_after = 0;
+    }
+    if (kind == OP_FIX_ROLLBACK) {
+        if (!d->fixture) { op_free(op); lua_pushboolean(L, 1); return 1; }
+        op->conn = d->fixture;
+        op->pinned = 1;
+    }
+    if (!op->conn) {
+        pgconn *c = pgpool_acquire(op->pool, &op->waiter, acquire_cb, op);
+        if (!c) {                         /* parked until a connection frees up */
+            t->db_op = op;
+            t->cancel = op_cancel;
+            return task_yield(L, t);
+        }
+        op->conn = c;
+    }
+    if (send_op(op)) {
+        if (!op->pinned && op->conn) pgpool_release(op->pool, op->conn);
+        op_free(op);
+        lua_pushnil(L);
+        pgresult_push_error(L, NULL, PGPOOL_ERR_LOST ": the connection is busy or broken");
+        return 2;
+    }
+    t->db_op = op;
+    t->cancel = op_cancel;
+    return task_yield(L, t);
+}
+
+static int l_query(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_QUERY, 0, 2); }
+static int l_read(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_QUERY, 1, 2); }
+static int l_begin(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_BEGIN, 0, 1); }
+static int l_commit(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_COMMIT, 0, 1); }
+static int l_rollback(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_ROLLBACK, 0, 1); }
+
+static int l_fix_begin(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_FIX_BEGIN, 0, 1); }
+static int l_fix_rollback(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_FIX_ROLLBACK, 0, 1); }
+
+static int l_configured(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushboolean(L, a->w && a->w->db);
+    return 1;
+}
+
+int luaopen_sluice_db(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"query", l_query},   {"read", l_read},         {"begin", l_begin},
+        {"commit", l_commit}, {"rollback", l_rollback}, {"configured", l_configured},
+        {"fixture_begin", l_fix_begin}, {"fixture_rollback", l_fix_rollback},
+        {NULL, NULL},
+    };
+    lua_newtable(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    luaL_setfuncs(L, fns, 1);
+    return 1;
+}

@@ -1,0 +1,126 @@
+/* main.c: the sluice command line: run, check, reload, test, lua, version. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "lua_app.h"
+#include "server.h"
+#include "testing.h"
+
+#define SLUICE_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "sluice " SLUICE_VERSION " - a Lua-scriptable HTTP and Server-Sent Events server\n\n"
+            "usage:\n"
+            "  sluice run    [--config config.lua] [--watch]   serve (PORT overrides the port)\n"
+            "  sluice check  [--config config.lua]             load and validate config and scripts\n"
+            "  sluice reload [--config config.lua]             reload the running server's Lua code and config\n"
+            "  sluice test   [--config config.lua] [paths...] [--filter PATTERN] [--junit FILE] [--timeout S]\n"
+            "                                                  run Lua specs (default tests/**/*_spec.lua)\n"
+            "  sluice lua    FILE [args...]                    run a Lua file with sluice's libraries\n"
+            "  sluice version\n");
+}
+
+/* Pulls --config X out of argv (shifting the rest); returns the config path. */
+static const char *take_config(int *argc, char **argv)
+{
+    const char *cfg = "config.lua";
+    for (int i = 0; i < *argc; i++) {
+        if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) && i + 1 < *argc) {
+            cfg = argv[i + 1];
+            memmove(&argv[i], &argv[i + 2], (size_t)(*argc - i - 2) * sizeof *argv);
+            *argc -= 2;
+            i--;
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            cfg = argv[i] + 9;
+            memmove(&argv[i], &argv[i + 1], (size_t)(*argc - i - 1) * sizeof *argv);
+            *argc -= 1;
+            i--;
+        }
+    }
+    return cfg;
+}
+
+static int cmd_check(const char *cfg)
+{
+    char err[8192];
+    appstate *a = appstate_new(cfg, NULL, 0, err, sizeof err);
+    if (!a) { fprintf(stderr, "%s\n", err); return 1; }
+    printf("%s: ok (%zu script%s, port %d, %d worker%s)\n", cfg, a->cfg->nscripts, a->cfg->nscripts == 1 ? "" : "s",
+           a->cfg->port, a->cfg->workers, a->cfg->workers == 1 ? "" : "s");
+    a->closing = 1;
+    appstate_release(a);
+    return 0;
+}
+
+static int cmd_reload(const char *cfg)
+{
+    char err[8192];
+    appstate *a = appstate_new(cfg, NULL, 0, err, sizeof err);
+    if (!a) { fprintf(stderr, "%s\n", err); return 1; }
+    int port = a->cfg->port;
+    a->closing = 1;
+    appstate_release(a);
+    char path[108];
+    server_admin_socket_path(port, path, sizeof path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        fprintf(stderr, "sluice reload: no server running on port %d (%s: %s); start one with `sluice run`\n", port, path,
+                strerror(errno));
+        return 1;
+    }
+    if (write(fd, "reload\n", 7) != 7) { fprintf(stderr, "sluice reload: write failed\n"); return 1; }
+    char reply[16384];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof reply - 1 && (r = read(fd, reply + n, sizeof reply - 1 - n)) > 0) n += (size_t)r;
+    reply[n] = 0;
+    close(fd);
+    if (strncmp(reply, "ok", 2) == 0) { printf("reloaded: the new code is live on every worker\n"); return 0; }
+    const char *msg = strncmp(reply, "error\n", 6) == 0 ? reply + 6 : reply;
+    fprintf(stderr, "%s", msg[0] ? msg : "sluice reload: no answer from the server\n");
+    return 1;
+}
+
+/* `sluice lua FILE args`: a plain interpreter with the embedded modules (config, spec, ...). */
+static int cmd_lua(int argc, char **argv)
+{
+    if (argc < 1) { usage(stderr); return 2; }
+    return testing_run_script(argv[0], argc, argv);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *cmd = argv[1];
+    argc -= 2;
+    argv += 2;
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) { printf("sluice %s\n", SLUICE_VERSION); return 0; }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) { usage(stdout); return 0; }
+    if (strcmp(cmd, "lua") == 0) return cmd_lua(argc, argv);
+    const char *cfg = take_config(&argc, argv);
+    if (strcmp(cmd, "run") == 0) {
+        int watch = 0;
+        for (int i = 0; i < argc; i++) {
+            if (strcmp(argv[i], "--watch") == 0) watch = 1;
+            else { fprintf(stderr, "sluice run: unknown option %s\n", argv[i]); usage(stderr); return 2; }
+        }
+        return server_run(cfg, watch);
+    }
+    if (strcmp(cmd, "check") == 0) return cmd_check(cfg);
+    if (strcmp(cmd, "reload") == 0) return cmd_reload(cfg);
+    if (strcmp(cmd, "test") == 0) return testing_main(cfg, argc, argv);
+    fprintf(stderr, "sluice: unknown command \"%s\"\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,911 @@
+/* pgpool.c: per-worker PostgreSQL pool; every socket is driven by the worker's libev loop, nothing blocks. */
+#include "pgpool.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* The client-side statement timer fires this long after the server's own statement_timeout, so the
+ * server normally answers first with a clean SQLSTATE 57014; the timer is the backstop for a server
+ * (or PgBouncer, or network) that does not answer at all. */
+#define STMT_GRACE 1.0
+#define BACKOFF_MIN 0.1
+#define BACKOFF_MAX 2.0
+#define SWEEP_EVERY 1.0
+
+enum cstate {
+    CS_CONNECTING, /* PQconnectPoll in progress */
+    CS_SETUP,      /* connected, running the SET statements */
+    CS_IDLE,       /* in the idle list, socket watched for close */
+    CS_PING,       /* background health check of an idle connection */
+    CS_RESET,      /* released mid-transaction: ROLLBACK in flight */
+    CS_LENT,       /* handed out, no query in flight */
+    CS_QUERY,      /* handed out, query in flight */
+    CS_BROKEN,     /* handed out, unusable: closed on release */
+};
+
+struct pgconn {
+    pgpool *pool;
+    PGconn *pg;
+    enum cstate state;
+    int fd, events, flushing;
+    ev_io io;
+    ev_timer timer;                /* connect timeout, then statement / reset timeout */
+    ev_tstamp expires, last_used, last_check;
+    pgconn *next, *prev;           /* all connections */
+    pgconn *inext, *iprev;         /* idle list, most recently used first */
+    PGresult *res;                 /* result being collected */
+    pgpool_query_cb cb;
+    void *ud;
+};
+
+struct pgpool {
+    struct ev_loop *loop;
+    pgpool_config cfg;
+    int cap, closing;
+    pgconn *all, *idle;
+    int n_total, n_connecting, n_idle, n_lent;
+    pgpool_waiter *wq_head, *wq_tail;
+    int n_waiting;
+    ev_timer wait_timer;           /* deadline of the oldest waiter: FIFO makes deadlines monotonic */
+    ev_timer retry;                /* reconnect backoff */
+    ev_timer sweep;                /* idle timeout, lifetime, health checks */
+    ev_timer kick;                 /* zero-delay: hand out connections / fail waiters outside callers' stacks */
+    double backoff;
+    int retry_pending, down;
+    unsigned seed;
+    char last_err[256];
+    uint64_t acquired, timeouts, errors, wait_us;
+};
+
+/* ---------- URL parsing ---------- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+static void url_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < outlen; i++) {
+        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out[o++] = s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    out[o] = 0;
+}
+
+/* Seconds: "20", "2.5", "500ms", "20s". PostgreSQL-style statement_timeout: bare number = ms. */
+static int parse_duration(const char *v, int bare_is_ms, double *out)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (end == v || !isfinite(d) || d < 0) return -1;
+    if (*end == 0) d = bare_is_ms ? d / 1000.0 : d;
+    else if (strcmp(end, "ms") == 0) d /= 1000.0;
+    else if (strcmp(end, "s") != 0) return -1;
+    *out = d;
+    return 0;
+}
+
+int pgpool_parse_url(const char *url, pgpool_config *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->connection_limit = 10;
+    out->pool_timeout = 10;
+    out->connect_timeout = 5;
+    out->idle_timeout = 300;
+    out->max_lifetime = 1800;
+    out->statement_timeout = 30;
+    out->health_interval = 30;
+    if (!url || !*url) {
+        snprintf(err, errlen, "DATABASE_URL is empty; set it to postgresql://user:password@host:5432/dbname");
+        return -1;
+    }
+    if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0) {
+        snprintf(err, errlen, "DATABASE_URL must start with postgresql:// or postgres:// (got '%.12s...')", url);
+        return -1;
+    }
+    const char *q = strchr(url, '?');
+    size_t baselen = q ? (size_t)(q - url) : strlen(url);
+    if (baselen >= sizeof out->conninfo) {
+        snprintf(err, errlen, "DATABASE_URL is too long (over %zu characters)", sizeof out->conninfo - 1);
+        return -1;
+    }
+    memcpy(out->conninfo, url, baselen);
+    size_t len = baselen;
+    int kept = 0;
+    for (const char *p = q ? q + 1 : NULL; p && *p;) {
+        const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        char key[64], val[256];
+        size_t klen = eq ? (size_t)(eq - p) : (size_t)(end - p);
+        url_decode(p, klen < sizeof key ? klen : sizeof key - 1, key, sizeof key);
+        url_decode(eq ? eq + 1 : end, eq ? (size_t)(end - eq - 1) : 0, val, sizeof val);
+        int ours = 1, bad = 0;
+        if (!strcmp(key, "connection_limit")) {
+            char *e;
+            long n = strtol(val, &e, 10);
+            if (!*val || *e || n < 1 || n > 1000) {
+                snprintf(err, errlen, "DATABASE_URL: connection_limit=%s is not an integer from 1 to 1000", val);
+                return -1;
+            }
+            out->connection_limit = (int)n;
+        } else if (!strcmp(key, "pool_timeout")) {
+            bad = parse_duration(val, 0, &out->pool_timeout);
+        } else if (!strcmp(key, "connect_timeout")) {
+            bad = parse_duration(val, 0, &out->connect_timeout);
+        } else if (!strcmp(key, "idle_timeout") || !strcmp(key, "max_idle_connection_lifetime")) {
+            bad = parse_duration(val, 0, &out->idle_timeout);
+        } else if (!strcmp(key, "max_lifetime") || !strcmp(key, "max_connection_lifetime")) {
+            bad = parse_duration(val, 0, &out->max_lifetime);
+        } else if (!strcmp(key, "statement_timeout")) {
+            bad = parse_duration(val, 1, &out->statement_timeout);
+        } else if (!strcmp(key, "health_check_interval")) {
+            bad = parse_duration(val, 0, &out->health_interval);
+        } else if (!strcmp(key, "schema")) {
+            if (strlen(val) >= sizeof out->search_path) {
+                snprintf(err, errlen, "DATABASE_URL: schema is longer than %zu characters", sizeof out->search_path - 1);
+                return -1;
+            }
+            memcpy(out->search_path, val, strlen(val) + 1);
+        } else if (!strcmp(key, "pgbouncer") || !strcmp(key, "socket_timeout") || !strcmp(key, "sslaccept") ||
+                   !strcmp(key, "statement_cache_size")) {
+            /* Prisma-only knobs: we use unnamed statements only, so PgBouncer needs nothing */
+        } else {
+            ours = 0;
+        }
+        if (bad) {
+            snprintf(err, errlen, "DATABASE_URL: %s=%s is not a duration (seconds, or e.g. 500ms / 20s%s)", key, val,
+                     strcmp(key, "statement_timeout") ? "" : "; a bare number is milliseconds");
+            return -1;
+        }
+        if (!ours) {
+            size_t n = (size_t)(end - p);
+            if (len + n + 2 >= sizeof out->conninfo) {
+                snprintf(err, errlen, "DATABASE_URL is too long (over %zu characters)", sizeof out->conninfo - 1);
+                return -1;
+            }
+            out->conninfo[len++] = kept++ ? '&' : '?';
+            memcpy(out->conninfo + len, p, n);
+            len += n;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    out->conninfo[len] = 0;
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(out->conninfo, &perr);
+    if (!opts) {
+        char msg[200] = "out of memory";
+        if (perr) {
+            snprintf(msg, sizeof msg, "%s", perr);
+            msg[strcspn(msg, "\n")] = 0;
+            PQfreemem(perr);
+        }
+        snprintf(err, errlen, "DATABASE_URL is not valid: %s; expected postgresql://user:password@host:5432/dbname?connection_limit=N&pool_timeout=S",
+                 msg);
+        return -1;
+    }
+    PQconninfoFree(opts);
+    return 0;
+}
+
+int pgpool_worker_share(int limit, int workers, int index)
+{
+    if (workers <= 0 || limit <= 0) return 0;
+    return limit / workers + (index < limit % workers ? 1 : 0);
+}
+
+/* ---------- connection bookkeeping ---------- */
+
+static int category(enum cstate s)
+{
+    switch (s) {
+    case CS_CONNECTING: case CS_SETUP: return 0;
+    case CS_IDLE: return 1;
+    case CS_LENT: case CS_QUERY: case CS_BROKEN: return 2;
+    default: return 3;
+    }
+}
+
+static int *counter(pgpool *p, enum cstate s)
+{
+    int *cnt[4] = {&p->n_connecting, &p->n_idle, &p->n_lent, NULL};
+    return cnt[category(s)];
+}
+
+static void idle_unlink(pgconn *c)
+{
+    pgpool *p = c->pool;
+    if (c->iprev) c->iprev->inext = c->inext; else p->idle = c->inext;
+    if (c->inext) c->inext->iprev = c->iprev;
+    c->inext = c->iprev = NULL;
+}
+
+/* All state changes go through here so the counters cannot drift. */
+static void set_state(pgconn *c, enum cstate s)
+{
+    pgpool *p = c->pool;
+    int *a = counter(p, c->state), *b = counter(p, s);
+    if (a != b) {
+        if (a) (*a)--;
+        if (b) (*b)++;
+    }
+    if (c->state == CS_IDLE && s != CS_IDLE) {
+        idle_unlink(c);
+    } else if (c->state != CS_IDLE && s == CS_IDLE) {
+        c->inext = p->idle;
+        if (p->idle) p->idle->iprev = c;
+        p->idle = c;
+    }
+    c->state = s;
+}
+
+static void conn_watch(pgconn *c, int events)
+{
+    int fd = events ? PQsocket(c->pg) : -1;
+    if (fd == c->fd && events == c->events) return;
+    if (c->events) ev_io_stop(c->pool->loop, &c->io);
+    c->fd = fd;
+    c->events = fd >= 0 ? events : 0;
+    if (c->events) {
+        ev_io_set(&c->io, fd, c->events);
+        ev_io_start(c->pool->loop, &c->io);
+    }
+}
+
+static void *cancel_thread(void *arg)
+{
+    char buf[256];
+    PQcancel(arg, buf, sizeof buf);
+    PQfreeCancel(arg);
+    return NULL;
+}
+
+/* PQcancel opens a new connection and waits for it: run it on a short-lived detached thread so the
+ * loop never blocks. Rare by design (statement timeouts and abandoned queries only). */
+static void cancel_async(PGconn *pg)
+{
+    PGcancel *cn = PQgetCancel(pg);
+    if (!cn) return;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, cancel_thread, cn) != 0) PQfreeCancel(cn); /* server-side timeout remains */
+    pthread_attr_destroy(&attr);
+}
+
+static void pool_kick(pgpool *p)
+{
+    if (!ev_is_active(&p->kick)) {
+        ev_timer_set(&p->kick, 0., 0.);
+        ev_timer_start(p->loop, &p->kick);
+    }
+}
+
+/* Close and free c. Never calls a user callback; the caller must not touch c afterwards. */
+static void conn_close(pgconn *c)
+{
+    pgpool *p = c->pool;
+    conn_watch(c, 0);
+    ev_timer_stop(p->loop, &c->timer);
+    if (c->state == CS_QUERY || c->state == CS_RESET || c->state == CS_PING ||
+        (c->state != CS_CONNECTING && c->state != CS_SETUP && PQstatus(c->pg) == CONNECTION_OK &&
+         PQtransactionStatus(c->pg) == PQTRANS_ACTIVE))
+        cancel_async(c->pg);
+    if (c->state == CS_IDLE) idle_unlink(c);
+    int *cnt = counter(p, c->state);
+    if (cnt) (*cnt)--;
+    if (c->res) PQclear(c->res);
+    PQfinish(c->pg);
+    if (c->prev) c->prev->next = c->next; else p->all = c->next;
+    if (c->next) c->next->prev = c->prev;
+    p->n_total--;
+    free(c);
+    if (p->n_waiting && !p->closing) pool_kick(p);
+}
+
+static void conn_to_idle(pgconn *c)
+{
+    pgpool *p = c->pool;
+    ev_timer_stop(p->loop, &c->timer);
+    c->last_used = ev_now(p->loop);
+    c->flushing = 0;
+    set_state(c, CS_IDLE);
+    conn_watch(c, EV_READ); /* an idle socket turning readable means the server closed it or sent a notice */
+    if (p->n_waiting) pool_kick(p);
+}
+
+static void first_line(char *dst, size_t n, const char *msg)
+{
+    if (!msg || !*msg) msg = "unknown error";
+    size_t len = strcspn(msg, "\n");
+    if (len >= n) len = n - 1;
+    memcpy(dst, msg, len);
+    dst[len] = 0;
+}
+
+static void fail_waiters(pgpool *p, const char *err)
+{
+    pgpool_waiter *w;
+    while ((w = p->wq_head)) {
+        pgpool_cancel(w);
+        w->cb(w->ud, NULL, err);
+    }
+}
+
+static void connect_failed(pgconn *c, const char *msg)
+{
+    pgpool *p = c->pool;
+    char line[200];
+    first_line(line, sizeof line, msg);
+    /* libpq names the server in some failures but not all: always say which server it was. */
+    const char *host = c->pg ? PQhost(c->pg) : NULL, *port = c->pg ? PQport(c->pg) : NULL;
+    if (host && *host && !strstr(line, "connection to server"))
+        snprintf(p->last_err, sizeof p->last_err, PGPOOL_ERR_UNREACHABLE ": %s%s%s: %s", host, host[0] == '/' ? "/.s.PGSQL." : ":",
+                 port && *port ? port : "5432", line);
+    else
+        snprintf(p->last_err, sizeof p->last_err, PGPOOL_ERR_UNREACHABLE ": %s", line);
+    p->errors++;
+    /* Back off before the next attempt: doubling, jittered, so N workers do not reconnect in lockstep. */
+    p->backoff = p->backoff ? fmin(p->backoff * 2, BACKOFF_MAX) : BACKOFF_MIN;
+    double delay = p->backoff * (0.75 + 0.5 * rand_r(&p->seed) / (double)RAND_MAX);
+    ev_timer_stop(p->loop, &p->retry);
+    ev_timer_set(&p->retry, delay, 0.);
+    ev_timer_start(p->loop, &p->retry);
+    p->retry_pending = 1;
+    conn_close(c);
+    if (p->n_total - p->n_connecting == 0) { /* nothing open: fail fast instead of waiting pool_timeout */
+        p->down = 1;
+        fail_waiters(p, p->last_err);
+    }
+}
+
+static void conn_ready(pgconn *c)
+{
+    pgpool *p = c->pool;
+    ev_tstamp now = ev_now(p->loop);
+    p->down = 0;
+    p->backoff = 0;
+    c->last_check = now;
+    c->expires = p->cfg.max_lifetime > 0
+                     ? now + p->cfg.max_lifetime * (1 - 0.1 * rand_r(&p->seed) / (double)RAND_MAX)
+                     : INFINITY;
+    conn_to_idle(c);
+}
+
+static void quiet_notice(void *arg, const char *msg) { (void)arg; (void)msg; }
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* Returns -1 when nothing was started (out of memory, or the attempt failed at once). */
+static int start_connect(pgpool *p)
+{
+    pgconn *c = calloc(1, sizeof *c);
+    if (!c) return -1;
+    c->pool = p;
+    c->fd = -1;
+    c->state = CS_CONNECTING;
+    p->n_connecting++;
+    p->n_total++;
+    c->next = p->all;
+    if (p->all) p->all->prev = c;
+    p->all = c;
+    ev_init(&c->io, conn_io_cb);
+    ev_init(&c->timer, conn_timer_cb);
+    c->pg = PQconnectStart(p->cfg.conninfo);
+    if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+        connect_failed(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        return -1;
+    }
+    PQsetnonblocking(c->pg, 1);
+    PQsetNoticeProcessor(c->pg, quiet_notice, NULL);
+    conn_watch(c, EV_WRITE); /* libpq: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING */
+    if (p->cfg.connect_timeout > 0) {
+        ev_timer_set(&c->timer, p->cfg.connect_timeout, 0.);
+        ev_timer_start(p->loop, &c->timer);
+    }
+    return 0;
+}
+
+static int send_and_watch(pgconn *c, const char *sql)
+{
+    if (!PQsendQuery(c->pg, sql)) return -1;
+    int r = PQflush(c->pg);
+    if (r < 0) return -1;
+    c->flushing = r;
+    conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+    return 0;
+}
+
+static void connected(pgconn *c)
+{
+    pgpool *p = c->pool;
+    char sql[512];
+    int n = 0;
+    if (p->cfg.statement_timeout > 0)
+        n += snprintf(sql + n, sizeof sql - (size_t)n, "SET statement_timeout = %.0f;",
+                      ceil(p->cfg.statement_timeout * 1000));
+    if (p->cfg.search_path[0]) {
+        char ident[300];
+        size_t o = 0;
+        ident[o++] = '"';
+        for (const char *s = p->cfg.search_path; *s && o < sizeof ident - 3; s++) {
+            if (*s == '"') ident[o++] = '"';
+            ident[o++] = *s;
+        }
+        ident[o++] = '"';
+        ident[o] = 0;
+        n += snprintf(sql + n, sizeof sql - (size_t)n, "SET search_path TO %s;", ident);
+    }
+    if (!n) {
+        set_state(c, CS_SETUP);
+        conn_ready(c);
+        return;
+    }
+    set_state(c, CS_SETUP);
+    if (send_and_watch(c, sql) < 0) connect_failed(c, PQerrorMessage(c->pg));
+}
+
+/* A finished statement on a connection the pool drives itself (setup, ping, rollback). */
+static void internal_done(pgconn *c, int ok)
+{
+    PGresult *res = c->res;
+    c->res = NULL;
+    char msg[200] = "";
+    if (res && !ok) first_line(msg, sizeof msg, PQresultErrorMessage(res));
+    if (res) PQclear(res);
+    if (c->state == CS_SETUP) {
+        if (ok) conn_ready(c);
+        else connect_failed(c, msg[0] ? msg : PQerrorMessage(c->pg));
+    } else if (ok && PQtransactionStatus(c->pg) == PQTRANS_IDLE && c->pool->n_total <= c->pool->cap) {
+        c->last_check = ev_now(c->pool->loop);
+        if (c->state == CS_RESET) c->last_used = c->last_check;
+        ev_tstamp used = c->last_used;
+        conn_to_idle(c);
+        c->last_used = used; /* a ping is not a use: keep the idle timeout running */
+    } else {
+        conn_close(c);
+    }
+}
+
+static int result_ok(const PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK || s == PGRES_EMPTY_QUERY;
+}
+
+/* Hand the collected result to the query's callback. c stays lent; c must not be touched after. */
+static void deliver(pgconn *c, PGresult *res, const char *err)
+{
+    pgpool_query_cb cb = c->cb;
+    void *ud = c->ud;
+    c->cb = NULL;
+    c->ud = NULL;
+    if (err) c->pool->errors++;
+    if (cb) cb(ud, res, err);
+    else if (res) PQclear(res);
+}
+
+static void op_lost(pgconn *c, const char *msg)
+{
+    char line[200], err[240];
+    first_line(line, sizeof line, msg);
+    ev_timer_stop(c->pool->loop, &c->timer);
+    conn_watch(c, 0);
+    if (c->state != CS_QUERY) {
+        if (c->state == CS_SETUP) connect_failed(c, line);
+        else { c->pool->errors++; conn_close(c); }
+        return;
+    }
+    PGresult *res = c->res; /* e.g. FATAL 57P01 from pg_terminate_backend, read before the EOF */
+    c->res = NULL;
+    set_state(c, CS_BROKEN);
+    if (res && !result_ok(res)) {
+        char primary[200];
+        const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", m ? m : line);
+        first_line(primary, sizeof primary, err);
+        deliver(c, res, primary);
+        return;
+    }
+    if (res) PQclear(res);
+    snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", line);
+    deliver(c, NULL, err);
+}
+
+static void op_io(pgconn *c, int revents)
+{
+    PGconn *pg = c->pg;
+    if ((revents & EV_READ) && !PQconsumeInput(pg)) {
+        op_lost(c, PQerrorMessage(pg));
+        return;
+    }
+    if (c->flushing) {
+        int r = PQflush(pg);
+        if (r < 0) {
+            op_lost(c, PQerrorMessage(pg));
+            return;
+        }
+        c->flushing = r;
+        conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+    }
+    while (!PQisBusy(pg)) {
+        PGresult *r = PQgetResult(pg);
+        if (!r) break;
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH) {
+            PQclear(r); /* the protocol would wait for COPY data forever: make the connection unusable */
+            op_lost(c, "COPY is not supported through the pool");
+            return;
+        }
+        if (!c->res) c->res = r;
+        else if (result_ok(c->res) && !result_ok(r)) { PQclear(c->res); c->res = r; }
+        else PQclear(r);
+    }
+    if (PQisBusy(pg)) return;
+    /* PQgetResult returned NULL: the statement is complete. */
+    ev_timer_stop(c->pool->loop, &c->timer);
+    conn_watch(c, 0);
+    if (c->state != CS_QUERY) {
+        internal_done(c, c->res && result_ok(c->res));
+        return;
+    }
+    PGresult *res = c->res;
+    c->res = NULL;
+    set_state(c, CS_LENT);
+    const char *err = NULL;
+    if (!res) err = "query returned no result";
+    else if (!result_ok(res)) {
+        err = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        if (!err) err = "query failed";
+    }
+    deliver(c, res, err);
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    pgconn *c = container_of(w, pgconn, io);
+    switch (c->state) {
+    case CS_CONNECTING:
+        /* libpq may close and reopen its socket between polls (next address, SSL retry), possibly under
+         * the same fd number: re-register unconditionally so libev never watches a stale descriptor. */
+        switch (PQconnectPoll(c->pg)) {
+        case PGRES_POLLING_READING: conn_watch(c, 0); conn_watch(c, EV_READ); break;
+        case PGRES_POLLING_WRITING: conn_watch(c, 0); conn_watch(c, EV_WRITE); break;
+        case PGRES_POLLING_OK: connected(c); break;
+        default: connect_failed(c, PQerrorMessage(c->pg)); break;
+        }
+        break;
+    case CS_IDLE:
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
+            c->pool->errors++;
+            conn_close(c);
+        } else {
+            PGnotify *n;
+            while ((n = PQnotifies(c->pg))) PQfreemem(n);
+        }
+        break;
+    case CS_SETUP: case CS_PING: case CS_RESET: case CS_QUERY:
+        op_io(c, revents);
+        break;
+    default:
+        conn_watch(c, 0);
+        break;
+    }
+}
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    pgconn *c = container_of(w, pgconn, timer);
+    pgpool *p = c->pool;
+    char err[160];
+    switch (c->state) {
+    case CS_CONNECTING: case CS_SETUP:
+        snprintf(err, sizeof err, "timeout expired after %g s (connect_timeout)", p->cfg.connect_timeout);
+        connect_failed(c, err);
+        break;
+    case CS_QUERY:
+        conn_watch(c, 0);
+        cancel_async(c->pg); /* stop the server's work; the connection itself is discarded on release */
+        if (c->res) { PQclear(c->res); c->res = NULL; }
+        set_state(c, CS_BROKEN);
+        snprintf(err, sizeof err, PGPOOL_ERR_STMT_TIMEOUT ": no answer from the database after %g s",
+                 p->cfg.statement_timeout + STMT_GRACE);
+        deliver(c, NULL, err);
+        break;
+    default: /* a ROLLBACK or ping that does not answer */
+        p->errors++;
+        conn_close(c);
+        break;
+    }
+}
+
+/* ---------- waiters ---------- */
+
+static void wait_rearm(pgpool *p)
+{
+    ev_timer_stop(p->loop, &p->wait_timer);
+    if (!p->wq_head || p->cfg.pool_timeout <= 0) return;
+    double left = p->wq_head->since + p->cfg.pool_timeout - ev_now(p->loop);
+    ev_timer_set(&p->wait_timer, left > 0 ? left : 0., 0.);
+    ev_timer_start(p->loop, &p->wait_timer);
+}
+
+void pgpool_cancel(pgpool_waiter *w)
+{
+    pgpool *p = w->pool;
+    if (!p) return;
+    int was_head = p->wq_head == w;
+    if (w->prev) w->prev->next = w->next; else p->wq_head = w->next;
+    if (w->next) w->next->prev = w->prev; else p->wq_tail = w->prev;
+    w->next = w->prev = NULL;
+    w->pool = NULL;
+    p->n_waiting--;
+    if (was_head) wait_rearm(p);
+}
+
+static void wait_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    pgpool *p = container_of(t, pgpool, wait_timer);
+    ev_tstamp now = ev_now(loop);
+    char err[200];
+    snprintf(err, sizeof err, PGPOOL_ERR_TIMEOUT ": no connection free after %g s (connection_limit=%d, %d on this worker)",
+             p->cfg.pool_timeout, p->cfg.connection_limit, p->cap);
+    pgpool_waiter *w;
+    while ((w = p->wq_head) && now - w->since >= p->cfg.pool_timeout - 1e-3) {
+        pgpool_cancel(w);
+        p->timeouts++;
+        p->wait_us += (uint64_t)((now - w->since) * 1e6);
+        w->cb(w->ud, NULL, err);
+    }
+    wait_rearm(p);
+}
+
+static pgconn *take_idle(pgpool *p)
+{
+    pgconn *c;
+    ev_tstamp now = ev_now(p->loop);
+    while ((c = p->idle)) {
+        if (now < c->expires && PQstatus(c->pg) == CONNECTION_OK) break;
+        conn_close(c); /* past max_lifetime (or dead): retire instead of lending */
+    }
+    if (!c) return NULL;
+    conn_watch(c, 0);
+    set_state(c, CS_LENT);
+    p->acquired++;
+    return c;
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    pgpool *p = container_of(t, pgpool, kick);
+    if (p->cap <= 0) {
+        char err[200];
+        snprintf(err, sizeof err, PGPOOL_ERR_UNREACHABLE ": this worker has no connections (connection_limit=%d is below the worker count)",
+                 p->cfg.connection_limit);
+        fail_waiters(p, err);
+        return;
+    }
+    if (p->down) {
+        fail_waiters(p, p->last_err);
+        return;
+    }
+    pgpool_waiter *w;
+    pgconn *c;
+    while ((w = p->wq_head) && p->idle && (c = take_idle(p))) {
+        pgpool_cancel(w);
+        p->wait_us += (uint64_t)((ev_now(loop) - w->since) * 1e6);
+        w->cb(w->ud, c, NULL);
+    }
+    if (p->retry_pending || p->down) return;
+    /* Open only as many connections as there are unserved waiters, never above the cap. */
+    while (p->n_waiting > p->n_connecting && p->n_total < p->cap && !p->retry_pending)
+        if (start_connect(p) < 0) break;
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    pgpool *p = container_of(t, pgpool, retry);
+    p->retry_pending = 0;
+    /* While down, one probe at a time, even without waiters (they are failed fast, so none queue). */
+    if (p->down) {
+        if (p->n_connecting == 0 && p->n_total < p->cap) start_connect(p);
+    } else if (p->n_waiting) {
+        pool_kick(p);
+    }
+}
+
+static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    pgpool *p = container_of(t, pgpool, sweep);
+    ev_tstamp now = ev_now(loop);
+    const pgpool_config *cfg = &p->cfg;
+    pgconn *c = p->idle, *next;
+    for (; c; c = next) {
+        next = c->inext;
+        if ((cfg->idle_timeout > 0 && now - c->last_used >= cfg->idle_timeout) || now >= c->expires ||
+            p->n_total > p->cap) {
+            conn_close(c);
+        } else if (cfg->health_interval > 0 && now - c->last_check >= cfg->health_interval &&
+                   now - c->last_used >= cfg->health_interval) {
+            set_state(c, CS_PING);
+            if (send_and_watch(c, "") < 0) { /* empty query: the cheapest round trip */
+                conn_close(c);
+            } else {
+                ev_timer_set(&c->timer, cfg->connect_timeout > 0 ? cfg->connect_timeout : 5., 0.);
+                ev_timer_start(loop, &c->timer);
+            }
+        }
+    }
+}
+
+/* ---------- public API ---------- */
+
+pgpool *pgpool_new(struct ev_loop *loop, const pgpool_config *cfg, int max_conns)
+{
+    pgpool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->loop = loop;
+    p->cfg = *cfg;
+    p->cap = max_conns > 0 ? max_conns : 0;
+    p->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)p;
+    ev_init(&p->wait_timer, wait_timer_cb);
+    ev_init(&p->retry, retry_cb);
+    ev_init(&p->kick, kick_cb);
+    ev_timer_init(&p->sweep, sweep_cb, SWEEP_EVERY, SWEEP_EVERY);
+    ev_timer_start(loop, &p->sweep);
+    ev_unref(loop); /* the housekeeping timer alone should not keep ev_run alive */
+    return p;
+}
+
+void pgpool_free(pgpool *p)
+{
+    if (!p) return;
+    p->closing = 1;
+    fail_waiters(p, PGPOOL_ERR_CLOSED);
+    for (pgconn *c = p->all; c;) {
+        if (c->state == CS_QUERY && c->cb) {
+            conn_watch(c, 0);
+            ev_timer_stop(p->loop, &c->timer);
+            cancel_async(c->pg);
+            set_state(c, CS_BROKEN);
+            deliver(c, NULL, PGPOOL_ERR_CLOSED);
+            c = p->all; /* the callback may have released connections: rescan */
+        } else {
+            c = c->next;
+        }
+    }
+    while (p->all) conn_close(p->all);
+    ev_timer_stop(p->loop, &p->wait_timer);
+    ev_timer_stop(p->loop, &p->retry);
+    ev_timer_stop(p->loop, &p->kick);
+    ev_ref(p->loop);
+    ev_timer_stop(p->loop, &p->sweep);
+    free(p);
+}
+
+void pgpool_set_cap(pgpool *p, int max_conns)
+{
+    p->cap = max_conns > 0 ? max_conns : 0;
+    pgconn *c = p->idle;
+    while (c && c->inext) c = c->inext; /* least recently used first */
+    while (c && p->n_total > p->cap) {
+        pgconn *prev = c->iprev;
+        conn_close(c);
+        c = prev;
+    }
+    if (p->n_waiting) pool_kick(p);
+}
+
+pgconn *pgpool_acquire(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud)
+{
+    if (!p->n_waiting && !p->down && p->idle) {
+        pgconn *c = take_idle(p);
+        if (c) return c;
+    }
+    w->cb = cb;
+    w->ud = ud;
+    w->since = ev_now(p->loop);
+    w->pool = p;
+    w->next = NULL;
+    w->prev = p->wq_tail;
+    if (p->wq_tail) p->wq_tail->next = w; else p->wq_head = w;
+    p->wq_tail = w;
+    if (++p->n_waiting == 1) wait_rearm(p);
+    pool_kick(p);
+    return NULL;
+}
+
+void pgpool_release(pgpool *p, pgconn *c)
+{
+    if (!c) return;
+    if (c->state == CS_QUERY) { /* the caller gave up on its query: no callback, cancel on the server */
+        c->cb = NULL;
+        conn_close(c);
+        return;
+    }
+    if (c->state != CS_LENT || p->closing || PQstatus(c->pg) != CONNECTION_OK || p->n_total > p->cap ||
+        ev_now(p->loop) >= c->expires) {
+        conn_close(c);
+        return;
+    }
+    switch (PQtransactionStatus(c->pg)) {
+    case PQTRANS_IDLE:
+        conn_to_idle(c);
+        break;
+    case PQTRANS_INTRANS: case PQTRANS_INERROR:
+        /* Never lend a connection mid-transaction: roll back first, in the background. */
+        set_state(c, CS_RESET);
+        if (send_and_watch(c, "ROLLBACK") < 0) {
+            conn_close(c);
+        } else {
+            ev_timer_set(&c->timer, p->cfg.statement_timeout > 0 ? p->cfg.statement_timeout + STMT_GRACE : 30., 0.);
+            ev_timer_start(p->loop, &c->timer);
+        }
+        break;
+    default:
+        conn_close(c);
+        break;
+    }
+}
+
+int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values,
+                 const int *lengths, pgpool_query_cb cb, void *ud)
+{
+    if (c->state != CS_LENT) return -1;
+    /* Unnamed statement, text parameters and results: works through PgBouncer in transaction mode. */
+    if (!PQsendQueryParams(c->pg, sql, nparams, NULL, values, lengths, NULL, 0)) {
+        if (PQstatus(c->pg) != CONNECTION_OK) set_state(c, CS_BROKEN);
+        return -1;
+    }
+    int r = PQflush(c->pg);
+    if (r < 0) {
+        set_state(c, CS_BROKEN);
+        return -1;
+    }
+    c->cb = cb;
+    c->ud = ud;
+    c->flushing = r;
+    set_state(c, CS_QUERY);
+    conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+    if (c->pool->cfg.statement_timeout > 0) {
+        ev_timer_set(&c->timer, c->pool->cfg.statement_timeout + STMT_GRACE, 0.);
+        ev_timer_start(c->pool->loop, &c->timer);
+    }
+    return 0;
+}
+
+PGconn *pgconn_pg(pgconn *c) { return c->pg; }
+
+int pgpool_healthy(const pgpool *p) { return !p->down; }
+
+void pgpool_stats(const pgpool *p, pgpool_stats_t *out)
+{
+    out->size = p->n_total;
+    out->connecting = p->n_connecting;
+    out->in_use = p->n_lent;
+    out->idle = p->n_total - p->n_connecting - p->n_lent;
+    out->waiting = p->n_waiting;
+    out->cap = p->cap;
+    out->down = p->down;
+    out->acquired = p->acquired;
+    out->timeouts = p->timeouts;
+    out->errors = p->errors;
+    out->wait_us = p->wait_us;
+}

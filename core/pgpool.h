@@ -1,0 +1,104 @@
+/* pgpool: a per-worker PostgreSQL connection pool on libpq's non-blocking API, driven by libev. */
+#ifndef SLUICE_PGPOOL_H
+#define SLUICE_PGPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <ev.h>
+#include <libpq-fe.h>
+
+/* Error messages handed to callbacks start with one of these prefixes (map them to 503 etc.). */
+#define PGPOOL_ERR_TIMEOUT "pool timeout"           /* no connection free within pool_timeout */
+#define PGPOOL_ERR_UNREACHABLE "database unreachable" /* connect failed and no connection is open */
+#define PGPOOL_ERR_LOST "connection lost"           /* the server went away during a query */
+#define PGPOOL_ERR_STMT_TIMEOUT "statement timeout" /* the server did not answer in time */
+#define PGPOOL_ERR_CLOSED "pool closed"             /* pgpool_free ran while waiting */
+
+typedef struct pgpool_config {
+    char conninfo[2048];      /* the URL minus our own parameters, handed to libpq */
+    int connection_limit;     /* global cap over all workers (default 10, 1..1000) */
+    double pool_timeout;      /* s a caller waits for a free connection; 0 = forever (default 10) */
+    double connect_timeout;   /* s for one connection attempt (default 5) */
+    double idle_timeout;      /* s before an unused connection is closed; 0 = never (default 300) */
+    double max_lifetime;      /* s before a connection is retired, minus up to 10% jitter; 0 = never (default 1800) */
+    double statement_timeout; /* s per query, set on the server and enforced by a client timer; 0 = none (default 30) */
+    double health_interval;   /* s an idle connection may sit before it is pinged in the background (default 30) */
+    char search_path[128];    /* from Prisma's `schema` parameter; "" = server default */
+} pgpool_config;
+
+typedef struct pgpool pgpool; /* opaque: one per worker thread, not thread-safe */
+typedef struct pgconn pgconn; /* opaque: a connection, owned by the pool, lent between acquire and release */
+
+/* Called once per acquire: with a connection (err NULL) or with err set (c NULL). */
+typedef void (*pgpool_acquire_cb)(void *ud, pgconn *c, const char *err);
+/* Called once per query. res is owned by the callee (PQclear it); on an SQL error res is the error
+ * result and err its primary message; on connection loss or client timeout res is NULL and err set.
+ * err is valid during the call only. */
+typedef void (*pgpool_query_cb)(void *ud, PGresult *res, const char *err);
+
+/* A queued acquire. The caller embeds it (no malloc); the fields are private to pgpool. */
+typedef struct pgpool_waiter {
+    struct pgpool_waiter *next, *prev;
+    pgpool *pool;             /* non-NULL while queued */
+    ev_tstamp since;
+    pgpool_acquire_cb cb;
+    void *ud;
+} pgpool_waiter;
+
+typedef struct pgpool_stats_t {
+    int size;                 /* connections open or opening (never above the cap) */
+    int idle, in_use, connecting, waiting;
+    int cap;                  /* this worker's share of connection_limit */
+    int down;                 /* 1 while the database is unreachable */
+    uint64_t acquired;        /* connections handed out */
+    uint64_t timeouts;        /* acquires failed with pool timeout */
+    uint64_t errors;          /* failed connects, lost connections, query errors, statement timeouts */
+    uint64_t wait_us;         /* total time callers waited for a connection, microseconds */
+} pgpool_stats_t;
+
+/* Parse a postgresql:// or postgres:// URL: take out our parameters (connection_limit, pool_timeout,
+ * connect_timeout, idle_timeout, max_lifetime, statement_timeout, schema, pgbouncer, ...) and validate
+ * the rest with libpq. Returns 0, or -1 with a one-line reason in err. */
+int pgpool_parse_url(const char *url, pgpool_config *out, char *err, size_t errlen);
+
+/* This worker's share of the global limit: limit/workers plus one for the first limit%workers.
+ * It is 0 when limit < workers; such a worker's acquires fail (the limit is a hard cap). */
+int pgpool_worker_share(int limit, int workers, int index);
+
+/* A pool of at most max_conns connections on loop. Connects lazily. NULL on out-of-memory. */
+pgpool *pgpool_new(struct ev_loop *loop, const pgpool_config *cfg, int max_conns);
+
+/* Fail every waiter and every in-flight query with PGPOOL_ERR_CLOSED, close all connections and
+ * free the pool. Lent pgconn pointers become invalid. Do not call it from a pool callback. */
+void pgpool_free(pgpool *p);
+
+/* Change the cap (hot reload). Surplus idle connections close now, surplus lent ones on release. */
+void pgpool_set_cap(pgpool *p, int max_conns);
+
+/* Ask for a connection. Returns one at once when one is idle (cb is not called). Otherwise returns
+ * NULL and queues w (FIFO): cb runs later, exactly once, unless pgpool_cancel(w) runs first.
+ * cb is never called from inside pgpool_acquire. */
+pgconn *pgpool_acquire(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud);
+
+/* Withdraw a queued acquire (the request went away). Idempotent; a no-op once cb has run. */
+void pgpool_cancel(pgpool_waiter *w);
+
+/* Give a connection back. A connection mid-transaction is rolled back before reuse, one with a
+ * query in flight is cancelled and closed (its query callback is not called), a broken one closed. */
+void pgpool_release(pgpool *p, pgconn *c);
+
+/* Send one statement with $1..$n text parameters (values[i] NULL = SQL NULL; lengths may be NULL).
+ * Returns 0 and calls cb exactly once later, or -1 (cb not called) when c is busy or broken. */
+int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values,
+                 const int *lengths, pgpool_query_cb cb, void *ud);
+
+/* The libpq connection, for read-only inspection (PQtransactionStatus, PQbackendPID, escaping). */
+PGconn *pgconn_pg(pgconn *c);
+
+/* 1 unless the last connection attempt failed while no connection was open. */
+int pgpool_healthy(const pgpool *p);
+
+/* Fill out with the current counters (cheap: reads fields, no locks). */
+void pgpool_stats(const pgpool *p, pgpool_stats_t *out);
+
+#endif

@@ -1,0 +1,163 @@
+/* response.c: response serialization into the connection's output buffer, with gzip. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "server.h"
+
+#define LIT(b, s) buf_append((b), s, sizeof(s) - 1)
+
+void resp_begin(resp *r, conn *c, int status)
+{
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    r->status = status;
+    r->hdr_start = c->out.len;
+    buf *b = &c->out;
+    LIT(b, "HTTP/1.1 ");
+    buf_putu(b, (unsigned)status);
+    LIT(b, " ");
+    buf_puts(b, http_reason(status));
+    LIT(b, "\r\n");
+    c->status = status;
+}
+
+int resp_header(resp *r, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (http_header_unsafe(name, nlen, 1) || http_header_unsafe(value, vlen, 0)) return -1;
+    /* the core owns framing: a handler cannot set these */
+    if ((nlen == 14 && strncasecmp(name, "content-length", 14) == 0) ||
+        (nlen == 17 && strncasecmp(name, "transfer-encoding", 17) == 0) ||
+        (nlen == 10 && strncasecmp(name, "connection", 10) == 0) ||
+        (nlen == 4 && strncasecmp(name, "date", 4) == 0))
+        return 0;
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) r->has_ctype = 1;
+    if (nlen == 4 && strncasecmp(name, "vary", 4) == 0) r->has_vary = 1;
+    if (nlen == 16 && strncasecmp(name, "content-encoding", 16) == 0) r->has_encoding = 1;
+    buf *b = &r->c->out;
+    buf_append(b, name, nlen);
+    LIT(b, ": ");
+    buf_append(b, value, vlen);
+    LIT(b, "\r\n");
+    return 0;
+}
+
+/* Does the client accept gzip? A token "gzip" (or "*") not followed by q=0. */
+static int accepts_gzip(const http_req *req)
+{
+    size_t n;
+    const char *v = http_req_header(req, "accept-encoding", &n);
+    if (!v) return 0;
+    for (const char *p = v; (p = strcasestr(p, "gzip")) || (p = NULL); p += 4) {
+        if (p > v && p[-1] != ' ' && p[-1] != ',' && p[-1] != '\t') continue;
+        const char *e = p + 4;
+        while (*e == ' ') e++;
+        if (*e == ';') {
+            const char *q = strstr(e, "q=");
+            const char *comma = strchr(e, ',');
+            if (q && (!comma || q < comma) && strtod(q + 2, NULL) <= 0.0) return 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int compressible(const sconfig *cfg, const char *ctype)
+{
+    for (size_t i = 0; i < cfg->ngzip_types; i++)
+        if (strncasecmp(ctype, cfg->gzip_types[i], strlen(cfg->gzip_types[i])) == 0) return 1;
+    return 0;
+}
+
+/* Deflates body into w->scratch as a gzip member; returns 0 on success. */
+static int gzip_body(worker *w, int level, const char *body, size_t len)
+{
+    if (w->z_ready && w->z_level != level) { deflateEnd(&w->z); w->z_ready = 0; }
+    if (!w->z_ready) {
+        memset(&w->z, 0, sizeof w->z);
+        if (deflateInit2(&w->z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -1;
+        w->z_ready = 1;
+        w->z_level = level;
+    } else {
+        deflateReset(&w->z);
+    }
+    size_t bound = deflateBound(&w->z, len);
+    buf_reset(&w->scratch);
+    if (buf_reserve(&w->scratch, bound)) return -1;
+    w->z.next_in = (Bytef *)body;
+    w->z.avail_in = (uInt)len;
+    w->z.next_out = (Bytef *)w->scratch.data;
+    w->z.avail_out = (uInt)bound;
+    if (deflate(&w->z, Z_FINISH) != Z_STREAM_END) return -1;
+    w->scratch.len = bound - w->z.avail_out;
+    return 0;
+}
+
+void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
+{
+    conn *c = r->c;
+    worker *w = c->w;
+    const sconfig *cfg = w->app_cfg;
+    buf *b = &c->out;
+    int no_body = r->status == 204 || r->status == 304 || r->status < 200;
+    if (!r->has_ctype && ctype && !no_body) {
+        LIT(b, "Content-Type: ");
+        buf_puts(b, ctype);
+        LIT(b, "\r\n");
+    }
+    if (!no_body && cfg->gzip_enabled && len >= cfg->gzip_threshold && !r->has_encoding && ctype &&
+        compressible(cfg, ctype)) {
+        if (!r->has_vary) LIT(b, "Vary: Accept-Encoding\r\n");
+        if (accepts_gzip(&c->req) && gzip_body(w, cfg->gzip_level, body, len) == 0 && w->scratch.len < len) {
+            LIT(b, "Content-Encoding: gzip\r\n");
+            body = w->scratch.data;
+            len = w->scratch.len;
+        }
+    }
+    if (!no_body) {
+        LIT(b, "Content-Length: ");
+        buf_putu(b, len);
+        LIT(b, "\r\n");
+    }
+    worker_update_date(w);
+    LIT(b, "Date: ");
+    buf_append(b, w->date, 29);
+    LIT(b, "\r\n");
+    if (r->close || !c->req.keepalive || w->stopping) {
+        LIT(b, "Connection: close\r\n\r\n");
+        c->want_close = 1;
+    } else if (c->req.http_minor == 0) {
+        LIT(b, "Connection: keep-alive\r\n\r\n");
+    } else {
+        LIT(b, "\r\n");
+    }
+    if (!no_body && !c->req.head) buf_append(b, body, len);
+    c->resp_bytes = len;
+}
+
+void resp_simple(conn *c, int status, const char *ctype, const char *body, int close)
+{
+    resp r;
+    resp_begin(&r, c, status);
+    r.close = close;
+    resp_finish(&r, ctype, body, strlen(body));
+}
+
+void resp_error(conn *c, int status, const char *msg, int close)
+{
+    resp r;
+    resp_begin(&r, c, status);
+    r.close = close;
+    char body[512];
+    /* msg is a constant from the core; quote-safe by construction, but escape anyway */
+    size_t n = 0;
+    n += (size_t)snprintf(body, sizeof body, "{\"error\":\"");
+    for (const char *p = msg; *p && n < sizeof body - 40; p++) {
+        if (*p == '"' || *p == '\\') body[n++] = '\\';
+        body[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+    }
+    n += (size_t)snprintf(body + n, sizeof body - n, "\",\"status\":%d}", status);
+    if (status == 503 || status == 429) resp_header(&r, "Retry-After", 11, "1", 1);
+    resp_finish(&r, "application/json", body, n);
+}

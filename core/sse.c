@@ -1,0 +1,925 @@
+/* sse.c: the SSE engine core: hub (channels, history, caps, ids), events, per-worker inbox and fan-out. */
+#include "sse.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- hashing */
+
+/* Chained hash table of intrusive nodes keyed by a byte string. Tables grow
+ * by doubling; a failed grow is harmless (chains just get longer). */
+typedef struct hnode {
+    struct hnode *next;
+    uint64_t hash;
+    const char *key;
+    uint32_t klen;
+} hnode;
+
+typedef struct htab {
+    hnode **b;
+    size_t mask, n;
+} htab;
+
+/* FNV-1a with a per-hub random seed, so chosen channel names cannot be aimed at one bucket cheaply. */
+static uint64_t hash_str(uint64_t seed, const char *s, size_t n)
+{
+    uint64_t x = 0xcbf29ce484222325ull ^ seed;
+    for (size_t i = 0; i < n; i++) x = (x ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return x ^ (x >> 29);
+}
+
+static int ht_init(htab *t)
+{
+    t->b = calloc(16, sizeof *t->b);
+    t->mask = 15;
+    t->n = 0;
+    return t->b ? 0 : -1;
+}
+
+static hnode *ht_find(const htab *t, uint64_t hash, const char *k, size_t klen)
+{
+    for (hnode *n = t->b[hash & t->mask]; n; n = n->next)
+        if (n->hash == hash && n->klen == klen && memcmp(n->key, k, klen) == 0) return n;
+    return NULL;
+}
+
+static void ht_insert(htab *t, hnode *n)
+{
+    if (t->n >= t->mask + 1) {
+        size_t ncap = (t->mask + 1) * 2;
+        hnode **nb = calloc(ncap, sizeof *nb);
+        if (nb) {
+            for (size_t i = 0; i <= t->mask; i++)
+                for (hnode *x = t->b[i], *nx; x; x = nx) {
+                    nx = x->next;
+                    x->next = nb[x->hash & (ncap - 1)];
+                    nb[x->hash & (ncap - 1)] = x;
+                }
+            free(t->b);
+            t->b = nb;
+            t->mask = ncap - 1;
+        }
+    }
+    hnode **head = &t->b[n->hash & t->mask];
+    n->next = *head;
+    *head = n;
+    t->n++;
+}
+
+static void ht_remove(htab *t, hnode *n)
+{
+    for (hnode **p = &t->b[n->hash & t->mask]; *p; p = &(*p)->next)
+        if (*p == n) {
+            *p = n->next;
+            t->n--;
+            return;
+        }
+}
+
+/* ------------------------------------------------------------------ types */
+
+typedef struct qnode {
+    _Atomic(struct qnode *) next;
+    sse_event *ev;
+} qnode;
+
+struct sse_event {
+    atomic_uint refs;
+    uint32_t len;       /* wire bytes */
+    uint32_t chlen;
+    uint64_t id;
+    uint64_t t_ms;      /* publish time, for age retention */
+    uint64_t hash;      /* of the channel name, with the hub seed */
+    const char *wire;
+    const char *chan;
+    qnode node[];       /* one inbox node per worker: posting never allocates */
+};
+
+/* Room for "id: " + 20 digits + "\n", written in front of the body under the lock. */
+#define ID_RESERVE 25
+
+typedef struct hchan {
+    hnode hn;
+    uint32_t nsubs;          /* over all workers */
+    uint32_t cap, head, n;   /* history ring, oldest at head */
+    sse_event **ring;
+    uint64_t last_id;        /* newest id published here */
+    uint64_t dropped_max;    /* newest id of this channel no longer replayable */
+    uint64_t last_pub_ms;
+    char name[];
+} hchan;
+
+typedef struct huser {
+    hnode hn;
+    uint32_t count;
+    char name[];
+} huser;
+
+struct sse_hub {
+    pthread_mutex_t mu;
+    sse_limits lim;
+    unsigned nw;
+    uint64_t seed, id_base, last_id;
+    uint64_t forgotten_max;  /* newest id published on a channel entry we freed */
+    htab chans, users;
+    uint64_t nsubs;
+    sse_worker **workers;
+    uint64_t published, replayed, gaps, evicted, delivered_retired;
+    uint64_t rej_total, rej_user, rej_channel;
+};
+
+typedef struct lchan {
+    hnode hn;
+    struct sse_sub_link *head;
+    struct sse_sub_link *iter;  /* next link of a running delivery, fixed up by unlink */
+    uint32_t n;
+    uint32_t busy;
+    char name[];
+} lchan;
+
+struct sse_worker {
+    sse_hub *h;
+    unsigned idx;
+    sse_wake_fn wake;
+    void *ud;
+    _Atomic(qnode *) qhead;     /* producers exchange here */
+    qnode *qtail;               /* consumer only */
+    qnode stub;
+    atomic_int pending;         /* 1 while a wake is outstanding: coalesces wakes */
+    htab local;
+    size_t nsubs;
+    _Atomic uint64_t delivered;
+};
+
+/* -------------------------------------------------------------- the inbox */
+
+/* Vyukov's intrusive MPSC queue: push is one exchange, pop never blocks. */
+static void q_push(sse_worker *w, qnode *n)
+{
+    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+    qnode *prev = atomic_exchange_explicit(&w->qhead, n, memory_order_acq_rel);
+    atomic_store_explicit(&prev->next, n, memory_order_release);
+}
+
+static qnode *q_pop(sse_worker *w)
+{
+    qnode *tail = w->qtail, *next = atomic_load_explicit(&tail->next, memory_order_acquire);
+    if (tail == &w->stub) {
+        if (!next) return NULL;
+        w->qtail = tail = next;
+        next = atomic_load_explicit(&next->next, memory_order_acquire);
+    }
+    if (next) {
+        w->qtail = next;
+        return tail;
+    }
+    /* A producer is between its exchange and its link: it wakes us after. */
+    if (tail != atomic_load_explicit(&w->qhead, memory_order_acquire)) return NULL;
+    q_push(w, &w->stub);
+    next = atomic_load_explicit(&tail->next, memory_order_acquire);
+    if (next) {
+        w->qtail = next;
+        return tail;
+    }
+    return NULL;
+}
+
+/* ----------------------------------------------------------------- events */
+
+void sse_event_ref(sse_event *e) { atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed); }
+
+void sse_event_unref(sse_event *e)
+{
+    if (e && atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) free(e);
+}
+
+const char *sse_event_wire(const sse_event *e, size_t *len)
+{
+    if (len) *len = e->len;
+    return e->wire;
+}
+
+uint64_t sse_event_id(const sse_event *e) { return e->id; }
+const char *sse_event_channel(const sse_event *e) { return e->chan; }
+
+/* One allocation: header, nnodes inbox nodes, channel name, id reserve, body.
+ * Returns the body pointer in *body; wire/len are set by the caller. */
+static sse_event *ev_alloc(unsigned nnodes, const char *ch, size_t chlen, size_t bodylen, char **body)
+{
+    size_t sz = sizeof(sse_event) + nnodes * sizeof(qnode) + chlen + 1 + ID_RESERVE + bodylen;
+    sse_event *e = malloc(sz);
+    if (!e) return NULL;
+    atomic_init(&e->refs, 1);
+    char *p = (char *)&e->node[nnodes];
+    memcpy(p, ch, chlen);
+    p[chlen] = 0;
+    e->chan = p;
+    e->chlen = (uint32_t)chlen;
+    e->id = 0;
+    for (unsigned i = 0; i < nnodes; i++) e->node[i].ev = e;
+    *body = p + chlen + 1 + ID_RESERVE;
+    return e;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do tmp[n++] = (char)('0' + v % 10); while ((v /= 10));
+    while (n) *p++ = tmp[--n];
+    return p;
+}
+
+static int valid_channel(const char *s, size_t n)
+{
+    if (n == 0 || n > SSE_MAX_CHANNEL_LEN) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 0;
+    return 1;
+}
+
+/* Decimal uint64, 1..20 digits, no sign or spaces. */
+static int parse_id(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    for (; s[i]; i++) {
+        if (s[i] < '0' || s[i] > '9' || i >= 20) return -1;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    if (i == 0) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Length of the line break at data[i] (CRLF = 2, CR or LF = 1, else 0). */
+static size_t brk(const char *d, size_t i, size_t n)
+{
+    if (d[i] == '\n') return 1;
+    if (d[i] == '\r') return (i + 1 < n && d[i + 1] == '\n') ? 2 : 1;
+    return 0;
+}
+
+/* Encodes everything but the id line into body (sized by the first pass). */
+static size_t encode_body(char *out, const char *event, size_t evlen, int retry_ms,
+                          const char *data, size_t datalen)
+{
+    char *p = out;
+    if (evlen) {
+        memcpy(p, "event: ", 7);
+        memcpy(p + 7, event, evlen);
+        p += 7 + evlen;
+        *p++ = '\n';
+    }
+    if (retry_ms >= 0) {
+        memcpy(p, "retry: ", 7);
+        p = put_u64(p + 7, (uint64_t)retry_ms);
+        *p++ = '\n';
+    }
+    size_t start = 0;
+    for (size_t i = 0;; ) {
+        size_t b = i < datalen ? brk(data, i, datalen) : 0;
+        if (i == datalen || b) {
+            memcpy(p, "data: ", 6);
+            memcpy(p + 6, data + start, i - start);
+            p += 6 + (i - start);
+            *p++ = '\n';
+            if (i == datalen) break;
+            i += b;
+            start = i;
+        } else {
+            i++;
+        }
+    }
+    *p++ = '\n';
+    return (size_t)(p - out);
+}
+
+static size_t body_len(size_t evlen, int retry_ms, const char *data, size_t datalen)
+{
+    size_t lines = 1, brkbytes = 0;
+    for (size_t i = 0; i < datalen;) {
+        size_t b = brk(data, i, datalen);
+        if (b) {
+            lines++;
+            brkbytes += b;
+            i += b;
+        } else {
+            i++;
+        }
+    }
+    size_t n = (evlen ? 8 + evlen : 0) + lines * 7 + (datalen - brkbytes) + 1;
+    if (retry_ms >= 0) n += 8 + 10;
+    return n;
+}
+
+/* ---------------------------------------------------------------- the hub */
+
+static void norm_limits(sse_limits *l)
+{
+    if (!l->max_channels) l->max_channels = 100000;
+    if (!l->max_event_bytes) l->max_event_bytes = 1u << 20;
+}
+
+sse_hub *sse_hub_new(const sse_limits *lim, unsigned nworkers, uint64_t id_base)
+{
+    if (nworkers == 0) return NULL;
+    sse_hub *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->workers = calloc(nworkers, sizeof *h->workers);
+    if (!h->workers || ht_init(&h->chans) || ht_init(&h->users)) {
+        free(h->workers);
+        free(h->chans.b);
+        free(h->users.b);
+        free(h);
+        return NULL;
+    }
+    pthread_mutex_init(&h->mu, NULL);
+    h->lim = *lim;
+    norm_limits(&h->lim);
+    h->nw = nworkers;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    h->seed = (uint64_t)(uintptr_t)h * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_nsec;
+    h->id_base = h->last_id = h->forgotten_max = id_base;
+    return h;
+}
+
+void sse_hub_set_limits(sse_hub *h, const sse_limits *lim)
+{
+    pthread_mutex_lock(&h->mu);
+    h->lim = *lim;
+    norm_limits(&h->lim);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void chan_free(sse_hub *h, hchan *c)
+{
+    ht_remove(&h->chans, &c->hn);
+    for (uint32_t i = 0; i < c->n; i++) sse_event_unref(c->ring[(c->head + i) % c->cap]);
+    if (c->last_id > h->forgotten_max) h->forgotten_max = c->last_id;
+    free(c->ring);
+    free(c);
+}
+
+void sse_hub_free(sse_hub *h)
+{
+    if (!h) return;
+    for (size_t i = 0; i <= h->chans.mask; i++)
+        for (hnode *n = h->chans.b[i], *nx; n; n = nx) {
+            nx = n->next;
+            chan_free(h, (hchan *)n);
+        }
+    for (size_t i = 0; i <= h->users.mask; i++)
+        for (hnode *n = h->users.b[i], *nx; n; n = nx) {
+            nx = n->next;
+            free(n);
+        }
+    free(h->chans.b);
+    free(h->users.b);
+    free(h->workers);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+static hchan *chan_new(sse_hub *h, const char *name, size_t len, uint64_t hash)
+{
+    hchan *c = calloc(1, sizeof *c + len + 1);
+    if (!c) return NULL;
+    memcpy(c->name, name, len);
+    c->hn.hash = hash;
+    c->hn.key = c->name;
+    c->hn.klen = (uint32_t)len;
+    /* Events published before this entry existed may be forgotten ones. */
+    c->dropped_max = h->forgotten_max;
+    ht_insert(&h->chans, &c->hn);
+    return c;
+}
+
+/* Drops history over the count (keeping room for `adding` more) or over the age. */
+static void chan_trim(sse_hub *h, hchan *c, uint64_t now_ms, uint32_t adding)
+{
+    uint32_t keep = h->lim.retention_count;
+    uint64_t age = h->lim.retention_ms;
+    while (c->n) {
+        sse_event *old = c->ring[c->head];
+        int over = c->n + adding > keep;
+        int stale = age && old->t_ms + age < now_ms;
+        if (!over && !stale) break;
+        c->dropped_max = old->id;
+        c->head = (c->head + 1) % c->cap;
+        c->n--;
+        h->evicted++;
+        sse_event_unref(old);
+    }
+}
+
+/* Appends e (taking a ref); grows the ring up to retention_count. */
+static void chan_append(sse_hub *h, hchan *c, sse_event *e)
+{
+    if (c->n == c->cap) {
+        uint32_t ncap = c->cap ? c->cap * 2 : 8;
+        if (ncap > h->lim.retention_count) ncap = h->lim.retention_count;
+        sse_event **nr = ncap > c->cap ? malloc(ncap * sizeof *nr) : NULL;
+        if (!nr) { /* OOM or already at the cap: replace the oldest instead */
+            sse_event *old = c->ring[c->head];
+            c->dropped_max = old->id;
+            c->head = (c->head + 1) % c->cap;
+            c->n--;
+            h->evicted++;
+            sse_event_unref(old);
+        } else {
+            for (uint32_t i = 0; i < c->n; i++) nr[i] = c->ring[(c->head + i) % c->cap];
+            free(c->ring);
+            c->ring = nr;
+            c->cap = ncap;
+            c->head = 0;
+        }
+    }
+    sse_event_ref(e);
+    c->ring[(c->head + c->n) % c->cap] = e;
+    c->n++;
+}
+
+uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const char *event,
+                         const char *data, size_t datalen, const char *id_override,
+                         int retry_ms, uint64_t now_ms, const char **err)
+{
+    const char *dummy;
+    if (!err) err = &dummy;
+    *err = NULL;
+    if (!channel || chlen == 0) return *err = "empty channel", 0;
+    if (!valid_channel(channel, chlen)) return *err = "bad channel name (1-200 bytes, no control characters)", 0;
+    size_t evlen = event ? strlen(event) : 0;
+    if (evlen && strpbrk(event, "\r\n")) return *err = "CR or LF in event name", 0;
+    uint64_t ov = 0;
+    if (id_override && parse_id(id_override, &ov)) return *err = "bad id (must be a decimal integer)", 0;
+    if (!data) datalen = 0;
+    size_t blen = body_len(evlen, retry_ms, data, datalen);
+    if (blen + ID_RESERVE > h->lim.max_event_bytes) return *err = "event too large", 0;
+
+    char *body;
+    sse_event *e = ev_alloc(h->nw, channel, chlen, blen, &body);
+    if (!e) return *err = "out of memory", 0;
+    size_t used = encode_body(body, event, evlen, retry_ms, data, datalen);
+    e->hash = hash_str(h->seed, channel, chlen);
+    e->t_ms = now_ms;
+
+    pthread_mutex_lock(&h->mu);
+    if (id_override && ov <= h->last_id) {
+        pthread_mutex_unlock(&h->mu);
+        free(e);
+        return *err = "id must be greater than the last id issued", 0;
+    }
+    hchan *c = (hchan *)ht_find(&h->chans, e->hash, channel, chlen);
+    if (!c && h->lim.retention_count) {
+        if (h->chans.n >= h->lim.max_channels || !(c = chan_new(h, channel, chlen, e->hash))) {
+            pthread_mutex_unlock(&h->mu);
+            free(e);
+            return *err = "too many channels", 0;
+        }
+    }
+    uint64_t id = h->last_id = id_override ? ov : h->last_id + 1;
+    /* The id line goes right before the body, so the wire stays contiguous. */
+    char idl[ID_RESERVE], *q = idl;
+    memcpy(q, "id: ", 4);
+    q = put_u64(q + 4, id);
+    *q++ = '\n';
+    size_t idlen = (size_t)(q - idl);
+    memcpy(body - idlen, idl, idlen);
+    e->wire = body - idlen;
+    e->len = (uint32_t)(idlen + used);
+    e->id = id;
+    h->published++;
+    if (!c) {
+        h->forgotten_max = id; /* no entry, no subscriber anywhere: nobody to send it to */
+    } else {
+        c->last_id = id;
+        c->last_pub_ms = now_ms;
+        chan_trim(h, c, now_ms, h->lim.retention_count ? 1 : 0);
+        if (h->lim.retention_count) chan_append(h, c, e);
+        else c->dropped_max = id;
+        if (c->nsubs)
+            for (unsigned i = 0; i < h->nw; i++) {
+                sse_worker *w = h->workers[i];
+                if (!w) continue;
+                sse_event_ref(e);
+                q_push(w, &e->node[i]);
+                if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
+            }
+    }
+    pthread_mutex_unlock(&h->mu);
+    sse_event_unref(e);
+    return id;
+}
+
+size_t sse_hub_sweep(sse_hub *h, uint64_t now_ms, uint64_t idle_ms)
+{
+    size_t freed = 0;
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i <= h->chans.mask; i++)
+        for (hnode *n = h->chans.b[i], *nx; n; n = nx) {
+            nx = n->next;
+            hchan *c = (hchan *)n;
+            chan_trim(h, c, now_ms, 0);
+            if (!c->nsubs && (!c->n || c->last_pub_ms + idle_ms <= now_ms)) {
+                chan_free(h, c);
+                freed++;
+            }
+        }
+    pthread_mutex_unlock(&h->mu);
+    return freed;
+}
+
+void sse_hub_stats(sse_hub *h, sse_stats *o)
+{
+    memset(o, 0, sizeof *o);
+    pthread_mutex_lock(&h->mu);
+    o->subscribers = h->nsubs;
+    o->channels = h->chans.n;
+    o->users = h->users.n;
+    o->published = h->published;
+    o->replayed = h->replayed;
+    o->gaps = h->gaps;
+    o->evicted = h->evicted;
+    o->rejected_total = h->rej_total;
+    o->rejected_user = h->rej_user;
+    o->rejected_channel = h->rej_channel;
+    o->delivered = h->delivered_retired;
+    for (unsigned i = 0; i < h->nw; i++)
+        if (h->workers[i]) o->delivered += atomic_load_explicit(&h->workers[i]->delivered, memory_order_relaxed);
+    pthread_mutex_unlock(&h->mu);
+}
+
+size_t sse_hub_top_channels(sse_hub *h, sse_channel_stat *out, size_t max)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i <= h->chans.mask && max; i++)
+        for (hnode *n = h->chans.b[i]; n; n = n->next) {
+            hchan *c = (hchan *)n;
+            if (k == max && c->nsubs <= out[k - 1].subscribers) continue;
+            size_t j = k < max ? k++ : k - 1; /* insertion sort into a bounded array */
+            while (j > 0 && out[j - 1].subscribers < c->nsubs) { out[j] = out[j - 1]; j--; }
+            size_t l = c->hn.klen < sizeof out[j].name - 1 ? c->hn.klen : sizeof out[j].name - 1;
+            memcpy(out[j].name, c->name, l);
+            out[j].name[l] = 0;
+            out[j].subscribers = c->nsubs;
+            out[j].last_id = c->last_id;
+        }
+    pthread_mutex_unlock(&h->mu);
+    return k;
+}
+
+uint32_t sse_hub_user_count(sse_hub *h, const char *user)
+{
+    if (!user) return 0;
+    size_t n = strlen(user);
+    pthread_mutex_lock(&h->mu);
+    huser *u = (huser *)ht_find(&h->users, hash_str(h->seed, user, n), user, n);
+    uint32_t c = u ? u->count : 0;
+    pthread_mutex_unlock(&h->mu);
+    return c;
+}
+
+const char *sse_strerror(int code)
+{
+    switch (code) {
+    case SSE_OK: return "ok";
+    case SSE_ERR_TOTAL: return "too many SSE connections on this server";
+    case SSE_ERR_USER: return "too many SSE connections for this user";
+    case SSE_ERR_CHANNEL: return "too many subscribers on this channel";
+    case SSE_ERR_ARG: return "bad channel name or Last-Event-ID";
+    case SSE_ERR_NOMEM: return "out of memory";
+    }
+    return "unknown error";
+}
+
+/* ------------------------------------------------------------- the worker */
+
+sse_worker *sse_worker_new(sse_hub *h, unsigned idx, sse_wake_fn wake, void *ud)
+{
+    if (idx >= h->nw || !wake) return NULL;
+    sse_worker *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    if (ht_init(&w->local)) {
+        free(w);
+        return NULL;
+    }
+    w->h = h;
+    w->idx = idx;
+    w->wake = wake;
+    w->ud = ud;
+    atomic_init(&w->stub.next, NULL);
+    atomic_init(&w->qhead, &w->stub);
+    w->qtail = &w->stub;
+    pthread_mutex_lock(&h->mu);
+    int taken = h->workers[idx] != NULL;
+    if (!taken) h->workers[idx] = w;
+    pthread_mutex_unlock(&h->mu);
+    if (taken) {
+        free(w->local.b);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void sse_worker_free(sse_worker *w)
+{
+    if (!w) return;
+    sse_hub *h = w->h;
+    pthread_mutex_lock(&h->mu);
+    h->workers[w->idx] = NULL; /* no more pushes after this */
+    h->delivered_retired += atomic_load(&w->delivered);
+    pthread_mutex_unlock(&h->mu);
+    for (qnode *q; (q = q_pop(w));) sse_event_unref(q->ev);
+    for (size_t i = 0; i <= w->local.mask; i++)
+        while (w->local.b[i]) { /* unsubscribing the last sub of a channel frees it */
+            lchan *lc = (lchan *)w->local.b[i];
+            sse_worker_unsubscribe(w, lc->head->sub);
+        }
+    free(w->local.b);
+    free(w);
+}
+
+size_t sse_worker_subscribers(const sse_worker *w) { return w->nsubs; }
+
+static void lchan_unlink(sse_worker *w, struct sse_sub_link *l)
+{
+    lchan *lc = l->lch;
+    if (lc->iter == l) lc->iter = l->next;
+    if (l->prev) l->prev->next = l->next;
+    else lc->head = l->next;
+    if (l->next) l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+    l->lch = NULL;
+    if (--lc->n == 0 && !lc->busy) {
+        ht_remove(&w->local, &lc->hn);
+        free(lc);
+    }
+}
+
+static void deliver_local(sse_worker *w, sse_event *e)
+{
+    lchan *lc = (lchan *)ht_find(&w->local, e->hash, e->chan, e->chlen);
+    if (!lc) return;
+    uint64_t n = 0;
+    lc->busy++;
+    for (struct sse_sub_link *l = lc->head; l; l = lc->iter) {
+        lc->iter = l->next;
+        sse_sub *s = l->sub;
+        if (e->id > s->start_id_) {
+            s->deliver_(s, e, s->ud_);
+            n++;
+        }
+    }
+    if (--lc->busy == 0 && lc->n == 0) {
+        ht_remove(&w->local, &lc->hn);
+        free(lc);
+    }
+    atomic_fetch_add_explicit(&w->delivered, n, memory_order_relaxed);
+}
+
+size_t sse_worker_drain(sse_worker *w)
+{
+    size_t n = 0;
+    atomic_exchange(&w->pending, 0);
+    for (qnode *q; (q = q_pop(w));) {
+        sse_event *e = q->ev;
+        deliver_local(w, e);
+        sse_event_unref(e);
+        /* Bound one callback's work so the loop serves sockets under a publish flood. */
+        if (++n == 4096) {
+            if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
+            break;
+        }
+    }
+    return n;
+}
+
+/* Hub side of unsubscribe: drop the counts, free empty entries. Lock held. */
+static void hub_release(sse_hub *h, sse_sub *s, size_t nch)
+{
+    h->nsubs--;
+    huser *u = s->user_;
+    if (u && --u->count == 0) {
+        ht_remove(&h->users, &u->hn);
+        free(u);
+    }
+    for (size_t i = 0; i < nch; i++) {
+        hchan *c = s->link_[i].hch;
+        if (--c->nsubs == 0 && c->n == 0) chan_free(h, c);
+        s->link_[i].hch = NULL;
+    }
+    s->user_ = NULL;
+}
+
+void sse_worker_unsubscribe(sse_worker *w, sse_sub *s)
+{
+    if (!s->active_) return;
+    s->active_ = 0;
+    for (size_t i = 0; i < s->nch_; i++) lchan_unlink(w, &s->link_[i]);
+    w->nsubs--;
+    pthread_mutex_lock(&w->h->mu);
+    hub_release(w->h, s, s->nch_);
+    pthread_mutex_unlock(&w->h->mu);
+}
+
+static int cmp_ev(const void *a, const void *b)
+{
+    uint64_t x = (*(sse_event *const *)a)->id, y = (*(sse_event *const *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* The synthetic "you lost events" notice: no id line, so the client's Last-Event-ID stays put. */
+static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
+{
+    size_t need = 130 + 2 * (size_t)c->hn.klen;
+    char *body;
+    sse_event *e = ev_alloc(0, c->name, c->hn.klen, need, &body);
+    if (!e) return NULL;
+    char *p = body;
+    p += sprintf(p, "event: " SSE_GAP_EVENT "\ndata: {\"channel\":\"");
+    for (uint32_t i = 0; i < c->hn.klen; i++) {
+        if (c->name[i] == '"' || c->name[i] == '\\') *p++ = '\\';
+        *p++ = c->name[i];
+    }
+    p += sprintf(p, "\",\"last_event_id\":%llu,\"oldest\":%llu}\n\n", (unsigned long long)last,
+                 (unsigned long long)oldest);
+    e->wire = body;
+    e->len = (uint32_t)(p - body);
+    return e;
+}
+
+/* What a new subscriber missed: gap notices first, then events (sorted later). */
+typedef struct replay {
+    sse_event *gap[SSE_MAX_SUB_CHANNELS];
+    sse_event **ev;
+    size_t ngap, nev;
+} replay;
+
+/* Collects c's events after L into rp, and a gap notice when c's history no
+ * longer reaches back to L. An id from an earlier process or from another
+ * instance tells us nothing: signal a gap and replay everything kept. Lock held. */
+static void chan_snapshot(sse_hub *h, hchan *c, uint64_t L, uint64_t now_ms, replay *rp)
+{
+    chan_trim(h, c, now_ms, 0);
+    int foreign = L < h->id_base || L > h->last_id;
+    if (foreign || L < c->dropped_max) {
+        if ((rp->gap[rp->ngap] = gap_event(c, L, c->n ? c->ring[c->head]->id : 0))) rp->ngap++;
+        h->gaps++;
+    }
+    for (uint32_t k = 0; k < c->n; k++) {
+        sse_event *e = c->ring[(c->head + k) % c->cap];
+        if (foreign || e->id > L) {
+            sse_event_ref(e);
+            rp->ev[rp->nev++] = e;
+        }
+    }
+}
+
+static huser *user_new(sse_hub *h, const char *user, size_t ulen, uint64_t uhash)
+{
+    huser *u = calloc(1, sizeof *u + ulen + 1);
+    if (!u) return NULL;
+    memcpy(u->name, user, ulen);
+    u->hn.hash = uhash;
+    u->hn.key = u->name;
+    u->hn.klen = (uint32_t)ulen;
+    ht_insert(&h->users, &u->hn);
+    return u;
+}
+
+/* Checks every cap, then takes all the counts at once (or none), so counts are
+ * exact under concurrency. On success fills s's hub fields and rp. Lock held. */
+static int hub_admit(sse_hub *h, sse_sub *s, const char *const *channels, const size_t *len,
+                     const uint64_t *hash, size_t nch, const char *user, const uint64_t *L,
+                     uint64_t now_ms, replay *rp)
+{
+    hchan *hc[SSE_MAX_SUB_CHANNELS];
+    size_t need = 0, maxrep = 0, ulen = user ? strlen(user) : 0;
+    uint64_t uhash = user ? hash_str(h->seed, user, ulen) : 0;
+    huser *u = user ? (huser *)ht_find(&h->users, uhash, user, ulen) : NULL;
+    if (h->lim.max_total && h->nsubs >= h->lim.max_total) return h->rej_total++, SSE_ERR_TOTAL;
+    if (u && h->lim.per_user && u->count >= h->lim.per_user) return h->rej_user++, SSE_ERR_USER;
+    for (size_t i = 0; i < nch; i++) {
+        hc[i] = (hchan *)ht_find(&h->chans, hash[i], channels[i], len[i]);
+        if (!hc[i]) need++;
+        else if (h->lim.per_channel && hc[i]->nsubs >= h->lim.per_channel) return h->rej_channel++, SSE_ERR_CHANNEL;
+        else maxrep += hc[i]->n;
+    }
+    if (need && h->chans.n + need > h->lim.max_channels) return h->rej_channel++, SSE_ERR_CHANNEL;
+    if (L && maxrep && !(rp->ev = malloc(maxrep * sizeof *rp->ev))) return SSE_ERR_NOMEM;
+    if (user && !u && !(u = user_new(h, user, ulen, uhash))) return SSE_ERR_NOMEM;
+    for (size_t i = 0; i < nch; i++)
+        if (!hc[i] && !(hc[i] = chan_new(h, channels[i], len[i], hash[i]))) {
+            for (size_t j = 0; j < i; j++) /* undo what we created; no count taken yet */
+                if (!hc[j]->nsubs && !hc[j]->n) chan_free(h, hc[j]);
+            if (u && !u->count) {
+                ht_remove(&h->users, &u->hn);
+                free(u);
+            }
+            return SSE_ERR_NOMEM;
+        }
+    /* Commit. Live events with id <= start_id_ are either replayed now or predate s. */
+    h->nsubs++;
+    if (u) u->count++;
+    s->user_ = u;
+    s->start_id_ = h->last_id;
+    for (size_t i = 0; i < nch; i++) {
+        hc[i]->nsubs++;
+        s->link_[i].hch = hc[i];
+        if (L) chan_snapshot(h, hc[i], *L, now_ms, rp);
+    }
+    h->replayed += rp->nev;
+    return SSE_OK;
+}
+
+int sse_worker_subscribe(sse_worker *w, sse_sub *s, const char *const *channels, size_t nch,
+                         const char *user, const char *last_event_id, uint64_t now_ms,
+                         sse_deliver_fn deliver, void *ud)
+{
+    sse_hub *h = w->h;
+    uint64_t hash[SSE_MAX_SUB_CHANNELS], L = 0;
+    size_t len[SSE_MAX_SUB_CHANNELS];
+    int want_replay = last_event_id && *last_event_id;
+    if (s->active_ || nch == 0 || nch > SSE_MAX_SUB_CHANNELS || !deliver) return SSE_ERR_ARG;
+    if (want_replay && parse_id(last_event_id, &L)) return SSE_ERR_ARG;
+    for (size_t i = 0; i < nch; i++) {
+        len[i] = strlen(channels[i]);
+        if (!valid_channel(channels[i], len[i])) return SSE_ERR_ARG;
+        for (size_t j = 0; j < i; j++)
+            if (len[j] == len[i] && !memcmp(channels[i], channels[j], len[i])) return SSE_ERR_ARG;
+        hash[i] = hash_str(h->seed, channels[i], len[i]);
+    }
+    memset(s, 0, sizeof *s);
+    int rc = SSE_OK;
+    /* Local entries first (no lock needed), so nothing can fail after the hub commits. */
+    for (size_t i = 0; i < nch && rc == SSE_OK; i++) {
+        lchan *lc = (lchan *)ht_find(&w->local, hash[i], channels[i], len[i]);
+        if (!lc && (lc = calloc(1, sizeof *lc + len[i] + 1))) {
+            memcpy(lc->name, channels[i], len[i]);
+            lc->hn.hash = hash[i];
+            lc->hn.key = lc->name;
+            lc->hn.klen = (uint32_t)len[i];
+            ht_insert(&w->local, &lc->hn);
+        }
+        s->link_[i].lch = lc;
+        if (!lc) rc = SSE_ERR_NOMEM;
+    }
+    replay rp = { .ngap = 0, .nev = 0, .ev = NULL };
+    if (rc == SSE_OK) {
+        pthread_mutex_lock(&h->mu);
+        rc = hub_admit(h, s, channels, len, hash, nch, user, want_replay ? &L : NULL, now_ms, &rp);
+        pthread_mutex_unlock(&h->mu);
+    }
+    if (rc != SSE_OK) {
+        free(rp.ev);
+        for (size_t i = 0; i < nch; i++) {
+            lchan *lc = s->link_[i].lch;
+            if (lc && lc->n == 0 && !lc->busy) {
+                ht_remove(&w->local, &lc->hn);
+                free(lc);
+            }
+            s->link_[i].lch = NULL;
+        }
+        return rc;
+    }
+
+    s->deliver_ = deliver;
+    s->ud_ = ud;
+    s->nch_ = (uint8_t)nch;
+    s->active_ = 1;
+    w->nsubs++;
+    for (size_t i = 0; i < nch; i++) {
+        struct sse_sub_link *l = &s->link_[i];
+        lchan *lc = l->lch;
+        l->sub = s;
+        l->prev = NULL;
+        l->next = lc->head;
+        if (lc->head) lc->head->prev = l;
+        lc->head = l;
+        lc->n++;
+    }
+    /* Replay after registering so an unsubscribe from inside deliver works;
+     * live events cannot interleave: drain runs on this same thread. */
+    for (size_t i = 0; i < rp.ngap; i++) {
+        if (s->active_) deliver(s, rp.gap[i], ud);
+        sse_event_unref(rp.gap[i]);
+    }
+    if (rp.nev > 1) qsort(rp.ev, rp.nev, sizeof *rp.ev, cmp_ev);
+    for (size_t i = 0; i < rp.nev; i++) {
+        if (s->active_) deliver(s, rp.ev[i], ud);
+        sse_event_unref(rp.ev[i]);
+    }
+    atomic_fetch_add_explicit(&w->delivered, rp.nev, memory_order_relaxed);
+    free(rp.ev);
+    return SSE_OK;
+}

@@ -1,0 +1,10 @@
+/* testing.h: `sluice test` (the spec runner on a live single-worker runtime with a virtual clock) and `sluice lua`. */
+#ifndef SLUICE_TESTING_H
+#define SLUICE_TESTING_H
+
+/* Runs spec files against config_path's app; returns the exit status (0, 1 failures, 2 load errors). */
+int testing_main(const char *config_path, int argc, char **argv);
+/* Runs a Lua file with sluice's embedded modules on the path; returns its exit status. */
+int testing_run_script(const char *path, int argc, char **argv);
+
+#endif
