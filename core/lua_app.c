@@ -3,6 +3,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <luajit.h>
 #include <lua-cjson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,7 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-static void setup_loaders(lua_State *L, appstate *a, const char *base_dir)
+void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
 {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
@@ -70,12 +71,14 @@ static void setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
-    lua_pushlightuserdata(L, a);
-    lua_pushcclosure(L, luaopen_sluice_core, 1);
-    lua_setfield(L, -2, "sluice.core");
-    lua_pushlightuserdata(L, a);
-    lua_pushcclosure(L, luaopen_sluice_testing, 1);
-    lua_setfield(L, -2, "sluice.testing");
+    if (a) {
+        lua_pushlightuserdata(L, a);
+        lua_pushcclosure(L, luaopen_sluice_core, 1);
+        lua_setfield(L, -2, "sluice.core");
+        lua_pushlightuserdata(L, a);
+        lua_pushcclosure(L, luaopen_sluice_testing, 1);
+        lua_setfield(L, -2, "sluice.testing");
+    }
     lua_pop(L, 1);
     /* insert the embedded loader right after preload */
     lua_getfield(L, -1, "loaders");
@@ -129,7 +132,8 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     snprintf(base, sizeof base, "%s", abs);
     char *slash = strrchr(base, '/');
     if (slash) *slash = 0;
-    setup_loaders(L, a, base);
+    app_setup_loaders(L, a, base);
+    if (test_mode) luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);  /* count hooks stop runaway specs */
 
     lua_pushcfunction(L, traceback);
     a->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -182,7 +186,6 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_getfield(L, -1, "_req_mt");
     a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
-    (void)test_mode;
 
     for (size_t i = 0; i < a->cfg->nscripts; i++) {
         const char *path = a->cfg->scripts[i];
@@ -392,6 +395,10 @@ static void task_finish(task *t, int st)
         task_error_text(t, etext, sizeof etext);
         if (a->w) atomic_fetch_add(&a->w->lua_errors, 1);
     }
+    if (t->on_done) {
+        t->on_done(t, st, st ? etext : NULL);
+        t->on_done = NULL;
+    }
     switch (t->kind) {
     case TASK_REQUEST: {
         conn *c = t->c;
@@ -411,7 +418,8 @@ static void task_finish(task *t, int st)
         break;
     case TASK_CHILD: {
         task *p = t->parent;
-        if (p && p->waiting) {
+        tw_entry_cancel(&t->tmo);
+        if (p && p->waiting && p->wait == t) {
             lua_State *pc = p->co;
             int n;
             if (st == 0) { lua_pushboolean(pc, 1); n = 1; }
@@ -434,13 +442,12 @@ static void task_finish(task *t, int st)
     task_release(t);
 }
 
-task *task_spawn(appstate *a, int kind, int nargs)
+task *task_prepare(appstate *a, int kind, int nargs)
 {
     lua_State *L = a->L;
     task *t = task_alloc(a, kind);
     if (!t || task_coroutine(t)) { lua_pop(L, nargs + 1); if (t) task_release(t); return NULL; }
     lua_xmove(L, t->co, nargs + 1);
-    task_run(t, nargs);
     return t;
 }
 

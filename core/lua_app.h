@@ -31,6 +31,9 @@ struct task {
     void *db_conn, *db_pool; /* lua_db.c: connection pinned by app.db.transaction */
     int db_savepoint;
     int err_status;          /* status carried by an error table ({status = 503}) */
+    void (*on_done)(task *t, int st, const char *etext);   /* before the task is recycled */
+    double deadline;         /* child tasks: real-time limit for the count hook */
+    void *ud;
     task *next;              /* appstate's list of live tasks / freelist */
     task *prev;
 };
@@ -77,9 +80,11 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
 int app_timer_new(lua_State *L, appstate *a, double seconds, int fn_idx, int repeat);
 int app_sleep(lua_State *L, double seconds);
 
-/* Starts a task running the function on top of a's main stack with nargs arguments
- * (used by timers and the spec runner). */
-task *task_spawn(appstate *a, int kind, int nargs);
+/* Installs the module loaders (embedded lua/, cjson, and sluice.core when a is set). */
+void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir);
+/* Makes a task for the function (and nargs arguments) on top of a's main stack; start it
+ * with task_resume(t, nargs). Used by the spec runner. */
+task *task_prepare(appstate *a, int kind, int nargs);
 /* Resumes a suspended task with nres values already pushed on t->co. */
 void task_resume(task *t, int nres);
 /* The task currently running on this worker (inside a Lua primitive), or NULL. */

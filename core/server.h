@@ -90,6 +90,7 @@ struct worker {
     void *sse;                      /* per-worker SSE side */
     void *db;                       /* per-worker database pool */
     int test_mode;                  /* spec runner: virtual clock */
+    int test_port;
     uint64_t vclock_offset_us;
 };
 

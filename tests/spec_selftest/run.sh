@@ -5,6 +5,7 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 export LUA_PATH="lua/?.lua;;"
+SLUICE_LUA=${SLUICE_LUA:-build/sluice lua}
 F=tests/spec_selftest/fixtures
 D=tests/spec_selftest/driver.lua
 H=tests/spec_selftest/host_driver.lua
@@ -16,7 +17,7 @@ checks=0
 # run NAME DRIVER ARGS... : runs one case, output in $T/out, status in $rc
 run() {
   name=$1; shift
-  luajit "$@" >"$T/out" 2>"$T/err"
+  $SLUICE_LUA "$@" >"$T/out" 2>"$T/err"
   rc=$?
   case_failed=0
 }
