@@ -44,6 +44,10 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     http_req *r = cp->req;
     r->header_bytes += len + 4;
     if (r->header_bytes > cp->lim->header_size) return fail(cp, 431, "request header block too large");
+    /* chunked trailers arrive through the same callbacks after the headers were checked and
+     * terminated: they are counted against header_size but dropped (RFC 9112 7.1.2), so a
+     * trailer can neither smuggle in a second Host nor leave a value without its NUL */
+    if (r->headers_done) return 0;
     if (r->nheaders == 0 && !r->in_value && r->store.len == r->url + r->url_len) {
         if (terminate(cp)) return -1;     /* end of the url */
     }
@@ -71,6 +75,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     http_req *r = cp->req;
     r->header_bytes += len;
     if (r->header_bytes > cp->lim->header_size) return fail(cp, 431, "request header block too large");
+    if (r->headers_done) return 0;          /* a trailer: dropped, see on_header_field */
     http_header *h = &r->headers[r->nheaders - 1];
     if (!r->in_value) {
         if (terminate(cp)) return -1;     /* end of the name */
@@ -87,6 +92,13 @@ static int value_is(const http_req *r, const http_header *h, const char *lit)
 {
     size_t n = strlen(lit);
     return h->vlen == n && strncasecmp(http_hvalue(r, h), lit, n) == 0;
+}
+
+/* RFC 9110 tchar: the only bytes allowed in a header name. */
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 static int on_headers_complete(http_parser *p)
@@ -112,6 +124,9 @@ static int on_headers_complete(http_parser *p)
     if (r->url_len == 0 || (url[0] != '/' && !(p->method == HTTP_OPTIONS && r->url_len == 1 && url[0] == '*')))
         return fail(cp, 400, "request target must be an absolute path");
 
+    /* http-parser accepts any single-digit version; only HTTP/1.x has this framing */
+    if (r->http_major != 1) return fail(cp, 505, "HTTP version not supported");
+
     unsigned ncl = 0, nte = 0;
     for (unsigned i = 0; i < r->nheaders; i++) {
         const http_header *h = &r->headers[i];
@@ -120,6 +135,11 @@ static int on_headers_complete(http_parser *p)
             if ((v[k] < 0x20 && v[k] != '\t') || v[k] == 0x7f)
                 return fail(cp, 400, "control character in header value");
         const char *n = http_hname(r, h);
+        /* non-strict http-parser lets spaces into names ("X A:"); a proxy may read that
+         * differently, so only RFC 9110 tokens are accepted */
+        if (!h->nlen) return fail(cp, 400, "empty header name");
+        for (uint32_t k = 0; k < h->nlen; k++)
+            if (!is_tchar((unsigned char)n[k])) return fail(cp, 400, "invalid character in header name");
         if (h->nlen == 4 && memcmp(n, "host", 4) == 0) r->nhost++;
         else if (h->nlen == 14 && memcmp(n, "content-length", 14) == 0) ncl++;
         else if (h->nlen == 17 && memcmp(n, "transfer-encoding", 17) == 0) nte++;
@@ -180,6 +200,10 @@ void http_parser_setup(http_conn_parser *cp, http_req *req, const http_limits *l
 http_feed_result http_feed(http_conn_parser *cp, const char *data, size_t len, size_t *used)
 {
     if (HTTP_PARSER_ERRNO(&cp->p) == HPE_PAUSED) http_parser_pause(&cp->p, 0);
+    /* the previous request was answered (the caller feeds again only then): forget it now,
+     * not at the next message's first byte, or empty lines between requests (RFC 9112 2.2)
+     * would see its headers_done/expect_continue and get a second 100 Continue */
+    if (cp->req->complete) http_req_reset(cp->req);
     size_t n = http_parser_execute(&cp->p, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&cp->p);
     *used = n;

@@ -1,4 +1,5 @@
-/* limiter.c: policy lookup, key extraction and the 429 answer around the shared GCRA table. */
+/* limiter.c: policy lookup, key extraction and the 429 answer around the shared GCRA table, or around
+ * the same GCRA run as a script in Redis when several instances share the limits. */
 #include "limiter.h"
 
 #include <lauxlib.h>
@@ -8,6 +9,7 @@
 #include "clientip.h"
 #include "lua_app.h"
 #include "ratelimit.h"
+#include "rbus.h"
 
 /* Joins every value of a header with ", " (a proxy chain may send several lines). */
 static size_t joined_header(const http_req *r, const char *name, char *out, size_t cap)
@@ -105,27 +107,18 @@ void limiter_headers(resp *r, const limiter_verdict *v)
     if (v->policy) put_fields(r, v);
 }
 
-int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)
+/* Turns a GCRA result into the verdict: 1 admitted (v filled), -1 rejected with the 429 queued. */
+static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_verdict *v)
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    ratelimit *rl = w->srv->rl;
-    if (!rl || !cfg->nprefixes) return 0;
-    int pi = sconfig_policy_for(cfg, c->req.method, path, plen);
-    if (pi < 0) return 0;
-    const sc_policy *p = &cfg->policies[pi];
-    char key[256];
-    size_t kl = policy_key(c, p, key, sizeof key);
-    rl_policy pol = {p->id, p->limit, p->window_ms, p->burst};
-    rl_result res;
-    if (ratelimit_check(rl, &pol, key, kl, worker_now_us(w) / 1000, &res) < 0) return 0;
     v->policy = p->name;
     v->limit = p->limit;
     v->window_s = (p->window_ms + 999) / 1000;
-    v->remaining = res.remaining;
-    v->reset_s = (res.reset_ms + 999) / 1000;
-    v->retry_after_s = res.retry_after_ms == UINT64_MAX ? v->window_s : (res.retry_after_ms + 999) / 1000;
-    if (res.allowed) {
+    v->remaining = res->remaining;
+    v->reset_s = (res->reset_ms + 999) / 1000;
+    v->retry_after_s = res->retry_after_ms == UINT64_MAX ? v->window_s : (res->retry_after_ms + 999) / 1000;
+    if (res->allowed) {
         if (!cfg->ratelimit_headers) v->policy = NULL;
         return 1;
     }
@@ -142,4 +135,172 @@ int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)
                  p->name, (unsigned long long)p->limit, (unsigned long long)v->window_s, ra);
     resp_finish(&r, "application/json", body, (size_t)n);
     return -1;
+}
+
+/* ---- the Redis backend: one GCRA script per decision, exact across instances ---- */
+
+#define REDIS_DEADLINE 0.05         /* s: then the local table decides (fail open to local limits) */
+
+typedef struct rlwait {
+    conn *c;
+    rbus_op *op;
+    void (*done)(conn *c, int rc);
+    rl_policy pol;
+    size_t kl;
+    char key[256];
+    struct rlwait *prev, *next;
+} rlwait;
+
+typedef struct rlside {
+    rlwait *pending;                /* decisions in flight (few: each lasts < 50 ms) */
+    rlwait *free;
+} rlside;
+
+static void wait_unlink(rlside *sd, rlwait *wt)
+{
+    if (wt->prev) wt->prev->next = wt->next;
+    else sd->pending = wt->next;
+    if (wt->next) wt->next->prev = wt->prev;
+    wt->next = sd->free;
+    sd->free = wt;
+}
+
+static int reply_result(const redisReply *r, rl_result *res)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) return -1;
+    for (int i = 0; i < 4; i++) if (r->element[i]->type != REDIS_REPLY_INTEGER) return -1;
+    memset(res, 0, sizeof *res);
+    res->allowed = r->element[0]->integer == 1;
+    res->remaining = (uint64_t)r->element[1]->integer;
+    res->retry_after_ms = r->element[2]->integer < 0 ? UINT64_MAX : (uint64_t)r->element[2]->integer;
+    res->reset_ms = (uint64_t)r->element[3]->integer;
+    return 0;
+}
+
+static void redis_verdict(void *ud, const redisReply *r, const char *err)
+{
+    rlwait *wt = ud;
+    conn *c = wt->c;
+    worker *w = c->w;
+    rlside *sd = w->limiter;
+    void (*done)(conn *, int) = wt->done;
+    rl_result res;
+    if (reply_result(r, &res) == 0) {
+        rbus_count(w->srv, RBC_RL_REDIS);
+    } else {
+        rbus_count(w->srv, RBC_RL_FALLBACK);
+        if (ratelimit_check(w->srv->rl, &wt->pol, wt->key, wt->kl, worker_now_us(w) / 1000, &res) < 0)
+            res.allowed = 1, res.remaining = 0, res.reset_ms = 0, res.retry_after_ms = 0;
+    }
+    wait_unlink(sd, wt);
+    /* a reload may have replaced the policies meanwhile: the verdict reports the current one */
+    const sconfig *cfg = w->app_cfg;
+    int pi = cfg->nprefixes ? sconfig_policy_for(cfg, c->req.method, http_req_url(&c->req), c->req.path_len) : -1;
+    int rc = 0;
+    c->has_lv = 0;
+    if (pi >= 0) {
+        rc = decide(c, &cfg->policies[pi], &res, &c->lv);
+        c->has_lv = rc > 0;
+    }
+    done(c, rc);
+}
+
+/* Starts a Redis decision; 0 when it could not be sent (the caller decides locally). */
+static int redis_check(conn *c, const rl_policy *pol, const char *key, size_t kl,
+                       void (*done)(conn *c, int rc))
+{
+    worker *w = c->w;
+    uint64_t win_ns = pol->window_ms * 1000000u;
+    uint64_t T = win_ns / pol->limit + (win_ns % pol->limit != 0);
+    uint64_t B = pol->burst ? pol->burst : pol->limit;
+    if (pol->window_ms > (UINT64_C(1) << 53) / 1000000u || B > (UINT64_C(1) << 53) / T) return 0;  /* not exact in a double */
+    rlside *sd = w->limiter;
+    if (!sd && !(sd = w->limiter = calloc(1, sizeof *sd))) return 0;
+    rlwait *wt = sd->free;
+    if (wt) sd->free = wt->next;
+    else if (!(wt = malloc(sizeof *wt))) return 0;
+    wt->c = c;
+    wt->done = done;
+    wt->pol = *pol;
+    wt->kl = kl < sizeof wt->key ? kl : sizeof wt->key - 1;
+    memcpy(wt->key, key, wt->kl);
+    char rkey[400], ts[24], bs[24];
+    const sc_policy *p = NULL;
+    for (size_t i = 0; i < w->app_cfg->npolicies; i++)
+        if (w->app_cfg->policies[i].id == pol->id) p = &w->app_cfg->policies[i];
+    size_t rkl = (size_t)snprintf(rkey, sizeof rkey, "%srl:%s:", rbus_prefix(w->srv), p ? p->name : "?");
+    if (rkl + wt->kl < sizeof rkey) { memcpy(rkey + rkl, key, wt->kl); rkl += wt->kl; }
+    const char *av[] = {rkey, ts, bs, "1"};
+    size_t al[] = {rkl, (size_t)snprintf(ts, sizeof ts, "%llu", (unsigned long long)T),
+                   (size_t)snprintf(bs, sizeof bs, "%llu", (unsigned long long)B), 1};
+    wt->op = rbus_eval(w, RBUS_GCRA, 1, 4, av, al, REDIS_DEADLINE, redis_verdict, wt);
+    if (!wt->op) {
+        wt->next = sd->free;
+        sd->free = wt;
+        return 0;
+    }
+    wt->prev = NULL;
+    wt->next = sd->pending;
+    if (sd->pending) sd->pending->prev = wt;
+    sd->pending = wt;
+    return 1;
+}
+
+void limiter_conn_gone(conn *c)
+{
+    rlside *sd = c->w->limiter;
+    if (!sd) return;
+    for (rlwait *wt = sd->pending; wt; wt = wt->next)
+        if (wt->c == c) {
+            rbus_cancel(wt->op);
+            wait_unlink(sd, wt);
+            return;
+        }
+}
+
+void limiter_worker_free(worker *w)
+{
+    rlside *sd = w->limiter;
+    if (!sd) return;
+    while (sd->pending) {
+        rbus_cancel(sd->pending->op);
+        wait_unlink(sd, sd->pending);
+    }
+    for (rlwait *wt = sd->free, *n; wt; wt = n) { n = wt->next; free(wt); }
+    free(sd);
+    w->limiter = NULL;
+}
+
+static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, void (*done)(conn *c, int rc))
+{
+    worker *w = c->w;
+    const sconfig *cfg = w->app_cfg;
+    ratelimit *rl = w->srv->rl;
+    if (!rl || !cfg->nprefixes) return 0;
+    int pi = sconfig_policy_for(cfg, c->req.method, path, plen);
+    if (pi < 0) return 0;
+    const sc_policy *p = &cfg->policies[pi];
+    char key[256];
+    size_t kl = policy_key(c, p, key, sizeof key);
+    rl_policy pol = {p->id, p->limit, p->window_ms, p->burst};
+    if (done && w->rbus) {
+        if (rbus_ready(w) && redis_check(c, &pol, key, kl, done)) {
+            c->state = CS_HANDLING;     /* stop parsing pipelined requests until the verdict */
+            return 2;
+        }
+        rbus_count(w->srv, RBC_RL_FALLBACK);
+    }
+    rl_result res;
+    if (ratelimit_check(rl, &pol, key, kl, worker_now_us(w) / 1000, &res) < 0) return 0;
+    return decide(c, p, &res, v);
+}
+
+int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)
+{
+    return check(c, path, plen, v, NULL);
+}
+
+int limiter_check_async(conn *c, const char *path, size_t plen, limiter_verdict *v, void (*done)(conn *c, int rc))
+{
+    return check(c, path, plen, v, done);
 }

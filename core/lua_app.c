@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <unistd.h>
 #include <limits.h>
+#include <time.h>
 
 #include "dispatch.h"
 #include "log.h"
@@ -50,6 +51,33 @@ static int embedded_loader(lua_State *L)
     }
     lua_pushfstring(L, "\n\tno embedded module '%s'", name);
     return 1;
+}
+
+/* The watchdog: a count hook checks that Lua has not run past its deadline without yielding.
+ * An instruction hook also keeps LuaJIT from recording traces (a compiled loop would never
+ * see the hook), so limits.script_timeout = 0 trades the watchdog for the JIT. */
+static __thread double run_deadline;
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void watchdog_hook(lua_State *L, lua_Debug *ar)
+{
+    if (run_deadline > 0 && mono_now() > run_deadline) {
+        run_deadline = 0;     /* let the error unwind without firing again */
+        luaL_error(L, "script ran too long without yielding (limits.script_timeout)");
+    }
+}
+
+double app_set_deadline(double d)
+{
+    double old = run_deadline;
+    run_deadline = d;
+    return old;
 }
 
 static int traceback(lua_State *L)
@@ -133,7 +161,11 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     char *slash = strrchr(base, '/');
     if (slash) *slash = 0;
     app_setup_loaders(L, a, base);
-    if (test_mode) luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);  /* count hooks stop runaway specs */
+    /* loading has a deadline too: a script looping at top level must not hang a reload.
+     * Compiled traces never run hooks, so the JIT stays off while the watchdog is on. */
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    lua_sethook(L, watchdog_hook, LUA_MASKCOUNT, 1000);
+    double saved_deadline = app_set_deadline(mono_now() + 10);
 
     lua_pushcfunction(L, traceback);
     a->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -209,8 +241,15 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
         }
         lua_settop(L, 0);
     }
+    app_set_deadline(saved_deadline);
+    a->script_timeout = test_mode && a->cfg->script_timeout <= 0 ? 5 : a->cfg->script_timeout;
+    if (a->script_timeout <= 0) {            /* no watchdog: the JIT compiles hot handlers */
+        lua_sethook(L, NULL, 0, 0);
+        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
+    }
     return a;
 fail:
+    app_set_deadline(saved_deadline);
     if (!err[0]) snprintf(err, errlen, "%s: failed to load", abs);
     a->closing = 1;
     appstate_release(a);
@@ -342,7 +381,10 @@ static void task_run(task *t, int nargs)
     task *saved = a->running;
     a->running = t;
     t->waiting = 0;
+    double dl = t->deadline > 0 ? t->deadline : a->script_timeout > 0 ? mono_now() + a->script_timeout : 0;
+    double saved_dl = app_set_deadline(dl);
     int st = lua_resume(t->co, nargs);
+    app_set_deadline(saved_dl);
     a->running = saved;
     if (st == LUA_YIELD) {
         if (t->waiting) return;

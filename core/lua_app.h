@@ -54,6 +54,7 @@ struct appstate {
     task *running;           /* the task inside lua_resume (nested for child tasks) */
     int closing;
     int active;              /* swapped in on its worker thread */
+    double script_timeout;   /* seconds Lua may run without yielding; 0 = no watchdog (JIT on) */
 };
 
 /* Builds a state: runs config_path, validates and normalizes it, loads the scripts.
@@ -80,6 +81,8 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
 int app_timer_new(lua_State *L, appstate *a, double seconds, int fn_idx, int repeat);
 int app_sleep(lua_State *L, double seconds);
 
+/* Sets this thread's Lua run deadline (monotonic seconds, 0 = none); returns the old one. */
+double app_set_deadline(double d);
 /* Installs the module loaders (embedded lua/, cjson, and sluice.core when a is set). */
 void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir);
 /* Makes a task for the function (and nargs arguments) on top of a's main stack; start it

@@ -9,6 +9,8 @@
 #include "limiter.h"
 #include "log.h"
 #include "lua_app.h"
+#include "lua_cache.h"
+#include "rbus.h"
 #include "sse.h"
 
 static appstate *app_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
@@ -220,10 +222,18 @@ static int l_publish(lua_State *L)
     const char *id = luaL_optstring(L, 4, NULL);
     int retry = (int)luaL_optinteger(L, 5, -1);
     if (!a->w || !a->w->srv->ssehub) { lua_pushnil(L); lua_pushstring(L, "SSE is not running"); return 2; }
+    /* With Redis: every instance (this one too) delivers the event from its subscriber, under
+     * one global id; the task waits for the id. Without it, or while it is down: this hub only. */
+    int ret;
+    if (a->w->rbus && lua_cache_publish(L, a, ch, chl, data, dl, ev, id, retry, &ret)) return ret;
     const char *err = NULL;
     uint64_t eid = sse_hub_publish(a->w->srv->ssehub, ch, chl, ev, data, dl, id, retry,
                                    worker_now_us(a->w) / 1000, &err);
     if (!eid) return luaL_error(L, "app.publish: %s", err ? err : "rejected");
+    if (a->w->rbus) {
+        rbus_note_id(a->w->srv, eid);
+        rbus_count(a->w->srv, RBC_PUB_LOCAL);
+    }
     lua_pushnumber(L, (double)eid);
     return 1;
 }

@@ -23,6 +23,16 @@ void resp_begin(resp *r, conn *c, int status)
     c->status = status;
 }
 
+/* Is a content type (value of length n, not NUL-terminated) in compression.types? */
+static int compressible_n(const sconfig *cfg, const char *ctype, size_t n)
+{
+    for (size_t i = 0; i < cfg->ngzip_types; i++) {
+        size_t tl = strlen(cfg->gzip_types[i]);
+        if (n >= tl && strncasecmp(ctype, cfg->gzip_types[i], tl) == 0) return 1;
+    }
+    return 0;
+}
+
 int resp_header(resp *r, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     if (http_header_unsafe(name, nlen, 1) || http_header_unsafe(value, vlen, 0)) return -1;
@@ -32,7 +42,12 @@ int resp_header(resp *r, const char *name, size_t nlen, const char *value, size_
         (nlen == 10 && strncasecmp(name, "connection", 10) == 0) ||
         (nlen == 4 && strncasecmp(name, "date", 4) == 0))
         return 0;
-    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) r->has_ctype = 1;
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) {
+        r->has_ctype = 1;
+        /* the handler's type decides, not the default one resp_finish is given: an image/png
+         * body must not be gzipped. Marking it "already encoded" skips gzip and Vary. */
+        if (!compressible_n(r->c->w->app_cfg, value, vlen)) r->has_encoding = 1;
+    }
     if (nlen == 4 && strncasecmp(name, "vary", 4) == 0) r->has_vary = 1;
     if (nlen == 16 && strncasecmp(name, "content-encoding", 16) == 0) r->has_encoding = 1;
     buf *b = &r->c->out;
@@ -43,31 +58,35 @@ int resp_header(resp *r, const char *name, size_t nlen, const char *value, size_
     return 0;
 }
 
-/* Does the client accept gzip? A token "gzip" (or "*") not followed by q=0. */
+/* Does the client accept gzip? RFC 9110 12.5.3: "gzip" (or "x-gzip") with q > 0, or, when
+ * gzip is not named, "*" with q > 0. */
 static int accepts_gzip(const http_req *req)
 {
     size_t n;
     const char *v = http_req_header(req, "accept-encoding", &n);
     if (!v) return 0;
-    for (const char *p = v; (p = strcasestr(p, "gzip")) || (p = NULL); p += 4) {
-        if (p > v && p[-1] != ' ' && p[-1] != ',' && p[-1] != '\t') continue;
-        const char *e = p + 4;
-        while (*e == ' ') e++;
-        if (*e == ';') {
-            const char *q = strstr(e, "q=");
-            const char *comma = strchr(e, ',');
-            if (q && (!comma || q < comma) && strtod(q + 2, NULL) <= 0.0) return 0;
-        }
-        return 1;
+    double gzip_q = -1, star_q = -1;
+    const char *p = v, *end = v + n;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
+        const char *tok = p;
+        while (p < end && *p != ',' && *p != ';' && *p != ' ' && *p != '\t') p++;
+        size_t tl = (size_t)(p - tok);
+        double q = 1;
+        const char *item_end = memchr(p, ',', (size_t)(end - p));
+        if (!item_end) item_end = end;
+        for (const char *k = p; k + 1 < item_end; k++)      /* ";q=0.5" (spaces allowed) */
+            if ((k[0] == 'q' || k[0] == 'Q') && k[1] == '=' && k > p && (k[-1] == ';' || k[-1] == ' ')) {
+                q = strtod(k + 2, NULL);
+                break;
+            }
+        if ((tl == 4 && strncasecmp(tok, "gzip", 4) == 0) || (tl == 6 && strncasecmp(tok, "x-gzip", 6) == 0))
+            gzip_q = q;
+        else if (tl == 1 && *tok == '*')
+            star_q = q;
+        p = item_end;
     }
-    return 0;
-}
-
-static int compressible(const sconfig *cfg, const char *ctype)
-{
-    for (size_t i = 0; i < cfg->ngzip_types; i++)
-        if (strncasecmp(ctype, cfg->gzip_types[i], strlen(cfg->gzip_types[i])) == 0) return 1;
-    return 0;
+    return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
 }
 
 /* Deflates body into w->scratch as a gzip member; returns 0 on success. */
@@ -107,7 +126,7 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
         LIT(b, "\r\n");
     }
     if (!no_body && cfg->gzip_enabled && len >= cfg->gzip_threshold && !r->has_encoding && ctype &&
-        compressible(cfg, ctype)) {
+        compressible_n(cfg, ctype, strlen(ctype))) {
         if (!r->has_vary) LIT(b, "Vary: Accept-Encoding\r\n");
         if (accepts_gzip(&c->req) && gzip_body(w, cfg->gzip_level, body, len) == 0 && w->scratch.len < len) {
             LIT(b, "Content-Encoding: gzip\r\n");

@@ -108,6 +108,23 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->lim.header_size = (size_t)num(L, lim, "header_size", 16384);
     c->lim.url_size = (size_t)num(L, lim, "url_size", 8192);
     c->lim.max_headers = (unsigned)num(L, lim, "max_headers", 100);
+    c->script_timeout = num(L, lim, "script_timeout", 5);
+    lua_pop(L, 1);
+    int co = sub(L, t, "cors");
+    int x = sub(L, co, "origins");
+    c->cors_origins = strlist(L, x, &c->ncors_origins);
+    lua_pop(L, 1);
+    x = sub(L, co, "methods");
+    c->cors_methods = strlist(L, x, &c->ncors_methods);
+    lua_pop(L, 1);
+    x = sub(L, co, "headers");
+    c->cors_headers = strlist(L, x, &c->ncors_headers);
+    lua_pop(L, 1);
+    x = sub(L, co, "expose");
+    c->cors_expose = strlist(L, x, &c->ncors_expose);
+    lua_pop(L, 1);
+    c->cors_credentials = boolean(L, co, "credentials", 0);
+    c->cors_max_age = (int)num(L, co, "max_age", 600);
     lua_pop(L, 1);
     c->shutdown_timeout = num(L, t, "shutdown_timeout", 30);
 
@@ -274,6 +291,10 @@ void sconfig_free(sconfig *c)
     free(c->base_dir);
     freelist(c->scripts, c->nscripts);
     freelist(c->gzip_types, c->ngzip_types);
+    freelist(c->cors_origins, c->ncors_origins);
+    freelist(c->cors_methods, c->ncors_methods);
+    freelist(c->cors_headers, c->ncors_headers);
+    freelist(c->cors_expose, c->ncors_expose);
     for (size_t i = 0; i < c->npolicies; i++) { free(c->policies[i].name); free(c->policies[i].key_header); }
     free(c->policies);
     for (size_t i = 0; i < c->nprefixes; i++) free(c->prefixes[i].prefix);

@@ -39,7 +39,10 @@ typedef struct sconfig {
 
     http_limits lim;
     unsigned max_connections;
-    double request_timeout, header_timeout, keepalive_timeout, shutdown_timeout;
+    double request_timeout, header_timeout, keepalive_timeout, shutdown_timeout, script_timeout;
+    char **cors_origins, **cors_methods, **cors_headers, **cors_expose;
+    size_t ncors_origins, ncors_methods, ncors_headers, ncors_expose;
+    int cors_credentials, cors_max_age;
 
     int gzip_enabled, gzip_level;
     size_t gzip_threshold;

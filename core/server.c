@@ -123,7 +123,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int open_listener(const char *host, int port, char *err, size_t errlen)
+static int open_listener(const char *host, int port, int probe, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
     struct addrinfo *res;
@@ -133,8 +133,22 @@ static int open_listener(const char *host, int port, char *err, size_t errlen)
         snprintf(err, errlen, "host \"%s\" is not a numeric address (use 0.0.0.0, 127.0.0.1 or ::)", host);
         return -1;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd;
     int one = 1;
+    if (probe) {
+        /* SO_REUSEPORT would let us share the port with another server of the same user:
+         * a plain bind first tells whether anyone holds it. */
+        fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) && errno == EADDRINUSE) {
+            close(fd);
+            freeaddrinfo(res);
+            snprintf(err, errlen, "port %d is already in use: stop the other server or set PORT=<free port>", port);
+            return -1;
+        }
+        if (fd >= 0) close(fd);
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 4096)) {
@@ -459,7 +473,7 @@ int server_run(const char *config_path, int watch)
         if (!a) { fprintf(stderr, "%s\n", err); return 1; }
         if (worker_setup(s, w, i, a)) { fprintf(stderr, "worker %d: setup failed\n", i); return 1; }
         if (i == 0) s->cfg0 = a->cfg;
-        w->lfd = open_listener(cfg->host, cfg->port, err, sizeof err);
+        w->lfd = open_listener(cfg->host, cfg->port, i == 0, err, sizeof err);
         if (w->lfd < 0) { fprintf(stderr, "sluice: %s\n", err); return 1; }
         ev_io_init(&w->accept_w, conn_accept_cb, w->lfd, EV_READ);
         ev_io_start(w->loop, &w->accept_w);
@@ -504,8 +518,20 @@ int server_run(const char *config_path, int watch)
         worker *w = &s->workers[i];
         ev_async_send(w->loop, &w->wake_w);
     }
-    for (int i = 0; i < s->nworkers; i++) pthread_join(s->workers[i].thread, NULL);
+    /* a worker stuck in a long C call (or a Lua loop with the watchdog off) must not keep the
+     * process alive past the deadline */
+    int stuck = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 2;
+        if (pthread_timedjoin_np(s->workers[i].thread, NULL, &dl)) stuck = 1;
+    }
     if (admin_fd >= 0) { close(admin_fd); unlink(admin_path); }
+    if (stuck) {
+        log_msg(LOG_WARN, "a worker did not stop in time: exiting without cleanup");
+        _exit(0);
+    }
     for (int i = 0; i < s->nworkers; i++) worker_teardown(&s->workers[i]);
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);

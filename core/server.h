@@ -92,6 +92,9 @@ struct worker {
     int test_mode;                  /* spec runner: virtual clock */
     int test_port;
     uint64_t vclock_offset_us;
+    /* --- added for multi-instance (rbus.c) --- */
+    void *rbus;                     /* this worker's Redis connections (NULL without Redis) */
+    void *limiter;                  /* limiter.c: rate-limit decisions waiting for Redis */
 };
 
 struct server {
@@ -110,6 +113,9 @@ struct server {
     void *ssehub;                   /* shared SSE hub */
     void *metrics;
     const sconfig *cfg0;            /* config of worker 0's current state (for process-level knobs) */
+    /* --- added for multi-instance (rbus.c, lua_cache.c) --- */
+    void *rbus;                     /* shared Redis settings and counters (NULL without Redis) */
+    void *_Atomic cache;            /* app.cache's in-process table, created on first use */
 };
 
 /* --- server.c --- */

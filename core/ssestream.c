@@ -1,4 +1,5 @@
-/* ssestream.c: the connection side of SSE: a queue of refcounted events written with writev. */
+/* ssestream.c: the connection side of SSE: a queue of refcounted events written with writev; with
+ * Redis, caps that count every instance's streams and replay from the shared Redis streams. */
 #include "ssestream.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 
 #include "log.h"
 #include "lua_app.h"
+#include "rbus.h"
 #include "sse.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
@@ -24,7 +26,19 @@ typedef struct ssestream {
     uint64_t last_progress_ms;
     int dirty;
     struct ssestream *dirty_next;
+    /* cross-instance (Redis): see admit_redis */
+    rbus_op *op;                    /* admission in flight: the connection waits in CS_HANDLING */
+    char *adm;                      /* one block holding the copied channel names and user */
+    const char *chans[SSE_MAX_SUB_CHANNELS];
+    size_t nch;
+    const char *user;
+    char lastid[24];
+    char member[96];                /* <instance>:<worker>:<conn>: this stream in the Redis sets */
+    unsigned registered : 1, drop_gaps : 1;
+    uint64_t skip_upto;             /* ids up to this were replayed from Redis: skip the hub's copies */
 } ssestream;
+
+#define ADMIT_DEADLINE 0.25         /* s: then local caps only (counted as a fallback) */
 
 typedef struct sse_side {
     sse_worker *sw;
@@ -82,6 +96,10 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
     ssestream *s = ud;
     conn *c = s->c;
     if (!c || c->closed) return;
+    if (s->skip_upto) {             /* already sent from the Redis stream (or gap already reported) */
+        uint64_t id = sse_event_id(e);
+        if (id ? id <= s->skip_upto : s->drop_gaps) return;
+    }
     if (s->len == QUEUE_MAX) {          /* the client does not read: drop it rather than grow */
         log_msg(LOG_WARN, "SSE client %s too slow (%d events queued): closing", c->ip, QUEUE_MAX);
         c->state = CS_CLOSING;
@@ -110,6 +128,298 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
 static void refuse(conn *c, int status, const char *msg)
 {
     resp_error(c, status, msg, 0);
+}
+
+/* ---------------------------------------------------------------- Redis: caps and replay */
+
+static double member_ttl(const sconfig *cfg) { return cfg->sse_heartbeat * 3 + 10; }
+
+static size_t user_key(const server *srv, const ssestream *s, char *out, size_t cap)
+{
+    int n = s->user ? snprintf(out, cap, "%ssse:u:%s", rbus_prefix(srv), s->user)
+                    : snprintf(out, cap, "%ssse:conns", rbus_prefix(srv));
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+/* Refreshes (remove = 0) or removes this stream's entries in the shared sets; fire and forget. */
+static void touch(conn *c, ssestream *s, int remove)
+{
+    worker *w = c->w;
+    if (!w->rbus || !s->member[0]) return;
+    char total[96], ukey[400], ttl[24];
+    snprintf(total, sizeof total, "%ssse:conns", rbus_prefix(w->srv));
+    user_key(w->srv, s, ukey, sizeof ukey);
+    snprintf(ttl, sizeof ttl, "%.0f", member_ttl(w->app_cfg) * 1000);
+    const char *av[] = {total, ukey, s->member, ttl, remove ? "1" : "0", s->user ? "1" : "0"};
+    rbus_eval(w, RBUS_SSE_TOUCH, 2, 6, av, NULL, 1.0, NULL, NULL);
+}
+
+/* Releases the stream (queued events, Redis entries, the pending admission). */
+static void drop_stream(conn *c, ssestream *s)
+{
+    if (s->op) rbus_cancel(s->op);
+    if (s->registered) touch(c, s, 1);
+    for (size_t i = 0; i < s->len; i++) sse_event_unref(s->q[(s->head + i) % s->cap]);
+    free(s->q);
+    free(s->adm);
+    free(s);
+    c->sse = NULL;
+}
+
+static void put_event(buf *b, uint64_t id, const char *ev, size_t evl, const char *retry, const char *d, size_t dl)
+{
+    buf_printf(b, "id: %llu\n", (unsigned long long)id);
+    if (evl) { buf_puts(b, "event: "); buf_append(b, ev, evl); buf_puts(b, "\n"); }
+    if (retry && *retry && *retry != '-') buf_printf(b, "retry: %s\n", retry);
+    size_t start = 0;
+    for (size_t i = 0;;) {            /* CR, LF and CRLF each end a data line, as the hub encodes */
+        if (i == dl || d[i] == '\r' || d[i] == '\n') {
+            buf_puts(b, "data: ");
+            buf_append(b, d + start, i - start);
+            buf_puts(b, "\n");
+            if (i == dl) break;
+            i += (d[i] == '\r' && i + 1 < dl && d[i + 1] == '\n') ? 2 : 1;
+            start = i;
+        } else {
+            i++;
+        }
+    }
+    buf_puts(b, "\n");
+}
+
+typedef struct rent {
+    uint64_t id;
+    const redisReply *fields;
+} rent;
+
+static int rent_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const rent *)a)->id, y = ((const rent *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static const char *field(const redisReply *f, const char *name, size_t *len)
+{
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (f->element[i]->type == REDIS_REPLY_STRING && strcmp(f->element[i]->str, name) == 0 &&
+            f->element[i + 1]->type == REDIS_REPLY_STRING) {
+            *len = f->element[i + 1]->len;
+            return f->element[i + 1]->str;
+        }
+    *len = 0;
+    return "";
+}
+
+/* Writes what the client missed from the Redis streams (gap notices first, then the events in id
+ * order); returns the highest id it covers (at least the client's Last-Event-ID). */
+static uint64_t replay(conn *c, ssestream *s, const redisReply *r, uint64_t last)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < s->nch; i++) {
+        const redisReply *g = r->element[1 + 2 * i], *l = r->element[2 + 2 * i];
+        if (g->type != REDIS_REPLY_INTEGER || l->type != REDIS_REPLY_ARRAY) return last;
+        total += l->elements;
+    }
+    rent *ents = total ? malloc(total * sizeof *ents) : NULL;
+    if (total && !ents) return last;
+    size_t n = 0;
+    for (size_t i = 0; i < s->nch; i++) {
+        const redisReply *g = r->element[1 + 2 * i], *l = r->element[2 + 2 * i];
+        uint64_t oldest = 0;
+        for (size_t k = 0; k < l->elements; k++) {
+            const redisReply *e = l->element[k];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+                e->element[1]->type != REDIS_REPLY_ARRAY) continue;
+            ents[n].id = strtoull(e->element[0]->str, NULL, 10);
+            ents[n].fields = e->element[1];
+            if (!oldest) oldest = ents[n].id;
+            n++;
+        }
+        if (g->integer) {
+            buf_printf(&c->out, "event: " SSE_GAP_EVENT "\ndata: {\"channel\":\"");
+            for (const char *p = s->chans[i]; *p; p++) {
+                if (*p == '"' || *p == '\\') buf_append(&c->out, "\\", 1);
+                buf_append(&c->out, p, 1);
+            }
+            buf_printf(&c->out, "\",\"last_event_id\":%llu,\"oldest\":%llu}\n\n", (unsigned long long)last,
+                       (unsigned long long)oldest);
+        }
+    }
+    qsort(ents, n, sizeof *ents, rent_cmp);
+    uint64_t upto = last;
+    for (size_t k = 0; k < n; k++) {
+        size_t el, dl, rl;
+        const char *ev = field(ents[k].fields, "e", &el), *d = field(ents[k].fields, "d", &dl);
+        const char *rt = field(ents[k].fields, "r", &rl);
+        put_event(&c->out, ents[k].id, ev, el, rl ? rt : NULL, d, dl);
+        if (ents[k].id > upto) upto = ents[k].id;
+    }
+    free(ents);
+    rbus_count(c->w->srv, RBC_SSE_REPLAYED);
+    return upto;
+}
+
+static void write_headers(conn *c)
+{
+    worker_update_date(c->w);
+    buf_printf(&c->out,
+               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+               "X-Accel-Buffering: no\r\nConnection: keep-alive\r\nDate: %s\r\n\r\n: ok\n\n", c->w->date);
+}
+
+/* Subscribes s in the local hub (headers already at mark in c->out). 0: c is a stream; 1: refused
+ * (the refusal is queued, s is freed). */
+static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lastid)
+{
+    worker *w = c->w;
+    const sconfig *cfg = w->app_cfg;
+    sse_side *side = w->sse;
+    int rc = sse_worker_subscribe(side->sw, &s->sub, s->chans, s->nch, s->user, lastid && lastid[0] ? lastid : NULL,
+                                  worker_now_us(w) / 1000, deliver, s);
+    if (rc != SSE_OK) {
+        c->out.len = mark;
+        drop_stream(c, s);
+        char msg[160];
+        switch (rc) {
+        case SSE_ERR_USER:
+            snprintf(msg, sizeof msg, "too many event streams for this user (sse.per_user = %u)", cfg->sse_per_user);
+            refuse(c, 429, msg);
+            break;
+        case SSE_ERR_TOTAL:
+            refuse(c, 503, "server at sse.max_connections, retry later");
+            break;
+        case SSE_ERR_CHANNEL:
+            refuse(c, 503, "channel subscriber limit reached");
+            break;
+        case SSE_ERR_ARG:
+            refuse(c, 400, "bad channel name or Last-Event-ID");
+            break;
+        default:
+            refuse(c, 503, sse_strerror(rc));
+        }
+        return 1;
+    }
+    c->status = 200;
+    c->state = CS_SSE;
+    s->last_progress_ms = worker_now_us(w) / 1000;
+    conn_set_timeout(c, TMO_HEARTBEAT, cfg->sse_heartbeat);
+    conn_flush(c);
+    return 0;
+}
+
+/* A refusal decided after the request was handed over: finish it like dispatch would. */
+static void finish_async(conn *c)
+{
+    conn_request_done(c);
+    conn_resume(c);
+}
+
+static void admit_cb(void *ud, const redisReply *r, const char *err)
+{
+    ssestream *s = ud;
+    conn *c = s->c;
+    worker *w = c->w;
+    const sconfig *cfg = w->app_cfg;
+    s->op = NULL;
+    long long verdict = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER)
+        verdict = r->element[0]->integer;
+    if (verdict == 1 || verdict == 2) {
+        drop_stream(c, s);
+        if (verdict == 2) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "too many event streams for this user (sse.per_user = %u, all instances)",
+                     cfg->sse_per_user);
+            refuse(c, 429, msg);
+        } else {
+            refuse(c, 503, "cluster at sse.max_connections, retry later");
+        }
+        finish_async(c);
+        return;
+    }
+    s->registered = 1;                  /* on a timeout the script may have run: remove at close */
+    if (verdict == 0) {
+        rbus_count(w->srv, RBC_SSE_ADMIT);
+    } else {
+        rbus_count(w->srv, RBC_SSE_ADMIT_FALLBACK);   /* Redis failed: local caps only */
+    }
+    size_t mark = c->out.len;
+    write_headers(c);
+    char lid[24];
+    const char *lastid = s->lastid[0] ? s->lastid : NULL;
+    if (verdict == 0 && lastid && r->elements == 1 + 2 * s->nch) {
+        uint64_t upto = replay(c, s, r, strtoull(lastid, NULL, 10));
+        snprintf(lid, sizeof lid, "%llu", (unsigned long long)upto);
+        lastid = lid;
+        s->skip_upto = upto;
+        s->drop_gaps = 1;
+    }
+    if (subscribe_local(c, s, mark, lastid)) finish_async(c);
+    else conn_resume(c);                /* re-arms reading, to notice the client leaving */
+}
+
+/* Copies what the asynchronous admission needs (the Lua strings die when the handler returns)
+ * and names the stream in the shared sets. -1 when it cannot (the local path decides). */
+static int admit_prepare(conn *c, ssestream *s, const char *const *chans, size_t nch, const char *user,
+                         const char *lastid)
+{
+    worker *w = c->w;
+    size_t need = 0, ul = user ? strlen(user) : 0;
+    if (lastid) {
+        size_t k = 0;                   /* only a plain decimal goes to Redis; the hub rejects the rest */
+        while (lastid[k] >= '0' && lastid[k] <= '9') k++;
+        if (!k || k >= 20 || lastid[k]) return -1;
+        memcpy(s->lastid, lastid, k + 1);
+    }
+    for (size_t i = 0; i < nch; i++) need += strlen(chans[i]) + 1;
+    if (ul > 200 || !(s->adm = malloc(need + ul + 1))) return -1;
+    char *p = s->adm;
+    for (size_t i = 0; i < nch; i++) {
+        size_t l = strlen(chans[i]) + 1;
+        memcpy(p, chans[i], l);
+        s->chans[i] = p;
+        p += l;
+    }
+    s->nch = nch;
+    if (user) { memcpy(p, user, ul + 1); s->user = p; }
+    snprintf(s->member, sizeof s->member, "%s:%d:%p:%u", rbus_instance(w->srv), w->idx, (void *)c, c->gen);
+    return 0;
+}
+
+/* Asks Redis for the cross-instance caps (and the missed events when the client sent a
+ * Last-Event-ID). Returns 1 when the admission is in flight. */
+static int admit_send(conn *c, ssestream *s)
+{
+    worker *w = c->w;
+    const sconfig *cfg = w->app_cfg;
+    const char *prefix = rbus_prefix(w->srv);
+    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16];
+    char streams[SSE_MAX_SUB_CHANNELS][320];
+    const char *av[9 + SSE_MAX_SUB_CHANNELS];
+    int nk = 2, na = 0;
+    snprintf(total, sizeof total, "%ssse:conns", prefix);
+    user_key(w->srv, s, ukey, sizeof ukey);
+    av[na++] = total;
+    av[na++] = ukey;
+    if (s->lastid[0])
+        for (size_t i = 0; i < s->nch; i++) {
+            snprintf(streams[i], sizeof streams[i], "%ssse:s:%s", prefix, s->chans[i]);
+            av[na++] = streams[i];
+            nk++;
+        }
+    snprintf(ttl, sizeof ttl, "%.0f", member_ttl(cfg) * 1000);
+    snprintf(maxt, sizeof maxt, "%u", cfg->sse_max);
+    snprintf(peru, sizeof peru, "%u", cfg->sse_per_user);
+    snprintf(rmax, sizeof rmax, "%u", cfg->sse_retention ? cfg->sse_retention : 1);
+    av[na++] = s->member;
+    av[na++] = ttl;
+    av[na++] = maxt;
+    av[na++] = peru;
+    av[na++] = s->user ? "1" : "0";
+    av[na++] = s->lastid;
+    av[na++] = rmax;
+    s->op = rbus_eval(w, RBUS_SSE_ADMIT, nk, na, av, NULL, ADMIT_DEADLINE, admit_cb, s);
+    return s->op != NULL;
 }
 
 int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errlen)
@@ -169,46 +479,32 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     if (!s) { refuse(c, 503, "out of memory"); return 1; }
     s->c = c;
     c->sse = s;
-    size_t mark = c->out.len;
-    worker_update_date(w);
-    buf_printf(&c->out,
-               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-               "X-Accel-Buffering: no\r\nConnection: keep-alive\r\nDate: %s\r\n\r\n: ok\n\n", w->date);
-    sse_side *side = w->sse;
-    int rc = sse_worker_subscribe(side->sw, &s->sub, chans, nch, user, lastid[0] ? lastid : NULL,
-                                  worker_now_us(w) / 1000, deliver, s);
-    if (rc != SSE_OK) {
-        c->out.len = mark;
-        for (size_t i = 0; i < s->len; i++) sse_event_unref(s->q[(s->head + i) % s->cap]);
-        free(s->q);
-        free(s);
-        c->sse = NULL;
-        char msg[160];
-        switch (rc) {
-        case SSE_ERR_USER:
-            snprintf(msg, sizeof msg, "too many event streams for this user (sse.per_user = %u)", cfg->sse_per_user);
-            refuse(c, 429, msg);
-            break;
-        case SSE_ERR_TOTAL:
-            refuse(c, 503, "server at sse.max_connections, retry later");
-            break;
-        case SSE_ERR_CHANNEL:
-            refuse(c, 503, "channel subscriber limit reached");
-            break;
-        case SSE_ERR_ARG:
-            refuse(c, 400, "bad channel name or Last-Event-ID");
-            break;
-        default:
-            refuse(c, 503, sse_strerror(rc));
+    if (w->rbus && admit_prepare(c, s, chans, nch, user, lastid[0] ? lastid : NULL) == 0) {
+        /* Several instances: the caps count every instance's streams, and a reconnecting client
+         * gets what it missed from Redis. The connection waits (CS_HANDLING) for the answer. */
+        if (rbus_ready(w) && admit_send(c, s)) {
+            c->status = 200;
+            c->state = CS_HANDLING;
+            conn_set_timeout(c, TMO_HANDLER, cfg->request_timeout);
+            return 0;
         }
-        return 1;
+        /* Redis is down: local caps decide; the heartbeat registers the stream once it is back */
+        rbus_count(w->srv, RBC_SSE_ADMIT_FALLBACK);
+        s->registered = 1;
+        size_t mark = c->out.len;
+        write_headers(c);
+        return subscribe_local(c, s, mark, s->lastid);
     }
-    c->status = 200;
-    c->state = CS_SSE;
-    s->last_progress_ms = worker_now_us(w) / 1000;
-    conn_set_timeout(c, TMO_HEARTBEAT, cfg->sse_heartbeat);
-    conn_flush(c);
-    return 0;
+    free(s->adm);
+    s->adm = NULL;
+    s->nch = nch;
+    for (size_t i = 0; i < nch; i++) s->chans[i] = chans[i];    /* Lua strings, alive until we return */
+    s->user = user;
+    size_t mark = c->out.len;
+    write_headers(c);
+    int rc = subscribe_local(c, s, mark, lastid);
+    if (rc == 0) { s->user = NULL; s->nch = 0; }                /* they pointed into the Lua stack */
+    return rc;
 }
 
 int ssestream_flush(conn *c)
@@ -268,6 +564,7 @@ void ssestream_heartbeat(conn *c)
         conn_close(c);
         return;
     }
+    if (c->w->rbus) touch(c, s, 0);     /* keeps this stream counted in the shared caps */
     if (!s->len && !buf_pending(&c->out)) {
         static const char hb[] = ": hb\n\n";
         conn_send(c, hb, sizeof hb - 1);
@@ -282,14 +579,11 @@ void ssestream_stop(conn *c)
     ssestream *s = c->sse;
     if (!s) return;
     sse_side *side = c->w->sse;
-    sse_worker_unsubscribe(side->sw, &s->sub);
-    for (size_t i = 0; i < s->len; i++) sse_event_unref(s->q[(s->head + i) % s->cap]);
+    if (!s->op) sse_worker_unsubscribe(side->sw, &s->sub);    /* not subscribed while admission is pending */
     if (s->dirty) {       /* unlink from the dirty list */
         ssestream **pp = &side->dirty;
         while (*pp && *pp != s) pp = &(*pp)->dirty_next;
         if (*pp) *pp = s->dirty_next;
     }
-    free(s->q);
-    free(s);
-    c->sse = NULL;
+    drop_stream(c, s);
 }

@@ -44,15 +44,6 @@ typedef struct hostrun {
     char *msg, *trace;
 } hostrun;
 
-static double hook_deadline;       /* one spec runs at a time: the count hook's real-time limit */
-
-static void count_hook(lua_State *L, lua_Debug *ar)
-{
-    if (hook_deadline > 0 && real_now() > hook_deadline) {
-        hook_deadline = 0;
-        luaL_error(L, "timed out (the test kept running without yielding)");
-    }
-}
 
 static void hr_resume_parent(hostrun *hr)
 {
@@ -79,7 +70,7 @@ static void hr_start_cb(struct ev_loop *loop, ev_timer *t, int revents)
     hostrun *hr = container_of(t, hostrun, start);
     if (hr->done) { hr_resume_parent(hr); return; }
     task *c = hr->child;
-    hook_deadline = hr->timeout > 0 ? real_now() + hr->timeout : 0;
+    c->deadline = hr->timeout > 0 ? real_now() + hr->timeout : 0;
     if (hr->timeout > 0) {
         ev_timer_set(&hr->limit, hr->timeout, 0);
         ev_timer_start(loop, &hr->limit);
@@ -91,7 +82,6 @@ static void hr_child_done(task *t, int st, const char *etext)
 {
     hostrun *hr = t->ud;
     if (!hr) return;
-    hook_deadline = 0;
     hr->done = 1;
     hr->ok = st == 0;
     if (!hr->ok) {
@@ -135,7 +125,6 @@ static int l_run(lua_State *L)
     lua_xmove(L, a->L, 1);
     task *c = task_prepare(a, TASK_CHILD, 0);
     if (!c) { free(hr); return luaL_error(L, "out of memory"); }
-    lua_sethook(c->co, count_hook, LUA_MASKCOUNT, 10000);
     hr->child = c;
     c->ud = hr;
     c->on_done = hr_child_done;

@@ -522,6 +522,15 @@ local TOP = record({
     header_size = F(integer(1024, 1048576), 16384),
     url_size = F(integer(64, 1048576), 8192),
     max_headers = F(integer(1, 10000), 100),
+    script_timeout = F(number(0, DAY), 5),
+  }), {}),
+  cors = F(record({
+    origins = F(array(nonempty_string, "origins (\"*\" or scheme://host[:port])"), {}),
+    methods = F(array(nonempty_string, "method names"), { "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE" }),
+    headers = F(array(nonempty_string, "header names"), { "content-type", "authorization", "x-request-id" }),
+    expose = F(array(nonempty_string, "header names"), { "x-request-id" }),
+    credentials = F(boolean, false),
+    max_age = F(integer(0, DAY), 600),
   }), {}),
   compression = F(record({
     enabled = F(boolean, true),

@@ -44,7 +44,10 @@ function app.publish(channel, ev)
   if type(data) == "table" then data = cjson.encode(data)
   elseif data ~= nil then data = tostring(data) end
   local id = ev.id and tostring(ev.id) or nil
-  return core.publish(channel, data or "", ev.event, id, ev.retry)
+  -- With Redis configured this waits for the cluster-wide id (every instance delivers the event).
+  local res, err = core.publish(channel, data or "", ev.event, id, ev.retry)
+  if res == nil and err and err ~= "SSE is not running" then error("app.publish: " .. err, 2) end
+  return res, err
 end
 
 app.sleep = core.sleep
@@ -106,5 +109,107 @@ function db.transaction(fn)
 end
 
 db.configured = cdb.configured
+
+-- Cache: app.cache.get/set/incr/del. Redis when redis.url is set (shared by every instance, keys
+-- under <prefix>c:), else an in-process LRU table with TTLs shared by the workers (10,000 entries).
+-- Values: strings, numbers, booleans, tables (as JSON). Failures (Redis down or slower than 0.5 s)
+-- never raise: get and incr return nil, message (a miss); set and del return false, message.
+local has_cache, ccache = pcall(require, "sluice.cache")
+local cache = {}
+app.cache = cache
+
+local function encode(v)
+  local t = type(v)
+  if t == "string" then return "s" .. v end
+  if t == "number" then
+    if v == math.floor(v) and v > -2^53 and v < 2^53 then return string.format("%.0f", v) end
+    return string.format("%.17g", v)
+  end
+  if t == "boolean" then return v and "b1" or "b0" end
+  if t == "table" then return "j" .. cjson.encode(v) end
+  error("app.cache: cannot store a " .. t, 3)
+end
+
+local function decode(s)
+  if s == nil then return nil end
+  local c = s:sub(1, 1)
+  if c == "s" then return s:sub(2) end
+  if c == "j" then return cjson.decode(s:sub(2)) end
+  if c == "b" then return s == "b1" end
+  return tonumber(s) or s
+end
+
+local function need_cache()
+  if not has_cache then error("app.cache is not available in this build", 3) end
+end
+
+local function check_ttl(ttl)
+  if ttl ~= nil and (type(ttl) ~= "number" or ttl < 0) then error("app.cache: ttl must be a number of seconds >= 0", 3) end
+end
+
+function cache.get(key)
+  need_cache()
+  local v, err = ccache.get(key)
+  if v == nil then return nil, err end
+  return decode(v)
+end
+
+function cache.set(key, value, ttl)
+  need_cache()
+  check_ttl(ttl)
+  if value == nil then return ccache.del(key) end
+  return ccache.set(key, encode(value), ttl or 0)
+end
+
+function cache.incr(key, by, ttl)
+  need_cache()
+  check_ttl(ttl)
+  if by ~= nil and type(by) ~= "number" then error("app.cache.incr: by must be a number", 2) end
+  return ccache.incr(key, by or 1, ttl or 0)
+end
+
+function cache.del(key)
+  need_cache()
+  return ccache.del(key)
+end
+
+function cache.backend()
+  return has_cache and ccache.backend() or "none"
+end
+
+-- Sessions on top of app.cache: data, sid = app.session.load(req); ...;
+-- sid, cookie = app.session.save(sid, data [, ttl]); return { ..., cookies = { cookie } }
+local session = {}
+app.session = session
+local SID_COOKIE = "sluice_sid"
+
+local function new_sid()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(16)
+  if f then f:close() end
+  if not b or #b < 16 then error("app.session: no random source", 3) end
+  return (b:gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
+end
+
+function session.load(req, cookie)
+  local sid = req.cookies[cookie or SID_COOKIE]
+  if type(sid) == "string" and #sid == 32 and sid:match("^%x+$") then
+    local data = cache.get("sess:" .. sid)
+    if type(data) == "table" then return data, sid end
+  end
+  return {}, nil
+end
+
+function session.save(sid, data, ttl, cookie)
+  sid = sid or new_sid()
+  ttl = ttl or 86400
+  local ok, err = cache.set("sess:" .. sid, data or {}, ttl)
+  if not ok then return nil, err end
+  return sid, { name = cookie or SID_COOKIE, value = sid, path = "/", httponly = true, samesite = "Lax", max_age = ttl }
+end
+
+function session.destroy(sid)
+  if sid then cache.del("sess:" .. sid) end
+end
 
 return app

@@ -1,0 +1,103 @@
+/* rbus.h: Redis for multi-instance sluice: one async hiredis connection per worker on that worker's
+ * loop, a subscriber on worker 0 that feeds cross-instance SSE events into the local hub, Lua scripts
+ * (EVALSHA), a timeout on every command, reconnect with backoff, and counters for /metrics. */
+#ifndef SLUICE_RBUS_H
+#define SLUICE_RBUS_H
+
+#include <hiredis/hiredis.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "server.h"
+
+/*
+ * Threading: a worker's connection and its ops are used only from that worker's thread (the
+ * libev adapter runs the callbacks on the worker's loop); the process-wide part (settings,
+ * counters, the id floor, the subscriber's state) is atomics only. Nothing is queued between
+ * threads: a cross-instance event arriving on worker 0 goes into the thread-safe SSE hub.
+ *
+ * Every command has a deadline (hiredis has none). A callback runs exactly once, never from
+ * inside the call that queued the command; a command that cannot be sent (not connected)
+ * returns NULL at once and the caller takes its local fallback.
+ */
+
+/* The scripts every connection loads (SCRIPT LOAD at connect; EVAL until the sha is known). */
+enum rbus_script {
+    RBUS_PUBLISH,   /* KEYS id counter, stream; ARGV floor, explicit id, channel, event, data, retry, origin, maxlen, pubsub channel, ttl ms */
+    RBUS_GCRA,      /* KEYS bucket; ARGV T ns, B, cost: {allowed, remaining, retry_ms, reset_ms} */
+    RBUS_SSE_ADMIT, /* KEYS total zset, user zset (or ""), streams...; ARGV member, ttl ms, max total, per user, last id */
+    RBUS_SSE_TOUCH, /* KEYS total zset, user zset (or ""); ARGV member, ttl ms, remove (0/1) */
+    RBUS_FLOOR,     /* KEYS id counter; ARGV floor: raise the counter to at least floor */
+    RBUS_INCR,      /* KEYS key; ARGV by, ttl ms: INCRBY(FLOAT) and set the ttl on creation */
+    RBUS_NSCRIPTS
+};
+
+/* Counters shown in /metrics and the status JSON. */
+enum rbus_counter {
+    RBC_ERRORS,          /* error replies and lost connections */
+    RBC_TIMEOUTS,        /* commands that missed their deadline */
+    RBC_RECONNECTS,      /* connections re-established after a loss */
+    RBC_RL_REDIS,        /* rate-limit decisions made in Redis */
+    RBC_RL_FALLBACK,     /* ... made by the local table because Redis failed */
+    RBC_PUB_REDIS,       /* app.publish through Redis (cross-instance) */
+    RBC_PUB_LOCAL,       /* app.publish delivered on this instance only (Redis down) */
+    RBC_RECEIVED,        /* cross-instance events received by the subscriber */
+    RBC_ID_CONFLICTS,    /* received events re-numbered locally (id below the hub's last) */
+    RBC_SSE_ADMIT,       /* SSE streams admitted through Redis caps */
+    RBC_SSE_ADMIT_FALLBACK, /* ... admitted on local caps only because Redis failed */
+    RBC_SSE_REPLAYED,    /* events replayed to reconnecting clients from the Redis streams */
+    RBC_CACHE_ERRORS,    /* app.cache calls that failed on Redis */
+    RBC_N
+};
+
+typedef struct rbus_op rbus_op;
+
+/* reply is NULL when err is set ("redis timeout", "redis connection lost", "shutting down");
+ * an error reply comes as a reply of type REDIS_REPLY_ERROR with err = its text. */
+typedef void (*rbus_cb)(void *ud, const redisReply *reply, const char *err);
+
+/* Process-wide set-up from the config (redis.url, redis.prefix). Returns 0 and leaves s->rbus NULL
+ * when Redis is not configured; -1 with a message in err when the URL cannot be used. */
+int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen);
+/* Frees the process-wide part (after every worker's rbus_worker_free). NULL-safe. */
+void rbus_server_free(server *s);
+/* Per worker: connects (and subscribes on worker 0). 0 when Redis is not configured. */
+int rbus_worker_init(worker *w);
+/* Drops the connections; pending commands are discarded without calling their callbacks. */
+void rbus_worker_free(worker *w);
+
+/* Whether this worker can send commands now (configured and connected). */
+int rbus_ready(worker *w);
+/* Whether cross-instance SSE is live: this worker's connection and the subscriber are up. */
+int rbus_sse_ready(worker *w);
+
+/* Sends a command (argv with lengths; lens NULL = strlen). NULL when it cannot be sent. */
+rbus_op *rbus_command(worker *w, int argc, const char **argv, const size_t *lens, double timeout_s,
+                      rbus_cb cb, void *ud);
+/* Runs script id with nkeys keys followed by the other arguments in argv. NULL when not sent. */
+rbus_op *rbus_eval(worker *w, int script, int nkeys, int argc, const char **argv, const size_t *lens,
+                   double timeout_s, rbus_cb cb, void *ud);
+/* The callback of op will not run (only valid before it ran). */
+void rbus_cancel(rbus_op *op);
+
+/* The configured key prefix ("sluice:" by default) and this process's instance id (16 hex). */
+const char *rbus_prefix(const server *s);
+const char *rbus_instance(const server *s);
+/* Counts an event of kind c (thread-safe). */
+void rbus_count(server *s, enum rbus_counter c);
+/* SSE ids: the highest id this instance's hub issued or received, so that the shared counter can
+ * be raised above it (ids stay monotonic on every instance after an outage). */
+uint64_t rbus_id_floor(server *s);
+void rbus_note_id(server *s, uint64_t id);
+
+/* Prometheus lines (sluice_redis_*); nothing when Redis is not configured. */
+void rbus_metrics(server *s, buf *out);
+/* `"redis":{...},` for the status JSON (with the trailing comma); nothing when not configured. */
+void rbus_status_json(server *s, buf *out);
+
+/* Parses redis://[[user]:password@]host[:port][/db], unix:///path or /path. Returns 0 or -1 with a
+ * constant message in *err. host holds the socket path for unix sockets (port = 0). */
+int rbus_parse_url(const char *url, char *host, size_t hostlen, int *port, char *pass, size_t passlen,
+                   char *user, size_t userlen, int *db, const char **err);
+
+#endif
