@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dispatch.h"
+#include "web.h"
 #include "log.h"
 #include "server.h"
 
@@ -90,6 +91,7 @@ static conn *conn_new(worker *w, int fd)
     c->w = w;
     c->fd = fd;
     c->state = CS_READING;
+    c->file_fd = -1;
     tw_entry_init(&c->tmo, conn_tmo_cb);
     http_parser_setup(&c->hp, &c->req, &w->app_cfg->lim);
     ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
@@ -165,6 +167,14 @@ void conn_flush(conn *c)
     }
     buf_reset(&c->out);
     buf_shrink(&c->out, 65536);
+    if (c->file_fd >= 0) {
+        int r = web_file_flush(c);
+        if (r < 0) { conn_close(c); return; }
+        if (r > 0) {
+            if (!c->writing) { c->writing = 1; update_events(c); }
+            return;
+        }
+    }
     if (c->sse && dispatch_sse_pending(c)) {
         if (!c->writing) { c->writing = 1; update_events(c); }
         return;
@@ -177,8 +187,10 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *iow, int revents)
 {
     conn *c = container_of(iow, conn, io);
     if (revents & EV_WRITE) {
+        int had_file = c->file_fd >= 0;
         conn_flush(c);
         if (c->closed) return;
+        if (had_file && c->file_fd < 0 && c->state == CS_READING && buf_pending(&c->in)) { process_input(c); return; }
     }
     if (!(revents & EV_READ)) return;
     if (c->state == CS_SSE) {            /* a stream only reads to notice the client leaving */
@@ -210,14 +222,15 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *iow, int revents)
 static void process_input(conn *c)
 {
     worker *w = c->w;
-    while (c->state == CS_READING && buf_pending(&c->in)) {
+again:
+    while (c->state == CS_READING && c->file_fd < 0 && buf_pending(&c->in)) {
         int fresh = !c->req.headers_done && c->req.store.len == 0;
         size_t used = 0;
         http_feed_result r = http_feed(&c->hp, c->in.data + c->in.off, buf_pending(&c->in), &used);
         c->in.off += used;
-        if (fresh && used && c->tmo_kind != TMO_HEADER) {
-            conn_set_timeout(c, TMO_HEADER, w->app_cfg->header_timeout);
+        if (fresh && used) {           /* first bytes of a request: its clocks start now */
             c->req_start_us = worker_now_us(w);
+            if (c->tmo_kind != TMO_HEADER) conn_set_timeout(c, TMO_HEADER, w->app_cfg->header_timeout);
         }
         if (r == FEED_ERROR) {
             resp_error(c, c->hp.err_status, c->hp.err_msg, 1);
@@ -247,6 +260,8 @@ static void process_input(conn *c)
         if (c->in.off == c->in.len) buf_reset(&c->in);
         else if (c->in.off > c->in.cap / 2) buf_compact(&c->in);
         conn_flush(c);
+        /* a file body that went out at once frees the pipeline: go on with what is buffered */
+        if (!c->closed && c->file_fd < 0 && c->state == CS_READING && buf_pending(&c->in)) goto again;
         if (!c->closed) update_events(c);
     }
 }
@@ -308,6 +323,7 @@ void conn_close(conn *c)
     c->closed = 1;
     tw_entry_cancel(&c->tmo);
     ev_io_stop(w->loop, &c->io);
+    web_file_drop(c);
     dispatch_conn_gone(c);
     close(c->fd);
     c->fd = -1;

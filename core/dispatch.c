@@ -12,6 +12,7 @@
 #include "lua_app.h"
 #include "metrics.h"
 #include "ssestream.h"
+#include "web.h"
 
 static void access_log(conn *c)
 {
@@ -62,6 +63,11 @@ void dispatch_request(conn *c)
     const char *path = http_req_url(r);
     size_t plen = r->path_len;
 
+    web_request_id(c);
+    if (web_cors(c)) {           /* preflight answered */
+        finish(c);
+        return;
+    }
     int builtin = admin_match(w->app_cfg, path, plen);
     int rm = router_method(r->method);
     router_param ps[ROUTER_MAX_PARAMS];
@@ -98,6 +104,14 @@ void dispatch_request(conn *c)
         } else {
             resp_error(c, 404, "not found", 0);
         }
+        finish(c);
+        return;
+    }
+    if (t->kind == 2) {          /* app.static mount: the rest of the path after the prefix */
+        const static_mount *m = &a->mounts[t->ref - 1];
+        const char *rest = np ? ps[np - 1].val - 1 : path + plen;
+        size_t rl = np ? ps[np - 1].vlen + 1 : 0;
+        web_static_serve(c, m, rest, rl);
         finish(c);
         return;
     }

@@ -16,6 +16,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "lua_db.h"
+#include "web.h"
 
 struct sluice_embedded { const char *name; const char *src; size_t len; };
 extern const struct sluice_embedded sluice_embedded_lua[];
@@ -160,6 +161,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     snprintf(base, sizeof base, "%s", abs);
     char *slash = strrchr(base, '/');
     if (slash) *slash = 0;
+    a->base_dir = strdup(base);
     app_setup_loaders(L, a, base);
     /* loading has a deadline too: a script looping at top level must not hang a reload.
      * Compiled traces never run hooks, so the JIT stays off while the watchdog is on. */
@@ -283,6 +285,8 @@ void appstate_release(appstate *a)
 {
     if (--a->refs > 0) return;
     if (a->L) lua_close(a->L);
+    web_mounts_free(a);
+    free(a->base_dir);
     router_free(a->rt);
     if (a->cfg) sconfig_free(a->cfg);
     for (task *t = a->freetasks, *n; t; t = n) { n = t->next; free(t); }
@@ -557,6 +561,11 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     t->c = c;
     t->gen = c->gen;
     t->route_kind = rt->kind;
+    int nargs = 1;
+    if (a->pipeline_ref) {            /* middleware: pipeline(handler, req, is_sse) */
+        lua_rawgeti(co, LUA_REGISTRYINDEX, a->pipeline_ref);
+        nargs = 3;
+    }
     lua_rawgeti(co, LUA_REGISTRYINDEX, rt->ref);
     /* the request table: method, path, params eager; the rest lazily via the metatable */
     lua_createtable(co, 2, 4);
@@ -587,8 +596,9 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, a->req_mt_ref);
     lua_setmetatable(co, -2);
+    if (nargs == 3) lua_pushboolean(co, rt->kind == 1);
     c->task = t;
-    task_run(t, 1);
+    task_run(t, nargs);
 }
 
 void app_conn_gone(conn *c)

@@ -54,6 +54,10 @@ struct appstate {
     task *running;           /* the task inside lua_resume (nested for child tasks) */
     int closing;
     int active;              /* swapped in on its worker thread */
+    char *base_dir;          /* directory of config.lua */
+    struct static_mount *mounts;
+    int nmounts;
+    int pipeline_ref;        /* Lua middleware runner (app.before/after), 0 when none */
     double script_timeout;   /* seconds Lua may run without yielding; 0 = no watchdog (JIT on) */
 };
 

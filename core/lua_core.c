@@ -12,6 +12,7 @@
 #include "lua_cache.h"
 #include "rbus.h"
 #include "sse.h"
+#include "web.h"
 
 static appstate *app_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 
@@ -180,6 +181,7 @@ static int l_req_index(lua_State *L)
     const char *k = lua_tolstring(L, 2, &kl);
     if (!k) return 0;
     if (strcmp(k, "json") == 0) { lua_pushcfunction(L, l_req_json); return 1; }
+    if (strcmp(k, "multipart") == 0) { lua_pushcfunction(L, web_lua_multipart); return 1; }
     conn *c = req_conn(L, 1);
     if (!c) {
         if (strcmp(k, "params") == 0 || strcmp(k, "headers") == 0 || strcmp(k, "query") == 0 || strcmp(k, "cookies") == 0) {
@@ -204,6 +206,7 @@ static int l_req_index(lua_State *L)
     } else if (strcmp(k, "cookies") == 0) push_cookies(L, r);
     else if (strcmp(k, "ip") == 0) lua_pushstring(L, limiter_client_ip(c));
     else if (strcmp(k, "url") == 0) lua_pushlstring(L, http_req_url(r), r->url_len);
+    else if (strcmp(k, "id") == 0) lua_pushstring(L, c->reqid);
     else return 0;
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
@@ -276,6 +279,17 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* core.set_pipeline(fn): the middleware runner, called as fn(handler, req, is_sse) */
+static int l_set_pipeline(lua_State *L)
+{
+    appstate *a = app_of(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (a->pipeline_ref) luaL_unref(L, LUA_REGISTRYINDEX, a->pipeline_ref);
+    lua_pushvalue(L, 1);
+    a->pipeline_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 static int l_worker(lua_State *L)
 {
     appstate *a = app_of(L);
@@ -290,6 +304,7 @@ int luaopen_sluice_core(lua_State *L)
     static const luaL_Reg fns[] = {
         {"route", l_route},   {"config", l_config}, {"publish", l_publish}, {"sleep", l_sleep},
         {"timer", l_timer},   {"log", l_log},       {"now", l_now},         {"worker", l_worker},
+        {"static", web_lua_static}, {"set_pipeline", l_set_pipeline},
         {NULL, NULL},
     };
     appstate *a = lua_touserdata(L, lua_upvalueindex(1));

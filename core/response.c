@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "server.h"
+#include "web.h"
 
 #define LIT(b, s) buf_append((b), s, sizeof(s) - 1)
 
@@ -113,6 +114,8 @@ static int gzip_body(worker *w, int level, const char *body, size_t len)
     return 0;
 }
 
+static void end_headers(resp *r);
+
 void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
 {
     conn *c = r->c;
@@ -120,6 +123,7 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
     const sconfig *cfg = w->app_cfg;
     buf *b = &c->out;
     int no_body = r->status == 204 || r->status == 304 || r->status < 200;
+    web_response_headers(r);
     if (!r->has_ctype && ctype && !no_body) {
         LIT(b, "Content-Type: ");
         buf_puts(b, ctype);
@@ -139,6 +143,17 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
         buf_putu(b, len);
         LIT(b, "\r\n");
     }
+    end_headers(r);
+    if (!no_body && !c->req.head) buf_append(b, body, len);
+    c->resp_bytes = len;
+}
+
+/* Status line and headers are in place; Date, Connection and the blank line end them. */
+static void end_headers(resp *r)
+{
+    conn *c = r->c;
+    worker *w = c->w;
+    buf *b = &c->out;
     worker_update_date(w);
     LIT(b, "Date: ");
     buf_append(b, w->date, 29);
@@ -151,7 +166,22 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
     } else {
         LIT(b, "\r\n");
     }
-    if (!no_body && !c->req.head) buf_append(b, body, len);
+}
+
+void resp_finish_headers(resp *r, const char *ctype, size_t len)
+{
+    conn *c = r->c;
+    buf *b = &c->out;
+    web_response_headers(r);
+    if (!r->has_ctype && ctype) {
+        LIT(b, "Content-Type: ");
+        buf_puts(b, ctype);
+        LIT(b, "\r\n");
+    }
+    LIT(b, "Content-Length: ");
+    buf_putu(b, len);
+    LIT(b, "\r\n");
+    end_headers(r);
     c->resp_bytes = len;
 }
 
@@ -178,5 +208,21 @@ void resp_error(conn *c, int status, const char *msg, int close)
     }
     n += (size_t)snprintf(body + n, sizeof body - n, "\",\"status\":%d}", status);
     if (status == 503 || status == 429) resp_header(&r, "Retry-After", 11, "1", 1);
+    /* browsers get a page, API clients JSON */
+    const char *acc = http_req_header(&c->req, "accept", NULL);
+    if (acc && strstr(acc, "text/html") && !strstr(acc, "application/json")) {
+        char page[1024];
+        size_t m = (size_t)snprintf(page, sizeof page,
+                                    "<!doctype html><html><head><meta charset=utf-8><title>%d %s</title></head>"
+                                    "<body><h1>%d %s</h1><p>", status, http_reason(status), status, http_reason(status));
+        for (const char *p = msg; *p && m < sizeof page - 40; p++) {
+            const char *e = *p == '<' ? "&lt;" : *p == '>' ? "&gt;" : *p == '&' ? "&amp;" : NULL;
+            if (e) { size_t k = strlen(e); memcpy(page + m, e, k); m += k; }
+            else page[m++] = *p;
+        }
+        m += (size_t)snprintf(page + m, sizeof page - m, "</p></body></html>\n");
+        resp_finish(&r, "text/html; charset=utf-8", page, m);
+        return;
+    }
     resp_finish(&r, "application/json", body, n);
 }

@@ -44,7 +44,10 @@ struct conn {
     conn *prev, *next;              /* worker's list of live connections */
     conn *reap_next;
     void *sse;                      /* SSE stream state (ssestream.c), NULL for plain HTTP */
-    unsigned in_dispatch : 1, has_lv : 1;
+    unsigned in_dispatch : 1, has_lv : 1, cors_ok : 1;
+    int file_fd;                    /* static file body still to send, -1 when none */
+    off_t file_off, file_left;
+    char reqid[40];
     uint32_t client_ip_gen;
     char client_ip[64];
     struct limiter_verdict_s {
@@ -89,6 +92,7 @@ struct worker {
     void *metrics;                  /* per-worker metrics block */
     void *sse;                      /* per-worker SSE side */
     void *db;                       /* per-worker database pool */
+    uint64_t reqid_seed, reqid_counter;
     int test_mode;                  /* spec runner: virtual clock */
     int test_port;
     uint64_t vclock_offset_us;
@@ -170,7 +174,10 @@ int resp_header(resp *r, const char *name, size_t nlen, const char *value, size_
 void resp_finish(resp *r, const char *ctype, const char *body, size_t len);
 /* A complete small response with a text or JSON body; closes after when close is set. */
 void resp_simple(conn *c, int status, const char *ctype, const char *body, int close);
-/* The JSON error body used for every error the core produces: {"error": msg, "status": N}. */
+/* Like resp_finish for a body sent separately (a file of len bytes): no gzip, no body here. */
+void resp_finish_headers(resp *r, const char *ctype, size_t len);
+/* The JSON error body used for every error the core produces: {"error": msg, "status": N}
+ * (an HTML page when the client prefers text/html). */
 void resp_error(conn *c, int status, const char *msg, int close);
 
 #endif

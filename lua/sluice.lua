@@ -50,6 +50,71 @@ function app.publish(channel, ev)
   return res, err
 end
 
+-- app.static(prefix, dir [, { cache_control =, index = }]): files under dir, served by the C core
+-- (sendfile, ETag/Last-Modified/304, Range, .gz siblings, never outside dir).
+function app.static(prefix, dir, opts)
+  opts = opts or {}
+  core.static(prefix, dir, opts.cache_control, opts.index)
+end
+
+-- Middleware. app.before([prefix,] fn): fn(req) runs before the handler; returning a
+-- response answers early. app.after([prefix,] fn): fn(req, res) runs after it with the
+-- response as a table ({ status, headers, body | json }); it may change it or return a new one.
+local befores, afters = {}, {}
+
+local function prefix_match(prefix, path)
+  if prefix == "/" or path == prefix then return true end
+  if path:sub(1, #prefix) ~= prefix then return false end
+  return prefix:sub(-1) == "/" or path:sub(#prefix + 1, #prefix + 1) == "/"
+end
+
+local function as_table(res)
+  local t = type(res)
+  if t == "table" then
+    res.headers = res.headers or {}
+    return res
+  end
+  if t == "string" then return { status = 200, body = res, headers = { ["content-type"] = "text/plain; charset=utf-8" } } end
+  if t == "number" then return { status = res, headers = {} } end
+  if res == nil then return { status = 204, headers = {} } end
+  return res
+end
+
+local function pipeline(handler, req, is_sse)
+  local path = req.path
+  local res
+  for i = 1, #befores do
+    local h = befores[i]
+    if prefix_match(h.prefix, path) then
+      res = h.fn(req)
+      if res ~= nil then break end
+    end
+  end
+  if res == nil then res = handler(req) elseif is_sse then return res end
+  if is_sse or #afters == 0 then return res end
+  res = as_table(res)
+  for i = 1, #afters do
+    local h = afters[i]
+    if prefix_match(h.prefix, path) then
+      local r = h.fn(req, res)
+      if r ~= nil then res = as_table(r) end
+    end
+  end
+  return res
+end
+
+local function add_hook(list, a, b)
+  local prefix, fn = a, b
+  if type(a) == "function" then prefix, fn = "/", a end
+  if type(prefix) ~= "string" or prefix:sub(1, 1) ~= "/" then error("middleware prefix must start with '/'", 3) end
+  if type(fn) ~= "function" then error("middleware must be a function", 3) end
+  list[#list + 1] = { prefix = prefix, fn = fn }
+  core.set_pipeline(pipeline)
+end
+
+function app.before(a, b) add_hook(befores, a, b) end
+function app.after(a, b) add_hook(afters, a, b) end
+
 app.sleep = core.sleep
 app.now = core.now
 app.worker = core.worker

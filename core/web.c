@@ -1,0 +1,333 @@
+/* web.c: request IDs, CORS, static mounts served with sendfile, multipart bodies for Lua. */
+#include "web.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include "clientip.h"
+#include "lua_app.h"
+#include "multipart.h"
+#include "static.h"
+
+/* ---------------------------------------------------------------- request IDs */
+
+static int reqid_ok(const char *v, size_t n)
+{
+    if (n == 0 || n > 36) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = v[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_' || ch == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+void web_request_id(conn *c)
+{
+    worker *w = c->w;
+    size_t n;
+    const char *v = http_req_header(&c->req, "x-request-id", &n);
+    if (v && w->app_cfg->trust && clientip_is_trusted(w->app_cfg->trust, c->ip) && reqid_ok(v, n)) {
+        memcpy(c->reqid, v, n);
+        c->reqid[n] = 0;
+        return;
+    }
+    /* 64 random bits per worker, then a counter: unique, cheap, no syscall per request */
+    if (!w->reqid_seed) {
+        if (getrandom(&w->reqid_seed, sizeof w->reqid_seed, 0) != sizeof w->reqid_seed) w->reqid_seed = (uint64_t)(uintptr_t)w ^ (uint64_t)time(NULL);
+        w->reqid_seed |= 1;
+    }
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = w->reqid_seed, b = ++w->reqid_counter;
+    for (int i = 15; i >= 0; i--) { c->reqid[i] = hex[a & 15]; a >>= 4; }
+    c->reqid[16] = '-';
+    for (int i = 27; i >= 17; i--) { c->reqid[i] = hex[b & 15]; b >>= 4; }
+    c->reqid[28] = 0;
+}
+
+/* ---------------------------------------------------------------- CORS */
+
+static int origin_allowed(const sconfig *cfg, const char *o, size_t n, int *wildcard)
+{
+    *wildcard = 0;
+    for (size_t i = 0; i < cfg->ncors_origins; i++) {
+        const char *a = cfg->cors_origins[i];
+        if (strcmp(a, "*") == 0) { *wildcard = 1; return 1; }
+        if (strlen(a) == n && strncasecmp(a, o, n) == 0) return 1;
+    }
+    return 0;
+}
+
+static void join(char *out, size_t cap, char **v, size_t n)
+{
+    out[0] = 0;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) len += (size_t)snprintf(out + len, cap > len ? cap - len : 0, "%s%s", i ? ", " : "", v[i]);
+}
+
+static void origin_headers(resp *r, const sconfig *cfg, const char *o, size_t n, int wildcard)
+{
+    if (wildcard && !cfg->cors_credentials) resp_header(r, "Access-Control-Allow-Origin", 27, "*", 1);
+    else {
+        resp_header(r, "Access-Control-Allow-Origin", 27, o, n);
+        resp_header(r, "Vary", 4, "Origin", 6);
+    }
+    if (cfg->cors_credentials) resp_header(r, "Access-Control-Allow-Credentials", 32, "true", 4);
+}
+
+int web_cors(conn *c)
+{
+    const sconfig *cfg = c->w->app_cfg;
+    c->cors_ok = 0;
+    if (!cfg->ncors_origins) return 0;
+    size_t n;
+    const char *o = http_req_header(&c->req, "origin", &n);
+    int wildcard;
+    if (!o || !origin_allowed(cfg, o, n, &wildcard)) return 0;
+    size_t ml;
+    const char *m = http_req_header(&c->req, "access-control-request-method", &ml);
+    if (c->req.method == HTTP_OPTIONS && m) {        /* preflight */
+        resp r;
+        resp_begin(&r, c, 204);
+        origin_headers(&r, cfg, o, n, wildcard);
+        char b[1024];
+        join(b, sizeof b, cfg->cors_methods, cfg->ncors_methods);
+        resp_header(&r, "Access-Control-Allow-Methods", 28, b, strlen(b));
+        join(b, sizeof b, cfg->cors_headers, cfg->ncors_headers);
+        if (b[0]) resp_header(&r, "Access-Control-Allow-Headers", 28, b, strlen(b));
+        int k = snprintf(b, sizeof b, "%d", cfg->cors_max_age);
+        resp_header(&r, "Access-Control-Max-Age", 22, b, (size_t)k);
+        resp_finish(&r, NULL, "", 0);
+        return 1;
+    }
+    c->cors_ok = 1;
+    return 0;
+}
+
+void web_response_headers(resp *r)
+{
+    conn *c = r->c;
+    if (c->reqid[0]) resp_header(r, "X-Request-Id", 12, c->reqid, strlen(c->reqid));
+    if (c->cors_ok) {
+        const sconfig *cfg = c->w->app_cfg;
+        size_t n;
+        const char *o = http_req_header(&c->req, "origin", &n);
+        int wildcard;
+        if (o && origin_allowed(cfg, o, n, &wildcard)) {
+            origin_headers(r, cfg, o, n, wildcard);
+            if (cfg->ncors_expose) {
+                char b[1024];
+                join(b, sizeof b, cfg->cors_expose, cfg->ncors_expose);
+                resp_header(r, "Access-Control-Expose-Headers", 29, b, strlen(b));
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- static files */
+
+void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t len)
+{
+    const http_req *rq = &c->req;
+    if (rq->method != HTTP_GET && rq->method != HTTP_HEAD) { resp_error(c, 405, "method not allowed", 0); return; }
+    const char *ae = http_req_header(rq, "accept-encoding", NULL);
+    int gz_ok = static_accepts_gzip(ae);
+    static_file f;
+    int status = 0;
+    if (static_open_at(m->root_fd, rest, len, m->index, gz_ok ? STATIC_GZIP : 0, &f, &status) < 0) {
+        resp_error(c, status, status == 404 ? "not found" : status == 400 ? "bad path" : "cannot open file", 0);
+        return;
+    }
+    resp r;
+    if (f.is_dir_redirect) {
+        char loc[PATH_MAX];
+        const char *url = http_req_url(rq);
+        snprintf(loc, sizeof loc, "%.*s/%.*s", (int)rq->path_len, url, (int)(rq->url_len - rq->path_len), url + rq->path_len);
+        resp_begin(&r, c, 301);
+        resp_header(&r, "Location", 8, loc, strlen(loc));
+        resp_finish(&r, "text/plain; charset=utf-8", "", 0);
+        return;
+    }
+    const char *cc = m->cache_control ? m->cache_control : "public, max-age=0, must-revalidate";
+    char lm[30];
+    static_http_date(f.mtime, lm);
+    int compressible = static_compressible(f.content_type);
+    if (static_not_modified(&f, http_req_header(rq, "if-none-match", NULL), http_req_header(rq, "if-modified-since", NULL))) {
+        resp_begin(&r, c, 304);
+        resp_header(&r, "ETag", 4, f.etag, strlen(f.etag));
+        resp_header(&r, "Last-Modified", 13, lm, 29);
+        resp_header(&r, "Cache-Control", 13, cc, strlen(cc));
+        if (compressible) resp_header(&r, "Vary", 4, "Accept-Encoding", 15);
+        resp_finish(&r, NULL, "", 0);
+        static_close(&f);
+        return;
+    }
+    off_t start = 0, blen = f.size;
+    int range = f.gzip ? 0 : static_if_range(&f, http_req_header(rq, "if-range", NULL))
+                             ? static_range(http_req_header(rq, "range", NULL), f.size, &start, &blen) : 0;
+    if (range < 0) {
+        char cr[64];
+        int k = snprintf(cr, sizeof cr, "bytes */%lld", (long long)f.size);
+        resp_begin(&r, c, 416);
+        resp_header(&r, "Content-Range", 13, cr, (size_t)k);
+        resp_finish(&r, "text/plain; charset=utf-8", "", 0);
+        static_close(&f);
+        return;
+    }
+    const sconfig *cfg = c->w->app_cfg;
+    /* small compressible files without a .gz sibling: gzip on the fly like any response */
+    if (!range && !f.gzip && compressible && gz_ok && cfg->gzip_enabled && f.size >= (off_t)cfg->gzip_threshold &&
+        f.size <= (1 << 20) && rq->method == HTTP_GET) {
+        char *data = malloc((size_t)f.size);
+        ssize_t got = data ? pread(f.fd, data, (size_t)f.size, 0) : -1;
+        if (got == f.size) {
+            resp_begin(&r, c, 200);
+            resp_header(&r, "ETag", 4, f.etag, strlen(f.etag));
+            resp_header(&r, "Last-Modified", 13, lm, 29);
+            resp_header(&r, "Cache-Control", 13, cc, strlen(cc));
+            resp_header(&r, "Accept-Ranges", 13, "bytes", 5);
+            resp_finish(&r, f.content_type, data, (size_t)f.size);
+            free(data);
+            static_close(&f);
+            return;
+        }
+        free(data);
+    }
+    resp_begin(&r, c, range ? 206 : 200);
+    resp_header(&r, "ETag", 4, f.etag, strlen(f.etag));
+    resp_header(&r, "Last-Modified", 13, lm, 29);
+    resp_header(&r, "Cache-Control", 13, cc, strlen(cc));
+    resp_header(&r, "Accept-Ranges", 13, "bytes", 5);
+    if (compressible) resp_header(&r, "Vary", 4, "Accept-Encoding", 15);
+    if (f.gzip) resp_header(&r, "Content-Encoding", 16, "gzip", 4);
+    if (range) {
+        char cr[96];
+        int k = snprintf(cr, sizeof cr, "bytes %lld-%lld/%lld", (long long)start, (long long)(start + blen - 1), (long long)f.size);
+        resp_header(&r, "Content-Range", 13, cr, (size_t)k);
+    }
+    resp_finish_headers(&r, f.content_type, (size_t)blen);
+    if (rq->method == HTTP_HEAD || blen == 0) { static_close(&f); return; }
+    c->file_fd = f.fd;       /* conn_flush sends it after the headers */
+    c->file_off = start;
+    c->file_left = blen;
+}
+
+int web_file_flush(conn *c)
+{
+    while (c->file_left > 0) {
+        size_t chunk = c->file_left > (1 << 20) ? (1 << 20) : (size_t)c->file_left;
+        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, chunk);
+        if (n > 0) {
+            c->file_left -= n;
+            atomic_fetch_add_explicit(&c->w->bytes_out, (unsigned long long)n, memory_order_relaxed);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
+        web_file_drop(c);      /* file shrank (n == 0) or the peer went away */
+        return -1;
+    }
+    web_file_drop(c);
+    return 0;
+}
+
+void web_file_drop(conn *c)
+{
+    if (c->file_fd >= 0) close(c->file_fd);
+    c->file_fd = -1;
+    c->file_left = 0;
+}
+
+/* core.static(prefix, dir [, cache_control [, index]]) */
+int web_lua_static(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    const char *prefix = luaL_checkstring(L, 1);
+    const char *dir = luaL_checkstring(L, 2);
+    const char *cc = luaL_optstring(L, 3, NULL);
+    const char *index = lua_isnoneornil(L, 4) ? "index.html" : luaL_checkstring(L, 4);
+    if (prefix[0] != '/') return luaL_argerror(L, 1, "prefix must start with '/'");
+    char path[PATH_MAX];
+    if (dir[0] == '/') snprintf(path, sizeof path, "%s", dir);
+    else snprintf(path, sizeof path, "%s/%s", a->base_dir, dir);
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return luaL_error(L, "app.static: cannot open directory %s: %s", path, strerror(errno));
+    static_mount *mm = realloc(a->mounts, (size_t)(a->nmounts + 1) * sizeof *mm);
+    if (!mm) { close(fd); return luaL_error(L, "out of memory"); }
+    a->mounts = mm;
+    static_mount *m = &a->mounts[a->nmounts];
+    size_t pl = strlen(prefix);
+    while (pl > 1 && prefix[pl - 1] == '/') pl--;
+    m->prefix = strndup(prefix, pl);
+    m->root_fd = fd;
+    m->cache_control = cc ? strdup(cc) : NULL;
+    m->index = index && *index ? strdup(index) : NULL;
+    a->nmounts++;
+    char pat[PATH_MAX], err[256];
+    snprintf(pat, sizeof pat, "%s/*", pl == 1 ? "" : m->prefix);
+    route_target t = {a->nmounts, 2};
+    if (router_add(a->rt, RM_GET, pat, t, err, sizeof err) || router_add(a->rt, RM_HEAD, pat, t, err, sizeof err))
+        return luaL_error(L, "app.static: %s", err);
+    return 0;
+}
+
+void web_mounts_free(appstate *a)
+{
+    for (int i = 0; i < a->nmounts; i++) {
+        close(a->mounts[i].root_fd);
+        free(a->mounts[i].prefix);
+        free(a->mounts[i].cache_control);
+        free(a->mounts[i].index);
+    }
+    free(a->mounts);
+    a->mounts = NULL;
+    a->nmounts = 0;
+}
+
+/* req:multipart() -> { {name=, filename=, content_type=, data=}, ... } | nil, err */
+int web_lua_multipart(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "headers");
+    lua_getfield(L, -1, "content-type");
+    const char *ct = lua_tostring(L, -1);
+    lua_getfield(L, 1, "body");
+    size_t blen;
+    const char *body = lua_tolstring(L, -1, &blen);
+    if (!ct || !body) { lua_pushnil(L); lua_pushstring(L, "multipart: not a multipart/form-data request"); return 2; }
+    enum { MAXP = 1000 };
+    multipart_part *parts = malloc(MAXP * sizeof *parts);
+    char *scratch = malloc(8192);
+    size_t n = 0;
+    const char *err = NULL;
+    if (!parts || !scratch || multipart_parse(ct, body, blen, parts, MAXP, &n, scratch, 8192, &err)) {
+        free(parts);
+        free(scratch);
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "out of memory");
+        return 2;
+    }
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 4);
+        lua_pushlstring(L, parts[i].name, parts[i].name_len);
+        lua_setfield(L, -2, "name");
+        if (parts[i].filename) { lua_pushlstring(L, parts[i].filename, parts[i].filename_len); lua_setfield(L, -2, "filename"); }
+        if (parts[i].content_type) { lua_pushlstring(L, parts[i].content_type, parts[i].content_type_len); lua_setfield(L, -2, "content_type"); }
+        lua_pushlstring(L, parts[i].data, parts[i].data_len);
+        lua_setfield(L, -2, "data");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    free(parts);
+    free(scratch);
+    return 1;
+}

@@ -1,0 +1,36 @@
+/* web.h: web essentials around a request: request IDs, CORS, static file mounts (sendfile), multipart for Lua. */
+#ifndef SLUICE_WEB_H
+#define SLUICE_WEB_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#include "server.h"
+
+typedef struct static_mount {
+    char *prefix;            /* "/assets" (no trailing slash) */
+    int root_fd;             /* O_PATH directory, shared by every request */
+    char *cache_control;     /* NULL: "public, max-age=0, must-revalidate" */
+    char *index;             /* "index.html" or NULL */
+} static_mount;
+
+/* Gives the request its ID: X-Request-Id from a trusted proxy (sane token), else generated. */
+void web_request_id(conn *c);
+/* CORS: answers a preflight (returns 1) or marks the request so its response carries the
+ * Access-Control-* headers (returns 0). No-op without cors.origins. */
+int web_cors(conn *c);
+/* Adds X-Request-Id and the CORS response headers (called by every response). */
+void web_response_headers(resp *r);
+/* Serves a file below a mount: rest is the raw path after the prefix. */
+void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t len);
+/* Writes what is left of a file body with sendfile; returns 1 while some remains, 0 done,
+ * -1 on a write error (the connection is closed). */
+int web_file_flush(conn *c);
+/* Closes a pending file (connection closing). */
+void web_file_drop(conn *c);
+/* app.static(prefix, dir, { cache_control =, index = }) and req:multipart() for sluice.core. */
+int web_lua_static(lua_State *L);
+int web_lua_multipart(lua_State *L);
+void web_mounts_free(appstate *a);
+
+#endif
