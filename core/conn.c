@@ -230,6 +230,7 @@ again:
         c->in.off += used;
         if (fresh && used) {           /* first bytes of a request: its clocks start now */
             c->req_start_us = worker_now_us(w);
+            c->mid_request = 1;
             if (c->tmo_kind != TMO_HEADER) conn_set_timeout(c, TMO_HEADER, w->app_cfg->header_timeout);
         }
         if (r == FEED_ERROR) {
@@ -271,6 +272,7 @@ void conn_request_done(conn *c)
 {
     worker *w = c->w;
     c->continue_sent = 0;
+    c->mid_request = 0;
     if (c->state == CS_SSE) return;
     if (!c->req.keepalive || c->want_close || w->stopping) {
         c->state = CS_CLOSING;

@@ -145,6 +145,14 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
     } else if (t->route_kind == 1) {
         int rc = ssestream_start(c, a, t->co, ebuf, sizeof ebuf);
         if (rc == 0) {
+            lua_getfield(t->co, 1, "on_close");   /* presence: called when the stream ends */
+            if (lua_isfunction(t->co, -1)) {
+                c->sse_close_ref = luaL_ref(t->co, LUA_REGISTRYINDEX);
+                c->sse_app = a;
+                a->refs++;                        /* the callback lives in this state */
+            } else {
+                lua_pop(t->co, 1);
+            }
             access_log(c);
             return;                       /* the connection is a stream now */
         }
@@ -199,6 +207,19 @@ void dispatch_conn_gone(conn *c)
 {
     app_conn_gone(c);
     if (c->sse) ssestream_stop(c);
+    if (c->sse_close_ref) {
+        appstate *a = c->sse_app;
+        int ref = c->sse_close_ref;
+        c->sse_close_ref = 0;
+        c->sse_app = NULL;
+        if (!a->closing && a->w) {
+            lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
+            task *t = task_prepare(a, TASK_TIMER, 0);
+            if (t) task_resume(t, 0);
+        }
+        luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
+        appstate_release(a);
+    }
 }
 
 int dispatch_sse_pending(conn *c) { return ssestream_flush(c); }

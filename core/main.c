@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "  sluice reload [--config config.lua]             reload the running server's Lua code and config\n"
             "  sluice test   [--config config.lua] [paths...] [--filter PATTERN] [--junit FILE] [--timeout S]\n"
             "                                                  run Lua specs (default tests/**/*_spec.lua)\n"
+            "  sluice migrate [--config config.lua] [dir]      apply migrations/*.sql in order (idempotent)\n"
             "  sluice lua    FILE [args...]                    run a Lua file with sluice's libraries\n"
             "  sluice version\n");
 }
@@ -120,6 +121,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check") == 0) return cmd_check(cfg);
     if (strcmp(cmd, "reload") == 0) return cmd_reload(cfg);
     if (strcmp(cmd, "test") == 0) return testing_main(cfg, argc, argv);
+    if (strcmp(cmd, "migrate") == 0) return testing_exec(cfg, "migrate", argc, argv);
     fprintf(stderr, "sluice: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

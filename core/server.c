@@ -100,7 +100,7 @@ static void worker_begin_stop(worker *w)
     /* idle keep-alive connections and streams go now; busy ones finish their request */
     for (conn *c = w->conns, *n; c; c = n) {
         n = c->next;
-        if (c->state == CS_SSE || (c->state == CS_READING && !c->req.store.len)) conn_close(c);
+        if (c->state == CS_SSE || (c->state == CS_READING && !c->mid_request)) conn_close(c);
     }
 }
 

@@ -31,6 +31,7 @@ struct conn {
     int tmo_kind;
     enum conn_state state;
     unsigned want_close : 1, continue_sent : 1, writing : 1, closed : 1, reap : 1, counted : 1;
+    unsigned mid_request : 1;       /* bytes of a request arrived and its response is not queued yet */
     uint32_t gen;                   /* bumps per request: stale Lua req handles see a mismatch */
     struct sockaddr_storage peer;
     char ip[48];
@@ -48,6 +49,8 @@ struct conn {
     int file_fd;                    /* static file body still to send, -1 when none */
     off_t file_off, file_left;
     char reqid[40];
+    appstate *sse_app;              /* state holding the stream's on_close callback */
+    int sse_close_ref;
     uint32_t client_ip_gen;
     char client_ip[64];
     struct limiter_verdict_s {

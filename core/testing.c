@@ -586,7 +586,7 @@ static void root_done(task *t, int st, const char *etext)
     ev_break(t->app->w->loop, EVBREAK_ALL);
 }
 
-int testing_main(const char *config_path, int argc, char **argv)
+int testing_exec(const char *config_path, const char *module, int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     char err[8192];
@@ -626,8 +626,8 @@ int testing_main(const char *config_path, int argc, char **argv)
 
     lua_State *L = a->L;
     lua_getglobal(L, "require");
-    lua_pushstring(L, "spec_host");
-    if (lua_pcall(L, 1, 1, 0)) { fprintf(stderr, "sluice test: %s\n", lua_tostring(L, -1)); return 2; }
+    lua_pushstring(L, module);
+    if (lua_pcall(L, 1, 1, 0)) { fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1)); return 2; }
     lua_createtable(L, argc, 0);
     for (int i = 0; i < argc; i++) { lua_pushstring(L, argv[i]); lua_rawseti(L, -2, i + 1); }
     task *root = task_prepare(a, TASK_CHILD, 1);
@@ -641,6 +641,11 @@ int testing_main(const char *config_path, int argc, char **argv)
     ratelimit_free(s->rl);
     metrics_server_free(s);
     return exit_status;
+}
+
+int testing_main(const char *config_path, int argc, char **argv)
+{
+    return testing_exec(config_path, "spec_host", argc, argv);
 }
 
 /* ---------------------------------------------------------------- sluice lua */
