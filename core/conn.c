@@ -65,7 +65,7 @@ void conn_set_timeout(conn *c, int kind, double seconds)
 
 /* A connection over max_connections gets this and is closed at once: cheap and clear. */
 static const char busy_503[] =
-    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 61\r\n"
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 63\r\n"
     "Retry-After: 1\r\nConnection: close\r\n\r\n"
     "{\"error\":\"server at max_connections, retry later\",\"status\":503}";
 
@@ -224,7 +224,7 @@ static void process_input(conn *c)
     worker *w = c->w;
 again:
     while (c->state == CS_READING && c->file_fd < 0 && buf_pending(&c->in)) {
-        int fresh = !c->req.headers_done && c->req.store.len == 0;
+        int fresh = !c->mid_request;
         size_t used = 0;
         http_feed_result r = http_feed(&c->hp, c->in.data + c->in.off, buf_pending(&c->in), &used);
         c->in.off += used;

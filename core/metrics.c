@@ -187,11 +187,13 @@ void metrics_render(server *s, buf *b)
     hist r;
     merged(s, &r, 0);
     buf_puts(b, "# HELP sluice_http_request_duration_recent_seconds Response time percentiles over the last minute.\n"
-                "# TYPE sluice_http_request_duration_recent_seconds gauge\n");
+                "# TYPE sluice_http_request_duration_recent_seconds summary\n");
     static const double qs[] = {0.5, 0.95, 0.99, 0.999};
     for (int i = 0; i < 4; i++)
         buf_printf(b, "sluice_http_request_duration_recent_seconds{quantile=\"%g\"} %.6f\n", qs[i],
                    (double)hist_percentile(&r, qs[i]) / 1e6);
+    buf_printf(b, "sluice_http_request_duration_recent_seconds_sum %.6f\n", hist_mean(&r) * (double)hist_count(&r) / 1e6);
+    buf_printf(b, "sluice_http_request_duration_recent_seconds_count %llu\n", (unsigned long long)hist_count(&r));
 
     buf_puts(b, "# HELP sluice_http_responses_total Responses by status class.\n# TYPE sluice_http_responses_total counter\n");
     for (int c = 1; c <= 5; c++) buf_printf(b, "sluice_http_responses_total{code=\"%dxx\"} %llu\n", c, class_total(s, c));

@@ -61,8 +61,12 @@ static const char *const script_src[RBUS_NSCRIPTS] = {
     [RBUS_GCRA] =
         "local T, B, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
         "local BT = B * T\n"
-        "local t = redis.call('TIME')\n"
-        "local now_s, now_ns = tonumber(t[1]), tonumber(t[2]) * 1000\n"
+        "local now_s, now_ns\n"
+        "if ARGV[4] then\n"                 /* tests pass the clock (ms) to compare with ratelimit.c */
+        "  local ms = tonumber(ARGV[4]); now_s = math.floor(ms / 1000); now_ns = (ms - now_s * 1000) * 1000000\n"
+        "else\n"
+        "  local t = redis.call('TIME'); now_s, now_ns = tonumber(t[1]), tonumber(t[2]) * 1000\n"
+        "end\n"
         "local function idiv(a, b)\n"
         "  local q = math.floor(a / b)\n"
         "  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end\n"

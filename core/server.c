@@ -40,9 +40,14 @@ static void worker_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 /* Before the loop sleeps: arm one ev_timer for the wheel's next deadline. */
+static void worker_maybe_drained(worker *w);
+
 static void worker_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     worker *w = container_of(p, worker, prepare_w);
+    /* connections closed by this iteration's callbacks: the check watcher already ran */
+    if (w->reaplist) conn_reap(w);
+    worker_maybe_drained(w);
     uint64_t now = worker_now_us(w) / 1000;
     uint64_t next = timerwheel_next(w->tw, now);
     if (next == w->tw_armed && ev_is_active(&w->tick_w)) return;
@@ -54,15 +59,20 @@ static void worker_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
     ev_timer_start(loop, &w->tick_w);
 }
 
+static void worker_maybe_drained(worker *w)
+{
+    if (w->stopping && !w->nconns && !w->drained) {
+        w->drained = 1;
+        ev_async_send(EV_DEFAULT, &drained_async);
+        ev_break(w->loop, EVBREAK_ALL);
+    }
+}
+
 static void worker_reap_cb(struct ev_loop *loop, ev_check *c, int revents)
 {
     worker *w = container_of(c, worker, reap_w);
     conn_reap(w);
-    if (w->stopping && !w->nconns && !w->drained) {
-        w->drained = 1;
-        ev_async_send(EV_DEFAULT, &drained_async);
-        ev_break(loop, EVBREAK_ALL);
-    }
+    worker_maybe_drained(w);
 }
 
 static void worker_swap(worker *w)
@@ -102,6 +112,8 @@ static void worker_begin_stop(worker *w)
         n = c->next;
         if (c->state == CS_SSE || (c->state == CS_READING && !c->mid_request)) conn_close(c);
     }
+    conn_reap(w);
+    worker_maybe_drained(w);      /* nothing left: the check watcher may not run again */
 }
 
 static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)

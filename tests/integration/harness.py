@@ -71,6 +71,7 @@ class Server:
         self.port = None
         self.proc = None
         self.returncode = None
+        self.signalled = False
         self._errf = None
 
     def start(self):
@@ -116,6 +117,7 @@ class Server:
         return self.log()[m.start():m.start() + 4000] if m else None
 
     def signal(self, sig):
+        self.signalled = True
         self.proc.send_signal(sig)
 
     def wait(self, timeout=15.0):
@@ -131,16 +133,24 @@ class Server:
     def stop(self):
         """SIGTERM; requires exit status 0 and no sanitizer report."""
         if self.proc and self.proc.poll() is None:
+            self.signalled = True
             self.proc.send_signal(signal.SIGTERM)
         rc = self.wait()
         rep = self.sanitizer_report()
         check(rep is None, "sanitizer report:\n" + (rep or ""))
         check(rc == 0, "server exit status %r (want 0); stderr tail:\n%s" % (rc, self.log()[-2000:]))
 
+    def died_message(self):
+        why = ""
+        if not self.signalled and "shutting down" in self.log():
+            why = " after a SIGTERM/SIGINT the tests did not send (another process killing sluice?)"
+        elif self.proc.returncode is not None and self.proc.returncode < 0:
+            why = " by signal %d" % -self.proc.returncode
+        return "server died (status %r)%s; stderr tail:\n%s" % (self.proc.returncode, why, self.log()[-3000:])
+
     def assert_alive(self):
         """The follow-up check after every case: a fresh GET /hello still gets 200."""
-        check(self.proc.poll() is None, "server died (status %r); stderr tail:\n%s" %
-              (self.proc.returncode, self.log()[-3000:]))
+        check(self.proc.poll() is None, self.died_message())
         st, _, body = get(self.port, "/hello")
         check(st == 200 and body == b"hello world\n", "follow-up GET /hello: %r %r" % (st, body))
 
