@@ -52,33 +52,40 @@ static void finish(conn *c)
     conn_request_done(c);
 }
 
-void dispatch_request(conn *c)
+/* What a request's path resolves to: a built-in endpoint, a route, or neither. */
+typedef struct match {
+    int builtin, rm, np;
+    unsigned allowed;
+    const route_target *t;
+    router_param ps[ROUTER_MAX_PARAMS];
+} match;
+
+static void match_request(conn *c, match *m)
 {
     worker *w = c->w;
-    atomic_fetch_add_explicit(&w->requests, 1, memory_order_relaxed);
-    c->gen++;
-    if (!c->req_start_us) c->req_start_us = worker_now_us(w);
+    const char *path = http_req_url(&c->req);
+    size_t plen = c->req.path_len;
+    m->builtin = admin_match(w->app_cfg, path, plen);
+    m->rm = router_method(c->req.method);
+    m->np = 0;
+    m->allowed = 0;
+    m->t = NULL;
+    if (!m->builtin && m->rm >= 0) m->t = router_match(w->app->rt, m->rm, path, plen, m->ps, &m->np, &m->allowed);
+}
+
+/* The request after its rate-limit decision (limited: 0 no policy, 1 admitted, -1 rejected). */
+static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdict *lvp)
+{
+    worker *w = c->w;
     appstate *a = w->app;
-    const http_req *r = &c->req;
-    const char *path = http_req_url(r);
-    size_t plen = r->path_len;
-
-    web_request_id(c);
-    if (web_cors(c)) {           /* preflight answered */
-        finish(c);
-        return;
-    }
-    int builtin = admin_match(w->app_cfg, path, plen);
-    int rm = router_method(r->method);
-    router_param ps[ROUTER_MAX_PARAMS];
-    int np = 0;
-    unsigned allowed = 0;
-    const route_target *t = NULL;
-    if (!builtin && rm >= 0) t = router_match(a->rt, rm, path, plen, ps, &np, &allowed);
-
-    /* SSE streams are never counted against rate limits */
-    limiter_verdict lv;
-    int limited = (t && t->kind == 1) ? 0 : limiter_check(c, path, plen, &lv);
+    const char *path = http_req_url(&c->req);
+    size_t plen = c->req.path_len;
+    int builtin = mt->builtin, rm = mt->rm, np = mt->np;
+    unsigned allowed = mt->allowed;
+    const route_target *t = mt->t;
+    router_param *ps = mt->ps;
+    limiter_verdict lv = *lvp;
+    (void)plen;
     if (limited < 0) {           /* rejected: 429 already queued */
         finish(c);
         return;
@@ -125,6 +132,43 @@ void dispatch_request(conn *c)
         double left = w->app_cfg->request_timeout - (double)(worker_now_us(w) - c->req_start_us) / 1e6;
         conn_set_timeout(c, TMO_HANDLER, left > 0 ? left : 0);
     }
+}
+
+/* The Redis rate-limit verdict arrived (limiter_check_async returned 2): continue the request
+ * where dispatch_request left it, then the connection's pipeline. */
+static void dispatch_limit_done(conn *c, int rc)
+{
+    match m;
+    limiter_verdict lv = c->lv;
+    c->state = CS_READING;
+    match_request(c, &m);              /* again: a reload may have swapped the routes meanwhile */
+    dispatch_routed(c, &m, rc, &lv);
+    if (!c->closed && !c->task) conn_resume(c);
+}
+
+void dispatch_request(conn *c)
+{
+    worker *w = c->w;
+    atomic_fetch_add_explicit(&w->requests, 1, memory_order_relaxed);
+    c->gen++;
+    if (!c->req_start_us) c->req_start_us = worker_now_us(w);
+    const http_req *r = &c->req;
+    const char *path = http_req_url(r);
+    size_t plen = r->path_len;
+
+    web_request_id(c);
+    if (web_cors(c)) {           /* preflight answered */
+        finish(c);
+        return;
+    }
+    match m;
+    match_request(c, &m);
+
+    /* SSE streams are never counted against rate limits */
+    limiter_verdict lv;
+    int limited = (m.t && m.t->kind == 1) ? 0 : limiter_check_async(c, path, plen, &lv, dispatch_limit_done);
+    if (limited == 2) return;          /* Redis decides; dispatch_limit_done continues */
+    dispatch_routed(c, &m, limited, &lv);
 }
 
 static void add_limit_headers(resp *r, void *ud)
@@ -206,6 +250,7 @@ void dispatch_heartbeat(conn *c) { ssestream_heartbeat(c); }
 void dispatch_conn_gone(conn *c)
 {
     app_conn_gone(c);
+    limiter_conn_gone(c);
     if (c->sse) ssestream_stop(c);
     if (c->sse_close_ref) {
         appstate *a = c->sse_app;

@@ -139,7 +139,7 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
 
 /* ---- the Redis backend: one GCRA script per decision, exact across instances ---- */
 
-#define REDIS_DEADLINE 0.05         /* s: then the local table decides (fail open to local limits) */
+#define REDIS_DEADLINE 0.25         /* s: then the local table decides (fail open to local limits) */
 
 typedef struct rlwait {
     conn *c;
@@ -152,7 +152,7 @@ typedef struct rlwait {
 } rlwait;
 
 typedef struct rlside {
-    rlwait *pending;                /* decisions in flight (few: each lasts < 50 ms) */
+    rlwait *pending;                /* decisions in flight (few: each lasts < 250 ms) */
     rlwait *free;
 } rlside;
 

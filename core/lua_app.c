@@ -22,6 +22,7 @@ struct sluice_embedded { const char *name; const char *src; size_t len; };
 extern const struct sluice_embedded sluice_embedded_lua[];
 
 int luaopen_sluice_core(lua_State *L);
+int luaopen_sluice_cache(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
 
@@ -104,6 +105,9 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_core, 1);
         lua_setfield(L, -2, "sluice.core");
+        lua_pushlightuserdata(L, a);
+        lua_pushcclosure(L, luaopen_sluice_cache, 1);
+        lua_setfield(L, -2, "sluice.cache");
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_testing, 1);
         lua_setfield(L, -2, "sluice.testing");

@@ -13,6 +13,7 @@
 #include "lua_app.h"
 #include "lua_db.h"
 #include "ratelimit.h"
+#include "rbus.h"
 #include "sse.h"
 
 typedef struct wmetrics {
@@ -247,6 +248,7 @@ void metrics_render(server *s, buf *b)
         buf_puts(b, "# HELP sluice_db_pool_wait_seconds_total Time spent waiting for a connection.\n# TYPE sluice_db_pool_wait_seconds_total counter\n");
         for (int i = 0; i < s->nworkers; i++) db_metrics(&s->workers[i], b, i == 0);
     }
+    rbus_metrics(s, b);
     double rss, cpu;
     proc_usage(&rss, &cpu);
     struct timespec ts;
@@ -326,6 +328,7 @@ void metrics_status_json(server *s, buf *b)
         buf_printf(b, "\"sse\":{\"subscribers\":%llu,\"channels\":%llu,\"published\":%llu},",
                    (unsigned long long)st.subscribers, (unsigned long long)st.channels, (unsigned long long)st.published);
     }
+    rbus_status_json(s, b);
     if (!m) { buf_puts(b, "\"errors\":[],\"snapshots\":[]}"); return; }
     pthread_mutex_lock(&m->lock);
     buf_puts(b, "\"errors\":[");

@@ -21,7 +21,10 @@
 #include "log.h"
 #include "lua_app.h"
 #include "lua_db.h"
+#include "limiter.h"
+#include "lua_cache.h"
 #include "metrics.h"
+#include "rbus.h"
 #include "ratelimit.h"
 #include "sse.h"
 #include "ssestream.h"
@@ -197,7 +200,7 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
     ev_init(&w->tick_w, worker_tick_cb);
     ev_check_init(&w->reap_w, worker_reap_cb);
     ev_check_start(w->loop, &w->reap_w);
-    if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w)) return -1;
+    if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w)) return -1;
     return 0;
 }
 
@@ -214,6 +217,8 @@ void worker_teardown(worker *w)
     }
     w->freelist = NULL;
     db_worker_free(w);
+    limiter_worker_free(w);
+    rbus_worker_free(w);
     if (w->app) { appstate_retire(w->app); appstate_release(w->app); w->app = NULL; }
     ssestream_worker_free(w);
     metrics_worker_free(w);
@@ -471,6 +476,7 @@ int server_run(const char *config_path, int watch)
     gettimeofday(&tv, NULL);
     /* ids start at the wall-clock ms: monotonic across restarts, exact in JSON (< 2^53) */
     s->ssehub = sse_hub_new(&l, (unsigned)s->nworkers, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000);
+    if (rbus_server_init(s, cfg, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     if (!s->rl || !s->ssehub || metrics_server_init(s, cfg->metrics_errors, cfg->metrics_retention)) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -548,6 +554,8 @@ int server_run(const char *config_path, int watch)
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);
     metrics_server_free(s);
+    rbus_server_free(s);
+    lua_cache_server_free(s);
     log_msg(LOG_INFO, "sluice stopped");
     return 0;
 }

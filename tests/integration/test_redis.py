@@ -124,7 +124,7 @@ with open(os.path.join(FIXTURE, "config.lua"), "w") as f:
 with open(os.path.join(FIXTURE, "app.lua"), "w") as f:
     f.write(APP)
 
-REDIS = Redis().start()
+REDIS = Redis()
 
 
 def instance(prefix="sluice:"):
@@ -390,6 +390,7 @@ def main():
     global A, B, C
     servers = [instance(), instance(), instance()]
     try:
+        REDIS.start()
         for s in servers:
             s.start()
         A, B, C = servers
