@@ -7,6 +7,7 @@
 #   SLUICE_BIN=path     binary to test (default: build/sluice of this checkout)
 #   BENCH_NODE=0        skip the Node.js anchor (default: run it when `node` exists)
 #   BENCH_RESULTS=0     do not write bench/RESULTS.md (smoke runs)
+#   BENCH_ROUNDS=2      rounds per figure (servers alternate between rounds)
 #   BENCH_PORT=17480    first of three consecutive ports (sluice, nginx, node)
 #   BENCH_KEEP=1        keep the temp dir with raw wrk output
 #   BENCH_NICE=0        do not raise the priority (as root, servers and wrk run at nice -20 so
@@ -15,7 +16,12 @@ set -euo pipefail
 
 SECS=${1:-10}
 case $SECS in ''|*[!0-9]*) echo "usage: $0 [seconds]" >&2; exit 2;; esac
-PSECS=$(( SECS / 2 > 2 ? SECS / 2 : 2 ))   # pipelined runs saturate quickly: half as long
+ROUNDS=${BENCH_ROUNDS:-2}
+case $ROUNDS in ''|*[!0-9]*|0) echo "BENCH_ROUNDS must be a positive integer" >&2; exit 2;; esac
+# Each figure is the sum of ROUNDS rounds, the servers taking turns (in reverse order every
+# other round), so that load drifting on a shared machine hits every server alike.
+ASECS=$(( SECS / ROUNDS > 2 ? SECS / ROUNDS : 2 ))        # per round, (a)
+BSECS=$(( SECS / ROUNDS / 2 > 2 ? SECS / ROUNDS / 2 : 2 ))  # per round, (b): it saturates quickly
 CONNS=50
 DEPTH=16
 
@@ -59,10 +65,11 @@ fi
 TMP=$(mktemp -d /tmp/httpbench.XXXXXX)
 PIDS=()
 cleanup() {
-  local p
+  local rc=$? p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "raw output kept in $TMP"; else rm -rf "$TMP"; fi
+  if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then echo "raw output and logs kept in $TMP" >&2
+  else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -146,7 +153,8 @@ cpu_ticks() { # pid -> "utime stime" of the whole process (all threads), in cloc
   awk '{ print $12, $13 }' <<<"$st"   # fields 14 and 15 of stat, counted after "comm)"
 }
 rq_wait_ns() { # pid -> total time its threads spent runnable but waiting for a CPU, in ns
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%d\n", s }'
+  # never fails (set -e, pipefail): a thread or the whole process may vanish while we read
+  { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk '{ s += $2 } END { printf "%d\n", s }'
 }
 # wrk output -> "requests seconds p99_ms socket_errors non2xx"
 parse_wrk() {
@@ -177,6 +185,7 @@ run() { # server route mode(a|b) seconds
     sleep 0.25
   done
   wait "$wpid" || die "wrk failed on $url: $(cat "$out")"
+  kill -0 "$pid" 2>/dev/null || die "$srv (pid $pid) exited during the run; see $TMP/$srv.log"
   read -r u1 s1 < <(cpu_ticks "$pid"); q1=$(rq_wait_ns "$pid")
   t0=$((u0 + s0)) t1=$((u1 + s1))
   read -r req dur p99 err bad < <(parse_wrk <"$out")
@@ -195,23 +204,34 @@ run() { # server route mode(a|b) seconds
 }
 
 echo "sluice: $SLUICE_BIN (pid $PID_SLUICE)  nginx: $(nginx -v 2>&1 | sed 's/.*\///') (pid $PID_NGINX)$( [ "$WITH_NODE" = 1 ] && echo "  node: $(node --version) (pid $PID_NODE)")"
-echo "each server on core 0, wrk -t1 on core 1; (a) $CONNS conns ${SECS}s, (b) $CONNS conns x $DEPTH pipelined ${PSECS}s"
+echo "each server on core 0, wrk -t1 on core 1; $ROUNDS rounds of (a) $CONNS conns ${ASECS}s, (b) $CONNS conns x $DEPTH pipelined ${BSECS}s"
+# shellcheck disable=SC2086  # split on purpose
+REVERSED=$(printf '%s\n' $SERVERS | tac | tr '\n' ' ')
 for route in hello json; do
   for s in $SERVERS; do   # warm up: JIT traces, connection pools, page cache
     taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$(port_of "$s")/$route" >/dev/null
   done
-  for s in $SERVERS; do run "$s" "$route" a "$SECS"; done
-  for s in $SERVERS; do run "$s" "$route" b "$PSECS"; done
+  for mode in a b; do
+    secs=$ASECS; [ "$mode" = b ] && secs=$BSECS
+    for ((round = 1; round <= ROUNDS; round++)); do
+      order=$SERVERS; [ $((round % 2)) = 0 ] && order=$REVERSED
+      for s in $order; do run "$s" "$route" "$mode" "$secs"; done
+    done
+  done
 done
 for s in $SERVERS; do kill -0 "$(pid_of "$s")" 2>/dev/null || die "$s died during the run (logs in $TMP)"; done
 
 # ---------------------------------------------------------------- table
 TABLE=$(printf '%s\n' "${RESULT_LINES[@]}" | awk -v clk="$CLK" -v servers="$SERVERS" '
-  { k = $1 SUBSEP $2; rps[k, $3] = $4 / $5; cpu[k, $3] = $7 / clk / $5
-    if ($3 == "a") p99[k] = $6
-    rpc[k, $3] = ($7 > 0 ? $4 / ($7 / clk) : 0)
-    usr[k, $3] = 1e6 * $8 / clk / $4; sys[k, $3] = 1e6 * $9 / clk / $4 }
+  { k = $1 SUBSEP $2; m = $3          # sums over the rounds; p99: the worst round
+    req[k, m] += $4; dur[k, m] += $5; tck[k, m] += $7; ut[k, m] += $8; st[k, m] += $9
+    if (m == "a" && (p99[k] == "" || $6 + 0 > p99[k] + 0)) p99[k] = $6 }
   END {
+    for (km in req) {
+      rps[km] = req[km] / dur[km]; cpu[km] = tck[km] / clk / dur[km]
+      rpc[km] = (tck[km] > 0 ? req[km] / (tck[km] / clk) : 0)
+      usr[km] = 1e6 * ut[km] / clk / req[km]; sys[km] = 1e6 * st[km] / clk / req[km]
+    }
     n = split(servers, S, " ")
     print "| route | server | (a) req/s | (a) p99 ms | (a) server CPU | (a) req per CPU-s | (a) CPU us/req user+sys | (b) pipelined req/s | (b) server CPU | (b) req per CPU-s | (b) CPU us/req user+sys |"
     print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -251,9 +271,10 @@ SECTION=$(cat <<EOF
 - nginx $(nginx -v 2>&1 | sed 's/.*\///') + lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null)$( [ "$WITH_NODE" = 1 ] && echo ", node $(node --version)")
 - setup: each server one worker pinned to core 0 (sluice \`workers = 1\`, access log off, \`ratelimit = false\`;
   nginx \`master_process off\`, \`worker_processes 1\`, access log off, Content-Length set from Lua;
-  node one process); \`wrk -t1\` pinned to core 1; (a) $CONNS keep-alive connections, ${SECS} s, \`--latency\`;
-  (b) $CONNS connections x $DEPTH pipelined requests (bench/pipeline.lua), ${PSECS} s.
-  Priority: $( [ ${#PRIO[@]} -gt 0 ] && echo "servers and wrk at nice -20 (shared machine)" || echo "default nice").
+  node one process); \`wrk -t1\` pinned to core 1; (a) $CONNS keep-alive connections, \`--latency\`, $ROUNDS x ${ASECS} s;
+  (b) $CONNS connections x $DEPTH pipelined requests (bench/pipeline.lua), $ROUNDS x ${BSECS} s.
+  Servers take turns round by round; figures are sums over the rounds, p99 is the worst round.
+  Priority: $( [ ${#PRIO[@]} -gt 0 ] && echo "servers and wrk in their own session, autogroup nice -20 and nice -20 (shared machine)" || echo "default nice").
   Server CPU = delta of utime+stime (/proc/PID/stat fields 14+15, all threads) / CLK_TCK over the wrk run.
   CPU us/req = utime (user space) + stime (kernel) per request, in microseconds (tick-sampled: read it as a split, not to 0.01 us).
 

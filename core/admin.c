@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dashboard.h"
+#include "json.h"
 #include "lua_app.h"
 #include "lua_db.h"
 #include "metrics.h"
@@ -99,9 +100,9 @@ static void publish(conn *c)
     const char *ch = lua_tolstring(L, t + 1, &chl);
     const char *ev = lua_tostring(L, t + 2);
     if (lua_istable(L, t + 3)) {          /* table data is sent as JSON */
-        lua_getfield(L, t - 1, "encode");
+        lua_pushcfunction(L, json_lua_encode);
         lua_pushvalue(L, t + 3);
-        lua_call(L, 1, 1);
+        if (lua_pcall(L, 1, 1, 0)) { lua_settop(L, top); resp_error(c, 400, "data cannot be sent as JSON", 0); return; }
         lua_replace(L, t + 3);
     }
     const char *data = lua_tolstring(L, t + 3, &dl);

@@ -18,14 +18,6 @@ int buf_reserve(buf *b, size_t n)
     return 0;
 }
 
-int buf_append(buf *b, const void *p, size_t n)
-{
-    if (buf_reserve(b, n)) return -1;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
 int buf_puts(buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
 
 int buf_printf(buf *b, const char *fmt, ...)

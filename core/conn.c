@@ -22,11 +22,16 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_tmo_cb(tw_entry *e);
 static void process_input(conn *c);
 
-uint64_t worker_now_us(worker *w)
+uint64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u + w->vclock_offset_us;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t worker_now_us(worker *w)
+{
+    return (w->now_cache_us ? w->now_cache_us : mono_us()) + w->vclock_offset_us;
 }
 
 void worker_update_date(worker *w)

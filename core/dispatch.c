@@ -18,8 +18,10 @@ static void access_log(conn *c)
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    uint64_t us = worker_now_us(w) - c->req_start_us;
-    metrics_observe(w, c->status, us);
+    uint64_t real = mono_us();                              /* the one uncached clock read */
+    uint64_t end = real + w->vclock_offset_us;
+    uint64_t us = end > c->req_start_us ? end - c->req_start_us : 0;
+    metrics_observe(w, c->status, us, real / 1000000u);
     if (!cfg->access_log) return;
     char line[2048];
     int n;
@@ -198,6 +200,7 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
                 lua_pop(t->co, 1);
             }
             access_log(c);
+            if (was_async) conn_resume(c);   /* re-arm reading: it notices the client leaving */
             return;                       /* the connection is a stream now */
         }
         if (rc < 0) err = ebuf;
@@ -206,9 +209,12 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
     }
     if (err) {
         const char *route = http_req_url(&c->req);
-        log_msg(LOG_ERROR, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
-                route, err);
-        metrics_error(w, c, err);
+        int client_error = st != 0 && t->err_status >= 400 && t->err_status < 500;   /* app.error(4xx) */
+        if (!client_error) {
+            log_msg(LOG_ERROR, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
+                    route, err);
+            metrics_error(w, c, err);
+        }
         if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
             char first[400];
             const char *nl = strchr(err, '\n');

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "dispatch.h"
+#include "json.h"
 #include "log.h"
 #include "lua_db.h"
 #include "web.h"
@@ -70,7 +71,9 @@ static double mono_now(void)
 static void watchdog_hook(lua_State *L, lua_Debug *ar)
 {
     if (run_deadline > 0 && mono_now() > run_deadline) {
-        run_deadline = 0;     /* let the error unwind without firing again */
+        /* a handler that catches the error with pcall gets a short grace to answer; if it
+         * keeps looping the hook fires again */
+        run_deadline = mono_now() + 0.05;
         luaL_error(L, "script ran too long without yielding (limits.script_timeout)");
     }
 }
@@ -224,6 +227,19 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_getfield(L, -1, "_req_mt");
     a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
+    /* strings every request table needs, interned once and fetched by integer index */
+    lua_createtable(L, 140, 0);
+    lua_pushliteral(L, "method");
+    lua_rawseti(L, -2, 1);
+    lua_pushliteral(L, "path");
+    lua_rawseti(L, -2, 2);
+    lua_pushliteral(L, "params");
+    lua_rawseti(L, -2, 3);
+    for (int m = 0; m <= 40; m++) {
+        lua_pushstring(L, http_method_str((enum http_method)m));
+        lua_rawseti(L, -2, 100 + m);
+    }
+    a->keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     for (size_t i = 0; i < a->cfg->nscripts; i++) {
         const char *path = a->cfg->scripts[i];
@@ -418,7 +434,10 @@ static void task_error_text(task *t, char *out, size_t outlen)
     const char *msg = lua_tostring(co, -1);
     if (!msg) {
         if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1)) msg = lua_tostring(co, -1);
-        else msg = "(error object is not a string)";
+        else if (lua_istable(co, -1)) {
+            lua_getfield(co, -1, "message");
+            msg = lua_isstring(co, -1) ? lua_tostring(co, -1) : "(error object is a table without message)";
+        } else msg = "(error object is not a string)";
     }
     luaL_traceback(co, co, msg, 0);
     snprintf(out, outlen, "%s", lua_tostring(co, -1));
@@ -475,7 +494,7 @@ static void task_finish(task *t, int st)
             if (st == 0) { lua_pushboolean(pc, 1); n = 1; }
             else {
                 lua_pushboolean(pc, 0);
-                const char *nl = strchr(etext, '\n');
+                const char *nl = strstr(etext, "\nstack traceback:");
                 lua_pushlstring(pc, etext, nl ? (size_t)(nl - etext) : strlen(etext));
                 lua_pushstring(pc, etext);
                 n = 3;
@@ -572,16 +591,21 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, rt->ref);
     /* the request table: method, path, params eager; the rest lazily via the metatable */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, a->keys_ref);
+    int K = lua_gettop(co);
     lua_createtable(co, 2, 4);
     lua_pushlightuserdata(co, c);
     lua_rawseti(co, -2, 1);
     lua_pushnumber(co, c->gen);
     lua_rawseti(co, -2, 2);
-    lua_pushstring(co, http_method_str((enum http_method)c->req.method));
-    lua_setfield(co, -2, "method");
+    lua_rawgeti(co, K, 1);
+    lua_rawgeti(co, K, 100 + (c->req.method <= 40 ? c->req.method : 1));
+    lua_rawset(co, -3);
+    lua_rawgeti(co, K, 2);
     lua_pushlstring(co, http_req_url(&c->req), c->req.path_len);
-    lua_setfield(co, -2, "path");
+    lua_rawset(co, -3);
     if (np) {
+        lua_rawgeti(co, K, 3);
         lua_createtable(co, 0, np);
         for (int i = 0; i < np; i++) {
             char tmp[1024];
@@ -596,10 +620,11 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
             lua_pushlstring(co, v, vl);
             lua_rawset(co, -3);
         }
-        lua_setfield(co, -2, "params");
+        lua_rawset(co, -3);
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, a->req_mt_ref);
     lua_setmetatable(co, -2);
+    lua_remove(co, K);
     if (nargs == 3) lua_pushboolean(co, rt->kind == 1);
     c->task = t;
     task_run(t, nargs);
@@ -669,15 +694,16 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     int body_idx = 0;
     lua_getfield(co, 1, "json");
     if (!lua_isnil(co, -1)) {
-        lua_rawgeti(co, LUA_REGISTRYINDEX, a->encode_ref);
-        lua_pushvalue(co, -2);
-        if (lua_pcall(co, 1, 1, 0)) {
-            snprintf(etext, elen, "response json cannot be encoded: %s", lua_tostring(co, -1));
+        buf *jb = &c->w->jsonbuf;      /* encoded straight into a reused buffer: no Lua string */
+        buf_reset(jb);
+        const char *je = json_encode(co, lua_gettop(co), jb);
+        if (je) {
+            snprintf(etext, elen, "response json cannot be encoded: %s", je);
             lua_settop(co, top);
             return etext;
         }
-        body = lua_tolstring(co, -1, &blen);
-        body_idx = lua_gettop(co);
+        body = jb->data ? jb->data : "";
+        blen = jb->len;
         ctype = "application/json";
     } else {
         lua_pop(co, 1);
@@ -733,6 +759,7 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     const char *cerr = dispatch_cookies(&r, co, 1, etext, elen);
     if (cerr) { c->out.len = mark; lua_settop(co, top); return cerr; }
     resp_finish(&r, ctype, body, blen);
+    if (c->w->jsonbuf.cap > (1 << 20)) buf_free(&c->w->jsonbuf);   /* one huge answer keeps no memory */
     lua_settop(co, top);
     return NULL;
 }

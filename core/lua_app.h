@@ -45,6 +45,7 @@ struct appstate {
     router *rt;
     int refs;                /* live tasks + 1 while current */
     int req_mt_ref;          /* metatable of request tables */
+    int keys_ref;            /* interned strings: [1] method [2] path [3] params, [100+m] method names */
     int encode_ref;          /* cjson.encode */
     int traceback_ref;
     int *copool;             /* idle coroutines (registry refs) */

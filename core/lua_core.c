@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "clientip.h"
+#include "json.h"
 #include "limiter.h"
 #include "log.h"
 #include "lua_app.h"
@@ -304,7 +305,7 @@ int luaopen_sluice_core(lua_State *L)
     static const luaL_Reg fns[] = {
         {"route", l_route},   {"config", l_config}, {"publish", l_publish}, {"sleep", l_sleep},
         {"timer", l_timer},   {"log", l_log},       {"now", l_now},         {"worker", l_worker},
-        {"static", web_lua_static}, {"set_pipeline", l_set_pipeline},
+        {"static", web_lua_static}, {"set_pipeline", l_set_pipeline}, {"json_encode", json_lua_encode},
         {NULL, NULL},
     };
     appstate *a = lua_touserdata(L, lua_upvalueindex(1));

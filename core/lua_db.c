@@ -36,6 +36,8 @@ typedef struct dbop {
     pgpool_waiter waiter;
     enum { OP_QUERY, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_FIX_BEGIN, OP_FIX_ROLLBACK } kind;
     int savepoint;               /* transaction nested in the test fixture's */
+    int fix_step;                /* test fixture: 1 SAVEPOINT sent, 2 query sent, 3 ROLLBACK TO sent */
+    PGresult *fix_res;           /* the failed query's result, kept while rolling back to the savepoint */
 } dbop;
 
 static void warm_cb(void *ud, pgconn *c, const char *err)
@@ -195,7 +197,47 @@ static void op_finish(dbop *op, PGresult *res, const char *err)
     task_resume(t, n);
 }
 
-static void query_cb(void *ud, PGresult *res, const char *err) { op_finish(ud, res, err); }
+static void query_cb(void *ud, PGresult *res, const char *err);
+
+/* In the test fixture a failed statement would abort the whole test transaction, so each
+ * statement runs behind its own savepoint: SAVEPOINT, the query, and on error ROLLBACK TO. */
+static int fix_send(dbop *op, const char *sql)
+{
+    return pgconn_query(op->conn, sql, 0, NULL, NULL, query_cb, op);
+}
+
+static void query_cb(void *ud, PGresult *res, const char *err)
+{
+    dbop *op = ud;
+    if (op->fix_step == 1) {                       /* SAVEPOINT answered */
+        int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (res) PQclear(res);
+        if (!ok) { op->fix_step = 0; op_finish(op, NULL, err ? err : "fixture savepoint failed"); return; }
+        op->fix_step = 2;
+        if (pgconn_query(op->conn, op->sql, op->nparams, (const char *const *)op->values, op->lengths, query_cb, op)) {
+            op->fix_step = 0;
+            op_finish(op, NULL, PGPOOL_ERR_LOST ": the connection is busy or broken");
+        }
+        return;
+    }
+    if (op->fix_step == 2) {                       /* the query answered */
+        int ok = res && (PQresultStatus(res) == PGRES_TUPLES_OK || PQresultStatus(res) == PGRES_COMMAND_OK);
+        if (ok || !res) { op->fix_step = 0; op_finish(op, res, err); return; }
+        op->fix_res = res;
+        op->fix_step = 3;
+        if (fix_send(op, "ROLLBACK TO SAVEPOINT sluice_fixture_q")) { op->fix_step = 0; op->fix_res = NULL; op_finish(op, res, err); }
+        return;
+    }
+    if (op->fix_step == 3) {                       /* rolled back: report the query's error */
+        if (res) PQclear(res);
+        PGresult *qres = op->fix_res;
+        op->fix_res = NULL;
+        op->fix_step = 0;
+        op_finish(op, qres, qres ? PQresultErrorField(qres, PG_DIAG_MESSAGE_PRIMARY) : err);
+        return;
+    }
+    op_finish(op, res, err);
+}
 
 /* Sends the statement; -1 when the connection cannot take it (nothing was sent). */
 static int send_op(dbop *op)
@@ -269,7 +311,12 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
                 char nb[64];
                 double v = lua_tonumber(L, idx);
                 if (v == (double)(long long)v && v > -9.2e18 && v < 9.2e18) snprintf(nb, sizeof nb, "%lld", (long long)v);
-                else snprintf(nb, sizeof nb, "%.17g", v);
+                else {            /* the shortest text that reads back as the same double */
+                    for (int prec = 15; prec <= 17; prec++) {
+                        snprintf(nb, sizeof nb, "%.*g", prec, v);
+                        if (strtod(nb, NULL) == v) break;
+                    }
+                }
                 op->values[i] = strdup(nb);
             } else if (ty == LUA_TSTRING) {
                 size_t n;
@@ -301,6 +348,7 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
         op->pool = d->primary;
         op->conn = d->fixture;
         op->pinned = 1;
+        if (kind == OP_QUERY) op->fix_step = 1;
     } else {
         op->pool = d->primary;
         if (read_only && d->nreplicas) {
@@ -340,7 +388,7 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
         }
         op->conn = c;
     }
-    if (send_op(op)) {
+    if (op->fix_step == 1 ? fix_send(op, "SAVEPOINT sluice_fixture_q") : send_op(op)) {
         if (!op->pinned && op->conn) pgpool_release(op->pool, op->conn);
         op_free(op);
         lua_pushnil(L);

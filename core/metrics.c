@@ -92,12 +92,12 @@ void metrics_server_free(server *s)
     s->metrics = NULL;
 }
 
-void metrics_observe(worker *w, int status, uint64_t us)
+void metrics_observe(worker *w, int status, uint64_t us, uint64_t now)
 {
     wmetrics *m = w->metrics;
     if (!m) return;
     hist_record(&m->all, us);
-    histwin_record(&m->recent, now_s(), us);
+    histwin_record(&m->recent, now, us);
     int cls = status / 100;
     if (cls >= 1 && cls <= 5) atomic_fetch_add_explicit(&m->by_class[cls], 1, memory_order_relaxed);
 }

@@ -14,7 +14,7 @@ void metrics_worker_free(worker *w);
 int metrics_server_init(server *s, unsigned errors_kept, unsigned snapshots_kept);
 void metrics_server_free(server *s);
 /* Records one finished request: status and duration in microseconds. Hot path: no locks. */
-void metrics_observe(worker *w, int status, uint64_t us);
+void metrics_observe(worker *w, int status, uint64_t us, uint64_t now_s);
 /* Records an error (route, status 500, message with traceback) in the bounded ring. */
 void metrics_error(worker *w, conn *c, const char *msg);
 /* Appends the Prometheus text exposition of the whole process. */

@@ -7,24 +7,14 @@
 #include <ev.h>
 #include <libpq-fe.h>
 
+#include "pgurl.h" /* pgpool_config and the URL parser */
+
 /* Error messages handed to callbacks start with one of these prefixes (map them to 503 etc.). */
 #define PGPOOL_ERR_TIMEOUT "pool timeout"           /* no connection free within pool_timeout */
 #define PGPOOL_ERR_UNREACHABLE "database unreachable" /* connect failed and no connection is open */
 #define PGPOOL_ERR_LOST "connection lost"           /* the server went away during a query */
 #define PGPOOL_ERR_STMT_TIMEOUT "statement timeout" /* the server did not answer in time */
 #define PGPOOL_ERR_CLOSED "pool closed"             /* pgpool_free ran while waiting */
-
-typedef struct pgpool_config {
-    char conninfo[2048];      /* the URL minus our own parameters, handed to libpq */
-    int connection_limit;     /* global cap over all workers (default 10, 1..1000) */
-    double pool_timeout;      /* s a caller waits for a free connection; 0 = forever (default 10) */
-    double connect_timeout;   /* s for one connection attempt (default 5) */
-    double idle_timeout;      /* s before an unused connection is closed; 0 = never (default 300) */
-    double max_lifetime;      /* s before a connection is retired, minus up to 10% jitter; 0 = never (default 1800) */
-    double statement_timeout; /* s per query, set on the server and enforced by a client timer; 0 = none (default 30) */
-    double health_interval;   /* s an idle connection may sit before it is pinged in the background (default 30) */
-    char search_path[128];    /* from Prisma's `schema` parameter; "" = server default */
-} pgpool_config;
 
 typedef struct pgpool pgpool; /* opaque: one per worker thread, not thread-safe */
 typedef struct pgconn pgconn; /* opaque: a connection, owned by the pool, lent between acquire and release */
@@ -56,9 +46,7 @@ typedef struct pgpool_stats_t {
     uint64_t wait_us;         /* total time callers waited for a connection, microseconds */
 } pgpool_stats_t;
 
-/* Parse a postgresql:// or postgres:// URL: take out our parameters (connection_limit, pool_timeout,
- * connect_timeout, idle_timeout, max_lifetime, statement_timeout, schema, pgbouncer, ...) and validate
- * the rest with libpq. Returns 0, or -1 with a one-line reason in err. */
+/* Same as pgurl_parse (see pgurl.h): fill a pool config from DATABASE_URL. 0, or -1 with err set. */
 int pgpool_parse_url(const char *url, pgpool_config *out, char *err, size_t errlen);
 
 /* This worker's share of the global limit: limit/workers plus one for the first limit%workers.

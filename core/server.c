@@ -182,6 +182,14 @@ static int open_listener(const char *host, int port, int probe, char *err, size_
     return fd;
 }
 
+/* Runs the pending callbacks of one loop iteration, after one read of the clock. */
+static void worker_invoke_pending(struct ev_loop *loop)
+{
+    worker *w = ev_userdata(loop);
+    w->now_cache_us = mono_us();
+    ev_invoke_pending(loop);
+}
+
 int worker_setup(server *s, worker *w, int idx, appstate *a)
 {
     w->srv = s;
@@ -192,6 +200,8 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
     w->app = a;
     w->app_cfg = a->cfg;
     a->w = w;
+    ev_set_userdata(w->loop, w);
+    ev_set_invoke_pending_cb(w->loop, worker_invoke_pending);
     w->tw = timerwheel_new(worker_now_us(w) / 1000);
     ev_async_init(&w->wake_w, worker_wake_cb);
     ev_async_start(w->loop, &w->wake_w);
@@ -224,6 +234,7 @@ void worker_teardown(worker *w)
     metrics_worker_free(w);
     if (w->z_ready) deflateEnd(&w->z);
     buf_free(&w->scratch);
+    buf_free(&w->jsonbuf);
     if (w->tw) timerwheel_free(w->tw);
     if (w->lfd >= 0) close(w->lfd);
     ev_loop_destroy(w->loop);

@@ -84,18 +84,20 @@ struct worker {
     z_stream z;
     int z_ready, z_level;
     buf scratch;                    /* compression output */
+    buf jsonbuf;                    /* { json = ... } responses are encoded here */
     int stopping;
     /* reload hand-over, guarded by srv->lock */
     appstate *next_app;
     int swap_pending;
     unsigned long long swapped_gen;
-    int drained;
+    atomic_int drained;             /* read by the main thread */
     /* counters (read by other threads with relaxed loads) */
     atomic_ullong requests, responses_5xx, responses_4xx, bytes_out, lua_errors, rate_limited;
     void *metrics;                  /* per-worker metrics block */
     void *sse;                      /* per-worker SSE side */
     void *db;                       /* per-worker database pool */
     uint64_t reqid_seed, reqid_counter;
+    uint64_t now_cache_us;          /* monotonic time read once per loop iteration */
     int test_mode;                  /* spec runner: virtual clock */
     int test_port;
     uint64_t vclock_offset_us;
@@ -156,8 +158,11 @@ void conn_flush(conn *c);
 void conn_reap(worker *w);
 /* Rearms the connection's timeout entry. */
 void conn_set_timeout(conn *c, int kind, double seconds);
-/* Monotonic microseconds for this worker (virtual in test mode). */
+/* Monotonic microseconds for this worker (plus the virtual clock's offset in tests): the
+ * time the current loop iteration started, so a request reads the clock once, not per use. */
 uint64_t worker_now_us(worker *w);
+/* The monotonic clock now, not cached (for durations). */
+uint64_t mono_us(void);
 /* Keeps w->date current. */
 void worker_update_date(worker *w);
 

@@ -8,77 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-/* ---------------------------------------------------------------- hashing */
-
-/* Chained hash table of intrusive nodes keyed by a byte string. Tables grow
- * by doubling; a failed grow is harmless (chains just get longer). */
-typedef struct hnode {
-    struct hnode *next;
-    uint64_t hash;
-    const char *key;
-    uint32_t klen;
-} hnode;
-
-typedef struct htab {
-    hnode **b;
-    size_t mask, n;
-} htab;
-
-/* FNV-1a with a per-hub random seed, so chosen channel names cannot be aimed at one bucket cheaply. */
-static uint64_t hash_str(uint64_t seed, const char *s, size_t n)
-{
-    uint64_t x = 0xcbf29ce484222325ull ^ seed;
-    for (size_t i = 0; i < n; i++) x = (x ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    return x ^ (x >> 29);
-}
-
-static int ht_init(htab *t)
-{
-    t->b = calloc(16, sizeof *t->b);
-    t->mask = 15;
-    t->n = 0;
-    return t->b ? 0 : -1;
-}
-
-static hnode *ht_find(const htab *t, uint64_t hash, const char *k, size_t klen)
-{
-    for (hnode *n = t->b[hash & t->mask]; n; n = n->next)
-        if (n->hash == hash && n->klen == klen && memcmp(n->key, k, klen) == 0) return n;
-    return NULL;
-}
-
-static void ht_insert(htab *t, hnode *n)
-{
-    if (t->n >= t->mask + 1) {
-        size_t ncap = (t->mask + 1) * 2;
-        hnode **nb = calloc(ncap, sizeof *nb);
-        if (nb) {
-            for (size_t i = 0; i <= t->mask; i++)
-                for (hnode *x = t->b[i], *nx; x; x = nx) {
-                    nx = x->next;
-                    x->next = nb[x->hash & (ncap - 1)];
-                    nb[x->hash & (ncap - 1)] = x;
-                }
-            free(t->b);
-            t->b = nb;
-            t->mask = ncap - 1;
-        }
-    }
-    hnode **head = &t->b[n->hash & t->mask];
-    n->next = *head;
-    *head = n;
-    t->n++;
-}
-
-static void ht_remove(htab *t, hnode *n)
-{
-    for (hnode **p = &t->b[n->hash & t->mask]; *p; p = &(*p)->next)
-        if (*p == n) {
-            *p = n->next;
-            t->n--;
-            return;
-        }
-}
+#include "strmap.h"
 
 /* ------------------------------------------------------------------ types */
 
@@ -102,21 +32,18 @@ struct sse_event {
 /* Room for "id: " + 20 digits + "\n", written in front of the body under the lock. */
 #define ID_RESERVE 25
 
+/* Hub channel: a value of sse_hub.chans, keyed by the channel name. */
 typedef struct hchan {
-    hnode hn;
     uint32_t nsubs;          /* over all workers */
     uint32_t cap, head, n;   /* history ring, oldest at head */
     sse_event **ring;
     uint64_t last_id;        /* newest id published here */
     uint64_t dropped_max;    /* newest id of this channel no longer replayable */
     uint64_t last_pub_ms;
-    char name[];
 } hchan;
 
 typedef struct huser {
-    hnode hn;
     uint32_t count;
-    char name[];
 } huser;
 
 struct sse_hub {
@@ -125,7 +52,7 @@ struct sse_hub {
     unsigned nw;
     uint64_t seed, id_base, last_id;
     uint64_t forgotten_max;  /* newest id published on a channel entry we freed */
-    htab chans, users;
+    strmap *chans, *users;   /* hchan, huser; seeded with seed, as are the workers' maps */
     uint64_t nsubs;
     sse_worker **workers;
     uint64_t published, replayed, gaps, evicted, delivered_retired;
@@ -133,12 +60,10 @@ struct sse_hub {
 };
 
 typedef struct lchan {
-    hnode hn;
     struct sse_sub_link *head;
     struct sse_sub_link *iter;  /* next link of a running delivery, fixed up by unlink */
     uint32_t n;
-    uint32_t busy;
-    char name[];
+    uint32_t busy;           /* deliveries running (or teardown): keeps the entry alive when empty */
 } lchan;
 
 struct sse_worker {
@@ -150,7 +75,7 @@ struct sse_worker {
     qnode *qtail;               /* consumer only */
     qnode stub;
     atomic_int pending;         /* 1 while a wake is outstanding: coalesces wakes */
-    htab local;
+    strmap *local;              /* lchan by channel name, same seed as the hub */
     size_t nsubs;
     _Atomic uint64_t delivered;
 };
@@ -332,11 +257,17 @@ sse_hub *sse_hub_new(const sse_limits *lim, unsigned nworkers, uint64_t id_base)
     if (nworkers == 0) return NULL;
     sse_hub *h = calloc(1, sizeof *h);
     if (!h) return NULL;
+    /* A per-hub random seed, so chosen channel names cannot be aimed at one bucket cheaply. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    h->seed = (uint64_t)(uintptr_t)h * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_nsec;
     h->workers = calloc(nworkers, sizeof *h->workers);
-    if (!h->workers || ht_init(&h->chans) || ht_init(&h->users)) {
+    h->chans = strmap_new(h->seed, sizeof(hchan));
+    h->users = strmap_new(h->seed, sizeof(huser));
+    if (!h->workers || !h->chans || !h->users) {
         free(h->workers);
-        free(h->chans.b);
-        free(h->users.b);
+        strmap_free(h->chans);
+        strmap_free(h->users);
         free(h);
         return NULL;
     }
@@ -344,9 +275,6 @@ sse_hub *sse_hub_new(const sse_limits *lim, unsigned nworkers, uint64_t id_base)
     h->lim = *lim;
     norm_limits(&h->lim);
     h->nw = nworkers;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    h->seed = (uint64_t)(uintptr_t)h * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_nsec;
     h->id_base = h->last_id = h->forgotten_max = id_base;
     return h;
 }
@@ -361,44 +289,31 @@ void sse_hub_set_limits(sse_hub *h, const sse_limits *lim)
 
 static void chan_free(sse_hub *h, hchan *c)
 {
-    ht_remove(&h->chans, &c->hn);
     for (uint32_t i = 0; i < c->n; i++) sse_event_unref(c->ring[(c->head + i) % c->cap]);
     if (c->last_id > h->forgotten_max) h->forgotten_max = c->last_id;
     free(c->ring);
-    free(c);
+    strmap_del(h->chans, c);
 }
+
+static int chan_free_cb(void *c, void *h) { return chan_free(h, c), 0; }
 
 void sse_hub_free(sse_hub *h)
 {
     if (!h) return;
-    for (size_t i = 0; i <= h->chans.mask; i++)
-        for (hnode *n = h->chans.b[i], *nx; n; n = nx) {
-            nx = n->next;
-            chan_free(h, (hchan *)n);
-        }
-    for (size_t i = 0; i <= h->users.mask; i++)
-        for (hnode *n = h->users.b[i], *nx; n; n = nx) {
-            nx = n->next;
-            free(n);
-        }
-    free(h->chans.b);
-    free(h->users.b);
+    strmap_iterate(h->chans, chan_free_cb, h);
+    strmap_free(h->chans);
+    strmap_free(h->users);
     free(h->workers);
     pthread_mutex_destroy(&h->mu);
     free(h);
 }
 
+/* Only for a name not in the table yet. */
 static hchan *chan_new(sse_hub *h, const char *name, size_t len, uint64_t hash)
 {
-    hchan *c = calloc(1, sizeof *c + len + 1);
-    if (!c) return NULL;
-    memcpy(c->name, name, len);
-    c->hn.hash = hash;
-    c->hn.key = c->name;
-    c->hn.klen = (uint32_t)len;
+    hchan *c = strmap_put_hashed(h->chans, hash, name, len, NULL);
     /* Events published before this entry existed may be forgotten ones. */
-    c->dropped_max = h->forgotten_max;
-    ht_insert(&h->chans, &c->hn);
+    if (c) c->dropped_max = h->forgotten_max;
     return c;
 }
 
@@ -468,7 +383,7 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
     sse_event *e = ev_alloc(h->nw, channel, chlen, blen, &body);
     if (!e) return *err = "out of memory", 0;
     size_t used = encode_body(body, event, evlen, retry_ms, data, datalen);
-    e->hash = hash_str(h->seed, channel, chlen);
+    e->hash = strmap_hash(h->chans, channel, chlen); /* chans and its seed never change: no lock */
     e->t_ms = now_ms;
 
     pthread_mutex_lock(&h->mu);
@@ -477,9 +392,9 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
         free(e);
         return *err = "id must be greater than the last id issued", 0;
     }
-    hchan *c = (hchan *)ht_find(&h->chans, e->hash, channel, chlen);
+    hchan *c = strmap_get_hashed(h->chans, e->hash, channel, chlen);
     if (!c && h->lim.retention_count) {
-        if (h->chans.n >= h->lim.max_channels || !(c = chan_new(h, channel, chlen, e->hash))) {
+        if (strmap_count(h->chans) >= h->lim.max_channels || !(c = chan_new(h, channel, chlen, e->hash))) {
             pthread_mutex_unlock(&h->mu);
             free(e);
             return *err = "too many channels", 0;
@@ -519,22 +434,31 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
     return id;
 }
 
+typedef struct sweep_ctx {
+    sse_hub *h;
+    uint64_t now_ms, idle_ms;
+    size_t freed;
+} sweep_ctx;
+
+static int sweep_one(void *v, void *ud)
+{
+    sweep_ctx *x = ud;
+    hchan *c = v;
+    chan_trim(x->h, c, x->now_ms, 0);
+    if (!c->nsubs && (!c->n || c->last_pub_ms + x->idle_ms <= x->now_ms)) {
+        chan_free(x->h, c);
+        x->freed++;
+    }
+    return 0;
+}
+
 size_t sse_hub_sweep(sse_hub *h, uint64_t now_ms, uint64_t idle_ms)
 {
-    size_t freed = 0;
+    sweep_ctx x = { h, now_ms, idle_ms, 0 };
     pthread_mutex_lock(&h->mu);
-    for (size_t i = 0; i <= h->chans.mask; i++)
-        for (hnode *n = h->chans.b[i], *nx; n; n = nx) {
-            nx = n->next;
-            hchan *c = (hchan *)n;
-            chan_trim(h, c, now_ms, 0);
-            if (!c->nsubs && (!c->n || c->last_pub_ms + idle_ms <= now_ms)) {
-                chan_free(h, c);
-                freed++;
-            }
-        }
+    strmap_iterate(h->chans, sweep_one, &x);
     pthread_mutex_unlock(&h->mu);
-    return freed;
+    return x.freed;
 }
 
 void sse_hub_stats(sse_hub *h, sse_stats *o)
@@ -542,8 +466,8 @@ void sse_hub_stats(sse_hub *h, sse_stats *o)
     memset(o, 0, sizeof *o);
     pthread_mutex_lock(&h->mu);
     o->subscribers = h->nsubs;
-    o->channels = h->chans.n;
-    o->users = h->users.n;
+    o->channels = strmap_count(h->chans);
+    o->users = strmap_count(h->users);
     o->published = h->published;
     o->replayed = h->replayed;
     o->gaps = h->gaps;
@@ -557,24 +481,37 @@ void sse_hub_stats(sse_hub *h, sse_stats *o)
     pthread_mutex_unlock(&h->mu);
 }
 
+typedef struct top_ctx {
+    sse_channel_stat *out;
+    size_t max, k;
+} top_ctx;
+
+static int top_one(void *v, void *ud)
+{
+    top_ctx *x = ud;
+    hchan *c = v;
+    sse_channel_stat *out = x->out;
+    if (x->k == x->max && c->nsubs <= out[x->k - 1].subscribers) return 0;
+    size_t j = x->k < x->max ? x->k++ : x->k - 1; /* insertion sort into a bounded array */
+    while (j > 0 && out[j - 1].subscribers < c->nsubs) { out[j] = out[j - 1]; j--; }
+    size_t l;
+    const char *name = strmap_key(c, &l);
+    if (l > sizeof out[j].name - 1) l = sizeof out[j].name - 1;
+    memcpy(out[j].name, name, l);
+    out[j].name[l] = 0;
+    out[j].subscribers = c->nsubs;
+    out[j].last_id = c->last_id;
+    return 0;
+}
+
 size_t sse_hub_top_channels(sse_hub *h, sse_channel_stat *out, size_t max)
 {
-    size_t k = 0;
+    top_ctx x = { out, max, 0 };
+    if (!max) return 0;
     pthread_mutex_lock(&h->mu);
-    for (size_t i = 0; i <= h->chans.mask && max; i++)
-        for (hnode *n = h->chans.b[i]; n; n = n->next) {
-            hchan *c = (hchan *)n;
-            if (k == max && c->nsubs <= out[k - 1].subscribers) continue;
-            size_t j = k < max ? k++ : k - 1; /* insertion sort into a bounded array */
-            while (j > 0 && out[j - 1].subscribers < c->nsubs) { out[j] = out[j - 1]; j--; }
-            size_t l = c->hn.klen < sizeof out[j].name - 1 ? c->hn.klen : sizeof out[j].name - 1;
-            memcpy(out[j].name, c->name, l);
-            out[j].name[l] = 0;
-            out[j].subscribers = c->nsubs;
-            out[j].last_id = c->last_id;
-        }
+    strmap_iterate(h->chans, top_one, &x);
     pthread_mutex_unlock(&h->mu);
-    return k;
+    return x.k;
 }
 
 uint32_t sse_hub_user_count(sse_hub *h, const char *user)
@@ -582,7 +519,7 @@ uint32_t sse_hub_user_count(sse_hub *h, const char *user)
     if (!user) return 0;
     size_t n = strlen(user);
     pthread_mutex_lock(&h->mu);
-    huser *u = (huser *)ht_find(&h->users, hash_str(h->seed, user, n), user, n);
+    huser *u = strmap_get(h->users, user, n);
     uint32_t c = u ? u->count : 0;
     pthread_mutex_unlock(&h->mu);
     return c;
@@ -608,7 +545,7 @@ sse_worker *sse_worker_new(sse_hub *h, unsigned idx, sse_wake_fn wake, void *ud)
     if (idx >= h->nw || !wake) return NULL;
     sse_worker *w = calloc(1, sizeof *w);
     if (!w) return NULL;
-    if (ht_init(&w->local)) {
+    if (!(w->local = strmap_new(h->seed, sizeof(lchan)))) { /* the hub's seed: events carry its hash */
         free(w);
         return NULL;
     }
@@ -624,11 +561,21 @@ sse_worker *sse_worker_new(sse_hub *h, unsigned idx, sse_wake_fn wake, void *ud)
     if (!taken) h->workers[idx] = w;
     pthread_mutex_unlock(&h->mu);
     if (taken) {
-        free(w->local.b);
+        strmap_free(w->local);
         free(w);
         return NULL;
     }
     return w;
+}
+
+static int lchan_pin(void *lc, void *ud) { return ((lchan *)lc)->busy++, 0; }
+
+static int lchan_teardown(void *v, void *w)
+{
+    lchan *lc = v;
+    while (lc->head) sse_worker_unsubscribe(w, lc->head->sub);
+    strmap_del(((sse_worker *)w)->local, lc);
+    return 0;
 }
 
 void sse_worker_free(sse_worker *w)
@@ -640,12 +587,11 @@ void sse_worker_free(sse_worker *w)
     h->delivered_retired += atomic_load(&w->delivered);
     pthread_mutex_unlock(&h->mu);
     for (qnode *q; (q = q_pop(w));) sse_event_unref(q->ev);
-    for (size_t i = 0; i <= w->local.mask; i++)
-        while (w->local.b[i]) { /* unsubscribing the last sub of a channel frees it */
-            lchan *lc = (lchan *)w->local.b[i];
-            sse_worker_unsubscribe(w, lc->head->sub);
-        }
-    free(w->local.b);
+    /* A sub on several channels empties other entries too: pin them all first
+     * so the walk only ever deletes the entry it is on. */
+    strmap_iterate(w->local, lchan_pin, NULL);
+    strmap_iterate(w->local, lchan_teardown, w);
+    strmap_free(w->local);
     free(w);
 }
 
@@ -660,15 +606,12 @@ static void lchan_unlink(sse_worker *w, struct sse_sub_link *l)
     if (l->next) l->next->prev = l->prev;
     l->next = l->prev = NULL;
     l->lch = NULL;
-    if (--lc->n == 0 && !lc->busy) {
-        ht_remove(&w->local, &lc->hn);
-        free(lc);
-    }
+    if (--lc->n == 0 && !lc->busy) strmap_del(w->local, lc);
 }
 
 static void deliver_local(sse_worker *w, sse_event *e)
 {
-    lchan *lc = (lchan *)ht_find(&w->local, e->hash, e->chan, e->chlen);
+    lchan *lc = strmap_get_hashed(w->local, e->hash, e->chan, e->chlen);
     if (!lc) return;
     uint64_t n = 0;
     lc->busy++;
@@ -680,10 +623,7 @@ static void deliver_local(sse_worker *w, sse_event *e)
             n++;
         }
     }
-    if (--lc->busy == 0 && lc->n == 0) {
-        ht_remove(&w->local, &lc->hn);
-        free(lc);
-    }
+    if (--lc->busy == 0 && lc->n == 0) strmap_del(w->local, lc);
     atomic_fetch_add_explicit(&w->delivered, n, memory_order_relaxed);
 }
 
@@ -709,10 +649,7 @@ static void hub_release(sse_hub *h, sse_sub *s, size_t nch)
 {
     h->nsubs--;
     huser *u = s->user_;
-    if (u && --u->count == 0) {
-        ht_remove(&h->users, &u->hn);
-        free(u);
-    }
+    if (u && --u->count == 0) strmap_del(h->users, u);
     for (size_t i = 0; i < nch; i++) {
         hchan *c = s->link_[i].hch;
         if (--c->nsubs == 0 && c->n == 0) chan_free(h, c);
@@ -741,15 +678,17 @@ static int cmp_ev(const void *a, const void *b)
 /* The synthetic "you lost events" notice: no id line, so the client's Last-Event-ID stays put. */
 static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
 {
-    size_t need = 130 + 2 * (size_t)c->hn.klen;
+    size_t klen;
+    const char *name = strmap_key(c, &klen);
+    size_t need = 130 + 2 * klen;
     char *body;
-    sse_event *e = ev_alloc(0, c->name, c->hn.klen, need, &body);
+    sse_event *e = ev_alloc(0, name, klen, need, &body);
     if (!e) return NULL;
     char *p = body;
     p += sprintf(p, "event: " SSE_GAP_EVENT "\ndata: {\"channel\":\"");
-    for (uint32_t i = 0; i < c->hn.klen; i++) {
-        if (c->name[i] == '"' || c->name[i] == '\\') *p++ = '\\';
-        *p++ = c->name[i];
+    for (size_t i = 0; i < klen; i++) {
+        if (name[i] == '"' || name[i] == '\\') *p++ = '\\';
+        *p++ = name[i];
     }
     p += sprintf(p, "\",\"last_event_id\":%llu,\"oldest\":%llu}\n\n", (unsigned long long)last,
                  (unsigned long long)oldest);
@@ -785,18 +724,6 @@ static void chan_snapshot(sse_hub *h, hchan *c, uint64_t L, uint64_t now_ms, rep
     }
 }
 
-static huser *user_new(sse_hub *h, const char *user, size_t ulen, uint64_t uhash)
-{
-    huser *u = calloc(1, sizeof *u + ulen + 1);
-    if (!u) return NULL;
-    memcpy(u->name, user, ulen);
-    u->hn.hash = uhash;
-    u->hn.key = u->name;
-    u->hn.klen = (uint32_t)ulen;
-    ht_insert(&h->users, &u->hn);
-    return u;
-}
-
 /* Checks every cap, then takes all the counts at once (or none), so counts are
  * exact under concurrency. On success fills s's hub fields and rp. Lock held. */
 static int hub_admit(sse_hub *h, sse_sub *s, const char *const *channels, const size_t *len,
@@ -805,27 +732,23 @@ static int hub_admit(sse_hub *h, sse_sub *s, const char *const *channels, const 
 {
     hchan *hc[SSE_MAX_SUB_CHANNELS];
     size_t need = 0, maxrep = 0, ulen = user ? strlen(user) : 0;
-    uint64_t uhash = user ? hash_str(h->seed, user, ulen) : 0;
-    huser *u = user ? (huser *)ht_find(&h->users, uhash, user, ulen) : NULL;
+    huser *u = user ? strmap_get(h->users, user, ulen) : NULL;
     if (h->lim.max_total && h->nsubs >= h->lim.max_total) return h->rej_total++, SSE_ERR_TOTAL;
     if (u && h->lim.per_user && u->count >= h->lim.per_user) return h->rej_user++, SSE_ERR_USER;
     for (size_t i = 0; i < nch; i++) {
-        hc[i] = (hchan *)ht_find(&h->chans, hash[i], channels[i], len[i]);
+        hc[i] = strmap_get_hashed(h->chans, hash[i], channels[i], len[i]);
         if (!hc[i]) need++;
         else if (h->lim.per_channel && hc[i]->nsubs >= h->lim.per_channel) return h->rej_channel++, SSE_ERR_CHANNEL;
         else maxrep += hc[i]->n;
     }
-    if (need && h->chans.n + need > h->lim.max_channels) return h->rej_channel++, SSE_ERR_CHANNEL;
+    if (need && strmap_count(h->chans) + need > h->lim.max_channels) return h->rej_channel++, SSE_ERR_CHANNEL;
     if (L && maxrep && !(rp->ev = malloc(maxrep * sizeof *rp->ev))) return SSE_ERR_NOMEM;
-    if (user && !u && !(u = user_new(h, user, ulen, uhash))) return SSE_ERR_NOMEM;
+    if (user && !u && !(u = strmap_put(h->users, user, ulen, NULL))) return SSE_ERR_NOMEM;
     for (size_t i = 0; i < nch; i++)
         if (!hc[i] && !(hc[i] = chan_new(h, channels[i], len[i], hash[i]))) {
             for (size_t j = 0; j < i; j++) /* undo what we created; no count taken yet */
                 if (!hc[j]->nsubs && !hc[j]->n) chan_free(h, hc[j]);
-            if (u && !u->count) {
-                ht_remove(&h->users, &u->hn);
-                free(u);
-            }
+            if (u && !u->count) strmap_del(h->users, u);
             return SSE_ERR_NOMEM;
         }
     /* Commit. Live events with id <= start_id_ are either replayed now or predate s. */
@@ -857,20 +780,13 @@ int sse_worker_subscribe(sse_worker *w, sse_sub *s, const char *const *channels,
         if (!valid_channel(channels[i], len[i])) return SSE_ERR_ARG;
         for (size_t j = 0; j < i; j++)
             if (len[j] == len[i] && !memcmp(channels[i], channels[j], len[i])) return SSE_ERR_ARG;
-        hash[i] = hash_str(h->seed, channels[i], len[i]);
+        hash[i] = strmap_hash(h->chans, channels[i], len[i]);
     }
     memset(s, 0, sizeof *s);
     int rc = SSE_OK;
     /* Local entries first (no lock needed), so nothing can fail after the hub commits. */
     for (size_t i = 0; i < nch && rc == SSE_OK; i++) {
-        lchan *lc = (lchan *)ht_find(&w->local, hash[i], channels[i], len[i]);
-        if (!lc && (lc = calloc(1, sizeof *lc + len[i] + 1))) {
-            memcpy(lc->name, channels[i], len[i]);
-            lc->hn.hash = hash[i];
-            lc->hn.key = lc->name;
-            lc->hn.klen = (uint32_t)len[i];
-            ht_insert(&w->local, &lc->hn);
-        }
+        lchan *lc = strmap_put_hashed(w->local, hash[i], channels[i], len[i], NULL);
         s->link_[i].lch = lc;
         if (!lc) rc = SSE_ERR_NOMEM;
     }
@@ -884,10 +800,7 @@ int sse_worker_subscribe(sse_worker *w, sse_sub *s, const char *const *channels,
         free(rp.ev);
         for (size_t i = 0; i < nch; i++) {
             lchan *lc = s->link_[i].lch;
-            if (lc && lc->n == 0 && !lc->busy) {
-                ht_remove(&w->local, &lc->hn);
-                free(lc);
-            }
+            if (lc && lc->n == 0 && !lc->busy) strmap_del(w->local, lc);
             s->link_[i].lch = NULL;
         }
         return rc;

@@ -85,7 +85,7 @@ static void hr_child_done(task *t, int st, const char *etext)
     hr->done = 1;
     hr->ok = st == 0;
     if (!hr->ok) {
-        const char *nl = strchr(etext, '\n');
+        const char *nl = strstr(etext, "\nstack traceback:");
         hr->msg = strndup(etext, nl ? (size_t)(nl - etext) : strlen(etext));
         hr->trace = strdup(etext);
     }
@@ -101,8 +101,17 @@ static void hr_limit_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (hr->done) return;
     hr->done = 1;
     hr->ok = 0;
-    char m[96];
-    snprintf(m, sizeof m, "timed out after %g s", hr->timeout);
+    /* point at the spec line the test was waiting on: the first Lua frame of the child */
+    char m[600], where[512] = "";
+    lua_Debug ar;
+    for (int lvl = 0; lua_getstack(hr->child->co, lvl, &ar); lvl++) {
+        if (lua_getinfo(hr->child->co, "Sl", &ar) && ar.currentline > 0 && ar.source[0] == '@' &&
+            !strstr(ar.source, "lua/spec")) {
+            snprintf(where, sizeof where, "%s:%d: ", ar.short_src, ar.currentline);
+            break;
+        }
+    }
+    snprintf(m, sizeof m, "%stimed out after %gs", where, hr->timeout);
     hr->msg = strdup(m);
     hr->child->on_done = NULL;       /* the abandoned child may finish later: nobody listens */
     hr->child->ud = NULL;

@@ -5,7 +5,14 @@ local cjson = require "cjson"
 
 local app = {}
 app.config = core.config()
-app.json = cjson
+-- app.json: cjson's decode, and an encoder that keeps integers up to 2^53 (and beyond, up to
+-- 2^63) exact and other numbers in their shortest round-trip form.
+app.json = setmetatable({ encode = core.json_encode }, { __index = cjson })
+
+-- app.array(t): marks t to be encoded as a JSON array even when empty ({} is an object).
+local array_mt = { __jsontype = "array" }
+function app.array(t) return setmetatable(t or {}, array_mt) end
+app.empty_array = app.array({})
 app.null = cjson.null
 
 local function route(method)
@@ -41,7 +48,7 @@ function app.publish(channel, ev)
   if type(channel) ~= "string" then error("app.publish: channel must be a string", 2) end
   if type(ev) ~= "table" then ev = { data = ev } end
   local data = ev.data
-  if type(data) == "table" then data = cjson.encode(data)
+  if type(data) == "table" then data = core.json_encode(data)
   elseif data ~= nil then data = tostring(data) end
   local id = ev.id and tostring(ev.id) or nil
   -- With Redis configured this waits for the cluster-wide id (every instance delivers the event).
@@ -191,7 +198,7 @@ local function encode(v)
     return string.format("%.17g", v)
   end
   if t == "boolean" then return v and "b1" or "b0" end
-  if t == "table" then return "j" .. cjson.encode(v) end
+  if t == "table" then return "j" .. core.json_encode(v) end
   error("app.cache: cannot store a " .. t, 3)
 end
 

@@ -149,32 +149,9 @@ static int count_fds(void)
     return n;
 }
 
-static void test_parse(void)
+/* URL parsing is tested in test_pgurl.c. */
+static void test_worker_share(void)
 {
-    pgpool_config c;
-    char err[256] = "";
-    is_int(pgpool_parse_url("postgresql://u:p@h:5432/db?connection_limit=50&pool_timeout=20", &c, err, sizeof err), 0,
-           "parse: spec example");
-    is_str(c.conninfo, "postgresql://u:p@h:5432/db", "parse: our params are stripped");
-    is_int(c.connection_limit, 50, "parse: connection_limit");
-    ok(c.pool_timeout == 20 && c.connect_timeout == 5 && c.statement_timeout == 30, "parse: pool_timeout and defaults");
-    pgpool_parse_url("postgres://u@h/db?sslmode=disable&statement_timeout=500ms&application_name=x&pgbouncer=true"
-                     "&schema=my%20app&idle_timeout=60&max_lifetime=600",
-                     &c, err, sizeof err);
-    is_str(c.conninfo, "postgres://u@h/db?sslmode=disable&application_name=x", "parse: libpq params are kept");
-    ok(c.statement_timeout == 0.5 && c.idle_timeout == 60 && c.max_lifetime == 600 && c.connection_limit == 10,
-       "parse: durations and default limit 10");
-    is_str(c.search_path, "my app", "parse: schema (url-decoded) becomes search_path");
-    pgpool_parse_url("postgresql://h/db?statement_timeout=2000&pool_timeout=0", &c, err, sizeof err);
-    ok(c.statement_timeout == 2.0 && c.pool_timeout == 0, "parse: bare statement_timeout is ms; pool_timeout=0");
-    is_int(pgpool_parse_url("mysql://h/db", &c, err, sizeof err), -1, "parse: wrong scheme rejected");
-    ok(strstr(err, "postgresql://") != NULL, "parse: error says what is expected (%s)", err);
-    is_int(pgpool_parse_url("postgresql://h/db?connection_limit=0", &c, err, sizeof err), -1, "parse: limit 0 rejected");
-    is_str(err, "DATABASE_URL: connection_limit=0 is not an integer from 1 to 1000", "parse: limit error text");
-    is_int(pgpool_parse_url("postgresql://h/db?pool_timeout=soon", &c, err, sizeof err), -1, "parse: bad duration");
-    is_int(pgpool_parse_url("postgresql://h/db?bogus=1", &c, err, sizeof err), -1, "parse: unknown param rejected");
-    ok(strstr(err, "DATABASE_URL is not valid: invalid URI query parameter: \"bogus\"") == err, "parse: libpq reason (%s)", err);
-    ok(strchr(err, '\n') == NULL, "parse: error is one line");
     int sum = 0;
     for (int i = 0; i < 4; i++) sum += pgpool_worker_share(50, 4, i);
     ok(sum == 50 && pgpool_worker_share(50, 4, 0) == 13 && pgpool_worker_share(50, 4, 3) == 12, "worker share sums to the limit");
@@ -591,7 +568,7 @@ static void test_restart(void)
 
 int main(void)
 {
-    test_parse();
+    test_worker_share();
     const char *url = getenv("DATABASE_URL");
     if (!url || !*url) {
         printf("# SKIP no DATABASE_URL\n");

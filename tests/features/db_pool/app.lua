@@ -1,0 +1,22 @@
+local app = require "sluice"
+
+local holding = false
+
+-- starts a background task that holds the only connection for 2.5 s of real time
+app.post("/hold", function(req)
+  app.timer(0, function()
+    holding = true
+    app.db.query("select pg_sleep(2.5)")
+    holding = false
+  end)
+  return { status = 202, body = "holding\n" }
+end)
+app.get("/holding", function(req) return { json = { holding = holding } } end)
+
+app.get("/one", function(req) return { json = app.db.query("select 1 as one")[1] } end)
+
+app.get("/one/caught", function(req)
+  local ok, err = pcall(app.db.query, "select 1 as one")
+  if ok then return { json = { ok = true } } end
+  return { status = 503, json = { code = err.code, message = err.message } }
+end)

@@ -1,0 +1,2 @@
+local app = require "sluice"
+app.get("/api/items", function(req) return { json = { ok = true } } end)

@@ -1,0 +1,3 @@
+local app = require "sluice"
+app.get("/ok", function(req) return "ok\n" end)
+app.sse("/events", function(req) return { channel = "quiet" } end)

@@ -1,0 +1,76 @@
+-- ratelimit_spec: the policies in config.lua as a client sees them (the limiter starts empty
+-- for every test and runs on the virtual clock).
+local B = require("tests.spec.board_helper").with(request)
+
+describe("rate limits", function()
+  setup(B.schema)
+  db.fixture()
+  before_each(B.fresh)
+
+  it("puts the API under the spec's policy: 1,000 requests per 15 minutes per IP", function()
+    local res = request("GET", "/api/rooms")
+    assert.are.equal(200, res.status)
+    assert.are.equal('"api";q=1000;w=900', res.headers["ratelimit-policy"])
+    assert.matches('^"api";r=999;', res.headers["ratelimit"])
+  end)
+
+  it("answers 429 with Retry-After after 1,000 requests, and admits again after one interval", function()
+    -- The test clock follows real time (plus clock.advance), so a slow run earns one more
+    -- request per 0.9 s it takes: count what is admitted until the first 429.
+    local t0, admitted, res = clock.now(), 0, nil
+    repeat
+      res = request("GET", "/api/no-such-route")              -- cheap: no database
+      if res.status == 404 then admitted = admitted + 1 end
+    until res.status ~= 404 or admitted > 1100
+    local elapsed = clock.now() - t0
+    assert.are.equal(429, res.status)
+    assert.is_true(admitted >= 1000, "admitted only " .. admitted)
+    assert.is_true(admitted <= 1000 + math.floor(elapsed / 0.9) + 1, "admitted " .. admitted .. " in " .. elapsed .. " s")
+    assert.matches("^%d+$", res.headers["retry-after"])
+    assert.matches('^"api";r=0;', res.headers["ratelimit"])
+    local body = res:json()
+    assert.are.equal("api", body.policy)
+    assert.are.equal(1000, body.limit)
+    clock.advance(0.9)                                         -- T = 900 s / 1000
+    assert.are.equal(200, request("GET", "/api/rooms").status)
+    assert.are.equal(429, request("GET", "/api/rooms").status)
+  end)
+
+  it("does not count event streams", function()
+    local room = B.room("alice", "Streams")
+    local before = request("GET", "/api/me", { headers = B.as("alice") }).headers["ratelimit"]
+    for _ = 1, 5 do subscribe("/api/rooms/" .. room.id .. "/events", { headers = B.as("alice") }) end
+    local after = request("GET", "/api/me", { headers = B.as("alice") }).headers["ratelimit"]
+    local r1, r2 = tonumber(before:match("r=(%d+)")), tonumber(after:match("r=(%d+)"))
+    assert.are.equal(r1 - 1, r2)
+  end)
+
+  it("allows 10 logins a minute per IP", function()
+    for i = 1, 10 do
+      assert.are.equal(200, request("POST", "/api/login", { json = { name = "u" .. i } }).status)
+    end
+    local res = request("POST", "/api/login", { json = { name = "u11" } })
+    assert.are.equal(429, res.status)
+    assert.are.equal('"login";q=10;w=60', res.headers["ratelimit-policy"])
+    assert.are.equal("6", res.headers["retry-after"])
+    clock.advance(6)
+    assert.are.equal(200, request("POST", "/api/login", { json = { name = "u12" } }).status)
+  end)
+
+  it("keeps other requests on the API policy while logins are limited", function()
+    for i = 1, 11 do request("POST", "/api/login", { json = { name = "v" .. i } }) end
+    assert.are.equal(200, request("GET", "/api/rooms").status)
+  end)
+
+  it("puts monitoring endpoints under their own policy: 300 a minute", function()
+    for i = 1, 300 do
+      local res = request("GET", "/health")
+      if res.status ~= 200 then error("request " .. i .. " got " .. res.status) end
+    end
+    local res = request("GET", "/health")
+    assert.are.equal(429, res.status)
+    assert.are.equal('"monitoring";q=300;w=60', res.headers["ratelimit-policy"])
+    local api = request("GET", "/api/rooms")                     -- the API budget is separate
+    assert.are.equal(200, api.status, api.body)
+  end)
+end)
