@@ -6,6 +6,24 @@
 #include <string.h>
 #include <time.h>
 
+/* Byte classes, one table lookup per byte on the hot paths (header names and values). */
+enum { C_TCHAR = 1, C_BADREQ = 2, C_BADRESP = 4 };
+static unsigned char byte_class[256], lower[256];
+
+__attribute__((constructor)) static void init_tables(void)
+{
+    for (int c = 0; c < 256; c++) {
+        unsigned char k = 0;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            (c && strchr("!#$%&'*+-.^_`|~", c) != NULL))
+            k |= C_TCHAR;
+        if ((c < 0x20 && c != '\t') || c == 0x7f) k |= C_BADREQ;    /* controls in request values */
+        if (c == '\r' || c == '\n' || c == 0) k |= C_BADRESP;       /* what could split a response */
+        byte_class[c] = k;
+        lower[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    }
+}
+
 static http_conn_parser *cp_of(http_parser *p) { return (http_conn_parser *)p; }
 
 static int fail(http_conn_parser *cp, int status, const char *msg)
@@ -63,7 +81,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     http_header *h = &r->headers[r->nheaders - 1];
     if (buf_reserve(&r->store, len)) return fail(cp, 500, "out of memory");
     char *dst = r->store.data + r->store.len;
-    for (size_t i = 0; i < len; i++) dst[i] = (char)tolower((unsigned char)at[i]);
+    for (size_t i = 0; i < len; i++) dst[i] = (char)lower[(unsigned char)at[i]];
     r->store.len += len;
     h->nlen += (uint32_t)len;
     return 0;
@@ -95,11 +113,7 @@ static int value_is(const http_req *r, const http_header *h, const char *lit)
 }
 
 /* RFC 9110 tchar: the only bytes allowed in a header name. */
-static int is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
+static inline int is_tchar(unsigned char c) { return byte_class[c] & C_TCHAR; }
 
 static int on_headers_complete(http_parser *p)
 {
@@ -131,9 +145,9 @@ static int on_headers_complete(http_parser *p)
     for (unsigned i = 0; i < r->nheaders; i++) {
         const http_header *h = &r->headers[i];
         const unsigned char *v = (const unsigned char *)http_hvalue(r, h);
-        for (uint32_t k = 0; k < h->vlen; k++)
-            if ((v[k] < 0x20 && v[k] != '\t') || v[k] == 0x7f)
-                return fail(cp, 400, "control character in header value");
+        unsigned char bad = 0;
+        for (uint32_t k = 0; k < h->vlen; k++) bad |= byte_class[v[k]];
+        if (bad & C_BADREQ) return fail(cp, 400, "control character in header value");
         const char *n = http_hname(r, h);
         /* non-strict http-parser lets spaces into names ("X A:"); a proxy may read that
          * differently, so only RFC 9110 tokens are accepted */
@@ -306,13 +320,15 @@ const char *http_reason(int s)
 
 int http_header_unsafe(const char *s, size_t n, int is_name)
 {
-    if (is_name && n == 0) return 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\r' || c == '\n' || c == 0) return 1;
-        if (is_name && (c <= ' ' || c == ':' || c >= 0x7f)) return 1;
+    const unsigned char *u = (const unsigned char *)s;
+    if (is_name) {
+        if (n == 0) return 1;
+        for (size_t i = 0; i < n; i++) if (!(byte_class[u[i]] & C_TCHAR)) return 1;
+        return 0;
     }
-    return 0;
+    unsigned char acc = 0;
+    for (size_t i = 0; i < n; i++) acc |= byte_class[u[i]];
+    return (acc & C_BADRESP) != 0;
 }
 
 void http_date(long t, char out[30])

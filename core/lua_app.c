@@ -235,6 +235,11 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_rawseti(L, -2, 2);
     lua_pushliteral(L, "params");
     lua_rawseti(L, -2, 3);
+    static const char *const rkeys[] = {"status", "json", "body", "headers", "cookies"};
+    for (int i = 0; i < 5; i++) {
+        lua_pushstring(L, rkeys[i]);
+        lua_rawseti(L, -2, KEY_STATUS + i);
+    }
     for (int m = 0; m <= 40; m++) {
         lua_pushstring(L, http_method_str((enum http_method)m));
         lua_rawseti(L, -2, 100 + m);
@@ -683,7 +688,11 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     }
     if (ty != LUA_TTABLE) return "handler must return a string, a status number or a response table";
 
-    lua_getfield(co, 1, "status");
+    /* field lookups with pre-interned keys: no string hashing per response */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, a->keys_ref);
+    int K = lua_gettop(co);
+#define FIELD(i) (lua_rawgeti(co, K, (i)), lua_rawget(co, 1))
+    FIELD(KEY_STATUS);
     int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
     lua_pop(co, 1);
     if (st < 100 || st > 999) return "response status must be a number between 100 and 999";
@@ -692,7 +701,7 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     size_t blen = 0;
     const char *ctype = NULL;
     int body_idx = 0;
-    lua_getfield(co, 1, "json");
+    FIELD(KEY_JSON);
     if (!lua_isnil(co, -1)) {
         buf *jb = &c->w->jsonbuf;      /* encoded straight into a reused buffer: no Lua string */
         buf_reset(jb);
@@ -707,7 +716,7 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
         ctype = "application/json";
     } else {
         lua_pop(co, 1);
-        lua_getfield(co, 1, "body");
+        FIELD(KEY_BODY);
         if (lua_type(co, -1) == LUA_TSTRING) {
             body = lua_tolstring(co, -1, &blen);
             body_idx = lua_gettop(co);
@@ -720,7 +729,7 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     (void)body_idx;
     size_t mark = c->out.len;
     resp_begin(&r, c, st);
-    lua_getfield(co, 1, "headers");
+    FIELD(KEY_HEADERS);
     if (lua_type(co, -1) == LUA_TTABLE) {
         int h = lua_gettop(co);
         lua_pushnil(co);
@@ -756,7 +765,11 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     }
     lua_pop(co, 1);
     if (extra) extra(&r, ud);
-    const char *cerr = dispatch_cookies(&r, co, 1, etext, elen);
+    FIELD(KEY_COOKIES);
+    int has_cookies = !lua_isnil(co, -1);
+    lua_pop(co, 1);
+#undef FIELD
+    const char *cerr = has_cookies ? dispatch_cookies(&r, co, 1, etext, elen) : NULL;
     if (cerr) { c->out.len = mark; lua_settop(co, top); return cerr; }
     resp_finish(&r, ctype, body, blen);
     if (c->w->jsonbuf.cap > (1 << 20)) buf_free(&c->w->jsonbuf);   /* one huge answer keeps no memory */

@@ -9,6 +9,8 @@
 #include "timerwheel.h"
 
 enum { TASK_REQUEST, TASK_TIMER, TASK_CHILD };
+/* indexes of pre-interned response field names in appstate.keys_ref */
+enum { KEY_STATUS = 4, KEY_JSON, KEY_BODY, KEY_HEADERS, KEY_COOKIES };
 
 /* A Lua coroutine run by the worker's loop: a request handler, a timer callback, or a
  * child task awaited by another (the spec runner's tests). */
@@ -45,7 +47,7 @@ struct appstate {
     router *rt;
     int refs;                /* live tasks + 1 while current */
     int req_mt_ref;          /* metatable of request tables */
-    int keys_ref;            /* interned strings: [1] method [2] path [3] params, [100+m] method names */
+    int keys_ref;            /* interned strings: [1] method [2] path [3] params, KEY_*, [100+m] method names */
     int encode_ref;          /* cjson.encode */
     int traceback_ref;
     int *copool;             /* idle coroutines (registry refs) */

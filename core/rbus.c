@@ -712,6 +712,22 @@ static const char *const counter_names[RBC_N] = {
     [RBC_CACHE_ERRORS] = "sluice_redis_cache_errors_total",
 };
 
+static const char *const counter_help[RBC_N] = {
+    [RBC_ERRORS] = "Redis commands that failed.",
+    [RBC_TIMEOUTS] = "Redis commands that got no answer in time.",
+    [RBC_RECONNECTS] = "Reconnections to Redis.",
+    [RBC_RL_REDIS] = "Rate-limit decisions made by the Redis script.",
+    [RBC_RL_FALLBACK] = "Rate-limit decisions made locally because Redis did not answer.",
+    [RBC_PUB_REDIS] = "SSE publishes that went through Redis.",
+    [RBC_PUB_LOCAL] = "SSE publishes delivered on this instance only (Redis down).",
+    [RBC_RECEIVED] = "SSE events received from Redis.",
+    [RBC_ID_CONFLICTS] = "Events from Redis renumbered locally (id not above the hub's last).",
+    [RBC_SSE_ADMIT] = "SSE streams admitted through the shared Redis caps.",
+    [RBC_SSE_ADMIT_FALLBACK] = "SSE streams admitted on local caps only (Redis did not answer).",
+    [RBC_SSE_REPLAYED] = "SSE events replayed from the Redis history.",
+    [RBC_CACHE_ERRORS] = "app.cache operations that failed.",
+};
+
 void rbus_metrics(server *s, buf *out)
 {
     rbus_srv *rs = s->rbus;
@@ -722,7 +738,8 @@ void rbus_metrics(server *s, buf *out)
                     "sluice_redis_connected{conn=\"subscriber\"} %d\n",
                atomic_load(&rs->conns_up), atomic_load(&rs->sub_up));
     for (int i = 0; i < RBC_N; i++)
-        buf_printf(out, "# TYPE %s counter\n%s %llu\n", counter_names[i], counter_names[i],
+        buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_names[i], counter_help[i],
+                   counter_names[i], counter_names[i],
                    (unsigned long long)atomic_load_explicit(&rs->counters[i], memory_order_relaxed));
 }
 

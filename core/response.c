@@ -16,11 +16,19 @@ void resp_begin(resp *r, conn *c, int status)
     r->status = status;
     r->hdr_start = c->out.len;
     buf *b = &c->out;
-    LIT(b, "HTTP/1.1 ");
-    buf_putu(b, (unsigned)status);
-    LIT(b, " ");
-    buf_puts(b, http_reason(status));
-    LIT(b, "\r\n");
+    switch (status) {          /* the common ones in one copy */
+    case 200: LIT(b, "HTTP/1.1 200 OK\r\n"); break;
+    case 201: LIT(b, "HTTP/1.1 201 Created\r\n"); break;
+    case 204: LIT(b, "HTTP/1.1 204 No Content\r\n"); break;
+    case 304: LIT(b, "HTTP/1.1 304 Not Modified\r\n"); break;
+    case 404: LIT(b, "HTTP/1.1 404 Not Found\r\n"); break;
+    default:
+        LIT(b, "HTTP/1.1 ");
+        buf_putu(b, (unsigned)status);
+        LIT(b, " ");
+        buf_puts(b, http_reason(status));
+        LIT(b, "\r\n");
+    }
     c->status = status;
 }
 

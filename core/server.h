@@ -96,7 +96,7 @@ struct worker {
     void *metrics;                  /* per-worker metrics block */
     void *sse;                      /* per-worker SSE side */
     void *db;                       /* per-worker database pool */
-    uint64_t reqid_seed, reqid_counter;
+    char reqid_text[32];            /* last request ID generated on this worker */
     uint64_t now_cache_us;          /* monotonic time read once per loop iteration */
     int test_mode;                  /* spec runner: virtual clock */
     int test_port;

@@ -41,17 +41,24 @@ void web_request_id(conn *c)
         c->reqid[n] = 0;
         return;
     }
-    /* 64 random bits per worker, then a counter: unique, cheap, no syscall per request */
-    if (!w->reqid_seed) {
-        if (getrandom(&w->reqid_seed, sizeof w->reqid_seed, 0) != sizeof w->reqid_seed) w->reqid_seed = (uint64_t)(uintptr_t)w ^ (uint64_t)time(NULL);
-        w->reqid_seed |= 1;
-    }
+    /* 64 random bits per worker, then a counter kept as text and incremented in place:
+     * unique, no syscall and no formatting per request */
     static const char hex[] = "0123456789abcdef";
-    uint64_t a = w->reqid_seed, b = ++w->reqid_counter;
-    for (int i = 15; i >= 0; i--) { c->reqid[i] = hex[a & 15]; a >>= 4; }
-    c->reqid[16] = '-';
-    for (int i = 27; i >= 17; i--) { c->reqid[i] = hex[b & 15]; b >>= 4; }
-    c->reqid[28] = 0;
+    char *id = w->reqid_text;
+    if (!id[0]) {
+        uint64_t seed;
+        if (getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = (uint64_t)(uintptr_t)w ^ (uint64_t)time(NULL);
+        for (int i = 15; i >= 0; i--) { id[i] = hex[seed & 15]; seed >>= 4; }
+        id[16] = '-';
+        memset(id + 17, '0', 11);
+        id[28] = 0;
+    }
+    for (int i = 27; i > 16; i--) {          /* hex odometer */
+        if (id[i] == 'f') { id[i] = '0'; continue; }
+        id[i] = id[i] == '9' ? 'a' : (char)(id[i] + 1);
+        break;
+    }
+    memcpy(c->reqid, id, 29);
 }
 
 /* ---------------------------------------------------------------- CORS */
@@ -116,7 +123,12 @@ int web_cors(conn *c)
 void web_response_headers(resp *r)
 {
     conn *c = r->c;
-    if (c->reqid[0]) resp_header(r, "X-Request-Id", 12, c->reqid, strlen(c->reqid));
+    if (c->reqid[0]) {         /* generated, or checked to be a token when it came from a proxy */
+        buf *b = &c->out;
+        buf_append(b, "X-Request-Id: ", 14);
+        buf_append(b, c->reqid, strlen(c->reqid));
+        buf_append(b, "\r\n", 2);
+    }
     if (c->cors_ok) {
         const sconfig *cfg = c->w->app_cfg;
         size_t n;
