@@ -191,6 +191,14 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
     } else if (t->route_kind == 1) {
         int rc = ssestream_start(c, a, t->co, ebuf, sizeof ebuf);
         if (rc == 0) {
+            lua_getfield(t->co, 1, "on_open");    /* presence: called once the stream is admitted */
+            if (lua_isfunction(t->co, -1)) {
+                lua_xmove(t->co, a->L, 1);
+                task *ot = task_prepare(a, TASK_TIMER, 0);
+                if (ot) task_resume(ot, 0);
+            } else {
+                lua_pop(t->co, 1);
+            }
             lua_getfield(t->co, 1, "on_close");   /* presence: called when the stream ends */
             if (lua_isfunction(t->co, -1)) {
                 c->sse_close_ref = luaL_ref(t->co, LUA_REGISTRYINDEX);

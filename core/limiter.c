@@ -108,6 +108,14 @@ void limiter_headers(resp *r, const limiter_verdict *v)
 }
 
 /* Turns a GCRA result into the verdict: 1 admitted (v filled), -1 rejected with the 429 queued. */
+/* limiter.redis_failure = "closed": when Redis cannot decide, refuse rather than guess. */
+static int refuse_unavailable(conn *c)
+{
+    atomic_fetch_add_explicit(&c->w->rate_limited, 1, memory_order_relaxed);
+    resp_error(c, 503, "rate limiter unavailable (Redis did not answer), retry later", 0);
+    return -1;
+}
+
 static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_verdict *v)
 {
     worker *w = c->w;
@@ -185,8 +193,12 @@ static void redis_verdict(void *ud, const redisReply *r, const char *err)
     rlside *sd = w->limiter;
     void (*done)(conn *, int) = wt->done;
     rl_result res;
+    int closed = 0;
     if (reply_result(r, &res) == 0) {
         rbus_count(w->srv, RBC_RL_REDIS);
+    } else if (w->app_cfg->redis_fail_closed) {
+        rbus_count(w->srv, RBC_RL_FALLBACK);
+        closed = 1;
     } else {
         rbus_count(w->srv, RBC_RL_FALLBACK);
         if (ratelimit_check(w->srv->rl, &wt->pol, wt->key, wt->kl, worker_now_us(w) / 1000, &res) < 0)
@@ -198,7 +210,8 @@ static void redis_verdict(void *ud, const redisReply *r, const char *err)
     int pi = cfg->nprefixes ? sconfig_policy_for(cfg, c->req.method, http_req_url(&c->req), c->req.path_len) : -1;
     int rc = 0;
     c->has_lv = 0;
-    if (pi >= 0) {
+    if (closed) rc = refuse_unavailable(c);
+    else if (pi >= 0) {
         rc = decide(c, &cfg->policies[pi], &res, &c->lv);
         c->has_lv = rc > 0;
     }
@@ -289,6 +302,7 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
             return 2;
         }
         rbus_count(w->srv, RBC_RL_FALLBACK);
+        if (cfg->redis_fail_closed) return refuse_unavailable(c);
     }
     rl_result res;
     if (ratelimit_check(rl, &pol, key, kl, worker_now_us(w) / 1000, &res) < 0) return 0;

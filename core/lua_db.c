@@ -9,8 +9,12 @@
 
 #include "log.h"
 #include "lua_app.h"
+#include "pglisten.h"
 #include "pgpool.h"
 #include "pgresult.h"
+
+/* Registry key of the current state's { [channel] = fn } table filled by app.db.listen. */
+#define LISTEN_KEY "sluice.db.listen"
 
 typedef struct dbside {
     pgpool *primary;
@@ -20,6 +24,8 @@ typedef struct dbside {
     int limit;
     pgpool_waiter warm;
     pgconn *fixture;             /* test mode: every query runs in this transaction */
+    pglisten *listener;          /* worker 0 only, while the scripts registered app.db.listen */
+    int nchannels;               /* channels the current state listens to (every worker counts them) */
 } dbside;
 
 /* What a parked query needs once a connection is there. */
@@ -56,6 +62,76 @@ int db_check_url(const char *url, char *err, size_t errlen)
     return -1;
 }
 
+/* Channels registered by the state's scripts (strings owned by its registry table). */
+static int app_channels(appstate *a, const char **out, int max)
+{
+    if (!a || !a->L) return 0;
+    lua_State *L = a->L;
+    int n = 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, LISTEN_KEY);
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (n < max && lua_type(L, -2) == LUA_TSTRING) out[n++] = lua_tostring(L, -2);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+/* The listener's connection counts against connection_limit: with channels, the pools share
+ * limit - 1 (every worker loads the same scripts, so all agree on it). */
+static int pool_share(worker *w, dbside *d)
+{
+    int n = w->srv && w->srv->nworkers ? w->srv->nworkers : 1;
+    return pgpool_worker_share(d->limit - (d->nchannels ? 1 : 0), n, w->idx);
+}
+
+/* A NOTIFY: run the current state's function as a task, fn(payload, channel). */
+static void on_notify(void *ud, const char *channel, const char *payload)
+{
+    worker *w = ud;
+    appstate *a = w->app;
+    if (!a || !a->active || a->closing) return;
+    lua_State *L = a->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, LISTEN_KEY);
+    if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+    lua_getfield(L, -1, channel);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) { lua_pop(L, 1); return; }
+    lua_pushstring(L, payload);
+    lua_pushstring(L, channel);
+    task *t = task_prepare(a, TASK_TIMER, 2);
+    if (t) task_resume(t, 2);
+}
+
+/* Applies the current state's app.db.listen set: pool caps on every worker, the LISTEN
+ * connection on worker 0 (one per instance, so a NOTIFY runs its function once). */
+static void listen_sync(worker *w)
+{
+    dbside *d = w->db;
+    const char *ch[PGLISTEN_MAX_CHANNELS];
+    int n = app_channels(w->app, ch, PGLISTEN_MAX_CHANNELS);
+    int had = d->nchannels;
+    d->nchannels = n;
+    if (n && !had) pgpool_set_cap(d->primary, pool_share(w, d)); /* shrink the pool before the listener opens */
+    if (w->idx == 0 && (n || d->listener)) {
+        if (!d->listener) {
+            pgpool_config lc = d->cfg;
+            const char *lurl = getenv("DATABASE_LISTEN_URL");
+            char err[512];
+            if (lurl && *lurl && pgpool_parse_url(lurl, &lc, err, sizeof err)) {
+                log_msg(LOG_ERROR, "DATABASE_LISTEN_URL: %s; listening on DATABASE_URL", err);
+                lc = d->cfg;
+            }
+            d->listener = pglisten_new(w->loop, &lc, on_notify, w);
+        }
+        if (d->listener) pglisten_set(d->listener, ch, n);
+    }
+    if (!n && had) pgpool_set_cap(d->primary, pool_share(w, d));
+}
+
 int db_worker_init(worker *w)
 {
     const sconfig *c = w->app_cfg;
@@ -71,7 +147,9 @@ int db_worker_init(worker *w)
     if (!strstr(c->db_url, "statement_timeout=")) d->cfg.statement_timeout = c->statement_timeout;
     d->limit = d->cfg.connection_limit;
     int n = w->srv->nworkers ? w->srv->nworkers : 1;
-    d->primary = pgpool_new(w->loop, &d->cfg, pgpool_worker_share(d->limit, n, w->idx));
+    const char *ch[PGLISTEN_MAX_CHANNELS];
+    d->nchannels = app_channels(w->app, ch, PGLISTEN_MAX_CHANNELS);
+    d->primary = pgpool_new(w->loop, &d->cfg, pool_share(w, d));
     if (c->db_replicas) {
         char *list = strdup(c->db_replicas), *save = NULL;
         for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
@@ -85,6 +163,10 @@ int db_worker_init(worker *w)
         free(list);
     }
     w->db = d;
+    if (d->nchannels) {
+        d->nchannels = 0; /* listen_sync opens the listener when it sees channels appear */
+        listen_sync(w);
+    }
     pgconn *pc = pgpool_acquire(d->primary, &d->warm, warm_cb, d);
     if (pc) pgpool_release(d->primary, pc);
     return 0;
@@ -100,9 +182,9 @@ void db_worker_configure(worker *w)
     if (pgpool_parse_url(c->db_url, &nc, err, sizeof err)) return;
     if (nc.connection_limit != d->limit) {
         d->limit = nc.connection_limit;
-        int n = w->srv->nworkers ? w->srv->nworkers : 1;
-        pgpool_set_cap(d->primary, pgpool_worker_share(d->limit, n, w->idx));
+        pgpool_set_cap(d->primary, pool_share(w, d));
     }
+    listen_sync(w); /* the new state's scripts registered their listeners again */
 }
 
 void db_worker_free(worker *w)
@@ -111,6 +193,7 @@ void db_worker_free(worker *w)
     if (!d) return;
     pgpool_cancel(&d->warm);
     if (d->fixture) pgpool_release(d->primary, d->fixture);
+    pglisten_free(d->listener);
     pgpool_free(d->primary);
     for (int i = 0; i < d->nreplicas; i++) pgpool_free(d->replicas[i]);
     free(d->replicas);
@@ -124,21 +207,74 @@ int db_ready(worker *w)
     return !d || pgpool_healthy(d->primary);
 }
 
+/* Wait-time histogram bounds (seconds); each is turned into an exact hist bucket edge. */
+static const double wait_le[] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30};
+
+/* metrics.c prints HELP/TYPE of the gauges and counters below once, then calls this per worker;
+ * every family is printed as one group over all workers when first is set (the text format
+ * wants a family's samples together), and nothing for the other calls. */
 void db_metrics(worker *w, buf *out, int first)
 {
-    dbside *d = w->db;
-    if (!d) return;
-    pgpool_stats_t s;
-    pgpool_stats(d->primary, &s);
-    buf_printf(out, "sluice_db_pool_connections{worker=\"%d\",state=\"idle\"} %d\n", w->idx, s.idle);
-    buf_printf(out, "sluice_db_pool_connections{worker=\"%d\",state=\"in_use\"} %d\n", w->idx, s.in_use);
-    buf_printf(out, "sluice_db_pool_connections{worker=\"%d\",state=\"connecting\"} %d\n", w->idx, s.connecting);
-    buf_printf(out, "sluice_db_pool_waiting{worker=\"%d\"} %d\n", w->idx, s.waiting);
-    buf_printf(out, "sluice_db_pool_cap{worker=\"%d\"} %d\n", w->idx, s.cap);
-    buf_printf(out, "sluice_db_pool_acquired_total{worker=\"%d\"} %llu\n", w->idx, (unsigned long long)s.acquired);
-    buf_printf(out, "sluice_db_pool_timeouts_total{worker=\"%d\"} %llu\n", w->idx, (unsigned long long)s.timeouts);
-    buf_printf(out, "sluice_db_pool_errors_total{worker=\"%d\"} %llu\n", w->idx, (unsigned long long)s.errors);
-    buf_printf(out, "sluice_db_pool_wait_seconds_total{worker=\"%d\"} %.6f\n", w->idx, (double)s.wait_us / 1e6);
+    if (!first || !w->srv) return;
+    server *srv = w->srv;
+    int nw = srv->nworkers;
+    pgpool_stats_t *st = calloc((size_t)nw, sizeof *st);
+    if (!st) return;
+    for (int i = 0; i < nw; i++) {
+        dbside *d = srv->workers[i].db;
+        if (d) pgpool_stats(d->primary, &st[i]);
+        else st[i].cap = -1;                     /* marks a worker without a pool */
+    }
+    static const char *const states[] = {"idle", "in_use", "connecting"};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < nw; i++)
+            if (st[i].cap >= 0)
+                buf_printf(out, "sluice_db_pool_connections{worker=\"%d\",state=\"%s\"} %d\n", i, states[k],
+                           k == 0 ? st[i].idle : k == 1 ? st[i].in_use : st[i].connecting);
+    for (int i = 0; i < nw; i++)
+        if (st[i].cap >= 0) buf_printf(out, "sluice_db_pool_waiting{worker=\"%d\"} %d\n", i, st[i].waiting);
+    for (int i = 0; i < nw; i++)
+        if (st[i].cap >= 0) buf_printf(out, "sluice_db_pool_cap{worker=\"%d\"} %d\n", i, st[i].cap);
+    for (int i = 0; i < nw; i++)
+        if (st[i].cap >= 0) buf_printf(out, "sluice_db_pool_acquired_total{worker=\"%d\"} %llu\n", i, (unsigned long long)st[i].acquired);
+    for (int i = 0; i < nw; i++)
+        if (st[i].cap >= 0) buf_printf(out, "sluice_db_pool_timeouts_total{worker=\"%d\"} %llu\n", i, (unsigned long long)st[i].timeouts);
+    for (int i = 0; i < nw; i++)
+        if (st[i].cap >= 0) buf_printf(out, "sluice_db_pool_errors_total{worker=\"%d\"} %llu\n", i, (unsigned long long)st[i].errors);
+    for (int i = 0; i < nw; i++)
+        if (st[i].cap >= 0) buf_printf(out, "sluice_db_pool_wait_seconds_total{worker=\"%d\"} %.6f\n", i, (double)st[i].wait_us / 1e6);
+    buf_puts(out, "# HELP sluice_db_pool_errors_by_class_total Database errors by SQLSTATE class (08 also counts lost connections, 57 timeouts).\n"
+                  "# TYPE sluice_db_pool_errors_by_class_total counter\n");
+    for (int i = 0; i < nw; i++)
+        for (int c = 0; st[i].cap >= 0 && c < PGPOOL_ERR_CLASSES; c++)
+            buf_printf(out, "sluice_db_pool_errors_by_class_total{worker=\"%d\",class=\"%s\"} %llu\n", i,
+                       pgpool_error_class(c), (unsigned long long)st[i].errors_by_class[c]);
+    buf_puts(out, "# HELP sluice_db_pool_wait_duration_seconds Time an acquire waited for a connection (0 when one was idle).\n"
+                  "# TYPE sluice_db_pool_wait_duration_seconds histogram\n");
+    for (int i = 0; i < nw; i++) {
+        dbside *d = srv->workers[i].db;
+        if (!d) continue;
+        hist h;
+        hist_init(&h);
+        hist_merge(&h, pgpool_wait_hist(d->primary)); /* one copy: buckets, sum and count agree */
+        for (size_t b = 0; b < sizeof wait_le / sizeof wait_le[0]; b++) {
+            uint64_t top = hist_bucket_top((uint64_t)(wait_le[b] * 1e6));
+            buf_printf(out, "sluice_db_pool_wait_duration_seconds_bucket{worker=\"%d\",le=\"%g\"} %llu\n", i,
+                       (double)top / 1e6, (unsigned long long)hist_count_le(&h, top));
+        }
+        buf_printf(out, "sluice_db_pool_wait_duration_seconds_bucket{worker=\"%d\",le=\"+Inf\"} %llu\n", i, (unsigned long long)h.count);
+        buf_printf(out, "sluice_db_pool_wait_duration_seconds_sum{worker=\"%d\"} %.6f\n", i, (double)h.sum / 1e6);
+        buf_printf(out, "sluice_db_pool_wait_duration_seconds_count{worker=\"%d\"} %llu\n", i, (unsigned long long)h.count);
+    }
+    free(st);
+    buf_puts(out, "# HELP sluice_db_listen_up 1 while the LISTEN connection is open.\n# TYPE sluice_db_listen_up gauge\n"
+                  "# HELP sluice_db_listen_notifications_total NOTIFYs handed to app.db.listen functions.\n# TYPE sluice_db_listen_notifications_total counter\n"
+                  "# HELP sluice_db_listen_reconnects_total LISTEN connections lost or failed.\n# TYPE sluice_db_listen_reconnects_total counter\n");
+    dbside *d0 = srv->workers[0].db;
+    pglisten_stats_t ls = {0};
+    if (d0 && d0->listener) pglisten_stats(d0->listener, &ls);
+    buf_printf(out, "sluice_db_listen_up %d\nsluice_db_listen_notifications_total %llu\nsluice_db_listen_reconnects_total %llu\n",
+               ls.connected, (unsigned long long)ls.notifications, (unsigned long long)ls.reconnects);
 }
 
 /* ---------------------------------------------------------------- parked operations */
@@ -409,6 +545,39 @@ static int l_rollback(lua_State *L) { return park(L, lua_touserdata(L, lua_upval
 static int l_fix_begin(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_FIX_BEGIN, 0, 1); }
 static int l_fix_rollback(lua_State *L) { return park(L, lua_touserdata(L, lua_upvalueindex(1)), OP_FIX_ROLLBACK, 0, 1); }
 
+/* core.db.listen(channel, fn): load time only; the C side reads the table when the state goes live. */
+static int l_listen(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    size_t n;
+    const char *ch = luaL_checklstring(L, 1, &n);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (n == 0 || n > PGLISTEN_NAME_MAX || strlen(ch) != n)
+        return luaL_argerror(L, 1, "a channel name of 1 to 63 bytes");
+    if (task_current(a, L)) return luaL_error(L, "app.db.listen: call it when the script loads (at its top level), not in a handler");
+    lua_getfield(L, LUA_REGISTRYINDEX, LISTEN_KEY);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, LISTEN_KEY);
+    }
+    lua_pushvalue(L, 1);
+    lua_rawget(L, -2);
+    int known = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!known) {
+        int count = 0;
+        for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) count++;
+        if (count >= PGLISTEN_MAX_CHANNELS) return luaL_error(L, "app.db.listen: at most %d channels", PGLISTEN_MAX_CHANNELS);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawset(L, -3);           /* a second listen on a channel replaces its function */
+    lua_pop(L, 1);
+    return 0;
+}
+
 static int l_configured(lua_State *L)
 {
     appstate *a = lua_touserdata(L, lua_upvalueindex(1));
@@ -421,6 +590,7 @@ int luaopen_sluice_db(lua_State *L)
     static const luaL_Reg fns[] = {
         {"query", l_query},   {"read", l_read},         {"begin", l_begin},
         {"commit", l_commit}, {"rollback", l_rollback}, {"configured", l_configured},
+        {"listen", l_listen},
         {"fixture_begin", l_fix_begin}, {"fixture_rollback", l_fix_rollback},
         {NULL, NULL},
     };

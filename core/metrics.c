@@ -43,6 +43,8 @@ typedef struct smetrics {
     unsigned long long errors_total;
     snapshot *snaps;
     unsigned nsnap_cap, nsnap, snap_head;
+    unsigned long long line_requests, line_errors;   /* totals at the last status line */
+    double line_time;
 } smetrics;
 
 static uint64_t now_s(void)
@@ -198,13 +200,17 @@ void metrics_render(server *s, buf *b)
 
     buf_puts(b, "# HELP sluice_http_responses_total Responses by status class.\n# TYPE sluice_http_responses_total counter\n");
     for (int c = 1; c <= 5; c++) buf_printf(b, "sluice_http_responses_total{code=\"%dxx\"} %llu\n", c, class_total(s, c));
-    unsigned long long bytes = 0, lua_errors = 0, limited = 0;
+    unsigned long long bytes = 0, lua_errors = 0, limited = 0, slow = 0, dropped = 0;
     for (int i = 0; i < s->nworkers; i++) {
+        slow += atomic_load(&s->workers[i].sse_slow_closed);
+        dropped += atomic_load(&s->workers[i].sse_dropped);
         bytes += atomic_load(&s->workers[i].bytes_out);
         lua_errors += atomic_load(&s->workers[i].lua_errors);
         limited += atomic_load(&s->workers[i].rate_limited);
     }
     buf_printf(b, "# HELP sluice_http_response_bytes_total Bytes written to clients.\n# TYPE sluice_http_response_bytes_total counter\nsluice_http_response_bytes_total %llu\n", bytes);
+    buf_printf(b, "# HELP sluice_sse_slow_disconnects_total Streams closed because their queue reached sse.max_queue.\n# TYPE sluice_sse_slow_disconnects_total counter\nsluice_sse_slow_disconnects_total %llu\n", slow);
+    buf_printf(b, "# HELP sluice_sse_dropped_events_total Events dropped for slow streams (sse.slow_policy = drop_oldest).\n# TYPE sluice_sse_dropped_events_total counter\nsluice_sse_dropped_events_total %llu\n", dropped);
     buf_printf(b, "# HELP sluice_connections Open client connections.\n# TYPE sluice_connections gauge\nsluice_connections %d\n", atomic_load(&s->nconns));
     buf_printf(b, "# HELP sluice_lua_errors_total Errors raised by Lua handlers and timers.\n# TYPE sluice_lua_errors_total counter\nsluice_lua_errors_total %llu\n", lua_errors);
     buf_printf(b, "# HELP sluice_ratelimit_rejections_total Requests answered 429 by a rate-limit policy.\n# TYPE sluice_ratelimit_rejections_total counter\nsluice_ratelimit_rejections_total %llu\n", limited);
@@ -274,6 +280,27 @@ static void json_str(buf *b, const char *s)
         else buf_append(b, s, 1);
     }
     buf_puts(b, "\"");
+}
+
+void metrics_status_line(server *s, char *out, size_t n)
+{
+    smetrics *m = s->metrics;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    unsigned long long req = 0;
+    for (int c = 1; c <= 5; c++) req += class_total(s, c);
+    unsigned long long err = class_total(s, 5);
+    double dt = m && m->line_time > 0 ? now - m->line_time : now - s->started;
+    double rate = dt > 0 ? (double)(req - (m ? m->line_requests : 0)) / dt : 0;
+    hist r;
+    merged(s, &r, 0);
+    unsigned long long sse_n = 0;
+    if (s->ssehub) { sse_stats st; sse_hub_stats(s->ssehub, &st); sse_n = st.subscribers; }
+    snprintf(out, n, "status: %d connections (%llu streams), %.1f req/s, p99 %.2f ms, %llu errors (5xx) since last",
+             atomic_load(&s->nconns), sse_n, rate, (double)hist_percentile(&r, 0.99) / 1000.0,
+             err - (m ? m->line_errors : 0));
+    if (m) { m->line_requests = req; m->line_errors = err; m->line_time = now; }
 }
 
 void metrics_snapshot(server *s)

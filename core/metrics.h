@@ -21,6 +21,8 @@ void metrics_error(worker *w, conn *c, const char *msg);
 void metrics_render(server *s, buf *out);
 /* Appends the status JSON for /_sluice/status. */
 void metrics_status_json(server *s, buf *out);
+/* One line for the terminal in development: connections, req/s since the last call, p99, errors. */
+void metrics_status_line(server *s, char *out, size_t n);
 /* Takes a retention snapshot (called every metrics.interval seconds by worker 0). */
 void metrics_snapshot(server *s);
 

@@ -62,7 +62,49 @@ struct pgpool {
     unsigned seed;
     char last_err[256];
     uint64_t acquired, timeouts, errors, wait_us;
+    uint64_t err_class[PGPOOL_ERR_CLASSES];
+    hist wait_hist;                /* every acquire's wait, us; 11.8 KB, no allocation per record */
 };
+
+static const char *const err_classes[PGPOOL_ERR_CLASSES] = {
+    "08", /* connection exception (also: connection lost, unreachable) */
+    "22", /* data exception */
+    "23", /* integrity constraint violation */
+    "25", /* invalid transaction state */
+    "28", /* invalid authorization */
+    "3D", /* invalid catalog name (no such database) */
+    "40", /* transaction rollback: serialization failure, deadlock */
+    "42", /* syntax error or access rule violation */
+    "53", /* insufficient resources (too many connections, out of memory) */
+    "57", /* operator intervention: statement timeout, admin shutdown */
+    "XX", /* internal error */
+    "other",
+};
+
+const char *pgpool_error_class(int i)
+{
+    return i >= 0 && i < PGPOOL_ERR_CLASSES ? err_classes[i] : "other";
+}
+
+/* Counts one error under the class of sqlstate (NULL or unknown: "other"). */
+static void count_error(pgpool *p, const char *sqlstate)
+{
+    int i = PGPOOL_ERR_CLASSES - 1;
+    if (sqlstate && sqlstate[0] && sqlstate[1])
+        for (int k = 0; k < PGPOOL_ERR_CLASSES - 1; k++)
+            if (sqlstate[0] == err_classes[k][0] && sqlstate[1] == err_classes[k][1]) { i = k; break; }
+    p->errors++;
+    p->err_class[i]++;
+}
+
+/* A waiter leaves the queue (served, timed out or failed): record how long it waited. */
+static void waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now)
+{
+    double us = (now - w->since) * 1e6;
+    uint64_t v = us > 0 ? (uint64_t)us : 0;
+    p->wait_us += v;
+    hist_record(&p->wait_hist, v);
+}
 
 /* Kept under its old name for the callers (lua_db, tests); the parser lives in pgurl.c. */
 int pgpool_parse_url(const char *url, pgpool_config *out, char *err, size_t errlen)
@@ -211,6 +253,7 @@ static void fail_waiters(pgpool *p, const char *err)
     pgpool_waiter *w;
     while ((w = p->wq_head)) {
         pgpool_cancel(w);
+        waited(p, w, ev_now(p->loop));
         w->cb(w->ud, NULL, err);
     }
 }
@@ -227,7 +270,7 @@ static void connect_failed(pgconn *c, const char *msg)
                  port && *port ? port : "5432", line);
     else
         snprintf(p->last_err, sizeof p->last_err, PGPOOL_ERR_UNREACHABLE ": %s", line);
-    p->errors++;
+    count_error(p, "08"); /* libpq gives no SQLSTATE for a failed connect */
     /* Back off before the next attempt: doubling, jittered, so N workers do not reconnect in lockstep. */
     p->backoff = p->backoff ? fmin(p->backoff * 2, BACKOFF_MAX) : BACKOFF_MIN;
     double delay = p->backoff * (0.75 + 0.5 * rand_r(&p->seed) / (double)RAND_MAX);
@@ -364,7 +407,11 @@ static void deliver(pgconn *c, PGresult *res, const char *err)
     void *ud = c->ud;
     c->cb = NULL;
     c->ud = NULL;
-    if (err) c->pool->errors++;
+    if (err) {
+        const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (!st) st = strncmp(err, PGPOOL_ERR_STMT_TIMEOUT, sizeof PGPOOL_ERR_STMT_TIMEOUT - 1) == 0 ? "57" : "08";
+        count_error(c->pool, st);
+    }
     if (cb) cb(ud, res, err);
     else if (res) PQclear(res);
 }
@@ -377,7 +424,7 @@ static void op_lost(pgconn *c, const char *msg)
     conn_watch(c, 0);
     if (c->state != CS_QUERY) {
         if (c->state == CS_SETUP) connect_failed(c, line);
-        else { c->pool->errors++; conn_close(c); }
+        else { count_error(c->pool, "08"); conn_close(c); }
         return;
     }
     PGresult *res = c->res; /* e.g. FATAL 57P01 from pg_terminate_backend, read before the EOF */
@@ -461,7 +508,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         break;
     case CS_IDLE:
         if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
-            c->pool->errors++;
+            count_error(c->pool, "08");
             conn_close(c);
         } else {
             PGnotify *n;
@@ -497,7 +544,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         deliver(c, NULL, err);
         break;
     default: /* a ROLLBACK or ping that does not answer */
-        p->errors++;
+        count_error(p, "08");
         conn_close(c);
         break;
     }
@@ -538,7 +585,7 @@ static void wait_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     while ((w = p->wq_head) && now - w->since >= p->cfg.pool_timeout - 1e-3) {
         pgpool_cancel(w);
         p->timeouts++;
-        p->wait_us += (uint64_t)((now - w->since) * 1e6);
+        waited(p, w, now);
         w->cb(w->ud, NULL, err);
     }
     wait_rearm(p);
@@ -577,7 +624,7 @@ static void kick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pgconn *c;
     while ((w = p->wq_head) && p->idle && (c = take_idle(p))) {
         pgpool_cancel(w);
-        p->wait_us += (uint64_t)((ev_now(loop) - w->since) * 1e6);
+        waited(p, w, ev_now(loop));
         w->cb(w->ud, c, NULL);
     }
     if (p->retry_pending || p->down) return;
@@ -684,7 +731,10 @@ pgconn *pgpool_acquire(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *
 {
     if (!p->n_waiting && !p->down && p->idle) {
         pgconn *c = take_idle(p);
-        if (c) return c;
+        if (c) {
+            hist_record(&p->wait_hist, 0);
+            return c;
+        }
     }
     w->cb = cb;
     w->ud = ud;
@@ -775,4 +825,7 @@ void pgpool_stats(const pgpool *p, pgpool_stats_t *out)
     out->timeouts = p->timeouts;
     out->errors = p->errors;
     out->wait_us = p->wait_us;
+    memcpy(out->errors_by_class, p->err_class, sizeof out->errors_by_class);
 }
+
+const hist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }

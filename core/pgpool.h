@@ -7,6 +7,7 @@
 #include <ev.h>
 #include <libpq-fe.h>
 
+#include "hist.h"
 #include "pgurl.h" /* pgpool_config and the URL parser */
 
 /* Error messages handed to callbacks start with one of these prefixes (map them to 503 etc.). */
@@ -35,6 +36,11 @@ typedef struct pgpool_waiter {
     void *ud;
 } pgpool_waiter;
 
+/* Errors are counted by SQLSTATE class (first two characters) over this fixed label set, so a
+ * misbehaving app cannot grow the metrics without bound; pool-side failures map to 08 (connection
+ * lost, unreachable) or 57 (statement timeout), anything unlisted to "other". */
+#define PGPOOL_ERR_CLASSES 12
+
 typedef struct pgpool_stats_t {
     int size;                 /* connections open or opening (never above the cap) */
     int idle, in_use, connecting, waiting;
@@ -44,7 +50,11 @@ typedef struct pgpool_stats_t {
     uint64_t timeouts;        /* acquires failed with pool timeout */
     uint64_t errors;          /* failed connects, lost connections, query errors, statement timeouts */
     uint64_t wait_us;         /* total time callers waited for a connection, microseconds */
+    uint64_t errors_by_class[PGPOOL_ERR_CLASSES]; /* same errors, by pgpool_error_class(i) */
 } pgpool_stats_t;
+
+/* The label of errors_by_class[i]: "08", "22", "23", ..., "XX", "other" (a constant string). */
+const char *pgpool_error_class(int i);
 
 /* Same as pgurl_parse (see pgurl.h): fill a pool config from DATABASE_URL. 0, or -1 with err set. */
 int pgpool_parse_url(const char *url, pgpool_config *out, char *err, size_t errlen);
@@ -88,5 +98,9 @@ int pgpool_healthy(const pgpool *p);
 
 /* Fill out with the current counters (cheap: reads fields, no locks). */
 void pgpool_stats(const pgpool *p, pgpool_stats_t *out);
+
+/* Time each acquire waited for a connection (0 when one was idle; timeouts and fast failures
+ * included), in us. Written by the pool's thread; other threads may read it (see hist.h). */
+const hist *pgpool_wait_hist(const pgpool *p);
 
 #endif

@@ -168,6 +168,7 @@ int pgresult_push_error(lua_State *L, const PGresult *res, const char *fallback)
         set_str(L, "detail", PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
         set_str(L, "hint", PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
         set_str(L, "constraint", PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME));
+        if (fallback && !strncmp(fallback, PGPOOL_ERR_LOST, strlen(PGPOOL_ERR_LOST))) set_str(L, "code", "connection_lost");
     } else {
         if (!fallback || !*fallback) fallback = "database error";
         for (size_t i = 0; i < sizeof client_errors / sizeof client_errors[0]; i++) {
@@ -178,6 +179,19 @@ int pgresult_push_error(lua_State *L, const PGresult *res, const char *fallback)
             }
         }
         set_str(L, "message", fallback);
+    }
+    /* The database is unavailable for now (pool exhausted, server down or restarting, connection
+     * killed): uncaught, the request answers 503 with Retry-After rather than 500. */
+    lua_getfield(L, -1, "sqlstate");
+    lua_getfield(L, -2, "code");
+    const char *st = lua_tostring(L, -2), *code = lua_tostring(L, -1);
+    int unavailable = (code && strcmp(code, "statement_timeout") != 0) ||
+                      (st && (!strncmp(st, "08", 2) || !strcmp(st, "57P01") || !strcmp(st, "57P02") ||
+                              !strcmp(st, "57P03") || !strcmp(st, "53300")));
+    lua_pop(L, 2);
+    if (unavailable) {
+        lua_pushinteger(L, 503);
+        lua_setfield(L, -2, "status");
     }
     lua_pushlightuserdata(L, (void *)&errmt_key);
     lua_rawget(L, LUA_REGISTRYINDEX);

@@ -217,6 +217,9 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->limiter_max_keys = (size_t)num(L, li, "max_keys", 100000);
     c->ipv6_prefix = (unsigned)num(L, li, "ipv6_prefix", 64);
     c->ratelimit_headers = boolean(L, li, "headers", 1);
+    char *rf = str(L, li, "redis_failure");
+    c->redis_fail_closed = rf && strcmp(rf, "closed") == 0;
+    free(rf);
     lua_pop(L, 1);
     int tp = sub(L, t, "trusted_proxies");
     c->trusted_proxies = strlist(L, tp, &c->ntrusted);
@@ -237,6 +240,10 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->sse_per_user = (unsigned)num(L, ss, "per_user", 10);
     c->sse_per_channel = (unsigned)num(L, ss, "per_channel", 0);
     c->sse_retention = (unsigned)num(L, ss, "retention", 1000);
+    c->sse_max_queue = (unsigned)num(L, ss, "max_queue", 1024);
+    char *sp = str(L, ss, "slow_policy");
+    c->sse_drop_oldest = sp && strcmp(sp, "drop_oldest") == 0;
+    free(sp);
     c->sse_heartbeat = num(L, ss, "heartbeat", 30);
     c->sse_retention_seconds = num(L, ss, "retention_seconds", 0);
     c->sse_cleanup = num(L, ss, "cleanup_interval", 300);

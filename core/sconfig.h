@@ -59,11 +59,13 @@ typedef struct sconfig {
     size_t limiter_max_keys;
     unsigned ipv6_prefix;
     int ratelimit_headers;
+    int redis_fail_closed;          /* limiter.redis_failure = "closed": 503 when Redis cannot decide */
     char **trusted_proxies;
     size_t ntrusted;
     struct clientip_trust *trust;   /* parsed trusted_proxies, NULL when none */
 
-    unsigned sse_max, sse_per_user, sse_per_channel, sse_retention;
+    unsigned sse_max, sse_per_user, sse_per_channel, sse_retention, sse_max_queue;
+    int sse_drop_oldest;            /* sse.slow_policy = "drop_oldest" (else disconnect) */
     double sse_heartbeat, sse_retention_seconds, sse_cleanup;
     char *publish_token, *publish_path;
 

@@ -113,7 +113,8 @@ static void worker_begin_stop(worker *w)
     /* idle keep-alive connections and streams go now; busy ones finish their request */
     for (conn *c = w->conns, *n; c; c = n) {
         n = c->next;
-        if (c->state == CS_SSE || (c->state == CS_READING && !c->mid_request)) conn_close(c);
+        if (c->state == CS_SSE && c->sse) ssestream_goodbye(c);
+        else if (c->state == CS_SSE || (c->state == CS_READING && !c->mid_request)) conn_close(c);
     }
     conn_reap(w);
     worker_maybe_drained(w);      /* nothing left: the check watcher may not run again */
@@ -447,6 +448,11 @@ static void housekeeping_cb(struct ev_loop *loop, ev_timer *t, int revents)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     metrics_snapshot(s);
+    if (!s->cfg0->production) {        /* a pulse on the terminal while developing */
+        char line[256];
+        metrics_status_line(s, line, sizeof line);
+        log_msg(LOG_INFO, "%s", line);
+    }
     static uint64_t last_sweep;
     if (now_ms - last_sweep >= (uint64_t)(s->cfg0->sse_cleanup * 1000)) {
         last_sweep = now_ms;

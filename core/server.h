@@ -93,6 +93,7 @@ struct worker {
     atomic_int drained;             /* read by the main thread */
     /* counters (read by other threads with relaxed loads) */
     atomic_ullong requests, responses_5xx, responses_4xx, bytes_out, lua_errors, rate_limited;
+    atomic_ullong sse_slow_closed, sse_dropped;
     void *metrics;                  /* per-worker metrics block */
     void *sse;                      /* per-worker SSE side */
     void *db;                       /* per-worker database pool */

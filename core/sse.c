@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sseenc.h"
 #include "strmap.h"
 
 /* ------------------------------------------------------------------ types */
@@ -29,8 +30,8 @@ struct sse_event {
     qnode node[];       /* one inbox node per worker: posting never allocates */
 };
 
-/* Room for "id: " + 20 digits + "\n", written in front of the body under the lock. */
-#define ID_RESERVE 25
+/* Room for the id line, written in front of the body under the lock. */
+#define ID_RESERVE SSEENC_ID_MAX
 
 /* Hub channel: a value of sse_hub.chans, keyed by the channel name. */
 typedef struct hchan {
@@ -150,98 +151,12 @@ static sse_event *ev_alloc(unsigned nnodes, const char *ch, size_t chlen, size_t
     return e;
 }
 
-static char *put_u64(char *p, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do tmp[n++] = (char)('0' + v % 10); while ((v /= 10));
-    while (n) *p++ = tmp[--n];
-    return p;
-}
-
 static int valid_channel(const char *s, size_t n)
 {
     if (n == 0 || n > SSE_MAX_CHANNEL_LEN) return 0;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 0;
     return 1;
-}
-
-/* Decimal uint64, 1..20 digits, no sign or spaces. */
-static int parse_id(const char *s, uint64_t *out)
-{
-    uint64_t v = 0;
-    size_t i = 0;
-    for (; s[i]; i++) {
-        if (s[i] < '0' || s[i] > '9' || i >= 20) return -1;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) return -1;
-        v = v * 10 + d;
-    }
-    if (i == 0) return -1;
-    *out = v;
-    return 0;
-}
-
-/* Length of the line break at data[i] (CRLF = 2, CR or LF = 1, else 0). */
-static size_t brk(const char *d, size_t i, size_t n)
-{
-    if (d[i] == '\n') return 1;
-    if (d[i] == '\r') return (i + 1 < n && d[i + 1] == '\n') ? 2 : 1;
-    return 0;
-}
-
-/* Encodes everything but the id line into body (sized by the first pass). */
-static size_t encode_body(char *out, const char *event, size_t evlen, int retry_ms,
-                          const char *data, size_t datalen)
-{
-    char *p = out;
-    if (evlen) {
-        memcpy(p, "event: ", 7);
-        memcpy(p + 7, event, evlen);
-        p += 7 + evlen;
-        *p++ = '\n';
-    }
-    if (retry_ms >= 0) {
-        memcpy(p, "retry: ", 7);
-        p = put_u64(p + 7, (uint64_t)retry_ms);
-        *p++ = '\n';
-    }
-    size_t start = 0;
-    for (size_t i = 0;; ) {
-        size_t b = i < datalen ? brk(data, i, datalen) : 0;
-        if (i == datalen || b) {
-            memcpy(p, "data: ", 6);
-            memcpy(p + 6, data + start, i - start);
-            p += 6 + (i - start);
-            *p++ = '\n';
-            if (i == datalen) break;
-            i += b;
-            start = i;
-        } else {
-            i++;
-        }
-    }
-    *p++ = '\n';
-    return (size_t)(p - out);
-}
-
-static size_t body_len(size_t evlen, int retry_ms, const char *data, size_t datalen)
-{
-    size_t lines = 1, brkbytes = 0;
-    for (size_t i = 0; i < datalen;) {
-        size_t b = brk(data, i, datalen);
-        if (b) {
-            lines++;
-            brkbytes += b;
-            i += b;
-        } else {
-            i++;
-        }
-    }
-    size_t n = (evlen ? 8 + evlen : 0) + lines * 7 + (datalen - brkbytes) + 1;
-    if (retry_ms >= 0) n += 8 + 10;
-    return n;
 }
 
 /* ---------------------------------------------------------------- the hub */
@@ -374,15 +289,15 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
     size_t evlen = event ? strlen(event) : 0;
     if (evlen && strpbrk(event, "\r\n")) return *err = "CR or LF in event name", 0;
     uint64_t ov = 0;
-    if (id_override && parse_id(id_override, &ov)) return *err = "bad id (must be a decimal integer)", 0;
+    if (id_override && sseenc_parse_id(id_override, &ov)) return *err = "bad id (must be a decimal integer)", 0;
     if (!data) datalen = 0;
-    size_t blen = body_len(evlen, retry_ms, data, datalen);
+    size_t blen = sseenc_body_len(evlen, retry_ms, data, datalen);
     if (blen + ID_RESERVE > h->lim.max_event_bytes) return *err = "event too large", 0;
 
     char *body;
     sse_event *e = ev_alloc(h->nw, channel, chlen, blen, &body);
     if (!e) return *err = "out of memory", 0;
-    size_t used = encode_body(body, event, evlen, retry_ms, data, datalen);
+    size_t used = sseenc_body(body, event, evlen, retry_ms, data, datalen);
     e->hash = strmap_hash(h->chans, channel, chlen); /* chans and its seed never change: no lock */
     e->t_ms = now_ms;
 
@@ -402,11 +317,8 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
     }
     uint64_t id = h->last_id = id_override ? ov : h->last_id + 1;
     /* The id line goes right before the body, so the wire stays contiguous. */
-    char idl[ID_RESERVE], *q = idl;
-    memcpy(q, "id: ", 4);
-    q = put_u64(q + 4, id);
-    *q++ = '\n';
-    size_t idlen = (size_t)(q - idl);
+    char idl[ID_RESERVE];
+    size_t idlen = sseenc_id_line(idl, id);
     memcpy(body - idlen, idl, idlen);
     e->wire = body - idlen;
     e->len = (uint32_t)(idlen + used);
@@ -774,7 +686,7 @@ int sse_worker_subscribe(sse_worker *w, sse_sub *s, const char *const *channels,
     size_t len[SSE_MAX_SUB_CHANNELS];
     int want_replay = last_event_id && *last_event_id;
     if (s->active_ || nch == 0 || nch > SSE_MAX_SUB_CHANNELS || !deliver) return SSE_ERR_ARG;
-    if (want_replay && parse_id(last_event_id, &L)) return SSE_ERR_ARG;
+    if (want_replay && sseenc_parse_id(last_event_id, &L)) return SSE_ERR_ARG;
     for (size_t i = 0; i < nch; i++) {
         len[i] = strlen(channels[i]);
         if (!valid_channel(channels[i], len[i])) return SSE_ERR_ARG;

@@ -15,7 +15,6 @@
 #include "sse.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
-#define QUEUE_MAX 4096              /* events queued for one slow client before it is dropped */
 
 typedef struct ssestream {
     sse_sub sub;
@@ -36,6 +35,9 @@ typedef struct ssestream {
     char member[96];                /* <instance>:<worker>:<conn>: this stream in the Redis sets */
     unsigned registered : 1, drop_gaps : 1;
     uint64_t skip_upto;             /* ids up to this were replayed from Redis: skip the hub's copies */
+    uint64_t dropped;               /* sse.slow_policy = "drop_oldest": events dropped, not yet told */
+    char notice[96];                /* the "sluice-dropped" event being written */
+    size_t notice_len, notice_off;
 } ssestream;
 
 #define ADMIT_DEADLINE 0.25         /* s: then local caps only (counted as a fallback) */
@@ -100,10 +102,27 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
         uint64_t id = sse_event_id(e);
         if (id ? id <= s->skip_upto : s->drop_gaps) return;
     }
-    if (s->len == QUEUE_MAX) {          /* the client does not read: drop it rather than grow */
-        log_msg(LOG_WARN, "SSE client %s too slow (%d events queued): closing", c->ip, QUEUE_MAX);
-        c->state = CS_CLOSING;
-        return;
+    const sconfig *cfg = c->w->app_cfg;
+    if (s->len >= cfg->sse_max_queue && !s->op) {
+        ssestream_flush(c);                 /* a burst in one drain: give the socket a chance first */
+        if (c->closed || c->sse != s) return;
+    }
+    if (s->len >= cfg->sse_max_queue) {     /* the client does not read fast enough: bounded memory */
+        if (!cfg->sse_drop_oldest) {
+            log_msg(LOG_WARN, "SSE client %s too slow (%u events queued, sse.max_queue): closing", c->ip, cfg->sse_max_queue);
+            atomic_fetch_add_explicit(&c->w->sse_slow_closed, 1, memory_order_relaxed);
+            conn_close(c);
+            return;
+        }
+        /* drop the oldest whole event (never one already half on the wire) and signal it */
+        size_t at = s->off ? 1 : 0;
+        if (s->len > at) {
+            sse_event_unref(s->q[(s->head + at) % s->cap]);
+            for (size_t i = at; i + 1 < s->len; i++) s->q[(s->head + i) % s->cap] = s->q[(s->head + i + 1) % s->cap];
+            s->len--;
+            s->dropped++;
+            atomic_fetch_add_explicit(&c->w->sse_dropped, 1, memory_order_relaxed);
+        }
     }
     if (s->len == s->cap) {
         size_t nc = s->cap ? s->cap * 2 : 16;
@@ -511,9 +530,21 @@ int ssestream_flush(conn *c)
 {
     ssestream *s = c->sse;
     if (!s || c->closed) return 0;
-    while (s->len) {
+    while (s->len || s->notice_len || s->dropped) {
         struct iovec iov[64];
         int n = 0;
+        if (!s->notice_len && s->dropped && s->off == 0) {   /* between two events: tell the client */
+            s->notice_len = (size_t)snprintf(s->notice, sizeof s->notice,
+                                             "event: sluice-dropped\ndata: {\"dropped\":%llu}\n\n",
+                                             (unsigned long long)s->dropped);
+            s->notice_off = 0;
+            s->dropped = 0;
+        }
+        if (s->notice_len) {
+            iov[n].iov_base = s->notice + s->notice_off;
+            iov[n].iov_len = s->notice_len - s->notice_off;
+            n++;
+        }
         for (size_t i = 0; i < s->len && n < 64; i++) {
             size_t len;
             const char *p = sse_event_wire(s->q[(s->head + i) % s->cap], &len);
@@ -531,6 +562,11 @@ int ssestream_flush(conn *c)
         }
         s->last_progress_ms = worker_now_us(c->w) / 1000;
         size_t left = (size_t)wr;
+        if (s->notice_len) {
+            size_t rem = s->notice_len - s->notice_off;
+            if (left >= rem) { left -= rem; s->notice_len = s->notice_off = 0; }
+            else { s->notice_off += left; left = 0; }
+        }
         while (left && s->len) {
             size_t len;
             sse_event *e = s->q[s->head];
@@ -547,10 +583,24 @@ int ssestream_flush(conn *c)
                 left = 0;
             }
         }
-        if (s->len) return 1;
+        if (s->len || s->notice_len) return 1;
     }
     if (c->state == CS_CLOSING) { conn_close(c); return 0; }
     return 0;
+}
+
+void ssestream_goodbye(conn *c)
+{
+    ssestream *s = c->sse;
+    if (s && !s->len && !s->notice_len && !buf_pending(&c->out)) {
+        /* spread the reconnects of thousands of clients over 1-5 s */
+        char b[32];
+        int n = snprintf(b, sizeof b, "retry: %d\n\n", 1000 + (int)(random() % 4000));
+        conn_send(c, b, (size_t)n);
+    }
+    c->state = CS_CLOSING;
+    conn_set_timeout(c, TMO_IDLE, 2);     /* bounded: a client that does not read is cut */
+    conn_flush(c);
 }
 
 void ssestream_heartbeat(conn *c)

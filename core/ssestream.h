@@ -15,6 +15,8 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
 void ssestream_heartbeat(conn *c);
 /* Writes queued events; returns 1 while some remain. */
 int ssestream_flush(conn *c);
+/* Shutdown: a `retry:` hint with jitter (when nothing is half-written), then close. */
+void ssestream_goodbye(conn *c);
 /* Unsubscribes and drops queued events (connection closing). */
 void ssestream_stop(conn *c);
 /* Per-worker setup: the SSE inbox watcher. */

@@ -554,6 +554,7 @@ local TOP = record({
     max_keys = F(integer(1, 1e8), 100000),
     ipv6_prefix = F(integer(1, 128), 64),
     headers = F(boolean, true),
+    redis_failure = F(enum("open", "closed"), "open"),
   }), {}),
   trusted_proxies = F(array(cidr_check, "CIDR strings"), {}),
   sse = F(record({
@@ -566,6 +567,8 @@ local TOP = record({
     cleanup_interval = F(number(1, DAY), 300),
     publish_token = F(optional_string(nonempty_string)),
     publish_path = F(url_path, "/_sluice/publish"),
+    max_queue = F(integer(1, 1e6), 1024),
+    slow_policy = F(enum("disconnect", "drop_oldest"), "disconnect"),
   }), {}),
   database = F(record({
     url = F(optional_string(pg_url), env_default("DATABASE_URL")),

@@ -182,6 +182,11 @@ end
 
 db.configured = cdb.configured
 
+-- app.db.listen(channel, fn): at load time; fn(payload, channel) runs as a task for each NOTIFY.
+function db.listen(channel, fn)
+  cdb.listen(channel, fn)
+end
+
 -- Cache: app.cache.get/set/incr/del. Redis when redis.url is set (shared by every instance, keys
 -- under <prefix>c:), else an in-process LRU table with TTLs shared by the workers (10,000 entries).
 -- Values: strings, numbers, booleans, tables (as JSON). Failures (Redis down or slower than 0.5 s)
