@@ -50,7 +50,8 @@ static void warm_cb(void *ud, pgconn *c, const char *err)
 {
     dbside *d = ud;
     if (c) pgpool_release(d->primary, c);
-    else log_msg(LOG_WARN, "database: %s", err);
+    else log_msg(LOG_WARN, "database: %s (is PostgreSQL running and DATABASE_URL right? "
+                           "tools/pg-dev start .sluice/pg starts a local one; /ready answers 503 meanwhile)", err);
 }
 
 int db_check_url(const char *url, char *err, size_t errlen)

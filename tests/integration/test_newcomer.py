@@ -1,0 +1,132 @@
+"""test_newcomer.py: the errors a newcomer hits first are one line each, saying what is wrong and
+what to do (issue 10): port in use, bad DATABASE_URL, PostgreSQL not reachable, a syntax error in
+config.lua, a script that does not exist, an unknown config key, a missing library at build time."""
+import os
+import shutil
+import subprocess
+import tempfile
+
+from harness import SLUICE_BIN, Server, check, free_port, get, run_tests, test
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+def app_dir(config):
+    d = tempfile.mkdtemp(prefix="sluice-newcomer-")
+    shutil.copy(os.path.join(HERE, "fixtures/newcomer/app.lua"), d)
+    with open(os.path.join(d, "config.lua"), "w") as f:
+        f.write(config)
+    return d
+
+
+def run(d, *args, env=None, timeout=20):
+    e = dict(os.environ)
+    e.pop("DATABASE_URL", None)
+    e.update(env or {})
+    return subprocess.run([SLUICE_BIN, *args, "--config", os.path.join(d, "config.lua")], env=e,
+                          capture_output=True, text=True, timeout=timeout, cwd=d)
+
+
+OK_CONFIG = 'return { scripts = { "app.lua" }, workers = 1, log = { access = "off" } }\n'
+
+
+def one_line(text):
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    check(len(lines) == 1, "want one line, got %r" % text)
+    return lines[0]
+
+
+@test
+def port_in_use():
+    d = app_dir(OK_CONFIG)
+    try:
+        with Server(d) as srv:
+            r = run(d, "run", env={"PORT": str(srv.port)})
+            check(r.returncode == 1, "exit %d" % r.returncode)
+            line = one_line(r.stderr)
+            check("port %d is already in use" % srv.port in line and "PORT=" in line, line)
+            check(get(srv.port, "/hi")[0] == 200, "the first server is untouched")
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def bad_database_url():
+    d = app_dir(OK_CONFIG)
+    try:
+        r = run(d, "check", env={"DATABASE_URL": "mysql://root@localhost/db"})
+        check(r.returncode == 1, "exit %d" % r.returncode)
+        line = one_line(r.stderr)
+        check("database.url" in line and "DATABASE_URL" in line and "postgres" in line, line)
+        r = run(d, "run", env={"DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db?connection_limit=abc", "PORT": str(free_port())})
+        check(r.returncode == 1, "exit %d" % r.returncode)
+        line = one_line(r.stderr)
+        check("connection_limit" in line and "p@" not in line, "names the parameter, hides the password: " + line)
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def postgresql_not_reachable():
+    d = app_dir(OK_CONFIG)
+    try:
+        url = "postgresql://u:secret@127.0.0.1:%d/db" % free_port()
+        with Server(d, env={"DATABASE_URL": url}) as srv:
+            import time
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and "database unreachable" not in srv.log():
+                time.sleep(0.1)
+            lines = [l for l in srv.log().splitlines() if "database unreachable" in l]
+            check(lines, "a log line: " + srv.log()[-500:])
+            check("is PostgreSQL running" in lines[0] and "secret" not in lines[0], lines[0])
+            check(get(srv.port, "/ready")[0] == 503, "/ready says not ready")
+            check(get(srv.port, "/hi")[0] == 200, "routes without the database keep working")
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def syntax_error_in_config():
+    d = app_dir('return {\n  port = 5000,\n  workers = = 1,\n}\n')
+    try:
+        r = run(d, "run")
+        check(r.returncode == 1, "exit %d" % r.returncode)
+        line = one_line(r.stderr)
+        check("config.lua:3:" in line and "unexpected symbol" in line, line)
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def unknown_key_and_missing_script():
+    d = app_dir('return { scripts = { "app.lua", "nope.lua" }, limits = { body_sise = 10 } }\n')
+    try:
+        r = run(d, "check")
+        check(r.returncode == 1, "exit %d" % r.returncode)
+        check("limits.body_sise: unknown key (did you mean body_size?)" in r.stderr, r.stderr)
+        d2 = app_dir('return { scripts = { "app.lua", "nope.lua" } }\n')
+        r = run(d2, "check")
+        line = one_line(r.stderr)
+        check("nope.lua: script not found" in line, line)
+        shutil.rmtree(d2)
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def missing_library_at_build_time():
+    # configure against an empty pkg-config path: the first missing library is named with its package
+    b = tempfile.mkdtemp(prefix="sluice-cmake-")
+    try:
+        env = dict(os.environ, PKG_CONFIG_LIBDIR="/nonexistent", PKG_CONFIG_PATH="")
+        r = subprocess.run(["cmake", "-S", ROOT, "-B", b], env=env, capture_output=True, text=True, timeout=60)
+        check(r.returncode != 0, "configure should fail")
+        flat = " ".join(r.stderr.split())          # cmake wraps long messages
+        check("sluice: LuaJIT 2.1 not found: run tools/bootstrap (or apt-get install libluajit2-5.1-dev)" in flat, r.stderr[-800:])
+    finally:
+        shutil.rmtree(b)
+
+
+if __name__ == "__main__":
+    run_tests()
