@@ -10,7 +10,7 @@ const char dashboard_html[] =
 ".k{color:#666;font-size:12px}table{border-collapse:collapse;width:100%;margin-top:1em}"
 "td,th{border-bottom:1px solid #eee;padding:4px;text-align:left;font-size:12px;vertical-align:top}"
 "pre{white-space:pre-wrap;margin:0}canvas{border:1px solid #eee;margin-top:1em}</style></head><body>\n"
-"<h1>sluice <span id=state class=k>connecting...</span></h1>\n"
+"<link rel=icon href=\"data:,\">\n<h1>sluice <span id=state class=k>connecting...</span></h1>\n"
 "<div class=grid id=cards></div><canvas id=chart width=900 height=160></canvas>\n"
 "<h2>Last errors</h2><table id=errors><tr><th>time</th><th>route</th><th>message</th></tr></table>\n"
 "<script>\n"

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "lua_app.h"
@@ -40,6 +41,7 @@ typedef struct dbop {
     char **values;
     int *lengths;
     pgpool_waiter waiter;
+    pgpool_job job;              /* a one-shot query shared on a pipelined connection */
     enum { OP_QUERY, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_FIX_BEGIN, OP_FIX_ROLLBACK } kind;
     int savepoint;               /* transaction nested in the test fixture's */
     int fix_step;                /* test fixture: 1 SAVEPOINT sent, 2 query sent, 3 ROLLBACK TO sent */
@@ -151,6 +153,8 @@ int db_worker_init(worker *w)
     const char *ch[PGLISTEN_MAX_CHANNELS];
     d->nchannels = app_channels(w->app, ch, PGLISTEN_MAX_CHANNELS);
     d->primary = pgpool_new(w->loop, &d->cfg, pool_share(w, d));
+    const char *pipe = getenv("SLUICE_DB_PIPELINE"); /* statements in flight per connection, 1 = off */
+    if (pipe && *pipe && d->primary) pgpool_set_pipeline(d->primary, atoi(pipe));
     if (c->db_replicas) {
         char *list = strdup(c->db_replicas), *save = NULL;
         for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
@@ -397,8 +401,9 @@ static void op_cancel(task *t)
 {
     dbop *op = t->db_op;
     if (!op) return;
-    if (op->waiter.pool) {         /* still queued for a connection: withdraw and drop */
+    if (op->waiter.pool || op->job.w.pool) { /* still queued for a connection: withdraw and drop */
         pgpool_cancel(&op->waiter);
+        pgpool_cancel(&op->job.w);
         t->db_op = NULL;
         op_free(op);
     }
@@ -413,6 +418,21 @@ void db_task_cleanup(task *t)
         t->db_conn = NULL;
         t->db_pool = NULL;
     }
+}
+
+/* 1 when sql starts a transaction block (BEGIN, START TRANSACTION): such a statement must not run
+ * on a shared pipelined connection, where the next caller's statements would join its transaction. */
+static int opens_tx(const char *s)
+{
+    for (;;) {
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '(') s++;
+        if (s[0] == '-' && s[1] == '-') { s += strcspn(s, "\n"); continue; }
+        if (s[0] == '/' && s[1] == '*') { const char *e = strstr(s + 2, "*/"); if (!e) return 0; s = e + 2; continue; }
+        break;
+    }
+    size_t n = 0;
+    while ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z')) n++;
+    return (n == 5 && !strncasecmp(s, "begin", 5)) || (n == 5 && !strncasecmp(s, "start", 5));
 }
 
 static int park(lua_State *L, appstate *a, int kind, int read_only, int first_param)
@@ -515,6 +535,14 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
         if (!d->fixture) { op_free(op); lua_pushboolean(L, 1); return 1; }
         op->conn = d->fixture;
         op->pinned = 1;
+    }
+    if (!op->conn && kind == OP_QUERY && op->release_after && !opens_tx(op->sql)) {
+        /* a statement on its own: share a connection in pipeline mode, no exclusive lease */
+        op->release_after = 0;
+        pgpool_query(op->pool, &op->job, op->sql, op->nparams, (const char *const *)op->values, op->lengths, query_cb, op);
+        t->db_op = op;
+        t->cancel = op_cancel;
+        return task_yield(L, t);
     }
     if (!op->conn) {
         pgconn *c = pgpool_acquire(op->pool, &op->waiter, acquire_cb, op);

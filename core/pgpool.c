@@ -18,6 +18,10 @@
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 2.0
 #define SWEEP_EVERY 1.0
+#define PIPE_MAX 8      /* one-shot statements in flight on one connection (pgpool_query) */
+/* Queue behind a statement only while it is younger than this: a slow statement holds up only
+ * the few sent right after it, not everything that arrives while it runs. */
+#define PIPE_FRESH 0.05
 
 enum cstate {
     CS_CONNECTING, /* PQconnectPoll in progress */
@@ -28,6 +32,7 @@ enum cstate {
     CS_LENT,       /* handed out, no query in flight */
     CS_QUERY,      /* handed out, query in flight */
     CS_BROKEN,     /* handed out, unusable: closed on release */
+    CS_PIPE,       /* running pgpool_query statements in pipeline mode, shared by their callers */
 };
 
 struct pgconn {
@@ -43,6 +48,9 @@ struct pgconn {
     PGresult *res;                 /* result being collected */
     pgpool_query_cb cb;
     void *ud;
+    /* CS_PIPE: statements in flight, oldest first; sync_due: its results ended, its Sync is next */
+    struct { pgpool_query_cb cb; void *ud; ev_tstamp sent; } ring[PIPE_MAX];
+    int head, depth, sync_due;
 };
 
 struct pgpool {
@@ -63,6 +71,7 @@ struct pgpool {
     char last_err[256];
     uint64_t acquired, timeouts, errors, wait_us;
     uint64_t err_class[PGPOOL_ERR_CLASSES];
+    int pipe_max;                  /* statements in flight per shared connection; 1 = no pipelining */
     hist wait_hist;                /* every acquire's wait, us; 11.8 KB, no allocation per record */
 };
 
@@ -125,7 +134,7 @@ static int category(enum cstate s)
     switch (s) {
     case CS_CONNECTING: case CS_SETUP: return 0;
     case CS_IDLE: return 1;
-    case CS_LENT: case CS_QUERY: case CS_BROKEN: return 2;
+    case CS_LENT: case CS_QUERY: case CS_BROKEN: case CS_PIPE: return 2;
     default: return 3;
     }
 }
@@ -212,7 +221,7 @@ static void conn_close(pgconn *c)
     pgpool *p = c->pool;
     conn_watch(c, 0);
     ev_timer_stop(p->loop, &c->timer);
-    if (c->state == CS_QUERY || c->state == CS_RESET || c->state == CS_PING ||
+    if (c->state == CS_QUERY || c->state == CS_RESET || c->state == CS_PING || (c->state == CS_PIPE && c->depth) ||
         (c->state != CS_CONNECTING && c->state != CS_SETUP && PQstatus(c->pg) == CONNECTION_OK &&
          PQtransactionStatus(c->pg) == PQTRANS_ACTIVE))
         cancel_async(c->pg);
@@ -400,6 +409,14 @@ static int result_ok(const PGresult *r)
     return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK || s == PGRES_EMPTY_QUERY;
 }
 
+/* Counts a failed statement under its SQLSTATE class (pool-side failures: 57 timeout, else 08). */
+static void count_failure(pgpool *p, const PGresult *res, const char *err)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!st) st = strncmp(err, PGPOOL_ERR_STMT_TIMEOUT, sizeof PGPOOL_ERR_STMT_TIMEOUT - 1) == 0 ? "57" : "08";
+    count_error(p, st);
+}
+
 /* Hand the collected result to the query's callback. c stays lent; c must not be touched after. */
 static void deliver(pgconn *c, PGresult *res, const char *err)
 {
@@ -407,11 +424,7 @@ static void deliver(pgconn *c, PGresult *res, const char *err)
     void *ud = c->ud;
     c->cb = NULL;
     c->ud = NULL;
-    if (err) {
-        const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-        if (!st) st = strncmp(err, PGPOOL_ERR_STMT_TIMEOUT, sizeof PGPOOL_ERR_STMT_TIMEOUT - 1) == 0 ? "57" : "08";
-        count_error(c->pool, st);
-    }
+    if (err) count_failure(c->pool, res, err);
     if (cb) cb(ud, res, err);
     else if (res) PQclear(res);
 }
@@ -492,6 +505,216 @@ static void op_io(pgconn *c, int revents)
     deliver(c, res, err);
 }
 
+
+/* ---------- shared one-shot statements in pipeline mode (pgpool_query) ---------- */
+
+static void pipe_arm(pgconn *c)
+{
+    pgpool *p = c->pool;
+    ev_timer_stop(p->loop, &c->timer);
+    if (!c->depth || p->cfg.statement_timeout <= 0) return;
+    double left = c->ring[c->head].sent + p->cfg.statement_timeout + STMT_GRACE - ev_now(p->loop);
+    ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
+    ev_timer_start(p->loop, &c->timer);
+}
+
+/* The connection is unusable: close it first (so no callback can pick it), then fail every
+ * statement in flight with err; the oldest gets head_res (e.g. FATAL 57P01) when there is one. */
+static void pipe_fail(pgconn *c, PGresult *head_res, const char *err, int cancel)
+{
+    pgpool *p = c->pool;
+    struct { pgpool_query_cb cb; void *ud; } todo[PIPE_MAX];
+    int n = c->depth;
+    for (int i = 0; i < n; i++) {
+        todo[i].cb = c->ring[(c->head + i) % PIPE_MAX].cb;
+        todo[i].ud = c->ring[(c->head + i) % PIPE_MAX].ud;
+    }
+    c->depth = 0;
+    if (cancel) cancel_async(c->pg);
+    conn_watch(c, 0);
+    set_state(c, CS_BROKEN);
+    conn_close(c);
+    for (int i = 0; i < n; i++) {
+        PGresult *r = i == 0 ? head_res : NULL;
+        count_failure(p, r, err);
+        todo[i].cb(todo[i].ud, r, err);
+    }
+    if (!n && head_res) PQclear(head_res);
+}
+
+static void pipe_lost(pgconn *c, const char *msg)
+{
+    char line[200], err[240];
+    first_line(line, sizeof line, msg);
+    PGresult *res = c->res;
+    c->res = NULL;
+    const char *m = res && !result_ok(res) ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (res && !m) { PQclear(res); res = NULL; }
+    snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", m ? m : line);
+    first_line(line, sizeof line, err);
+    pipe_fail(c, res, line, 0);
+}
+
+/* Queue one statement and its Sync: each statement is its own implicit transaction. */
+static int pipe_send(pgconn *c, pgpool_job *j)
+{
+    if (!PQsendQueryParams(c->pg, j->sql, j->nparams, NULL, j->values, j->lengths, NULL, 0) || !PQpipelineSync(c->pg))
+        return -1;
+    int r = PQflush(c->pg);
+    if (r < 0) return -1;
+    c->flushing = r;
+    int i = (c->head + c->depth) % PIPE_MAX;
+    c->ring[i].cb = j->cb;
+    c->ring[i].ud = j->ud;
+    c->ring[i].sent = ev_now(c->pool->loop);
+    if (++c->depth == 1) pipe_arm(c);
+    conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+    return 0;
+}
+
+/* c was just taken from the idle list (CS_LENT): switch it to pipeline mode and send j. */
+static int pipe_start(pgconn *c, pgpool_job *j)
+{
+    if (!PQenterPipelineMode(c->pg)) return -1;
+    set_state(c, CS_PIPE);
+    c->head = c->depth = c->sync_due = 0;
+    return pipe_send(c, j);
+}
+
+/* A pipelined connection with room, the least loaded, or NULL. */
+static pgconn *pipe_pick(pgpool *p)
+{
+    pgconn *best = NULL;
+    ev_tstamp now = ev_now(p->loop);
+    for (pgconn *c = p->all; c; c = c->next)
+        if (c->state == CS_PIPE && c->depth < p->pipe_max && now - c->ring[c->head].sent < PIPE_FRESH &&
+            (!best || c->depth < best->depth))
+            best = c;
+    return best;
+}
+
+/* Back to normal mode and to the idle list (or closed, as pgpool_release would). */
+static void pipe_done(pgconn *c)
+{
+    pgpool *p = c->pool;
+    ev_timer_stop(p->loop, &c->timer);
+    if (!PQexitPipelineMode(c->pg) || PQstatus(c->pg) != CONNECTION_OK || p->n_total > p->cap || p->closing ||
+        ev_now(p->loop) >= c->expires || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        conn_close(c);
+        return;
+    }
+    conn_to_idle(c);
+}
+
+static void pipe_io(pgconn *c, int revents)
+{
+    pgpool *p = c->pool;
+    PGconn *pg = c->pg;
+    if ((revents & EV_READ) && !PQconsumeInput(pg)) { pipe_lost(c, PQerrorMessage(pg)); return; }
+    if (c->flushing) {
+        int r = PQflush(pg);
+        if (r < 0) { pipe_lost(c, PQerrorMessage(pg)); return; }
+        c->flushing = r;
+        conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+    }
+    while ((c->depth || c->sync_due) && !PQisBusy(pg)) {
+        PGresult *r = PQgetResult(pg);
+        ExecStatusType s = r ? PQresultStatus(r) : PGRES_EMPTY_QUERY;
+        if (c->sync_due) {
+            if (r && s == PGRES_PIPELINE_SYNC) { PQclear(r); c->sync_due = 0; continue; }
+            if (r) PQclear(r);
+            if (!r) break;
+            pipe_lost(c, "unexpected result in pipeline mode");
+            return;
+        }
+        if (!r) { /* the oldest statement's results are complete */
+            PGresult *res = c->res;
+            c->res = NULL;
+            pgpool_query_cb cb = c->ring[c->head].cb;
+            void *ud = c->ring[c->head].ud;
+            c->head = (c->head + 1) % PIPE_MAX;
+            c->depth--;
+            c->sync_due = 1;
+            pipe_arm(c);
+            const char *err = NULL;
+            if (!res) err = "query returned no result";
+            else if (!result_ok(res) && !(err = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))) err = "query failed";
+            if (err) count_failure(p, res, err);
+            if (p->n_waiting) pool_kick(p); /* a slot is free for a queued job */
+            cb(ud, res, err);         /* may queue more statements on c (it stays CS_PIPE) */
+            continue;
+        }
+        if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH) {
+            PQclear(r);
+            pipe_lost(c, "COPY is not supported through the pool");
+            return;
+        }
+        if (s == PGRES_PIPELINE_SYNC) { PQclear(r); continue; }
+        if (!c->res) c->res = r;
+        else if (result_ok(c->res) && !result_ok(r)) { PQclear(c->res); c->res = r; }
+        else PQclear(r);
+    }
+    if (!c->depth && !c->sync_due && !c->flushing) pipe_done(c);
+}
+
+static void job_acquired(void *ud, pgconn *c, const char *err);
+static void wait_rearm(pgpool *p);
+static pgconn *take_idle(pgpool *p);
+
+static void enqueue(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud)
+{
+    w->cb = cb;
+    w->ud = ud;
+    w->since = ev_now(p->loop);
+    w->pool = p;
+    w->next = NULL;
+    w->prev = p->wq_tail;
+    if (p->wq_tail) p->wq_tail->next = w; else p->wq_head = w;
+    p->wq_tail = w;
+    if (++p->n_waiting == 1) wait_rearm(p);
+    pool_kick(p);
+}
+
+/* A queued job got a connection of its own (or failed to get one). */
+static void job_acquired(void *ud, pgconn *c, const char *err)
+{
+    pgpool_job *j = ud;
+    if (!c) { j->cb(j->ud, NULL, err); return; }
+    pgpool *p = c->pool;
+    if (pipe_start(c, j) == 0) return;
+    if (c->state == CS_PIPE) pipe_lost(c, PQerrorMessage(c->pg));
+    else conn_close(c);
+    enqueue(p, &j->w, job_acquired, j); /* try again on another connection */
+}
+
+void pgpool_query(pgpool *p, pgpool_job *j, const char *sql, int nparams, const char *const *values,
+                  const int *lengths, pgpool_query_cb cb, void *ud)
+{
+    j->sql = sql;
+    j->nparams = nparams;
+    j->values = values;
+    j->lengths = lengths;
+    j->cb = cb;
+    j->ud = ud;
+    j->w.pool = NULL;
+    if (!p->n_waiting && !p->down) {
+        pgconn *c = p->idle ? take_idle(p) : NULL;
+        if (c) {
+            hist_record(&p->wait_hist, 0);
+            if (pipe_start(c, j) == 0) return;
+            if (c->state == CS_PIPE) pipe_lost(c, PQerrorMessage(c->pg));
+            else conn_close(c);
+        } else if (p->n_total >= p->cap && (c = pipe_pick(p))) {
+            /* the pool is at its cap: share a busy connection rather than wait for a free one */
+            hist_record(&p->wait_hist, 0);
+            p->acquired++;
+            if (pipe_send(c, j) == 0) return;
+            pipe_lost(c, PQerrorMessage(c->pg));
+        }
+    }
+    enqueue(p, &j->w, job_acquired, j);
+}
+
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     pgconn *c = container_of(w, pgconn, io);
@@ -518,6 +741,9 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     case CS_SETUP: case CS_PING: case CS_RESET: case CS_QUERY:
         op_io(c, revents);
         break;
+    case CS_PIPE:
+        pipe_io(c, revents);
+        break;
     default:
         conn_watch(c, 0);
         break;
@@ -542,6 +768,11 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         snprintf(err, sizeof err, PGPOOL_ERR_STMT_TIMEOUT ": no answer from the database after %g s",
                  p->cfg.statement_timeout + STMT_GRACE);
         deliver(c, NULL, err);
+        break;
+    case CS_PIPE:
+        snprintf(err, sizeof err, PGPOOL_ERR_STMT_TIMEOUT ": no answer from the database after %g s",
+                 p->cfg.statement_timeout + STMT_GRACE);
+        pipe_fail(c, NULL, err, 1); /* conn_close frees a partial result */
         break;
     default: /* a ROLLBACK or ping that does not answer */
         count_error(p, "08");
@@ -622,10 +853,21 @@ static void kick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     pgpool_waiter *w;
     pgconn *c;
-    while ((w = p->wq_head) && p->idle && (c = take_idle(p))) {
-        pgpool_cancel(w);
-        waited(p, w, ev_now(loop));
-        w->cb(w->ud, c, NULL);
+    for (;;) {
+        if (!(w = p->wq_head)) break;
+        if (p->idle && (c = take_idle(p))) {
+            pgpool_cancel(w);
+            waited(p, w, ev_now(loop));
+            w->cb(w->ud, c, NULL);
+        } else if (w->cb == job_acquired && p->n_total >= p->cap && (c = pipe_pick(p))) {
+            pgpool_job *j = w->ud;
+            pgpool_cancel(w);
+            waited(p, w, ev_now(loop));
+            p->acquired++;
+            if (pipe_send(c, j)) { pipe_lost(c, PQerrorMessage(c->pg)); enqueue(p, &j->w, job_acquired, j); }
+        } else {
+            break;
+        }
     }
     if (p->retry_pending || p->down) return;
     /* Open only as many connections as there are unserved waiters, never above the cap. */
@@ -678,6 +920,7 @@ pgpool *pgpool_new(struct ev_loop *loop, const pgpool_config *cfg, int max_conns
     p->loop = loop;
     p->cfg = *cfg;
     p->cap = max_conns > 0 ? max_conns : 0;
+    p->pipe_max = PIPE_MAX;
     p->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)p;
     ev_init(&p->wait_timer, wait_timer_cb);
     ev_init(&p->retry, retry_cb);
@@ -694,7 +937,10 @@ void pgpool_free(pgpool *p)
     p->closing = 1;
     fail_waiters(p, PGPOOL_ERR_CLOSED);
     for (pgconn *c = p->all; c;) {
-        if (c->state == CS_QUERY && c->cb) {
+        if (c->state == CS_PIPE) {
+            pipe_fail(c, NULL, PGPOOL_ERR_CLOSED, 1);
+            c = p->all;
+        } else if (c->state == CS_QUERY && c->cb) {
             conn_watch(c, 0);
             ev_timer_stop(p->loop, &c->timer);
             cancel_async(c->pg);
@@ -736,16 +982,7 @@ pgconn *pgpool_acquire(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *
             return c;
         }
     }
-    w->cb = cb;
-    w->ud = ud;
-    w->since = ev_now(p->loop);
-    w->pool = p;
-    w->next = NULL;
-    w->prev = p->wq_tail;
-    if (p->wq_tail) p->wq_tail->next = w; else p->wq_head = w;
-    p->wq_tail = w;
-    if (++p->n_waiting == 1) wait_rearm(p);
-    pool_kick(p);
+    enqueue(p, w, cb, ud);
     return NULL;
 }
 
@@ -809,6 +1046,11 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
 }
 
 PGconn *pgconn_pg(pgconn *c) { return c->pg; }
+
+void pgpool_set_pipeline(pgpool *p, int depth)
+{
+    p->pipe_max = depth < 1 ? 1 : depth > PIPE_MAX ? PIPE_MAX : depth;
+}
 
 int pgpool_healthy(const pgpool *p) { return !p->down; }
 

@@ -41,6 +41,18 @@ typedef struct pgpool_waiter {
  * lost, unreachable) or 57 (statement timeout), anything unlisted to "other". */
 #define PGPOOL_ERR_CLASSES 12
 
+/* A one-shot statement for pgpool_query. The caller embeds it (no malloc) and keeps sql and the
+ * parameters alive until cb runs; the fields are private to pgpool. */
+typedef struct pgpool_job {
+    pgpool_waiter w;          /* queued like an acquire while no connection can take it */
+    const char *sql;
+    int nparams;
+    const char *const *values;
+    const int *lengths;
+    pgpool_query_cb cb;
+    void *ud;
+} pgpool_job;
+
 typedef struct pgpool_stats_t {
     int size;                 /* connections open or opening (never above the cap) */
     int idle, in_use, connecting, waiting;
@@ -89,6 +101,18 @@ void pgpool_release(pgpool *p, pgconn *c);
  * Returns 0 and calls cb exactly once later, or -1 (cb not called) when c is busy or broken. */
 int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values,
                  const int *lengths, pgpool_query_cb cb, void *ud);
+
+/* Run one statement outside any transaction on whichever connection can take it: an idle one, or,
+ * when the pool is at its cap, one already running such statements (libpq pipeline mode, up to 8
+ * in flight, each with its own Sync so an error affects only its own statement). cb runs exactly
+ * once, never from inside this call; a job still waiting for a connection can be withdrawn with
+ * pgpool_cancel(&job->w). Values as for pgconn_query. */
+void pgpool_query(pgpool *p, pgpool_job *job, const char *sql, int nparams, const char *const *values,
+                  const int *lengths, pgpool_query_cb cb, void *ud);
+
+/* Statements pgpool_query may keep in flight on one connection, 1..8 (default 8; 1 = one at a
+ * time, no sharing). A statement is only queued behind one sent less than 50 ms ago. */
+void pgpool_set_pipeline(pgpool *p, int depth);
 
 /* The libpq connection, for read-only inspection (PQtransactionStatus, PQbackendPID, escaping). */
 PGconn *pgconn_pg(pgconn *c);

@@ -15,7 +15,8 @@ int pgresult_push(lua_State *L, const PGresult *res);
 /* Push an error table { sqlstate, message, detail, hint, constraint } with a __tostring giving
  * "SQLSTATE: message". With res NULL (client-side failure) message is fallback, sqlstate is mapped
  * from pgpool's prefixes (connection lost 08006, unreachable 08001, statement timeout 57014) or nil,
- * and `code` names the client error ("pool_timeout", "unreachable", ...). Returns 1. */
+ * and `code` names the client error ("pool_timeout", "unreachable", ...). Errors meaning the database is
+ * unavailable for now (pool errors, class 08, 57P01-57P03, 53300) get status = 503. Returns 1. */
 int pgresult_push_error(lua_State *L, const PGresult *res, const char *fallback);
 
 #endif

@@ -324,7 +324,7 @@ int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen)
     snprintf(rs->pubchan, sizeof rs->pubchan, "%ssse", rs->prefix);
     snprintf(rs->counter, sizeof rs->counter, "%ssse:id", rs->prefix);
     /* The hub's ids start at the wall-clock ms of its creation, which is before now. */
-    atomic_store(&rs->floor, wall_ms());
+    atomic_store(&rs->floor, wall_ms() * SSE_ID_PER_MS);   /* the local hub's first id */
     s->rbus = rs;
     log_msg(LOG_INFO, "redis: %s%s%d (instance %s, prefix \"%s\")", rs->host, rs->port ? ":" : "",
             rs->port, rs->instance, rs->prefix);

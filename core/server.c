@@ -491,8 +491,9 @@ int server_run(const char *config_path, int watch)
     sse_limits l = sse_limits_of(cfg);
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    /* ids start at the wall-clock ms: monotonic across restarts, exact in JSON (< 2^53) */
-    s->ssehub = sse_hub_new(&l, (unsigned)s->nworkers, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000);
+    /* ids start at the wall-clock ms x 10: monotonic across restarts while the old process
+     * averaged under 10 events per ms, and 14 digits, so even Lua's tostring keeps them exact */
+    s->ssehub = sse_hub_new(&l, (unsigned)s->nworkers, ((uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000) * SSE_ID_PER_MS);
     if (rbus_server_init(s, cfg, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     if (!s->rl || !s->ssehub || metrics_server_init(s, cfg->metrics_errors, cfg->metrics_retention)) {
         fprintf(stderr, "out of memory\n");

@@ -27,6 +27,8 @@ enum { SSE_OK = 0, SSE_ERR_TOTAL = 1, SSE_ERR_USER = 2, SSE_ERR_CHANNEL = 3, SSE
 #define SSE_MAX_SUB_CHANNELS 8    /* channels on one stream */
 #define SSE_MAX_CHANNEL_LEN  200  /* bytes; channel names are 1..200 bytes >= 0x20 (UTF-8 ok), no DEL */
 #define SSE_GAP_EVENT        "sluice-gap"
+/* A process numbers events from its start time in ms times this (see docs/sse.md, "ids"). */
+#define SSE_ID_PER_MS        10
 
 typedef struct sse_limits {
     uint32_t max_total;       /* subscribers in the process; 0 = unlimited */

@@ -103,13 +103,15 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
         if (id ? id <= s->skip_upto : s->drop_gaps) return;
     }
     const sconfig *cfg = c->w->app_cfg;
-    if (s->len >= cfg->sse_max_queue && !s->op) {
-        ssestream_flush(c);                 /* a burst in one drain: give the socket a chance first */
+    /* a full replay always fits: the bound is at least the retention */
+    size_t bound = cfg->sse_max_queue > cfg->sse_retention + 16 ? cfg->sse_max_queue : cfg->sse_retention + 16;
+    if (s->len >= bound && !s->op) {
+        conn_flush(c);                      /* a burst in one drain: give the socket a chance first */
         if (c->closed || c->sse != s) return;
     }
-    if (s->len >= cfg->sse_max_queue) {     /* the client does not read fast enough: bounded memory */
+    if (s->len >= bound) {                  /* the client does not read fast enough: bounded memory */
         if (!cfg->sse_drop_oldest) {
-            log_msg(LOG_WARN, "SSE client %s too slow (%u events queued, sse.max_queue): closing", c->ip, cfg->sse_max_queue);
+            log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, sse.max_queue): closing", c->ip, bound);
             atomic_fetch_add_explicit(&c->w->sse_slow_closed, 1, memory_order_relaxed);
             conn_close(c);
             return;
@@ -484,15 +486,20 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     char lastid[64] = "";
     size_t ln;
     const char *h = http_req_header(&c->req, "last-event-id", &ln);
-    if (h && ln < sizeof lastid) { memcpy(lastid, h, ln); lastid[ln] = 0; }
-    else {
+    int bad_id = 0;        /* ids are decimal numbers: anything this long is not one */
+    if (h) {
+        if (ln < sizeof lastid) { memcpy(lastid, h, ln); lastid[ln] = 0; }
+        else bad_id = 1;
+    } else {
         const char *url = http_req_url(&c->req);
         const char *q = strstr(url, "lastEventId=");
         if (q) {
             size_t k = strcspn(q + 12, "&");
             if (k < sizeof lastid) { memcpy(lastid, q + 12, k); lastid[k] = 0; }
+            else bad_id = 1;
         }
     }
+    if (bad_id) { refuse(c, 400, "bad channel name or Last-Event-ID"); return 1; }
 
     ssestream *s = calloc(1, sizeof *s);
     if (!s) { refuse(c, 503, "out of memory"); return 1; }

@@ -108,6 +108,28 @@ def status_json_keeps_bounded_errors_and_snapshots():
 
 
 @test
+def error_ring_keeps_exactly_the_last_500_by_default():
+    import os, shutil, tempfile
+    d = tempfile.mkdtemp(prefix="sluice-errors-")
+    try:
+        shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures/monitoring/app.lua"), d)
+        with open(os.path.join(d, "config.lua"), "w") as f:
+            f.write('return { workers = 2, scripts = { "app.lua" }, log = { access = "off" }, ratelimit = false }\n')
+        with Server(d) as s:
+            c = Conn(s.port, timeout=10)
+            for i in range(510):                 # one keep-alive connection, 510 handler errors
+                c.send(b"GET /fail/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+                check(c.response().status == 500, "request %d" % i)
+            st, _, body = get(s.port, "/_sluice/status")
+            errs = json.loads(body)["errors"]
+            check(len(errs) == 500, "kept %d" % len(errs))
+            check("failure number 509" in errs[0]["message"] and "failure number 10" in errs[-1]["message"],
+                  "newest first, oldest kept is #10: %r .. %r" % (errs[0]["message"][:40], errs[-1]["message"][:40]))
+    finally:
+        shutil.rmtree(d)
+
+
+@test
 def admin_area_requires_token():
     with srv() as s:
         st, _, body = get(s.port, "/_sluice/status")

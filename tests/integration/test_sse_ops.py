@@ -35,13 +35,13 @@ def on_open_runs_once_per_admitted_stream():
 
 @test
 def slow_consumer_is_disconnected_and_others_keep_going():
-    with Server("fixtures/sse_ops", env={"FIX_MAX_QUEUE": "8"}) as s:
+    with Server("fixtures/sse_ops", env={"FIX_MAX_QUEUE": "8", "FIX_RETENTION": "2"}) as s:
         slow = open_stream(s.port, rcvbuf=4096)      # never reads
         fast = open_stream(s.port)
         got = {}
-        reader = threading.Thread(target=lambda: got.setdefault("data", fast.read_until(b"data: 60:")))
+        reader = threading.Thread(target=lambda: got.setdefault("data", fast.read_until(b"data: 150:")))
         reader.start()                                    # the fast client reads while we publish
-        check(post(s.port, "/burst/60", b"")[0] == 200, "publish")
+        check(post(s.port, "/burst/150?gap=0.002", b"")[0] == 200, "publish")   # ~40 MB/s, steady
         reader.join(20)
         check(b"data: 1:" in got.get("data", b""), "the fast client got everything")
         time.sleep(0.2)
@@ -54,7 +54,7 @@ def slow_consumer_is_disconnected_and_others_keep_going():
 
 @test
 def drop_oldest_keeps_the_stream_and_tells_the_client():
-    with Server("fixtures/sse_ops", env={"FIX_MAX_QUEUE": "8", "FIX_SLOW_POLICY": "drop_oldest"}) as s:
+    with Server("fixtures/sse_ops", env={"FIX_MAX_QUEUE": "8", "FIX_RETENTION": "2", "FIX_SLOW_POLICY": "drop_oldest"}) as s:
         slow = open_stream(s.port, rcvbuf=4096)
         check(post(s.port, "/burst/150", b"")[0] == 200, "publish")
         time.sleep(0.2)
