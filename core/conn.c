@@ -156,7 +156,8 @@ void conn_flush(conn *c)
 {
     if (c->closed) return;
     while (buf_pending(&c->out)) {
-        ssize_t n = send(c->fd, c->out.data + c->out.off, buf_pending(&c->out), MSG_NOSIGNAL);
+        ssize_t n = send(c->fd, c->out.data + c->out.off, buf_pending(&c->out),
+                         MSG_NOSIGNAL | (c->file_fd >= 0 ? MSG_MORE : 0));
         if (n > 0) {
             c->out.off += (size_t)n;
             atomic_fetch_add_explicit(&c->w->bytes_out, (unsigned long long)n, memory_order_relaxed);

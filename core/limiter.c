@@ -88,18 +88,31 @@ static size_t policy_key(conn *c, const sc_policy *p, char *out, size_t cap)
         }
         lua_settop(L, top);
     }
-    return (size_t)clientip_key(limiter_client_ip(c), c->w->app_cfg->ipv6_prefix, out, cap) > 0 ? strlen(out) : 0;
+    const sconfig *cfg = c->w->app_cfg;
+    if (!cfg->trust) {              /* keyed by the socket peer: the same for the whole connection */
+        if (!c->ipkey_len && clientip_key(c->ip, cfg->ipv6_prefix, c->ipkey, sizeof c->ipkey) > 0)
+            c->ipkey_len = (uint8_t)strlen(c->ipkey);
+        size_t n = c->ipkey_len < cap ? c->ipkey_len : cap - 1;
+        memcpy(out, c->ipkey, n);
+        out[n] = 0;
+        return n;
+    }
+    return (size_t)clientip_key(limiter_client_ip(c), cfg->ipv6_prefix, out, cap) > 0 ? strlen(out) : 0;
 }
 
+/* Both fields are built by the core from config-validated names and numbers: appended
+ * directly (the policy line is precomputed per policy), no formatting or checks per request. */
 static void put_fields(resp *r, const limiter_verdict *v)
 {
-    char b[256];
-    int n = snprintf(b, sizeof b, "\"%s\";q=%llu;w=%llu", v->policy, (unsigned long long)v->limit,
-                     (unsigned long long)v->window_s);
-    resp_header(r, "RateLimit-Policy", 16, b, (size_t)n);
-    n = snprintf(b, sizeof b, "\"%s\";r=%llu;t=%llu", v->policy, (unsigned long long)v->remaining,
-                 (unsigned long long)v->reset_s);
-    resp_header(r, "RateLimit", 9, b, (size_t)n);
+    buf *b = &r->c->out;
+    if (v->pol) buf_append(b, v->pol->policy_line, v->pol->policy_line_len);
+    buf_append(b, "RateLimit: \"", 12);
+    buf_puts(b, v->policy);
+    buf_append(b, "\";r=", 4);
+    buf_putu(b, v->remaining);
+    buf_append(b, ";t=", 3);
+    buf_putu(b, v->reset_s);
+    buf_append(b, "\r\n", 2);
 }
 
 void limiter_headers(resp *r, const limiter_verdict *v)
@@ -121,6 +134,7 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
     v->policy = p->name;
+    v->pol = p;
     v->limit = p->limit;
     v->window_s = (p->window_ms + 999) / 1000;
     v->remaining = res->remaining;

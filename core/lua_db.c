@@ -153,7 +153,7 @@ int db_worker_init(worker *w)
     const char *ch[PGLISTEN_MAX_CHANNELS];
     d->nchannels = app_channels(w->app, ch, PGLISTEN_MAX_CHANNELS);
     d->primary = pgpool_new(w->loop, &d->cfg, pool_share(w, d));
-    const char *pipe = getenv("SLUICE_DB_PIPELINE"); /* statements in flight per connection, 1 = off */
+    const char *pipe = getenv("SLUICE_DB_PIPELINE"); /* statements in flight per connection (default 1 = off) */
     if (pipe && *pipe && d->primary) pgpool_set_pipeline(d->primary, atoi(pipe));
     if (c->db_replicas) {
         char *list = strdup(c->db_replicas), *save = NULL;

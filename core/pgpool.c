@@ -1,119 +1,18 @@
 /* pgpool.c: per-worker PostgreSQL pool; every socket is driven by the worker's libev loop, nothing blocks. */
-#include "pgpool.h"
+#include "pgpool_int.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
-/* The client-side statement timer fires this long after the server's own statement_timeout, so the
- * server normally answers first with a clean SQLSTATE 57014; the timer is the backstop for a server
- * (or PgBouncer, or network) that does not answer at all. */
-#define STMT_GRACE 1.0
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 2.0
 #define SWEEP_EVERY 1.0
-#define PIPE_MAX 8      /* one-shot statements in flight on one connection (pgpool_query) */
-/* Queue behind a statement only while it is younger than this: a slow statement holds up only
- * the few sent right after it, not everything that arrives while it runs. */
-#define PIPE_FRESH 0.05
-
-enum cstate {
-    CS_CONNECTING, /* PQconnectPoll in progress */
-    CS_SETUP,      /* connected, running the SET statements */
-    CS_IDLE,       /* in the idle list, socket watched for close */
-    CS_PING,       /* background health check of an idle connection */
-    CS_RESET,      /* released mid-transaction: ROLLBACK in flight */
-    CS_LENT,       /* handed out, no query in flight */
-    CS_QUERY,      /* handed out, query in flight */
-    CS_BROKEN,     /* handed out, unusable: closed on release */
-    CS_PIPE,       /* running pgpool_query statements in pipeline mode, shared by their callers */
-};
-
-struct pgconn {
-    pgpool *pool;
-    PGconn *pg;
-    enum cstate state;
-    int fd, events, flushing;
-    ev_io io;
-    ev_timer timer;                /* connect timeout, then statement / reset timeout */
-    ev_tstamp expires, last_used, last_check;
-    pgconn *next, *prev;           /* all connections */
-    pgconn *inext, *iprev;         /* idle list, most recently used first */
-    PGresult *res;                 /* result being collected */
-    pgpool_query_cb cb;
-    void *ud;
-    /* CS_PIPE: statements in flight, oldest first; sync_due: its results ended, its Sync is next */
-    struct { pgpool_query_cb cb; void *ud; ev_tstamp sent; } ring[PIPE_MAX];
-    int head, depth, sync_due;
-};
-
-struct pgpool {
-    struct ev_loop *loop;
-    pgpool_config cfg;
-    int cap, closing;
-    pgconn *all, *idle;
-    int n_total, n_connecting, n_idle, n_lent;
-    pgpool_waiter *wq_head, *wq_tail;
-    int n_waiting;
-    ev_timer wait_timer;           /* deadline of the oldest waiter: FIFO makes deadlines monotonic */
-    ev_timer retry;                /* reconnect backoff */
-    ev_timer sweep;                /* idle timeout, lifetime, health checks */
-    ev_timer kick;                 /* zero-delay: hand out connections / fail waiters outside callers' stacks */
-    double backoff;
-    int retry_pending, down;
-    unsigned seed;
-    char last_err[256];
-    uint64_t acquired, timeouts, errors, wait_us;
-    uint64_t err_class[PGPOOL_ERR_CLASSES];
-    int pipe_max;                  /* statements in flight per shared connection; 1 = no pipelining */
-    hist wait_hist;                /* every acquire's wait, us; 11.8 KB, no allocation per record */
-};
-
-static const char *const err_classes[PGPOOL_ERR_CLASSES] = {
-    "08", /* connection exception (also: connection lost, unreachable) */
-    "22", /* data exception */
-    "23", /* integrity constraint violation */
-    "25", /* invalid transaction state */
-    "28", /* invalid authorization */
-    "3D", /* invalid catalog name (no such database) */
-    "40", /* transaction rollback: serialization failure, deadlock */
-    "42", /* syntax error or access rule violation */
-    "53", /* insufficient resources (too many connections, out of memory) */
-    "57", /* operator intervention: statement timeout, admin shutdown */
-    "XX", /* internal error */
-    "other",
-};
-
-const char *pgpool_error_class(int i)
-{
-    return i >= 0 && i < PGPOOL_ERR_CLASSES ? err_classes[i] : "other";
-}
-
-/* Counts one error under the class of sqlstate (NULL or unknown: "other"). */
-static void count_error(pgpool *p, const char *sqlstate)
-{
-    int i = PGPOOL_ERR_CLASSES - 1;
-    if (sqlstate && sqlstate[0] && sqlstate[1])
-        for (int k = 0; k < PGPOOL_ERR_CLASSES - 1; k++)
-            if (sqlstate[0] == err_classes[k][0] && sqlstate[1] == err_classes[k][1]) { i = k; break; }
-    p->errors++;
-    p->err_class[i]++;
-}
-
-/* A waiter leaves the queue (served, timed out or failed): record how long it waited. */
-static void waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now)
-{
-    double us = (now - w->since) * 1e6;
-    uint64_t v = us > 0 ? (uint64_t)us : 0;
-    p->wait_us += v;
-    hist_record(&p->wait_hist, v);
-}
 
 /* Kept under its old name for the callers (lua_db, tests); the parser lives in pgurl.c. */
 int pgpool_parse_url(const char *url, pgpool_config *out, char *err, size_t errlen)
@@ -154,7 +53,7 @@ static void idle_unlink(pgconn *c)
 }
 
 /* All state changes go through here so the counters cannot drift. */
-static void set_state(pgconn *c, enum cstate s)
+void pgpool_set_state(pgconn *c, enum cstate s)
 {
     pgpool *p = c->pool;
     int *a = counter(p, c->state), *b = counter(p, s);
@@ -172,7 +71,7 @@ static void set_state(pgconn *c, enum cstate s)
     c->state = s;
 }
 
-static void conn_watch(pgconn *c, int events)
+void pgpool_conn_watch(pgconn *c, int events)
 {
     int fd = events ? PQsocket(c->pg) : -1;
     if (fd == c->fd && events == c->events) return;
@@ -195,7 +94,7 @@ static void *cancel_thread(void *arg)
 
 /* PQcancel opens a new connection and waits for it: run it on a short-lived detached thread so the
  * loop never blocks. Rare by design (statement timeouts and abandoned queries only). */
-static void cancel_async(PGconn *pg)
+void pgpool_cancel_async(PGconn *pg)
 {
     PGcancel *cn = PQgetCancel(pg);
     if (!cn) return;
@@ -207,7 +106,7 @@ static void cancel_async(PGconn *pg)
     pthread_attr_destroy(&attr);
 }
 
-static void pool_kick(pgpool *p)
+void pgpool_kick(pgpool *p)
 {
     if (!ev_is_active(&p->kick)) {
         ev_timer_set(&p->kick, 0., 0.);
@@ -216,15 +115,15 @@ static void pool_kick(pgpool *p)
 }
 
 /* Close and free c. Never calls a user callback; the caller must not touch c afterwards. */
-static void conn_close(pgconn *c)
+void pgpool_conn_close(pgconn *c)
 {
     pgpool *p = c->pool;
-    conn_watch(c, 0);
+    pgpool_conn_watch(c, 0);
     ev_timer_stop(p->loop, &c->timer);
     if (c->state == CS_QUERY || c->state == CS_RESET || c->state == CS_PING || (c->state == CS_PIPE && c->depth) ||
         (c->state != CS_CONNECTING && c->state != CS_SETUP && PQstatus(c->pg) == CONNECTION_OK &&
          PQtransactionStatus(c->pg) == PQTRANS_ACTIVE))
-        cancel_async(c->pg);
+        pgpool_cancel_async(c->pg);
     if (c->state == CS_IDLE) idle_unlink(c);
     int *cnt = counter(p, c->state);
     if (cnt) (*cnt)--;
@@ -234,21 +133,21 @@ static void conn_close(pgconn *c)
     if (c->next) c->next->prev = c->prev;
     p->n_total--;
     free(c);
-    if (p->n_waiting && !p->closing) pool_kick(p);
+    if (p->n_waiting && !p->closing) pgpool_kick(p);
 }
 
-static void conn_to_idle(pgconn *c)
+void pgpool_conn_to_idle(pgconn *c)
 {
     pgpool *p = c->pool;
     ev_timer_stop(p->loop, &c->timer);
     c->last_used = ev_now(p->loop);
     c->flushing = 0;
-    set_state(c, CS_IDLE);
-    conn_watch(c, EV_READ); /* an idle socket turning readable means the server closed it or sent a notice */
-    if (p->n_waiting) pool_kick(p);
+    pgpool_set_state(c, CS_IDLE);
+    pgpool_conn_watch(c, EV_READ); /* an idle socket turning readable means the server closed it or sent a notice */
+    if (p->n_waiting) pgpool_kick(p);
 }
 
-static void first_line(char *dst, size_t n, const char *msg)
+void pgpool_first_line(char *dst, size_t n, const char *msg)
 {
     if (!msg || !*msg) msg = "unknown error";
     size_t len = strcspn(msg, "\n");
@@ -262,7 +161,7 @@ static void fail_waiters(pgpool *p, const char *err)
     pgpool_waiter *w;
     while ((w = p->wq_head)) {
         pgpool_cancel(w);
-        waited(p, w, ev_now(p->loop));
+        pgpool_waited(p, w, ev_now(p->loop));
         w->cb(w->ud, NULL, err);
     }
 }
@@ -271,7 +170,7 @@ static void connect_failed(pgconn *c, const char *msg)
 {
     pgpool *p = c->pool;
     char line[200];
-    first_line(line, sizeof line, msg);
+    pgpool_first_line(line, sizeof line, msg);
     /* libpq names the server in some failures but not all: always say which server it was. */
     const char *host = c->pg ? PQhost(c->pg) : NULL, *port = c->pg ? PQport(c->pg) : NULL;
     if (host && *host && !strstr(line, "connection to server"))
@@ -279,7 +178,7 @@ static void connect_failed(pgconn *c, const char *msg)
                  port && *port ? port : "5432", line);
     else
         snprintf(p->last_err, sizeof p->last_err, PGPOOL_ERR_UNREACHABLE ": %s", line);
-    count_error(p, "08"); /* libpq gives no SQLSTATE for a failed connect */
+    pgpool_count_error(p, "08"); /* libpq gives no SQLSTATE for a failed connect */
     /* Back off before the next attempt: doubling, jittered, so N workers do not reconnect in lockstep. */
     p->backoff = p->backoff ? fmin(p->backoff * 2, BACKOFF_MAX) : BACKOFF_MIN;
     double delay = p->backoff * (0.75 + 0.5 * rand_r(&p->seed) / (double)RAND_MAX);
@@ -287,7 +186,7 @@ static void connect_failed(pgconn *c, const char *msg)
     ev_timer_set(&p->retry, delay, 0.);
     ev_timer_start(p->loop, &p->retry);
     p->retry_pending = 1;
-    conn_close(c);
+    pgpool_conn_close(c);
     if (p->n_total - p->n_connecting == 0) { /* nothing open: fail fast instead of waiting pool_timeout */
         p->down = 1;
         fail_waiters(p, p->last_err);
@@ -304,7 +203,7 @@ static void conn_ready(pgconn *c)
     c->expires = p->cfg.max_lifetime > 0
                      ? now + p->cfg.max_lifetime * (1 - 0.1 * rand_r(&p->seed) / (double)RAND_MAX)
                      : INFINITY;
-    conn_to_idle(c);
+    pgpool_conn_to_idle(c);
 }
 
 static void quiet_notice(void *arg, const char *msg) { (void)arg; (void)msg; }
@@ -334,7 +233,7 @@ static int start_connect(pgpool *p)
     }
     PQsetnonblocking(c->pg, 1);
     PQsetNoticeProcessor(c->pg, quiet_notice, NULL);
-    conn_watch(c, EV_WRITE); /* libpq: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING */
+    pgpool_conn_watch(c, EV_WRITE); /* libpq: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING */
     if (p->cfg.connect_timeout > 0) {
         ev_timer_set(&c->timer, p->cfg.connect_timeout, 0.);
         ev_timer_start(p->loop, &c->timer);
@@ -348,7 +247,7 @@ static int send_and_watch(pgconn *c, const char *sql)
     int r = PQflush(c->pg);
     if (r < 0) return -1;
     c->flushing = r;
-    conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+    pgpool_conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
     return 0;
 }
 
@@ -373,11 +272,11 @@ static void connected(pgconn *c)
         n += snprintf(sql + n, sizeof sql - (size_t)n, "SET search_path TO %s;", ident);
     }
     if (!n) {
-        set_state(c, CS_SETUP);
+        pgpool_set_state(c, CS_SETUP);
         conn_ready(c);
         return;
     }
-    set_state(c, CS_SETUP);
+    pgpool_set_state(c, CS_SETUP);
     if (send_and_watch(c, sql) < 0) connect_failed(c, PQerrorMessage(c->pg));
 }
 
@@ -387,7 +286,7 @@ static void internal_done(pgconn *c, int ok)
     PGresult *res = c->res;
     c->res = NULL;
     char msg[200] = "";
-    if (res && !ok) first_line(msg, sizeof msg, PQresultErrorMessage(res));
+    if (res && !ok) pgpool_first_line(msg, sizeof msg, PQresultErrorMessage(res));
     if (res) PQclear(res);
     if (c->state == CS_SETUP) {
         if (ok) conn_ready(c);
@@ -396,25 +295,17 @@ static void internal_done(pgconn *c, int ok)
         c->last_check = ev_now(c->pool->loop);
         if (c->state == CS_RESET) c->last_used = c->last_check;
         ev_tstamp used = c->last_used;
-        conn_to_idle(c);
+        pgpool_conn_to_idle(c);
         c->last_used = used; /* a ping is not a use: keep the idle timeout running */
     } else {
-        conn_close(c);
+        pgpool_conn_close(c);
     }
 }
 
-static int result_ok(const PGresult *r)
+int pgpool_result_ok(const PGresult *r)
 {
     ExecStatusType s = PQresultStatus(r);
     return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK || s == PGRES_EMPTY_QUERY;
-}
-
-/* Counts a failed statement under its SQLSTATE class (pool-side failures: 57 timeout, else 08). */
-static void count_failure(pgpool *p, const PGresult *res, const char *err)
-{
-    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    if (!st) st = strncmp(err, PGPOOL_ERR_STMT_TIMEOUT, sizeof PGPOOL_ERR_STMT_TIMEOUT - 1) == 0 ? "57" : "08";
-    count_error(p, st);
 }
 
 /* Hand the collected result to the query's callback. c stays lent; c must not be touched after. */
@@ -424,7 +315,7 @@ static void deliver(pgconn *c, PGresult *res, const char *err)
     void *ud = c->ud;
     c->cb = NULL;
     c->ud = NULL;
-    if (err) count_failure(c->pool, res, err);
+    if (err) pgpool_count_failure(c->pool, res, err);
     if (cb) cb(ud, res, err);
     else if (res) PQclear(res);
 }
@@ -432,22 +323,22 @@ static void deliver(pgconn *c, PGresult *res, const char *err)
 static void op_lost(pgconn *c, const char *msg)
 {
     char line[200], err[240];
-    first_line(line, sizeof line, msg);
+    pgpool_first_line(line, sizeof line, msg);
     ev_timer_stop(c->pool->loop, &c->timer);
-    conn_watch(c, 0);
+    pgpool_conn_watch(c, 0);
     if (c->state != CS_QUERY) {
         if (c->state == CS_SETUP) connect_failed(c, line);
-        else { count_error(c->pool, "08"); conn_close(c); }
+        else { pgpool_count_error(c->pool, "08"); pgpool_conn_close(c); }
         return;
     }
     PGresult *res = c->res; /* e.g. FATAL 57P01 from pg_terminate_backend, read before the EOF */
     c->res = NULL;
-    set_state(c, CS_BROKEN);
-    if (res && !result_ok(res)) {
+    pgpool_set_state(c, CS_BROKEN);
+    if (res && !pgpool_result_ok(res)) {
         char primary[200];
         const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
         snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", m ? m : line);
-        first_line(primary, sizeof primary, err);
+        pgpool_first_line(primary, sizeof primary, err);
         deliver(c, res, primary);
         return;
     }
@@ -470,7 +361,7 @@ static void op_io(pgconn *c, int revents)
             return;
         }
         c->flushing = r;
-        conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+        pgpool_conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
     }
     while (!PQisBusy(pg)) {
         PGresult *r = PQgetResult(pg);
@@ -482,237 +373,27 @@ static void op_io(pgconn *c, int revents)
             return;
         }
         if (!c->res) c->res = r;
-        else if (result_ok(c->res) && !result_ok(r)) { PQclear(c->res); c->res = r; }
+        else if (pgpool_result_ok(c->res) && !pgpool_result_ok(r)) { PQclear(c->res); c->res = r; }
         else PQclear(r);
     }
     if (PQisBusy(pg)) return;
     /* PQgetResult returned NULL: the statement is complete. */
     ev_timer_stop(c->pool->loop, &c->timer);
-    conn_watch(c, 0);
+    pgpool_conn_watch(c, 0);
     if (c->state != CS_QUERY) {
-        internal_done(c, c->res && result_ok(c->res));
+        internal_done(c, c->res && pgpool_result_ok(c->res));
         return;
     }
     PGresult *res = c->res;
     c->res = NULL;
-    set_state(c, CS_LENT);
+    pgpool_set_state(c, CS_LENT);
     const char *err = NULL;
     if (!res) err = "query returned no result";
-    else if (!result_ok(res)) {
+    else if (!pgpool_result_ok(res)) {
         err = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
         if (!err) err = "query failed";
     }
     deliver(c, res, err);
-}
-
-
-/* ---------- shared one-shot statements in pipeline mode (pgpool_query) ---------- */
-
-static void pipe_arm(pgconn *c)
-{
-    pgpool *p = c->pool;
-    ev_timer_stop(p->loop, &c->timer);
-    if (!c->depth || p->cfg.statement_timeout <= 0) return;
-    double left = c->ring[c->head].sent + p->cfg.statement_timeout + STMT_GRACE - ev_now(p->loop);
-    ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
-    ev_timer_start(p->loop, &c->timer);
-}
-
-/* The connection is unusable: close it first (so no callback can pick it), then fail every
- * statement in flight with err; the oldest gets head_res (e.g. FATAL 57P01) when there is one. */
-static void pipe_fail(pgconn *c, PGresult *head_res, const char *err, int cancel)
-{
-    pgpool *p = c->pool;
-    struct { pgpool_query_cb cb; void *ud; } todo[PIPE_MAX];
-    int n = c->depth;
-    for (int i = 0; i < n; i++) {
-        todo[i].cb = c->ring[(c->head + i) % PIPE_MAX].cb;
-        todo[i].ud = c->ring[(c->head + i) % PIPE_MAX].ud;
-    }
-    c->depth = 0;
-    if (cancel) cancel_async(c->pg);
-    conn_watch(c, 0);
-    set_state(c, CS_BROKEN);
-    conn_close(c);
-    for (int i = 0; i < n; i++) {
-        PGresult *r = i == 0 ? head_res : NULL;
-        count_failure(p, r, err);
-        todo[i].cb(todo[i].ud, r, err);
-    }
-    if (!n && head_res) PQclear(head_res);
-}
-
-static void pipe_lost(pgconn *c, const char *msg)
-{
-    char line[200], err[240];
-    first_line(line, sizeof line, msg);
-    PGresult *res = c->res;
-    c->res = NULL;
-    const char *m = res && !result_ok(res) ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    if (res && !m) { PQclear(res); res = NULL; }
-    snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", m ? m : line);
-    first_line(line, sizeof line, err);
-    pipe_fail(c, res, line, 0);
-}
-
-/* Queue one statement and its Sync: each statement is its own implicit transaction. */
-static int pipe_send(pgconn *c, pgpool_job *j)
-{
-    if (!PQsendQueryParams(c->pg, j->sql, j->nparams, NULL, j->values, j->lengths, NULL, 0) || !PQpipelineSync(c->pg))
-        return -1;
-    int r = PQflush(c->pg);
-    if (r < 0) return -1;
-    c->flushing = r;
-    int i = (c->head + c->depth) % PIPE_MAX;
-    c->ring[i].cb = j->cb;
-    c->ring[i].ud = j->ud;
-    c->ring[i].sent = ev_now(c->pool->loop);
-    if (++c->depth == 1) pipe_arm(c);
-    conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
-    return 0;
-}
-
-/* c was just taken from the idle list (CS_LENT): switch it to pipeline mode and send j. */
-static int pipe_start(pgconn *c, pgpool_job *j)
-{
-    if (!PQenterPipelineMode(c->pg)) return -1;
-    set_state(c, CS_PIPE);
-    c->head = c->depth = c->sync_due = 0;
-    return pipe_send(c, j);
-}
-
-/* A pipelined connection with room, the least loaded, or NULL. */
-static pgconn *pipe_pick(pgpool *p)
-{
-    pgconn *best = NULL;
-    ev_tstamp now = ev_now(p->loop);
-    for (pgconn *c = p->all; c; c = c->next)
-        if (c->state == CS_PIPE && c->depth < p->pipe_max && now - c->ring[c->head].sent < PIPE_FRESH &&
-            (!best || c->depth < best->depth))
-            best = c;
-    return best;
-}
-
-/* Back to normal mode and to the idle list (or closed, as pgpool_release would). */
-static void pipe_done(pgconn *c)
-{
-    pgpool *p = c->pool;
-    ev_timer_stop(p->loop, &c->timer);
-    if (!PQexitPipelineMode(c->pg) || PQstatus(c->pg) != CONNECTION_OK || p->n_total > p->cap || p->closing ||
-        ev_now(p->loop) >= c->expires || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
-        conn_close(c);
-        return;
-    }
-    conn_to_idle(c);
-}
-
-static void pipe_io(pgconn *c, int revents)
-{
-    pgpool *p = c->pool;
-    PGconn *pg = c->pg;
-    if ((revents & EV_READ) && !PQconsumeInput(pg)) { pipe_lost(c, PQerrorMessage(pg)); return; }
-    if (c->flushing) {
-        int r = PQflush(pg);
-        if (r < 0) { pipe_lost(c, PQerrorMessage(pg)); return; }
-        c->flushing = r;
-        conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
-    }
-    while ((c->depth || c->sync_due) && !PQisBusy(pg)) {
-        PGresult *r = PQgetResult(pg);
-        ExecStatusType s = r ? PQresultStatus(r) : PGRES_EMPTY_QUERY;
-        if (c->sync_due) {
-            if (r && s == PGRES_PIPELINE_SYNC) { PQclear(r); c->sync_due = 0; continue; }
-            if (r) PQclear(r);
-            if (!r) break;
-            pipe_lost(c, "unexpected result in pipeline mode");
-            return;
-        }
-        if (!r) { /* the oldest statement's results are complete */
-            PGresult *res = c->res;
-            c->res = NULL;
-            pgpool_query_cb cb = c->ring[c->head].cb;
-            void *ud = c->ring[c->head].ud;
-            c->head = (c->head + 1) % PIPE_MAX;
-            c->depth--;
-            c->sync_due = 1;
-            pipe_arm(c);
-            const char *err = NULL;
-            if (!res) err = "query returned no result";
-            else if (!result_ok(res) && !(err = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))) err = "query failed";
-            if (err) count_failure(p, res, err);
-            if (p->n_waiting) pool_kick(p); /* a slot is free for a queued job */
-            cb(ud, res, err);         /* may queue more statements on c (it stays CS_PIPE) */
-            continue;
-        }
-        if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH) {
-            PQclear(r);
-            pipe_lost(c, "COPY is not supported through the pool");
-            return;
-        }
-        if (s == PGRES_PIPELINE_SYNC) { PQclear(r); continue; }
-        if (!c->res) c->res = r;
-        else if (result_ok(c->res) && !result_ok(r)) { PQclear(c->res); c->res = r; }
-        else PQclear(r);
-    }
-    if (!c->depth && !c->sync_due && !c->flushing) pipe_done(c);
-}
-
-static void job_acquired(void *ud, pgconn *c, const char *err);
-static void wait_rearm(pgpool *p);
-static pgconn *take_idle(pgpool *p);
-
-static void enqueue(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud)
-{
-    w->cb = cb;
-    w->ud = ud;
-    w->since = ev_now(p->loop);
-    w->pool = p;
-    w->next = NULL;
-    w->prev = p->wq_tail;
-    if (p->wq_tail) p->wq_tail->next = w; else p->wq_head = w;
-    p->wq_tail = w;
-    if (++p->n_waiting == 1) wait_rearm(p);
-    pool_kick(p);
-}
-
-/* A queued job got a connection of its own (or failed to get one). */
-static void job_acquired(void *ud, pgconn *c, const char *err)
-{
-    pgpool_job *j = ud;
-    if (!c) { j->cb(j->ud, NULL, err); return; }
-    pgpool *p = c->pool;
-    if (pipe_start(c, j) == 0) return;
-    if (c->state == CS_PIPE) pipe_lost(c, PQerrorMessage(c->pg));
-    else conn_close(c);
-    enqueue(p, &j->w, job_acquired, j); /* try again on another connection */
-}
-
-void pgpool_query(pgpool *p, pgpool_job *j, const char *sql, int nparams, const char *const *values,
-                  const int *lengths, pgpool_query_cb cb, void *ud)
-{
-    j->sql = sql;
-    j->nparams = nparams;
-    j->values = values;
-    j->lengths = lengths;
-    j->cb = cb;
-    j->ud = ud;
-    j->w.pool = NULL;
-    if (!p->n_waiting && !p->down) {
-        pgconn *c = p->idle ? take_idle(p) : NULL;
-        if (c) {
-            hist_record(&p->wait_hist, 0);
-            if (pipe_start(c, j) == 0) return;
-            if (c->state == CS_PIPE) pipe_lost(c, PQerrorMessage(c->pg));
-            else conn_close(c);
-        } else if (p->n_total >= p->cap && (c = pipe_pick(p))) {
-            /* the pool is at its cap: share a busy connection rather than wait for a free one */
-            hist_record(&p->wait_hist, 0);
-            p->acquired++;
-            if (pipe_send(c, j) == 0) return;
-            pipe_lost(c, PQerrorMessage(c->pg));
-        }
-    }
-    enqueue(p, &j->w, job_acquired, j);
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -723,16 +404,16 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         /* libpq may close and reopen its socket between polls (next address, SSL retry), possibly under
          * the same fd number: re-register unconditionally so libev never watches a stale descriptor. */
         switch (PQconnectPoll(c->pg)) {
-        case PGRES_POLLING_READING: conn_watch(c, 0); conn_watch(c, EV_READ); break;
-        case PGRES_POLLING_WRITING: conn_watch(c, 0); conn_watch(c, EV_WRITE); break;
+        case PGRES_POLLING_READING: pgpool_conn_watch(c, 0); pgpool_conn_watch(c, EV_READ); break;
+        case PGRES_POLLING_WRITING: pgpool_conn_watch(c, 0); pgpool_conn_watch(c, EV_WRITE); break;
         case PGRES_POLLING_OK: connected(c); break;
         default: connect_failed(c, PQerrorMessage(c->pg)); break;
         }
         break;
     case CS_IDLE:
         if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
-            count_error(c->pool, "08");
-            conn_close(c);
+            pgpool_count_error(c->pool, "08");
+            pgpool_conn_close(c);
         } else {
             PGnotify *n;
             while ((n = PQnotifies(c->pg))) PQfreemem(n);
@@ -742,10 +423,10 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         op_io(c, revents);
         break;
     case CS_PIPE:
-        pipe_io(c, revents);
+        pgpipe_io(c, revents);
         break;
     default:
-        conn_watch(c, 0);
+        pgpool_conn_watch(c, 0);
         break;
     }
 }
@@ -761,22 +442,20 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         connect_failed(c, err);
         break;
     case CS_QUERY:
-        conn_watch(c, 0);
-        cancel_async(c->pg); /* stop the server's work; the connection itself is discarded on release */
+        pgpool_conn_watch(c, 0);
+        pgpool_cancel_async(c->pg); /* stop the server's work; the connection itself is discarded on release */
         if (c->res) { PQclear(c->res); c->res = NULL; }
-        set_state(c, CS_BROKEN);
+        pgpool_set_state(c, CS_BROKEN);
         snprintf(err, sizeof err, PGPOOL_ERR_STMT_TIMEOUT ": no answer from the database after %g s",
                  p->cfg.statement_timeout + STMT_GRACE);
         deliver(c, NULL, err);
         break;
     case CS_PIPE:
-        snprintf(err, sizeof err, PGPOOL_ERR_STMT_TIMEOUT ": no answer from the database after %g s",
-                 p->cfg.statement_timeout + STMT_GRACE);
-        pipe_fail(c, NULL, err, 1); /* conn_close frees a partial result */
+        pgpipe_timeout(c);
         break;
     default: /* a ROLLBACK or ping that does not answer */
-        count_error(p, "08");
-        conn_close(c);
+        pgpool_count_error(p, "08");
+        pgpool_conn_close(c);
         break;
     }
 }
@@ -805,6 +484,20 @@ void pgpool_cancel(pgpool_waiter *w)
     if (was_head) wait_rearm(p);
 }
 
+void pgpool_enqueue(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud)
+{
+    w->cb = cb;
+    w->ud = ud;
+    w->since = ev_now(p->loop);
+    w->pool = p;
+    w->next = NULL;
+    w->prev = p->wq_tail;
+    if (p->wq_tail) p->wq_tail->next = w; else p->wq_head = w;
+    p->wq_tail = w;
+    if (++p->n_waiting == 1) wait_rearm(p);
+    pgpool_kick(p);
+}
+
 static void wait_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     pgpool *p = container_of(t, pgpool, wait_timer);
@@ -816,23 +509,23 @@ static void wait_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     while ((w = p->wq_head) && now - w->since >= p->cfg.pool_timeout - 1e-3) {
         pgpool_cancel(w);
         p->timeouts++;
-        waited(p, w, now);
+        pgpool_waited(p, w, now);
         w->cb(w->ud, NULL, err);
     }
     wait_rearm(p);
 }
 
-static pgconn *take_idle(pgpool *p)
+pgconn *pgpool_take_idle(pgpool *p)
 {
     pgconn *c;
     ev_tstamp now = ev_now(p->loop);
     while ((c = p->idle)) {
         if (now < c->expires && PQstatus(c->pg) == CONNECTION_OK) break;
-        conn_close(c); /* past max_lifetime (or dead): retire instead of lending */
+        pgpool_conn_close(c); /* past max_lifetime (or dead): retire instead of lending */
     }
     if (!c) return NULL;
-    conn_watch(c, 0);
-    set_state(c, CS_LENT);
+    pgpool_conn_watch(c, 0);
+    pgpool_set_state(c, CS_LENT);
     p->acquired++;
     return c;
 }
@@ -855,17 +548,11 @@ static void kick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pgconn *c;
     for (;;) {
         if (!(w = p->wq_head)) break;
-        if (p->idle && (c = take_idle(p))) {
+        if (p->idle && (c = pgpool_take_idle(p))) {
             pgpool_cancel(w);
-            waited(p, w, ev_now(loop));
+            pgpool_waited(p, w, ev_now(loop));
             w->cb(w->ud, c, NULL);
-        } else if (w->cb == job_acquired && p->n_total >= p->cap && (c = pipe_pick(p))) {
-            pgpool_job *j = w->ud;
-            pgpool_cancel(w);
-            waited(p, w, ev_now(loop));
-            p->acquired++;
-            if (pipe_send(c, j)) { pipe_lost(c, PQerrorMessage(c->pg)); enqueue(p, &j->w, job_acquired, j); }
-        } else {
+        } else if (!pgpipe_share(p, w)) {
             break;
         }
     }
@@ -883,7 +570,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (p->down) {
         if (p->n_connecting == 0 && p->n_total < p->cap) start_connect(p);
     } else if (p->n_waiting) {
-        pool_kick(p);
+        pgpool_kick(p);
     }
 }
 
@@ -897,12 +584,12 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
         next = c->inext;
         if ((cfg->idle_timeout > 0 && now - c->last_used >= cfg->idle_timeout) || now >= c->expires ||
             p->n_total > p->cap) {
-            conn_close(c);
+            pgpool_conn_close(c);
         } else if (cfg->health_interval > 0 && now - c->last_check >= cfg->health_interval &&
                    now - c->last_used >= cfg->health_interval) {
-            set_state(c, CS_PING);
+            pgpool_set_state(c, CS_PING);
             if (send_and_watch(c, "") < 0) { /* empty query: the cheapest round trip */
-                conn_close(c);
+                pgpool_conn_close(c);
             } else {
                 ev_timer_set(&c->timer, cfg->connect_timeout > 0 ? cfg->connect_timeout : 5., 0.);
                 ev_timer_start(loop, &c->timer);
@@ -920,7 +607,7 @@ pgpool *pgpool_new(struct ev_loop *loop, const pgpool_config *cfg, int max_conns
     p->loop = loop;
     p->cfg = *cfg;
     p->cap = max_conns > 0 ? max_conns : 0;
-    p->pipe_max = PIPE_MAX;
+    p->pipe_max = 1; /* sharing is opt-in: a statement queued behind a slow one can outwait pool_timeout */
     p->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)p;
     ev_init(&p->wait_timer, wait_timer_cb);
     ev_init(&p->retry, retry_cb);
@@ -938,20 +625,20 @@ void pgpool_free(pgpool *p)
     fail_waiters(p, PGPOOL_ERR_CLOSED);
     for (pgconn *c = p->all; c;) {
         if (c->state == CS_PIPE) {
-            pipe_fail(c, NULL, PGPOOL_ERR_CLOSED, 1);
+            pgpipe_fail(c, NULL, PGPOOL_ERR_CLOSED, 1);
             c = p->all;
         } else if (c->state == CS_QUERY && c->cb) {
-            conn_watch(c, 0);
+            pgpool_conn_watch(c, 0);
             ev_timer_stop(p->loop, &c->timer);
-            cancel_async(c->pg);
-            set_state(c, CS_BROKEN);
+            pgpool_cancel_async(c->pg);
+            pgpool_set_state(c, CS_BROKEN);
             deliver(c, NULL, PGPOOL_ERR_CLOSED);
             c = p->all; /* the callback may have released connections: rescan */
         } else {
             c = c->next;
         }
     }
-    while (p->all) conn_close(p->all);
+    while (p->all) pgpool_conn_close(p->all);
     ev_timer_stop(p->loop, &p->wait_timer);
     ev_timer_stop(p->loop, &p->retry);
     ev_timer_stop(p->loop, &p->kick);
@@ -967,22 +654,22 @@ void pgpool_set_cap(pgpool *p, int max_conns)
     while (c && c->inext) c = c->inext; /* least recently used first */
     while (c && p->n_total > p->cap) {
         pgconn *prev = c->iprev;
-        conn_close(c);
+        pgpool_conn_close(c);
         c = prev;
     }
-    if (p->n_waiting) pool_kick(p);
+    if (p->n_waiting) pgpool_kick(p);
 }
 
 pgconn *pgpool_acquire(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud)
 {
     if (!p->n_waiting && !p->down && p->idle) {
-        pgconn *c = take_idle(p);
+        pgconn *c = pgpool_take_idle(p);
         if (c) {
             hist_record(&p->wait_hist, 0);
             return c;
         }
     }
-    enqueue(p, w, cb, ud);
+    pgpool_enqueue(p, w, cb, ud);
     return NULL;
 }
 
@@ -991,30 +678,30 @@ void pgpool_release(pgpool *p, pgconn *c)
     if (!c) return;
     if (c->state == CS_QUERY) { /* the caller gave up on its query: no callback, cancel on the server */
         c->cb = NULL;
-        conn_close(c);
+        pgpool_conn_close(c);
         return;
     }
     if (c->state != CS_LENT || p->closing || PQstatus(c->pg) != CONNECTION_OK || p->n_total > p->cap ||
         ev_now(p->loop) >= c->expires) {
-        conn_close(c);
+        pgpool_conn_close(c);
         return;
     }
     switch (PQtransactionStatus(c->pg)) {
     case PQTRANS_IDLE:
-        conn_to_idle(c);
+        pgpool_conn_to_idle(c);
         break;
     case PQTRANS_INTRANS: case PQTRANS_INERROR:
         /* Never lend a connection mid-transaction: roll back first, in the background. */
-        set_state(c, CS_RESET);
+        pgpool_set_state(c, CS_RESET);
         if (send_and_watch(c, "ROLLBACK") < 0) {
-            conn_close(c);
+            pgpool_conn_close(c);
         } else {
             ev_timer_set(&c->timer, p->cfg.statement_timeout > 0 ? p->cfg.statement_timeout + STMT_GRACE : 30., 0.);
             ev_timer_start(p->loop, &c->timer);
         }
         break;
     default:
-        conn_close(c);
+        pgpool_conn_close(c);
         break;
     }
 }
@@ -1025,19 +712,19 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
     if (c->state != CS_LENT) return -1;
     /* Unnamed statement, text parameters and results: works through PgBouncer in transaction mode. */
     if (!PQsendQueryParams(c->pg, sql, nparams, NULL, values, lengths, NULL, 0)) {
-        if (PQstatus(c->pg) != CONNECTION_OK) set_state(c, CS_BROKEN);
+        if (PQstatus(c->pg) != CONNECTION_OK) pgpool_set_state(c, CS_BROKEN);
         return -1;
     }
     int r = PQflush(c->pg);
     if (r < 0) {
-        set_state(c, CS_BROKEN);
+        pgpool_set_state(c, CS_BROKEN);
         return -1;
     }
     c->cb = cb;
     c->ud = ud;
     c->flushing = r;
-    set_state(c, CS_QUERY);
-    conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
+    pgpool_set_state(c, CS_QUERY);
+    pgpool_conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
     if (c->pool->cfg.statement_timeout > 0) {
         ev_timer_set(&c->timer, c->pool->cfg.statement_timeout + STMT_GRACE, 0.);
         ev_timer_start(c->pool->loop, &c->timer);
@@ -1046,28 +733,3 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
 }
 
 PGconn *pgconn_pg(pgconn *c) { return c->pg; }
-
-void pgpool_set_pipeline(pgpool *p, int depth)
-{
-    p->pipe_max = depth < 1 ? 1 : depth > PIPE_MAX ? PIPE_MAX : depth;
-}
-
-int pgpool_healthy(const pgpool *p) { return !p->down; }
-
-void pgpool_stats(const pgpool *p, pgpool_stats_t *out)
-{
-    out->size = p->n_total;
-    out->connecting = p->n_connecting;
-    out->in_use = p->n_lent;
-    out->idle = p->n_total - p->n_connecting - p->n_lent;
-    out->waiting = p->n_waiting;
-    out->cap = p->cap;
-    out->down = p->down;
-    out->acquired = p->acquired;
-    out->timeouts = p->timeouts;
-    out->errors = p->errors;
-    out->wait_us = p->wait_us;
-    memcpy(out->errors_by_class, p->err_class, sizeof out->errors_by_class);
-}
-
-const hist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }

@@ -103,15 +103,15 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
                  const int *lengths, pgpool_query_cb cb, void *ud);
 
 /* Run one statement outside any transaction on whichever connection can take it: an idle one, or,
- * when the pool is at its cap, one already running such statements (libpq pipeline mode, up to 8
- * in flight, each with its own Sync so an error affects only its own statement). cb runs exactly
+ * when the pool is at its cap and pgpool_set_pipeline allows it, one already running such
+ * statements (libpq pipeline mode, each with its own Sync so an error affects only its own). cb runs exactly
  * once, never from inside this call; a job still waiting for a connection can be withdrawn with
  * pgpool_cancel(&job->w). Values as for pgconn_query. */
 void pgpool_query(pgpool *p, pgpool_job *job, const char *sql, int nparams, const char *const *values,
                   const int *lengths, pgpool_query_cb cb, void *ud);
 
-/* Statements pgpool_query may keep in flight on one connection, 1..8 (default 8; 1 = one at a
- * time, no sharing). A statement is only queued behind one sent less than 50 ms ago. */
+/* Statements pgpool_query may keep in flight on one connection, 1..8 (default 1: no sharing).
+ * A statement is only queued behind one sent less than 50 ms ago. */
 void pgpool_set_pipeline(pgpool *p, int depth);
 
 /* The libpq connection, for read-only inspection (PQtransactionStatus, PQbackendPID, escaping). */

@@ -167,6 +167,11 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
                           : strcmp(kk, "header") == 0 ? RLKEY_HEADER : RLKEY_FUNC;
             free(kk);
             pol->key_header = str(L, p, "key_header");
+            char line[256];
+            int ln = snprintf(line, sizeof line, "RateLimit-Policy: \"%s\";q=%llu;w=%llu\r\n", pol->name,
+                              (unsigned long long)pol->limit, (unsigned long long)((pol->window_ms + 999) / 1000));
+            pol->policy_line = strndup(line, (size_t)ln);
+            pol->policy_line_len = (size_t)ln;
             if (pol->key_kind == RLKEY_FUNC) {
                 lua_getfield(L, p, "key");
                 pol->key_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -302,7 +307,11 @@ void sconfig_free(sconfig *c)
     freelist(c->cors_methods, c->ncors_methods);
     freelist(c->cors_headers, c->ncors_headers);
     freelist(c->cors_expose, c->ncors_expose);
-    for (size_t i = 0; i < c->npolicies; i++) { free(c->policies[i].name); free(c->policies[i].key_header); }
+    for (size_t i = 0; i < c->npolicies; i++) {
+        free(c->policies[i].name);
+        free(c->policies[i].key_header);
+        free(c->policies[i].policy_line);
+    }
     free(c->policies);
     for (size_t i = 0; i < c->nprefixes; i++) free(c->prefixes[i].prefix);
     free(c->prefixes);

@@ -53,8 +53,11 @@ struct conn {
     int sse_close_ref;
     uint32_t client_ip_gen;
     char client_ip[64];
+    char ipkey[64];                 /* rate-limit key of the peer address, computed once */
+    uint8_t ipkey_len;
     struct limiter_verdict_s {
         const char *policy;
+        const struct sc_policy *pol;
         uint64_t limit, remaining, window_s, reset_s, retry_after_s;
     } lv;                           /* rate-limit outcome, for the RateLimit headers */
 };

@@ -228,6 +228,12 @@ void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t l
     }
     resp_finish_headers(&r, f.content_type, (size_t)blen);
     if (rq->method == HTTP_HEAD || blen == 0) { static_close(&f); return; }
+    /* small bodies go out with the headers in one send (pipelined responses too); larger ones
+     * follow with sendfile, the headers held back with MSG_MORE so both leave in one segment */
+    if (blen <= 16384 && buf_reserve(&c->out, (size_t)blen) == 0) {
+        ssize_t got = pread(f.fd, c->out.data + c->out.len, (size_t)blen, start);
+        if (got == blen) { c->out.len += (size_t)blen; static_close(&f); return; }
+    }
     c->file_fd = f.fd;       /* conn_flush sends it after the headers */
     c->file_off = start;
     c->file_left = blen;

@@ -168,9 +168,10 @@ def make_app(version="v1"):
     return d
 
 
-def server(d, url, workers=1):
+def server(d, url, workers=1, pipeline=8):
+    # pipeline: SLUICE_DB_PIPELINE (statements shared per connection; sluice's default is 1 = off)
     return Server(d, env={"TDB_URL": url, "TDB_TABLE": TABLE, "TDB_CHANNEL": CHANNEL, "TDB_WORKERS": str(workers),
-                          "SLUICE_ENV": "development"})
+                          "SLUICE_ENV": "development", "SLUICE_DB_PIPELINE": str(pipeline)})
 
 
 def jget(port, path, want=200, timeout=5.0):

@@ -566,6 +566,79 @@ static void test_restart(void)
     if (system(cmd) != 0) printf("# could not remove %s\n", devdir);
 }
 
+/* pgpool_query: one-shot statements share a connection in pipeline mode once the pool is at its cap. */
+typedef struct pj {
+    pgpool_job job;
+    char val[16];
+    const char *vals[1];
+    char got[64], err[200];
+    int done, order;
+} pj;
+
+static int pj_seq;
+
+static void pj_cb(void *ud, PGresult *res, const char *err)
+{
+    pj *x = ud;
+    x->done = 1;
+    x->order = ++pj_seq;
+    snprintf(x->err, sizeof x->err, "%s", err ? err : "");
+    if (res && !err && PQntuples(res) == 1) snprintf(x->got, sizeof x->got, "%s", PQgetvalue(res, 0, 0));
+    if (res) PQclear(res);
+}
+
+static void test_pipeline(void)
+{
+    enum { N = 24 };
+    pgpool *p = pool(2, 5, 10);
+    pgpool_set_pipeline(p, 8);
+    pgpool_release(p, acquire_wait(p)); /* one connection open; the second opens on demand */
+    static pj x[N];
+    pj_seq = 0;
+    for (int i = 0; i < N; i++) {
+        memset(&x[i], 0, sizeof x[i]);
+        snprintf(x[i].val, sizeof x[i].val, "%d", i);
+        x[i].vals[0] = x[i].val;
+        /* every fifth statement fails (division by zero) */
+        pgpool_query(p, &x[i].job, i % 5 == 3 ? "select 1 / ($1::int - $1::int)" : "select $1::int * 2", 1, x[i].vals, NULL, pj_cb, &x[i]);
+    }
+    pgpool_stats_t st;
+    pgpool_stats(p, &st);
+    ok(st.size <= 2, "pipeline: %d statements on at most 2 connections (size %d)", N, st.size);
+    int all = 0;
+    for (double end = ev_time() + 5; !all && ev_time() < end;) {
+        run_until(NULL, 0.01);
+        all = 1;
+        for (int i = 0; i < N; i++) all &= x[i].done;
+    }
+    ok(all, "pipeline: every statement answered");
+    int right = 1, errs = 0;
+    for (int i = 0; i < N; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "%d", 2 * i);
+        if (i % 5 == 3) {
+            errs += strstr(x[i].err, "division by zero") != NULL;
+        } else if (strcmp(x[i].got, want) != 0 || x[i].err[0]) {
+            right = 0;
+            printf("# statement %d: got '%s' err '%s'\n", i, x[i].got, x[i].err);
+        }
+    }
+    ok(right, "pipeline: each caller gets its own result");
+    int nerr = 0;
+    for (int i = 0; i < N; i++) nerr += i % 5 == 3;
+    is_int(errs, nerr, "pipeline: an error stays with its own statement");
+    pgpool_stats(p, &st);
+    ok(st.size <= 2 && st.in_use == 0, "pipeline: connections back to idle (size %d, in use %d)", st.size, st.in_use);
+    uint64_t cls22 = 0;
+    for (int c = 0; c < PGPOOL_ERR_CLASSES; c++)
+        if (!strcmp(pgpool_error_class(c), "22")) cls22 = st.errors_by_class[c];
+    ok(cls22 == (uint64_t)nerr, "errors by class: %llu in class 22", (unsigned long long)cls22);
+    ok(hist_count(pgpool_wait_hist(p)) >= (uint64_t)N, "wait histogram: every acquire recorded");
+    /* after a pipeline, the connection is usable for an exclusive acquire and a transaction */
+    is_str(scalar(p, "select 'exclusive'"), "exclusive", "pipeline: connection usable exclusively after");
+    pgpool_free(p);
+}
+
 int main(void)
 {
     test_worker_share();
@@ -588,6 +661,7 @@ int main(void)
     test_terminate();
     test_release_rollback();
     test_housekeeping();
+    test_pipeline();
     test_restart();
     run_until(NULL, 0.3); /* cancel threads finish */
     is_int(count_fds(), fds, "no file descriptors leaked");

@@ -1,0 +1,109 @@
+/* pgpool_int.h: internal to the pgpool module; only pgpool.c, pgpool_stats.c and pgpipe.c include it (callers use pgpool.h). */
+#ifndef SLUICE_PGPOOL_INT_H
+#define SLUICE_PGPOOL_INT_H
+
+#include "pgpool.h"
+
+/* The client-side statement timer fires this long after the server's own statement_timeout, so the
+ * server normally answers first with a clean SQLSTATE 57014; the timer is the backstop for a server
+ * (or PgBouncer, or network) that does not answer at all. */
+#define STMT_GRACE 1.0
+#define PIPE_MAX 8      /* one-shot statements in flight on one connection (pgpool_query) */
+
+enum cstate {
+    CS_CONNECTING, /* PQconnectPoll in progress */
+    CS_SETUP,      /* connected, running the SET statements */
+    CS_IDLE,       /* in the idle list, socket watched for close */
+    CS_PING,       /* background health check of an idle connection */
+    CS_RESET,      /* released mid-transaction: ROLLBACK in flight */
+    CS_LENT,       /* handed out, no query in flight */
+    CS_QUERY,      /* handed out, query in flight */
+    CS_BROKEN,     /* handed out, unusable: closed on release */
+    CS_PIPE,       /* running pgpool_query statements in pipeline mode, shared by their callers */
+};
+
+struct pgconn {
+    pgpool *pool;
+    PGconn *pg;
+    enum cstate state;
+    int fd, events, flushing;
+    ev_io io;
+    ev_timer timer;                /* connect timeout, then statement / reset timeout */
+    ev_tstamp expires, last_used, last_check;
+    pgconn *next, *prev;           /* all connections */
+    pgconn *inext, *iprev;         /* idle list, most recently used first */
+    PGresult *res;                 /* result being collected */
+    pgpool_query_cb cb;
+    void *ud;
+    /* CS_PIPE: statements in flight, oldest first; sync_due: its results ended, its Sync is next */
+    struct { pgpool_query_cb cb; void *ud; ev_tstamp sent; } ring[PIPE_MAX];
+    int head, depth, sync_due;
+};
+
+struct pgpool {
+    struct ev_loop *loop;
+    pgpool_config cfg;
+    int cap, closing;
+    pgconn *all, *idle;
+    int n_total, n_connecting, n_idle, n_lent;
+    pgpool_waiter *wq_head, *wq_tail;
+    int n_waiting;
+    ev_timer wait_timer;           /* deadline of the oldest waiter: FIFO makes deadlines monotonic */
+    ev_timer retry;                /* reconnect backoff */
+    ev_timer sweep;                /* idle timeout, lifetime, health checks */
+    ev_timer kick;                 /* zero-delay: hand out connections / fail waiters outside callers' stacks */
+    double backoff;
+    int retry_pending, down;
+    unsigned seed;
+    char last_err[256];
+    uint64_t acquired, timeouts, errors, wait_us;
+    uint64_t err_class[PGPOOL_ERR_CLASSES];
+    int pipe_max;                  /* statements in flight per shared connection; 1 = no pipelining */
+    hist wait_hist;                /* every acquire's wait, us; 11.8 KB, no allocation per record */
+};
+
+/* ---- pgpool.c: connection bookkeeping shared with pgpipe.c ---- */
+
+/* Move c to state s; every state change goes through here so the counters cannot drift. */
+void pgpool_set_state(pgconn *c, enum cstate s);
+/* Watch c's socket for events (0: stop watching). */
+void pgpool_conn_watch(pgconn *c, int events);
+/* Ask the server to cancel c's statement, from a detached thread (PQcancel blocks). */
+void pgpool_cancel_async(PGconn *pg);
+/* Close and free c without calling any user callback; c is invalid afterwards. */
+void pgpool_conn_close(pgconn *c);
+/* Put a healthy connection back on the idle list and serve waiters. */
+void pgpool_conn_to_idle(pgconn *c);
+/* Serve or fail the waiters from the loop, outside the caller's stack. */
+void pgpool_kick(pgpool *p);
+/* Lend the most recently used live idle connection (retiring expired ones), or NULL. */
+pgconn *pgpool_take_idle(pgpool *p);
+/* Queue w (FIFO) with its callback and arm the pool timeout. */
+void pgpool_enqueue(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud);
+/* Copy msg's first line into dst (n bytes), "unknown error" when empty. */
+void pgpool_first_line(char *dst, size_t n, const char *msg);
+/* 1 when r is a successful result (tuples, command, empty query). */
+int pgpool_result_ok(const PGresult *r);
+
+/* ---- pgpool_stats.c: counters ---- */
+
+/* Count one error under the class of sqlstate (NULL or unknown: "other"). */
+void pgpool_count_error(pgpool *p, const char *sqlstate);
+/* Count a failed statement under its SQLSTATE class (pool-side failures: 57 timeout, else 08). */
+void pgpool_count_failure(pgpool *p, const PGresult *res, const char *err);
+/* Record how long w waited (it just left the queue). */
+void pgpool_waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now);
+
+/* ---- pgpipe.c: pgpool_query statements sharing a connection in pipeline mode ---- */
+
+/* The socket of a CS_PIPE connection is ready. */
+void pgpipe_io(pgconn *c, int revents);
+/* The statement timer of a CS_PIPE connection fired: fail its statements and close it. */
+void pgpipe_timeout(pgconn *c);
+/* Close c and fail every statement in flight with err (the oldest gets head_res); cancel: on the server too. */
+void pgpipe_fail(pgconn *c, PGresult *head_res, const char *err, int cancel);
+/* If w is a queued pgpool_query job and the pool is at its cap, send it on a shared connection.
+ * 1 when w left the queue (served, or requeued after a failed send), 0 to leave it waiting. */
+int pgpipe_share(pgpool *p, pgpool_waiter *w);
+
+#endif

@@ -1,0 +1,72 @@
+/* pgpool_stats.c: the pool's counters (errors by SQLSTATE class, acquire waits) and their read side for metrics. */
+#include "pgpool_int.h"
+
+#include <string.h>
+
+static const char *const err_classes[PGPOOL_ERR_CLASSES] = {
+    "08", /* connection exception (also: connection lost, unreachable) */
+    "22", /* data exception */
+    "23", /* integrity constraint violation */
+    "25", /* invalid transaction state */
+    "28", /* invalid authorization */
+    "3D", /* invalid catalog name (no such database) */
+    "40", /* transaction rollback: serialization failure, deadlock */
+    "42", /* syntax error or access rule violation */
+    "53", /* insufficient resources (too many connections, out of memory) */
+    "57", /* operator intervention: statement timeout, admin shutdown */
+    "XX", /* internal error */
+    "other",
+};
+
+const char *pgpool_error_class(int i)
+{
+    return i >= 0 && i < PGPOOL_ERR_CLASSES ? err_classes[i] : "other";
+}
+
+/* Counts one error under the class of sqlstate (NULL or unknown: "other"). */
+void pgpool_count_error(pgpool *p, const char *sqlstate)
+{
+    int i = PGPOOL_ERR_CLASSES - 1;
+    if (sqlstate && sqlstate[0] && sqlstate[1])
+        for (int k = 0; k < PGPOOL_ERR_CLASSES - 1; k++)
+            if (sqlstate[0] == err_classes[k][0] && sqlstate[1] == err_classes[k][1]) { i = k; break; }
+    p->errors++;
+    p->err_class[i]++;
+}
+
+/* A waiter leaves the queue (served, timed out or failed): record how long it waited. */
+void pgpool_waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now)
+{
+    double us = (now - w->since) * 1e6;
+    uint64_t v = us > 0 ? (uint64_t)us : 0;
+    p->wait_us += v;
+    hist_record(&p->wait_hist, v);
+}
+
+/* Counts a failed statement under its SQLSTATE class (pool-side failures: 57 timeout, else 08). */
+void pgpool_count_failure(pgpool *p, const PGresult *res, const char *err)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!st) st = strncmp(err, PGPOOL_ERR_STMT_TIMEOUT, sizeof PGPOOL_ERR_STMT_TIMEOUT - 1) == 0 ? "57" : "08";
+    pgpool_count_error(p, st);
+}
+
+int pgpool_healthy(const pgpool *p) { return !p->down; }
+
+void pgpool_stats(const pgpool *p, pgpool_stats_t *out)
+{
+    out->size = p->n_total;
+    out->connecting = p->n_connecting;
+    out->in_use = p->n_lent;
+    out->idle = p->n_total - p->n_connecting - p->n_lent;
+    out->waiting = p->n_waiting;
+    out->cap = p->cap;
+    out->down = p->down;
+    out->acquired = p->acquired;
+    out->timeouts = p->timeouts;
+    out->errors = p->errors;
+    out->wait_us = p->wait_us;
+    memcpy(out->errors_by_class, p->err_class, sizeof out->errors_by_class);
+}
+
+const hist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }
