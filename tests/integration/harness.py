@@ -21,6 +21,7 @@ instead of hanging the suite.
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -331,6 +332,57 @@ def get(port, path, headers=None, timeout=TIMEOUT):
 
 def post(port, path, body, headers=None, timeout=TIMEOUT):
     return _request(port, "POST", path, body, headers, timeout)
+
+
+# ------------------------------------------------------------------ a throw-away redis-server
+
+class RedisServer:
+    """redis-server on a free loopback port in a temp dir, no persistence. start() waits for PING;
+    stop()/kill() end it (start() again reuses the port, empty); cleanup() also removes the dir."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sluice-redis-")
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
+                                      "--appendonly", "no", "--daemonize", "no", "--dir", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TestFailure("redis-server did not start on :%d" % self.port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    kill = stop
+
+    def cmd(self, *args):
+        out = subprocess.run(["redis-cli", "-h", HOST, "-p", str(self.port)] + [str(a) for a in args],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode:
+            raise OSError(out.stderr)
+        return out.stdout.strip()
+
+    @property
+    def url(self):
+        return "redis://%s:%d" % (HOST, self.port)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ test registry

@@ -26,7 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, SLUICE_BIN, Server, TestFailure, check, free_port, get, post, run_tests, test  # noqa: E402
+from harness import RedisServer, ROOT, SLUICE_BIN, Server, TestFailure, check, free_port, get, post, run_tests, test  # noqa: E402
 
 HOST = "127.0.0.1"
 FIXTURE = "fixtures/cluster"
@@ -59,40 +59,7 @@ class Instance(Server):
         self.proc.wait(5)
 
 
-class Redis:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="sluice-cluster-redis-")
-        self.port = free_port()
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
-                                      "--appendonly", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TestFailure("redis-server did not start on :%d" % self.port)
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    @property
-    def url(self):
-        return "redis://%s:%d" % (HOST, self.port)
-
-    def cleanup(self):
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+Redis = RedisServer
 
 
 class Nginx:

@@ -20,7 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, check, free_port, get, post, run_tests, test  # noqa: E402
+from harness import RedisServer, Server, check, free_port, get, post, run_tests, test  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -74,48 +74,7 @@ return {
 
 # ------------------------------------------------------------------ fixtures
 
-class Redis:
-    """A throw-away redis-server on a free loopback port (no persistence)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="sluice-redis-")
-        self.port = free_port()
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
-                                      "--appendonly", "no", "--daemonize", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.cmd("PING") == "PONG":
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
-
-    def cmd(self, *args):
-        out = subprocess.run(["redis-cli", "-h", HOST, "-p", str(self.port)] + [str(a) for a in args],
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode:
-            raise OSError(out.stderr)
-        return out.stdout.strip()
-
-    @property
-    def url(self):
-        return "redis://%s:%d" % (HOST, self.port)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+Redis = RedisServer
 
 
 FIXTURE = tempfile.mkdtemp(prefix="sluice-redis-fixture-")
