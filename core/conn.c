@@ -108,6 +108,12 @@ static conn *conn_new(worker *w, int fd)
     return c;
 }
 
+void conn_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    worker *w = container_of(t, worker, accept_pause);
+    if (!w->stopping && w->lfd >= 0) ev_io_start(loop, &w->accept_w);
+}
+
 void conn_accept_cb(struct ev_loop *loop, ev_io *aw, int revents)
 {
     worker *w = container_of(aw, worker, accept_w);
@@ -116,13 +122,27 @@ void conn_accept_cb(struct ev_loop *loop, ev_io *aw, int revents)
         socklen_t sl = sizeof ss;
         int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_msg(LOG_WARN, "accept: %s (raise the open-files limit or lower limits.max_connections)", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE) {
+                /* out of descriptors: the pending connection stays in the backlog and libev
+                 * would call us again at once; pause accepting briefly instead of spinning */
+                double now = ev_now(loop);
+                if (now - w->emfile_logged >= 1.0) {
+                    log_msg(LOG_WARN, "accept: %s: pausing accepts for 100 ms (raise the open-files limit or lower limits.max_connections)",
+                            strerror(errno));
+                    w->emfile_logged = now;
+                }
+                ev_io_stop(loop, &w->accept_w);
+                ev_timer_stop(loop, &w->accept_pause);
+                ev_timer_set(&w->accept_pause, 0.1, 0);
+                ev_timer_start(loop, &w->accept_pause);
+            }
             return;
         }
         const sconfig *cfg = w->app_cfg;
         int n = atomic_fetch_add(&w->srv->nconns, 1);
-        if ((unsigned)n >= cfg->max_connections || w->stopping) {
+        unsigned cap = cfg->max_connections;
+        if (w->srv->fd_cap && w->srv->fd_cap < cap) cap = w->srv->fd_cap;
+        if ((unsigned)n >= cap || w->stopping) {
             atomic_fetch_sub(&w->srv->nconns, 1);
             ssize_t wr = send(fd, busy_503, sizeof busy_503 - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)wr;
@@ -172,7 +192,7 @@ void conn_flush(conn *c)
         return;
     }
     buf_reset(&c->out);
-    buf_shrink(&c->out, 65536);
+    buf_shrink(&c->out, c->sse ? 0 : 65536);     /* a stream writes rarely from this buffer */
     if (c->file_fd >= 0) {
         int r = web_file_flush(c);
         if (r < 0) { conn_close(c); return; }

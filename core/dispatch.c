@@ -208,6 +208,10 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
                 lua_pop(t->co, 1);
             }
             access_log(c);
+            if (c->state == CS_SSE) {            /* admitted: the request is not needed any more */
+                http_req_free(&c->req);          /* an idle stream should cost ~2 KB, not ~10 */
+                buf_free(&c->in);
+            }
             if (was_async) conn_resume(c);   /* re-arm reading: it notices the client leaving */
             return;                       /* the connection is a stream now */
         }

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -73,6 +74,15 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         if (r->nheaders && terminate(cp)) return -1;      /* end of the previous value */
         if (r->nheaders >= cp->lim->max_headers || r->nheaders >= HTTP_MAX_HEADERS_HARD)
             return fail(cp, 431, "too many request headers");
+        if (r->nheaders == r->cap_headers) {        /* grow past the inline array */
+            unsigned nc = r->cap_headers * 2 > HTTP_MAX_HEADERS_HARD ? HTTP_MAX_HEADERS_HARD : r->cap_headers * 2;
+            http_header *nh = r->headers == r->inline_headers ? malloc(nc * sizeof *nh)
+                                                                : realloc(r->headers, nc * sizeof *nh);
+            if (!nh) return fail(cp, 500, "out of memory");
+            if (r->headers == r->inline_headers) memcpy(nh, r->inline_headers, sizeof r->inline_headers);
+            r->headers = nh;
+            r->cap_headers = nc;
+        }
         http_header *h = &r->headers[r->nheaders++];
         h->name = (uint32_t)r->store.len;
         h->nlen = 0;
@@ -245,6 +255,10 @@ void http_req_reset(http_req *r)
 {
     buf_reset(&r->store);
     buf_reset(&r->body);
+    if (!r->headers) {
+        r->headers = r->inline_headers;
+        r->cap_headers = sizeof r->inline_headers / sizeof *r->inline_headers;
+    }
     r->nheaders = 0;
     r->url = r->url_len = r->path_len = 0;
     r->keepalive = r->expect_continue = r->chunked = r->has_cl = r->head = 0;
@@ -258,6 +272,10 @@ void http_req_free(http_req *r)
 {
     buf_free(&r->store);
     buf_free(&r->body);
+    if (r->headers && r->headers != r->inline_headers) free(r->headers);
+    r->headers = r->inline_headers;
+    r->cap_headers = sizeof r->inline_headers / sizeof *r->inline_headers;
+    r->nheaders = 0;
 }
 
 const char *http_req_header(const http_req *r, const char *lname, size_t *vlen)

@@ -26,8 +26,9 @@ typedef struct http_limits {
 typedef struct http_req {
     buf store;              /* url, header names and values, NUL-separated */
     buf body;
-    http_header headers[HTTP_MAX_HEADERS_HARD];
-    unsigned nheaders;
+    http_header *headers;   /* inline_headers, or a heap array once a request has more */
+    unsigned nheaders, cap_headers;
+    http_header inline_headers[16];   /* most requests: no allocation, and an idle connection stays small */
     uint32_t url, url_len;  /* offsets into store */
     uint32_t path_len;      /* path part of url (before '?') */
     int method;             /* enum http_method */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -108,6 +109,7 @@ static void worker_begin_stop(worker *w)
     if (w->stopping) return;
     w->stopping = 1;
     ev_io_stop(w->loop, &w->accept_w);
+    ev_timer_stop(w->loop, &w->accept_pause);
     if (w->lfd >= 0) { close(w->lfd); w->lfd = -1; }
     appstate_retire(w->app);
     /* idle keep-alive connections and streams go now; busy ones finish their request */
@@ -209,6 +211,7 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
     ev_prepare_init(&w->prepare_w, worker_prepare_cb);
     ev_prepare_start(w->loop, &w->prepare_w);
     ev_init(&w->tick_w, worker_tick_cb);
+    ev_init(&w->accept_pause, conn_accept_resume_cb);
     ev_check_init(&w->reap_w, worker_reap_cb);
     ev_check_start(w->loop, &w->reap_w);
     if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w)) return -1;
@@ -487,6 +490,17 @@ int server_run(const char *config_path, int watch)
     s->nworkers = cfg->workers;
     if (cfg->db_url && db_check_url(cfg->db_url, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+    /* connections beyond the open-files limit would fail in accept(): cap them below it, keeping
+     * room for listeners, the database pool, Redis and files */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        unsigned reserve = 64 + (unsigned)s->nworkers * 8;
+        s->fd_cap = rl.rlim_cur > reserve ? (unsigned)rl.rlim_cur - reserve : 1;
+        if (cfg->max_connections > s->fd_cap)
+            log_msg(LOG_WARN, "limits.max_connections = %u is above what the open-files limit (%llu) allows: "
+                              "capping at %u (raise LimitNOFILE / ulimit -n, or run more instances)",
+                    cfg->max_connections, (unsigned long long)rl.rlim_cur, s->fd_cap);
+    }
     s->rl = ratelimit_new(cfg->limiter_max_keys, 64);
     sse_limits l = sse_limits_of(cfg);
     struct timeval tv;

@@ -69,6 +69,8 @@ struct worker {
     struct ev_loop *loop;
     int lfd;
     ev_io accept_w;
+    ev_timer accept_pause;          /* accepting paused after EMFILE */
+    double emfile_logged;
     ev_async wake_w;
     ev_prepare prepare_w;
     ev_timer tick_w;
@@ -118,6 +120,7 @@ struct server {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     atomic_int nconns;              /* across all workers, for max_connections */
+    unsigned fd_cap;                /* connections the open-files limit allows (0 = no limit known) */
     atomic_int stopping, force_stop;
     double started, started_wall;
     atomic_ullong reloads, reload_failures;
@@ -147,6 +150,8 @@ void worker_teardown(worker *w);
 /* --- conn.c --- */
 /* Accepts connections on the worker's listener. */
 void conn_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+/* Restarts accepting after an EMFILE pause. */
+void conn_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents);
 /* Queues bytes for the client and arms writing. */
 void conn_send(conn *c, const void *p, size_t n);
 /* Marks a connection for closing; the memory is released later from the worker's check

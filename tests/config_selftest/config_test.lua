@@ -53,7 +53,7 @@ do
   eq(cfg.workers, "auto", "default workers")
   eq(cfg.env, "development", "default env")
   ok(deep_eq(cfg.scripts, { "scripts/app.lua" }), "default scripts")
-  eq(cfg.limits.max_connections, 10000, "limits.max_connections")
+  eq(cfg.limits.max_connections, 11000, "limits.max_connections")
   eq(cfg.limits.request_timeout, 30, "limits.request_timeout")
   eq(cfg.limits.header_timeout, 10, "limits.header_timeout")
   eq(cfg.limits.keepalive_timeout, 75, "limits.keepalive_timeout")
