@@ -16,7 +16,7 @@
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 #define READ_CHUNK 16384
-#define FREELIST_MAX 1024
+#define FREELIST_KEEP_BUFFERS 1024  /* parked connections that keep a small request buffer */
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_tmo_cb(tw_entry *e);
@@ -374,20 +374,23 @@ void conn_reap(worker *w)
             continue;
         }
         c->gen++;
-        if (w->nfree < FREELIST_MAX) {
+        /* The struct itself is never freed while the worker lives: a request table a script
+         * kept (in a global, a timer) holds a pointer to its connection and checks the
+         * generation on access, which must stay readable memory. Buffers are released, so a
+         * parked connection costs ~1 KB; the peak connection count bounds the total. */
+        if (w->nfree < FREELIST_KEEP_BUFFERS) {
             buf_shrink(&c->in, 0);
             buf_shrink(&c->out, 0);
             buf_reset(&c->req.store);
             buf_shrink(&c->req.store, 8192);
             buf_shrink(&c->req.body, 0);
-            c->next = w->freelist;
-            w->freelist = c;
-            w->nfree++;
         } else {
             buf_free(&c->in);
             buf_free(&c->out);
             http_req_free(&c->req);
-            free(c);
         }
+        c->next = w->freelist;
+        w->freelist = c;
+        w->nfree++;
     }
 }

@@ -46,3 +46,12 @@ app.get("/runaway/twice", function(req)
   pcall(function() while true do end end)
   while true do end   -- a second runaway after the first was caught
 end)
+
+-- a request table kept after its request ended (in a global) stays safe to read
+local kept
+app.get("/keep", function(req) kept = req; return "kept\n" end)
+app.get("/kept", function(req)
+  if not kept then return 404 end
+  return { json = { method = kept.method, path = kept.path, host = kept.headers.host or app.null,
+                    query = kept.query, body = kept.body or app.null } }
+end)

@@ -83,6 +83,20 @@ describe("runtime", function()
     end)
   end)
 
+  describe("request tables outliving their request", function()
+    it("read as empty once the connection is gone, never stale or freed memory", function()
+      assert.are.equal(200, request("GET", "/keep?a=1", { headers = { host = "example" } }).status)
+      for _ = 1, 50 do request("GET", "/ok") end      -- the connection is closed and reused
+      local res = request("GET", "/kept")
+      assert.are.equal(200, res.status)
+      local j = res:json()
+      assert.are.equal("GET", j.method)              -- eager fields stay
+      assert.are.equal("/keep", j.path)
+      assert.are.same({}, j.query)                   -- lazy fields of a finished request: empty
+      H.still_works("/ok")
+    end)
+  end)
+
   describe("virtual time", function()
     it("app.sleep in a handler returns", function()
       assert.are.equal("slept\n", get("/short-sleep").body)
