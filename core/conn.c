@@ -251,6 +251,7 @@ static void process_input(conn *c)
 again:
     while (c->state == CS_READING && c->file_fd < 0 && buf_pending(&c->in)) {
         int fresh = !c->mid_request;
+        if (fresh) c->hp.lim = w->app_cfg->lim;   /* the current config's limits, per request */
         size_t used = 0;
         http_feed_result r = http_feed(&c->hp, c->in.data + c->in.off, buf_pending(&c->in), &used);
         c->in.off += used;

@@ -46,8 +46,8 @@ static int on_url(http_parser *p, const char *at, size_t len)
     http_req *r = cp->req;
     r->url_len += (uint32_t)len;
     r->header_bytes += len;
-    if (r->url_len > cp->lim->url_size) return fail(cp, 414, "URI too long");
-    if (r->header_bytes > cp->lim->header_size) return fail(cp, 431, "request header block too large");
+    if (r->url_len > cp->lim.url_size) return fail(cp, 414, "URI too long");
+    if (r->header_bytes > cp->lim.header_size) return fail(cp, 431, "request header block too large");
     return buf_append(&r->store, at, len) ? fail(cp, 500, "out of memory") : 0;
 }
 
@@ -62,7 +62,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     http_conn_parser *cp = cp_of(p);
     http_req *r = cp->req;
     r->header_bytes += len + 4;
-    if (r->header_bytes > cp->lim->header_size) return fail(cp, 431, "request header block too large");
+    if (r->header_bytes > cp->lim.header_size) return fail(cp, 431, "request header block too large");
     /* chunked trailers arrive through the same callbacks after the headers were checked and
      * terminated: they are counted against header_size but dropped (RFC 9112 7.1.2), so a
      * trailer can neither smuggle in a second Host nor leave a value without its NUL */
@@ -72,7 +72,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     }
     if (r->in_value || r->nheaders == 0) {
         if (r->nheaders && terminate(cp)) return -1;      /* end of the previous value */
-        if (r->nheaders >= cp->lim->max_headers || r->nheaders >= HTTP_MAX_HEADERS_HARD)
+        if (r->nheaders >= cp->lim.max_headers || r->nheaders >= HTTP_MAX_HEADERS_HARD)
             return fail(cp, 431, "too many request headers");
         if (r->nheaders == r->cap_headers) {        /* grow past the inline array */
             unsigned nc = r->cap_headers * 2 > HTTP_MAX_HEADERS_HARD ? HTTP_MAX_HEADERS_HARD : r->cap_headers * 2;
@@ -102,7 +102,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     http_conn_parser *cp = cp_of(p);
     http_req *r = cp->req;
     r->header_bytes += len;
-    if (r->header_bytes > cp->lim->header_size) return fail(cp, 431, "request header block too large");
+    if (r->header_bytes > cp->lim.header_size) return fail(cp, 431, "request header block too large");
     if (r->headers_done) return 0;          /* a trailer: dropped, see on_header_field */
     http_header *h = &r->headers[r->nheaders - 1];
     if (!r->in_value) {
@@ -180,7 +180,7 @@ static int on_headers_complete(http_parser *p)
     r->chunked = (p->flags & F_CHUNKED) != 0;
     r->has_cl = ncl == 1;
     if (nte && !r->chunked) return fail(cp, 400, "unsupported Transfer-Encoding");
-    if (r->has_cl && p->content_length > cp->lim->body_size) return fail(cp, 413, "request body too large");
+    if (r->has_cl && p->content_length > cp->lim.body_size) return fail(cp, 413, "request body too large");
     return 0;
 }
 
@@ -188,7 +188,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     http_conn_parser *cp = cp_of(p);
     http_req *r = cp->req;
-    if (r->body.len + len > cp->lim->body_size) return fail(cp, 413, "request body too large");
+    if (r->body.len + len > cp->lim.body_size) return fail(cp, 413, "request body too large");
     return buf_append(&r->body, at, len) ? fail(cp, 500, "out of memory") : 0;
 }
 
@@ -215,7 +215,7 @@ void http_parser_setup(http_conn_parser *cp, http_req *req, const http_limits *l
 {
     http_parser_init(&cp->p, HTTP_REQUEST);
     cp->req = req;
-    cp->lim = lim;
+    cp->lim = *lim;
     cp->err_status = 0;
     cp->err_msg = NULL;
     http_req_reset(req);

@@ -52,13 +52,13 @@ typedef enum http_feed_result {
 typedef struct http_conn_parser {
     http_parser p;
     http_req *req;
-    const http_limits *lim;
+    http_limits lim;        /* a copy: a reload frees the config it came from */
     int err_status;         /* 400, 413, 414, 431 */
     const char *err_msg;    /* constant string */
     int paused_for;         /* 1 headers, 2 message */
 } http_conn_parser;
 
-/* Prepares a parser for a new connection. */
+/* Prepares a parser for a new connection (lim is copied). */
 void http_parser_setup(http_conn_parser *cp, http_req *req, const http_limits *lim);
 /* Feeds data; *used gets the number of bytes consumed. Returns at headers-complete and at
  * message-complete so the caller can act between messages (pipelining). */
