@@ -232,7 +232,8 @@ void metrics_render(server *s, buf *b)
         buf_printf(b, "# HELP sluice_sse_rejected_total Streams refused by a cap.\n# TYPE sluice_sse_rejected_total counter\n"
                       "sluice_sse_rejected_total{cap=\"total\"} %llu\nsluice_sse_rejected_total{cap=\"user\"} %llu\nsluice_sse_rejected_total{cap=\"channel\"} %llu\n",
                    (unsigned long long)st.rejected_total, (unsigned long long)st.rejected_user, (unsigned long long)st.rejected_channel);
-        unsigned maxch = s->cfg0 ? s->cfg0->metrics_max_channels : 100;
+        unsigned maxch = atomic_load(&s->metrics_max_channels);   /* not via cfg0: a reload frees it */
+        if (!maxch) maxch = 100;
         sse_channel_stat top[256];
         size_t n = sse_hub_top_channels(s->ssehub, top, maxch < 256 ? maxch : 256);
         buf_puts(b, "# HELP sluice_sse_channel_subscribers Subscribers of the busiest channels (capped by metrics.max_channels).\n# TYPE sluice_sse_channel_subscribers gauge\n");

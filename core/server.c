@@ -290,6 +290,7 @@ int server_reload(server *s, char *err, size_t errlen)
         ev_async_send(w->loop, &w->wake_w);
     }
     s->cfg0 = nc;
+    atomic_store(&s->metrics_max_channels, nc->metrics_max_channels);
     /* wait until every worker runs the new code (bounded: a worker busy in a long Lua call) */
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
@@ -522,7 +523,7 @@ int server_run(const char *config_path, int watch)
         appstate *a = appstate_new(config_path, w, 0, err, sizeof err);
         if (!a) { fprintf(stderr, "%s\n", err); return 1; }
         if (worker_setup(s, w, i, a)) { fprintf(stderr, "worker %d: setup failed\n", i); return 1; }
-        if (i == 0) s->cfg0 = a->cfg;
+        if (i == 0) { s->cfg0 = a->cfg; atomic_store(&s->metrics_max_channels, a->cfg->metrics_max_channels); }
         w->lfd = open_listener(cfg->host, cfg->port, i == 0, err, sizeof err);
         if (w->lfd < 0) { fprintf(stderr, "sluice: %s\n", err); return 1; }
         ev_io_init(&w->accept_w, conn_accept_cb, w->lfd, EV_READ);

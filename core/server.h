@@ -128,7 +128,8 @@ struct server {
     void *rl;                       /* shared rate-limit table */
     void *ssehub;                   /* shared SSE hub */
     void *metrics;
-    const sconfig *cfg0;            /* config of worker 0's current state (for process-level knobs) */
+    const sconfig *cfg0;            /* config of worker 0's current state (main thread only) */
+    atomic_uint metrics_max_channels;   /* copied from the config for readers on any thread */
     /* --- added for multi-instance (rbus.c, lua_cache.c) --- */
     void *rbus;                     /* shared Redis settings and counters (NULL without Redis) */
     void *_Atomic cache;            /* app.cache's in-process table, created on first use */
