@@ -334,6 +334,92 @@ def post(port, path, body, headers=None, timeout=TIMEOUT):
     return _request(port, "POST", path, body, headers, timeout)
 
 
+# ------------------------------------------------------------------ metrics, waiting, SSE
+
+def metric(port, name, required=False):
+    """The sum of the /metrics samples named `name` (a bare name sums every label set; a name
+    with its labels picks one series). None when there is none, or a failure when required."""
+    st, _, body = get(port, "/metrics")
+    check(st == 200, "/metrics on :%d: %r" % (port, st))
+    total, found = 0.0, False
+    for ln in body.decode().splitlines():
+        if ln.startswith(name + " ") or ln.startswith(name + "{"):
+            total += float(ln.rsplit(" ", 1)[1])
+            found = True
+    check(found or not required, "metric %s missing" % name)
+    return total if found else None
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    """Polls cond() every 50 ms (a connection error counts as not yet) until it is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TestFailure("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+def wait_linked(*servers):
+    """Every instance has its Redis links up: one command connection per worker (2 workers in
+    the fixtures) and the subscriber."""
+    for s in servers:
+        wait_for(lambda: metric(s.port, 'sluice_redis_connected{conn="subscriber"}') == 1 and
+                 metric(s.port, 'sluice_redis_connected{conn="command"}') == 2, 15, "the Redis links of :%d" % s.port)
+
+
+class SSEClient:
+    """A raw event-stream client: status and head, then parsed events (comments skipped)."""
+
+    def __init__(self, port, path, headers=None, timeout=5.0):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        h = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n%s\r\n" % (path, h)).encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1]) if head else 0
+        self.head = head.decode("latin-1")
+
+    def events(self, n, timeout=5.0):
+        """Up to n events ({field: value}, repeated data lines joined with \\n) within timeout."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            while b"\n\n" in self.buf and len(out) < n:
+                block, _, self.buf = self.buf.partition(b"\n\n")
+                ev = {}
+                for ln in block.decode().split("\n"):
+                    if not ln or ln.startswith(":"):
+                        continue
+                    k, _, v = ln.partition(": ")
+                    ev[k] = ev[k] + "\n" + v if k in ev else v
+                if ev:
+                    out.append(ev)
+            left = deadline - time.monotonic()
+            if len(out) >= n or left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            self.buf += chunk
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
 # ------------------------------------------------------------------ a throw-away redis-server
 
 class RedisServer:

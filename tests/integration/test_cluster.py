@@ -26,7 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import RedisServer, ROOT, SLUICE_BIN, Server, TestFailure, check, free_port, get, post, run_tests, test  # noqa: E402
+from harness import RedisServer, ROOT, metric, wait_for, wait_linked, SLUICE_BIN, Server, TestFailure, check, free_port, get, post, run_tests, test  # noqa: E402
 
 HOST = "127.0.0.1"
 FIXTURE = "fixtures/cluster"
@@ -127,34 +127,6 @@ http {
                 self.proc.wait()
         shutil.rmtree(self.prefix, ignore_errors=True)
 
-
-def metric(port, name):
-    st, _, body = get(port, "/metrics")
-    check(st == 200, "/metrics on :%d: %r" % (port, st))
-    total, found = 0.0, False
-    for ln in body.decode().splitlines():
-        if ln.startswith(name + " ") or ln.startswith(name + "{"):
-            total += float(ln.rsplit(" ", 1)[1])
-            found = True
-    return total if found else None
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TestFailure("timed out after %.0f s waiting for %s" % (timeout, what))
-
-
-def wait_linked(*servers):
-    for s in servers:
-        wait_for(lambda: metric(s.port, 'sluice_redis_connected{conn="subscriber"}') == 1 and
-                 metric(s.port, 'sluice_redis_connected{conn="command"}') == 2, 15, "the Redis links of :%d" % s.port)
 
 
 class SSE:

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import ROOT, SLUICE_BIN, Server, check, free_port, get, post, run_tests, test  # noqa: E402
+from harness import ROOT, SLUICE_BIN, SSEClient, Server, metric, wait_for, check, free_port, get, post, run_tests, test  # noqa: E402
 
 HOST = "127.0.0.1"
 PG_DEV = os.path.join(ROOT, "tools", "pg-dev")
@@ -180,62 +180,13 @@ def jget(port, path, want=200, timeout=5.0):
     return json.loads(body) if body[:1] in (b"{", b"[") else body
 
 
-def metric(port, name):
-    st, _, body = get(port, "/metrics")
-    check(st == 200, "/metrics: %r" % st)
-    for ln in body.decode().splitlines():
-        if ln.startswith(name + " ") or ln.startswith(name + "{") and ln.split(" ")[0] == name:
-            return float(ln.rsplit(" ", 1)[1])
-    return None
 
-
-def wait_for(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise harness.TestFailure("timed out waiting for " + what)
-
-
-class SSE:
-    """A raw event-stream client: parsed events, comments skipped."""
+class SSE(SSEClient):
+    """The shared client, subscribed or failing the test."""
 
     def __init__(self, port, path):
-        self.sock = socket.create_connection((HOST, port), timeout=5)
-        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n" % path).encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            self.buf += chunk
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        check(head.startswith(b"HTTP/1.1 200"), "SSE subscribe: %r" % head[:100])
-
-    def events(self, n, timeout=5.0):
-        out, deadline = [], time.monotonic() + timeout
-        while len(out) < n:
-            while b"\n\n" in self.buf and len(out) < n:
-                block, _, self.buf = self.buf.partition(b"\n\n")
-                ev = dict(ln.partition(": ")[::2] for ln in block.decode().split("\n") if ln and not ln.startswith(":"))
-                if ev:
-                    out.append(ev)
-            left = deadline - time.monotonic()
-            if len(out) >= n or left <= 0:
-                break
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            self.buf += chunk
-        return out
-
-    def close(self):
-        self.sock.close()
+        super().__init__(port, path)
+        check(self.status == 200, "SSE subscribe: %r" % self.head[:100])
 
 
 def fd_count(pid):

@@ -31,6 +31,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "browser"))
+from harness import metric as harness_metric  # noqa: E402
 from harness import Server, check, get, post, run_tests, test, xfail  # noqa: E402
 import nodeenv  # noqa: E402
 
@@ -525,15 +526,7 @@ class Reader(threading.Thread):
 
 
 def metric(port, name):
-    st, _, body = get(port, "/metrics")
-    check(st == 200, "/metrics: %r" % st)
-    total, found = 0.0, False
-    for ln in body.decode().splitlines():
-        if ln.startswith(name + " ") or ln.startswith(name + "{"):
-            total += float(ln.rsplit(" ", 1)[1])
-            found = True
-    check(found, "metric %s missing" % name)
-    return total
+    return harness_metric(port, name, required=True)
 
 
 @test

@@ -20,7 +20,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import RedisServer, Server, check, free_port, get, post, run_tests, test  # noqa: E402
+from harness import metric as harness_metric  # noqa: E402
+from harness import RedisServer, SSEClient, Server, wait_for, wait_linked, check, free_port, get, post, run_tests, test  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -90,83 +91,12 @@ def instance(prefix="sluice:"):
     return Server(FIXTURE, env={"REDIS_URL": REDIS.url, "REDIS_PREFIX": prefix, "SLUICE_ENV": "development"})
 
 
+
+SSE = SSEClient
+
+
 def metric(port, name):
-    st, _, body = get(port, "/metrics")
-    check(st == 200, "/metrics %r" % st)
-    total = 0.0
-    found = False
-    for ln in body.decode().splitlines():
-        if ln.startswith(name + " ") or ln.startswith(name + "{"):
-            total += float(ln.rsplit(" ", 1)[1])
-            found = True
-    check(found, "metric %s missing" % name)
-    return total
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def wait_linked(*servers):
-    """Every instance has all worker connections and its subscriber up."""
-    for s in servers:
-        wait_for(lambda: metric(s.port, 'sluice_redis_connected{conn="subscriber"}') == 1 and
-                 metric(s.port, 'sluice_redis_connected{conn="command"}') == 2, 15, "redis links of :%d" % s.port)
-
-
-class SSE:
-    """A raw event-stream client: status, then parsed events (comments skipped)."""
-
-    def __init__(self, port, path, headers=None, timeout=5.0):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        h = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
-        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n%s\r\n" % (path, h)).encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            self.buf += chunk
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        self.status = int(head.split(b" ", 2)[1]) if head else 0
-        self.head = head.decode("latin-1")
-
-    def events(self, n, timeout=5.0):
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            while b"\n\n" in self.buf and len(out) < n:
-                block, _, self.buf = self.buf.partition(b"\n\n")
-                ev = {}
-                for ln in block.decode().split("\n"):
-                    if not ln or ln.startswith(":"):
-                        continue
-                    k, _, v = ln.partition(": ")
-                    ev[k] = ev[k] + "\n" + v if k in ev else v
-                if ev:
-                    out.append(ev)
-            if len(out) >= n:
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            self.buf += chunk
-        return out
-
-    def close(self):
-        self.sock.close()
+    return harness_metric(port, name, required=True)
 
 
 def publish(port, room, data):
