@@ -48,19 +48,9 @@ done
 # Priority. With autogroup scheduling (the default), nice only ranks processes of one session
 # against each other; so, as root, the benchmark runs in its own session whose autogroup gets
 # nice -20, and busy processes elsewhere on a shared machine take less of cores 0 and 1.
-PRIO=()
-if [ "$(id -u)" = 0 ] && [ "${BENCH_NICE:-1}" = 1 ]; then
-  if [ -z "${BENCH_INNER:-}" ] && [ -w /proc/self/autogroup ]; then
-    BENCH_INNER=1 setsid "$0" "$@" &
-    inner=$!
-    trap 'kill -TERM "$inner" 2>/dev/null' INT TERM
-    rc=0; wait "$inner" || rc=$?
-    while kill -0 "$inner" 2>/dev/null; do wait "$inner" || rc=$?; done
-    exit "$rc"
-  fi
-  if [ -n "${BENCH_INNER:-}" ]; then echo -20 >/proc/self/autogroup 2>/dev/null || true; fi
-  PRIO=(nice -n -20)
-fi
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"      # shared helpers: bench_priority, cpu_ticks, rq_wait_ns, CLK
+bench_priority "$@"
 
 TMP=$(mktemp -d /tmp/httpbench.XXXXXX)
 PIDS=()
@@ -147,15 +137,6 @@ PY
 for s in $SERVERS; do check "$s" || die "$s failed the correctness check (logs in $TMP)"; done
 
 # ---------------------------------------------------------------- measuring
-CLK=$(getconf CLK_TCK)
-cpu_ticks() { # pid -> "utime stime" of the whole process (all threads), in clock ticks
-  local st; st=$(<"/proc/$1/stat"); st=${st##*) }
-  awk '{ print $12, $13 }' <<<"$st"   # fields 14 and 15 of stat, counted after "comm)"
-}
-rq_wait_ns() { # pid -> total time its threads spent runnable but waiting for a CPU, in ns
-  # never fails (set -e, pipefail): a thread or the whole process may vanish while we read
-  { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk '{ s += $2 } END { printf "%d\n", s }'
-}
 # wrk output -> "requests seconds p99_ms socket_errors non2xx"
 parse_wrk() {
   awk '

@@ -1,4 +1,5 @@
-# lib.sh: shell helpers shared by bench/overhead.sh and bench/static.sh (sourced, not run).
+# lib.sh: shell helpers shared by the bench scripts (sourced, not run): http.sh and sse.sh use the
+# priority and CPU-accounting helpers, overhead.sh and static.sh the whole set.
 # shellcheck shell=bash disable=SC2034  # sourced; SRV_PORT, WARN, RESULT_LINES are read by the scripts
 # The same measuring rules as bench/http.sh: servers pinned to core 0, wrk -t1 pinned to core 1,
 # server CPU from /proc/PID/stat, run-queue waits from schedstat, autogroup nice -20 as root.

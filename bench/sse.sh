@@ -52,19 +52,9 @@ done
 
 # Priority: as in bench/http.sh, as root the benchmark runs in its own session whose autogroup
 # gets nice -20, so busy processes elsewhere on a shared machine take less of cores 0 and 1.
-PRIO=()
-if [ "$(id -u)" = 0 ] && [ "${BENCH_NICE:-1}" = 1 ]; then
-  if [ -z "${BENCH_INNER:-}" ] && [ -w /proc/self/autogroup ]; then
-    BENCH_INNER=1 setsid "$0" "$@" &
-    inner=$!
-    trap 'kill -TERM "$inner" 2>/dev/null' INT TERM
-    rc=0; wait "$inner" || rc=$?
-    while kill -0 "$inner" 2>/dev/null; do wait "$inner" || rc=$?; done
-    exit "$rc"
-  fi
-  if [ -n "${BENCH_INNER:-}" ]; then echo -20 >/proc/self/autogroup 2>/dev/null || true; fi
-  PRIO=(nice -n -20)
-fi
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"      # shared helpers: bench_priority, cpu_ticks, rq_wait_ns, CLK
+bench_priority "$@"
 
 TMP=$(mktemp -d /tmp/ssebench.XXXXXX)
 SPID=""   # the server of the current run
@@ -116,10 +106,6 @@ start_server() { # name [workers] -> sets SPID, waits until it listens
     sleep 0.1
   done
   die "$name does not listen on $port"
-}
-
-rq_wait_ns() { # pid -> ns its threads spent runnable but waiting for a CPU
-  { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk '{ s += $2 } END { printf "%d\n", s }'
 }
 
 core_busy() { # -> "busy% of core 0, busy% of core 1" over 1 s, from /proc/stat
