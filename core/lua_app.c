@@ -17,6 +17,7 @@
 #include "json.h"
 #include "log.h"
 #include "lua_db.h"
+#include "lua_http.h"
 #include "web.h"
 
 struct sluice_embedded { const char *name; const char *src; size_t len; };
@@ -114,6 +115,7 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_testing, 1);
         lua_setfield(L, -2, "sluice.testing");
+        lua_http_preload(L, a);
     }
     lua_pop(L, 1);
     /* insert the embedded loader right after preload */

@@ -12,6 +12,7 @@
 #include "hist.h"
 #include "lua_app.h"
 #include "lua_db.h"
+#include "lua_http.h"
 #include "ratelimit.h"
 #include "rbus.h"
 #include "sse.h"
@@ -256,6 +257,7 @@ void metrics_render(server *s, buf *b)
         for (int i = 0; i < s->nworkers; i++) db_metrics(&s->workers[i], b, i == 0);
     }
     rbus_metrics(s, b);
+    http_metrics(s, b);
     double rss, cpu;
     proc_usage(&rss, &cpu);
     struct timespec ts;

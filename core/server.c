@@ -22,6 +22,7 @@
 #include "log.h"
 #include "lua_app.h"
 #include "lua_db.h"
+#include "lua_http.h"
 #include "limiter.h"
 #include "lua_cache.h"
 #include "metrics.h"
@@ -214,7 +215,8 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
     ev_init(&w->accept_pause, conn_accept_resume_cb);
     ev_check_init(&w->reap_w, worker_reap_cb);
     ev_check_start(w->loop, &w->reap_w);
-    if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w)) return -1;
+    if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w) ||
+        http_worker_init(w)) return -1;
     return 0;
 }
 
@@ -230,6 +232,7 @@ void worker_teardown(worker *w)
         free(c);
     }
     w->freelist = NULL;
+    http_worker_free(w);            /* tasks still waiting get "cancelled" while the rest is up */
     db_worker_free(w);
     limiter_worker_free(w);
     rbus_worker_free(w);

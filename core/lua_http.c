@@ -1,0 +1,819 @@
+/* lua_http.c: the `sluice.http` module: request() and all() park the calling task on the worker's
+ * outbound client (httpc.c) until the responses arrive, while the worker serves other requests.
+ * Misuse (bad options, no task to park, load time) raises; a failure on the network returns
+ * nil, "host: reason", kind. A request task whose client goes away (socket closed, or
+ * limits.request_timeout answered 503) cancels what it waits for. Sugar is in lua/sluice.lua. */
+#include "lua_http.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "json.h"
+#include "lua_app.h"
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#define MAX_HEADERS 128
+#define CFG_KEY "sluice.config"
+
+/* ---------------------------------------------------------------- per-state context */
+
+enum { S_CA, S_CERT, S_KEY, S_KEYPW, S_PROXY, S_NOPROXY, S_UA, S_COUNT };
+
+/* The module's upvalue (a userdata): config defaults of this Lua state. */
+typedef struct hctx {
+    appstate *a;
+    int res_mt_ref;
+    httpc_limits lim;
+    httpc_opts def;               /* string fields point into strs */
+    char *strs[S_COUNT];
+} hctx;
+
+/* A task's pending request(s): one slot per request of request() or all(). */
+typedef struct hgroup hgroup;
+typedef struct hslot {
+    hgroup *g;
+    httpc_req *r;
+    int idx;
+} hslot;
+
+struct hgroup {
+    task *t;
+    hctx *x;
+    int n, pending, many;
+    int res_ref, err_ref;         /* all(): the result tables being filled */
+    conn *c;                      /* request tasks: the client, watched for going away */
+    uint32_t gen;
+    ev_io gone;
+    struct ev_loop *loop;
+    hslot s[];
+};
+
+static void hg_cancel(task *t);
+
+/* ---------------------------------------------------------------- worker side */
+
+static const httpc_limits builtin_limits = {256, 64, 64};
+
+int http_worker_init(worker *w)
+{
+    w->httpc = httpc_new(w->loop, &builtin_limits);
+    return w->httpc ? 0 : -1;
+}
+
+void http_worker_free(worker *w)
+{
+    httpc *h = w->httpc;
+    w->httpc = NULL;
+    httpc_free(h);
+}
+
+httpc *http_worker_client(worker *w) { return w->httpc; }
+
+void http_metrics(server *s, buf *out)
+{
+    httpc *hs[256];
+    int n = s->nworkers < 256 ? s->nworkers : 256;
+    for (int i = 0; i < n; i++) hs[i] = s->workers[i].httpc;
+    httpc_metrics(hs, n, out);
+}
+
+/* ---------------------------------------------------------------- options */
+
+typedef struct preq {
+    httpc_opts o;
+    buf lines;                    /* header lines, each NUL-terminated */
+    size_t off[MAX_HEADERS];
+    const char *ptr[MAX_HEADERS];
+    size_t n;
+    buf body;                     /* json / form bodies */
+    buf url;                      /* url with the query appended */
+    char method[16];
+    char err[300];
+} preq;
+
+static void preq_free(preq *p)
+{
+    buf_free(&p->lines);
+    buf_free(&p->body);
+    buf_free(&p->url);
+}
+
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int header_line(preq *p, const char *name, size_t nl, const char *v, size_t vl)
+{
+    if (p->n >= MAX_HEADERS) { snprintf(p->err, sizeof p->err, "app.http: at most %d headers", MAX_HEADERS); return -1; }
+    for (size_t i = 0; i < nl; i++)
+        if (!is_tchar((unsigned char)name[i])) { snprintf(p->err, sizeof p->err, "app.http: invalid header name \"%.60s\"", name); return -1; }
+    for (size_t i = 0; i < vl; i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == 0) { snprintf(p->err, sizeof p->err, "app.http: header \"%.60s\" has CR, LF or NUL in its value", name); return -1; }
+    if (!nl) { snprintf(p->err, sizeof p->err, "app.http: empty header name"); return -1; }
+    p->off[p->n++] = p->lines.len;
+    if (buf_append(&p->lines, name, nl) || buf_append(&p->lines, ": ", 2) || buf_append(&p->lines, v, vl) || buf_append(&p->lines, "", 1)) {
+        snprintf(p->err, sizeof p->err, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int has_header(const preq *p, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < p->n; i++) {
+        const char *l = p->lines.data + p->off[i];
+        if (strncasecmp(l, name, nl) == 0 && l[nl] == ':') return 1;
+    }
+    return 0;
+}
+
+static void urlenc(buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~') {
+            buf_append(b, s + i, 1);
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            buf_append(b, e, 3);
+        }
+    }
+}
+
+static int scalar(lua_State *L, int idx, const char **s, size_t *n)
+{
+    int ty = lua_type(L, idx);
+    if (ty == LUA_TBOOLEAN) { *s = lua_toboolean(L, idx) ? "true" : "false"; *n = strlen(*s); return 0; }
+    if (ty != LUA_TSTRING && ty != LUA_TNUMBER) return -1;
+    *s = lua_tolstring(L, idx, n);     /* numbers are converted in place: fine on a copy */
+    return 0;
+}
+
+/* Appends the table at idx as a=1&b=2 (array values repeat the key). */
+static int form_encode(lua_State *L, int idx, buf *b, char *err, size_t errlen, const char *what)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) { snprintf(err, errlen, "app.http: %s keys must be strings", what); lua_pop(L, 2); return -1; }
+        size_t kl, vl;
+        const char *k = lua_tolstring(L, -2, &kl), *v;
+        int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 1;
+        for (int i = 1; i <= n; i++) {
+            if (lua_istable(L, -1)) lua_rawgeti(L, -1, i);
+            else lua_pushvalue(L, -1);
+            if (scalar(L, -1, &v, &vl)) {
+                snprintf(err, errlen, "app.http: %s value of \"%.60s\" must be a string, number or boolean", what, k);
+                lua_pop(L, 3);
+                return -1;
+            }
+            if (b->len && b->data[b->len - 1] != '?') buf_append(b, "&", 1);
+            urlenc(b, k, kl);
+            buf_append(b, "=", 1);
+            urlenc(b, v, vl);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* Number option: -1 on a wrong type; *out unchanged when absent. */
+static int opt_num(lua_State *L, int t, const char *k, double *out, double lo)
+{
+    lua_getfield(L, t, k);
+    int rc = 0;
+    if (lua_isnumber(L, -1)) {
+        double v = lua_tonumber(L, -1);
+        if (v >= lo && v == v) *out = v;
+        else rc = -1;
+    } else if (!lua_isnil(L, -1)) rc = -1;
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k, int *out)
+{
+    lua_getfield(L, t, k);
+    int rc = 0;
+    if (lua_isboolean(L, -1)) *out = lua_toboolean(L, -1);
+    else if (!lua_isnil(L, -1)) rc = -1;
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* String option; the string stays referenced by the options table (alive during the call). */
+static int opt_str(lua_State *L, int t, const char *k, const char **out)
+{
+    lua_getfield(L, t, k);
+    int rc = 0;
+    if (lua_type(L, -1) == LUA_TSTRING) *out = lua_tostring(L, -1);
+    else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) *out = NULL;   /* false: unset */
+    else if (!lua_isnil(L, -1)) rc = -1;
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* Reads the options table at t into p (defaults from x). Returns -1 with p->err set. */
+static int parse_opts(lua_State *L, int t, const hctx *x, preq *p)
+{
+    int top = lua_gettop(L);
+    memset(p, 0, sizeof *p);
+    p->o = x->def;
+    if (!lua_istable(L, t)) { snprintf(p->err, sizeof p->err, "app.http: options must be a table ({ url = ..., method = ... })"); return -1; }
+    lua_getfield(L, t, "url");
+    size_t ul;
+    const char *url = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ul) : NULL;
+    lua_pop(L, 1);
+    if (!url) { snprintf(p->err, sizeof p->err, "app.http: url must be a string (http://host/path or https://...)"); goto fail; }
+    p->o.url = url;
+    lua_getfield(L, t, "query");
+    if (lua_istable(L, -1)) {
+        buf_append(&p->url, url, ul);
+        buf_append(&p->url, memchr(url, '?', ul) ? "&" : "?", 1);
+        if (form_encode(L, lua_gettop(L), &p->url, p->err, sizeof p->err, "query")) goto fail;
+        buf_append(&p->url, "", 1);
+        p->o.url = p->url.data;
+    } else if (!lua_isnil(L, -1)) { snprintf(p->err, sizeof p->err, "app.http: query must be a table"); goto fail; }
+    lua_pop(L, 1);
+
+    lua_getfield(L, t, "method");
+    if (!lua_isnil(L, -1)) {
+        size_t ml;
+        const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ml) : NULL;
+        if (!m || !ml || ml >= sizeof p->method) { snprintf(p->err, sizeof p->err, "app.http: method must be a string such as \"POST\""); goto fail; }
+        for (size_t i = 0; i < ml; i++) {
+            if (!is_tchar((unsigned char)m[i])) { snprintf(p->err, sizeof p->err, "app.http: invalid method \"%.15s\"", m); goto fail; }
+            p->method[i] = (m[i] >= 'a' && m[i] <= 'z') ? (char)(m[i] - 32) : m[i];
+        }
+        p->method[ml] = 0;
+        p->o.method = p->method;
+    } else p->o.method = "GET";
+    lua_pop(L, 1);
+
+    static const char *const nums[] = {"timeout", "connect_timeout", "queue_timeout", "max_body", "max_redirects"};
+    double *dst[] = {&p->o.timeout, &p->o.connect_timeout, &p->o.queue_timeout, NULL, NULL};
+    double mb = (double)p->o.max_body, mr = p->o.max_redirects;
+    dst[3] = &mb;
+    dst[4] = &mr;
+    for (int i = 0; i < 5; i++)
+        if (opt_num(L, t, nums[i], dst[i], 0)) { snprintf(p->err, sizeof p->err, "app.http: %s must be a number >= 0", nums[i]); goto fail; }
+    p->o.max_body = (size_t)mb;
+    p->o.max_redirects = (int)mr;
+    static const char *const bools[] = {"follow_redirects", "verify_tls", "decompress"};
+    int *bdst[] = {&p->o.follow_redirects, &p->o.verify_tls, &p->o.decompress};
+    for (int i = 0; i < 3; i++)
+        if (opt_bool(L, t, bools[i], bdst[i])) { snprintf(p->err, sizeof p->err, "app.http: %s must be a boolean", bools[i]); goto fail; }
+    static const char *const strs[] = {"ca_file", "client_cert", "client_key", "key_password", "proxy"};
+    const char **sdst[] = {&p->o.ca_file, &p->o.client_cert, &p->o.client_key, &p->o.key_password, &p->o.proxy};
+    for (int i = 0; i < 5; i++)
+        if (opt_str(L, t, strs[i], sdst[i])) { snprintf(p->err, sizeof p->err, "app.http: %s must be a string", strs[i]); goto fail; }
+
+    lua_getfield(L, t, "headers");
+    int h = lua_gettop(L);
+    if (lua_istable(L, h)) {
+        lua_pushnil(L);
+        while (lua_next(L, h)) {
+            size_t nl, vl;
+            const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL, *v;
+            if (!name) { snprintf(p->err, sizeof p->err, "app.http: header names must be strings"); goto fail; }
+            int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 1;
+            for (int i = 1; i <= n; i++) {
+                if (lua_istable(L, -1)) lua_rawgeti(L, -1, i);
+                else lua_pushvalue(L, -1);
+                if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+                    snprintf(p->err, sizeof p->err, "app.http: header \"%.60s\" must be a string or number", name);
+                    goto fail;
+                }
+                v = lua_tolstring(L, -1, &vl);
+                if (header_line(p, name, nl, v, vl)) goto fail;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, h)) { snprintf(p->err, sizeof p->err, "app.http: headers must be a table"); goto fail; }
+    lua_settop(L, top);
+
+    /* the body: one of body, json, form */
+    int given = 0;
+    const char *ctype = NULL;
+    lua_getfield(L, t, "body");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) { snprintf(p->err, sizeof p->err, "app.http: body must be a string (use json = ... for tables)"); goto fail; }
+        p->o.body = lua_tolstring(L, -1, &p->o.body_len);
+        given++;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "json");
+    if (!lua_isnil(L, -1)) {
+        const char *je = json_encode(L, lua_gettop(L), &p->body);
+        if (je) { snprintf(p->err, sizeof p->err, "app.http: json cannot be encoded: %s", je); goto fail; }
+        given++;
+        ctype = "application/json";
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "form");
+    if (lua_istable(L, -1)) {
+        if (form_encode(L, lua_gettop(L), &p->body, p->err, sizeof p->err, "form")) goto fail;
+        given++;
+        ctype = "application/x-www-form-urlencoded";
+    } else if (!lua_isnil(L, -1)) { snprintf(p->err, sizeof p->err, "app.http: form must be a table"); goto fail; }
+    lua_pop(L, 1);
+    if (given > 1) { snprintf(p->err, sizeof p->err, "app.http: give one of body, json and form"); goto fail; }
+    if (ctype) {
+        p->o.body = p->body.data ? p->body.data : "";
+        p->o.body_len = p->body.len;
+        if (!has_header(p, "content-type") && header_line(p, "Content-Type", 12, ctype, strlen(ctype))) goto fail;
+    }
+    for (size_t i = 0; i < p->n; i++) p->ptr[i] = p->lines.data + p->off[i];
+    p->o.headers = p->ptr;
+    p->o.nheaders = p->n;
+    lua_settop(L, top);
+    return 0;
+fail:
+    lua_settop(L, top);
+    return -1;
+}
+
+/* ---------------------------------------------------------------- results */
+
+static void push_headers(lua_State *L, const char *h, size_t n)
+{
+    lua_createtable(L, 0, 8);
+    const char *end = h + n;
+    while (h < end) {
+        const char *eol = memchr(h, '\n', (size_t)(end - h));
+        const char *le = eol ? eol : end;
+        const char *colon = memchr(h, ':', (size_t)(le - h));
+        if (colon && colon > h && colon - h < 256 && *h != ' ' && *h != '\t') {
+            char name[256];
+            size_t nl = (size_t)(colon - h);
+            for (size_t i = 0; i < nl; i++) name[i] = (h[i] >= 'A' && h[i] <= 'Z') ? (char)(h[i] + 32) : h[i];
+            const char *v = colon + 1, *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t')) v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            int cookie = nl == 10 && memcmp(name, "set-cookie", 10) == 0;
+            lua_pushlstring(L, name, nl);
+            lua_rawget(L, -2);
+            if (cookie) {                 /* never joined: an array of the Set-Cookie values */
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 1);
+                    lua_newtable(L);
+                    lua_pushlstring(L, name, nl);
+                    lua_pushvalue(L, -2);
+                    lua_rawset(L, -4);
+                }
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+                lua_pop(L, 1);
+            } else {
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 1);
+                    lua_pushlstring(L, v, (size_t)(ve - v));
+                } else {              /* repeated: joined as RFC 9110 allows */
+                    lua_pushliteral(L, ", ");
+                    lua_pushlstring(L, v, (size_t)(ve - v));
+                    lua_concat(L, 3);
+                }
+                lua_pushlstring(L, name, nl);
+                lua_insert(L, -2);
+                lua_rawset(L, -3);
+            }
+        }
+        h = le + 1;
+    }
+}
+
+static void push_response(lua_State *L, const hctx *x, const httpc_result *r)
+{
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, r->headers, r->headers_len);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, r->body, r->body_len);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, r->seconds);
+    lua_setfield(L, -2, "time");
+    if (r->effective_url) {
+        lua_pushstring(L, r->effective_url);
+        lua_setfield(L, -2, "url");
+    }
+    lua_pushstring(L, r->http_version);
+    lua_setfield(L, -2, "http_version");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->res_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+/* res:json() -> value | nil, err */
+static int l_res_json(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "body");
+    if (!lua_isstring(L, -1) || lua_objlen(L, -1) == 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "response body is empty");
+        return 2;
+    }
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson.safe");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "decode");
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 2);
+    if (lua_isnil(L, -2)) {
+        lua_pushfstring(L, "invalid JSON in response body: %s", lua_tostring(L, -1));
+        lua_remove(L, -2);
+        return 2;
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- parking the task */
+
+static void gone_stop(hgroup *g)
+{
+    if (g->loop && ev_is_active(&g->gone)) ev_io_stop(g->loop, &g->gone);
+}
+
+static void deadline_cb(tw_entry *e);
+
+static void group_free(hgroup *g)
+{
+    gone_stop(g);
+    task *t = g->t;
+    if (t->tmo.cb == deadline_cb) tw_entry_cancel(&t->tmo);
+    lua_State *co = t->co;
+    if (g->res_ref) luaL_unref(co, LUA_REGISTRYINDEX, g->res_ref);
+    if (g->err_ref) luaL_unref(co, LUA_REGISTRYINDEX, g->err_ref);
+    free(g);
+}
+
+/* Records slot i's outcome; the last one resumes the task. */
+static void slot_result(hgroup *g, int i, const httpc_result *r, enum httpc_err kind, const char *msg)
+{
+    task *t = g->t;
+    lua_State *co = t->co;
+    g->s[i].r = NULL;
+    if (!g->many) {
+        int n;
+        if (r && r->err == HTTPC_OK) { push_response(co, g->x, r); n = 1; }
+        else {
+            lua_pushnil(co);
+            lua_pushstring(co, msg);
+            lua_pushstring(co, httpc_err_name(kind));
+            n = 3;
+        }
+        group_free(g);
+        task_resume(t, n);
+        return;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, g->res_ref);
+    if (r && r->err == HTTPC_OK) push_response(co, g->x, r);
+    else {
+        lua_pushboolean(co, 0);
+        lua_rawgeti(co, LUA_REGISTRYINDEX, g->err_ref);
+        lua_pushstring(co, msg);
+        lua_rawseti(co, -2, i + 1);
+        lua_pop(co, 1);
+    }
+    lua_rawseti(co, -2, i + 1);
+    lua_pop(co, 1);
+    if (--g->pending > 0) return;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, g->res_ref);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, g->err_ref);
+    group_free(g);
+    task_resume(t, 2);
+}
+
+static void slot_done(void *ud, const httpc_result *r)
+{
+    hslot *s = ud;
+    slot_result(s->g, s->idx, r, r->err, r->errmsg);
+}
+
+/* t->cancel: the task will not use the answers: cancel what is in flight and resume it with
+ * "cancelled" errors (its own answer goes nowhere). */
+static void hg_cancel(task *t)
+{
+    hgroup *g = t->wait;
+    if (!g || t->cancel != hg_cancel) return;
+    gone_stop(g);
+    t->cancel = NULL;                     /* once */
+    int n = g->n;
+    for (int i = 0; i < n; i++) {
+        if (!g->s[i].r) continue;
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s: cancelled (the client went away or limits.request_timeout passed)", httpc_req_host(g->s[i].r));
+        httpc_cancel(g->s[i].r);
+        g->s[i].r = NULL;
+        int last = g->many ? g->pending == 1 : 1;
+        slot_result(g, i, NULL, HTTPC_E_CANCELLED, msg);   /* the last one resumes and frees g */
+        if (last) return;
+    }
+}
+
+/* The client's socket became readable while its handler waits: peek for end of file. */
+static void gone_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    hgroup *g = container_of(w, hgroup, gone);
+    task *t = g->t;
+    conn *c = g->c;
+    if (t->c != c || c->gen != g->gen || c->closed) { ev_io_stop(loop, w); return; }
+    char b;
+    ssize_t n = recv(w->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) { ev_io_stop(loop, w); return; }   /* a pipelined request: cannot tell; stop looking */
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    ev_io_stop(loop, w);
+    app_conn_gone(c);                     /* detach first: the handler's answer goes nowhere */
+    conn_close(c);
+    hg_cancel(t);
+}
+
+/* request_timeout: the core answers 503 and detaches the task (t->c = NULL) at the deadline;
+ * this fires just after it (same wheel, later ms) and cancels the outbound requests. */
+static void deadline_cb(tw_entry *e)
+{
+    task *t = container_of(e, task, tmo);
+    hgroup *g = t->wait;
+    if (!g || t->cancel != hg_cancel) return;
+    if (t->c == NULL || t->c != g->c || g->c->gen != g->gen) { hg_cancel(t); return; }
+    worker *w = t->app->w;
+    timerwheel_add(w->tw, &t->tmo, worker_now_us(w) / 1000 + 1000);   /* the limit may have moved (reload) */
+}
+
+static int park(lua_State *L, task *t, hgroup *g)
+{
+    t->wait = g;
+    t->cancel = hg_cancel;
+    worker *w = t->app->w;
+    conn *c = t->c;
+    if (t->kind == TASK_REQUEST && c && !c->closed && c->fd >= 0) {
+        g->c = c;
+        g->gen = t->gen;
+        g->loop = w->loop;
+        ev_io_init(&g->gone, gone_cb, c->fd, EV_READ);
+        ev_io_start(w->loop, &g->gone);
+        uint64_t deadline = c->req_start_us / 1000 + (uint64_t)(w->app_cfg->request_timeout * 1000) + 2;
+        t->tmo.cb = deadline_cb;
+        timerwheel_add(w->tw, &t->tmo, deadline);
+    }
+    return task_yield(L, t);
+}
+
+static hctx *ctx_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
+
+/* The running task, or raises (load time, a coroutine of the script's own). */
+static task *need_task(lua_State *L, hctx *x, const char *fn)
+{
+    task *t = task_current(x->a, L);
+    if (!t || !x->a->w || !x->a->w->httpc)
+        luaL_error(L, "app.http.%s: only inside a handler, a timer callback, SSE on_open/on_close or a spec (not at load time)", fn);
+    return t;
+}
+
+/* httpc_submit's messages for a URL that can never work: misuse, raised. */
+static int url_misuse(const char *err) { return strncmp(err, "invalid URL", 11) == 0 || strncmp(err, "unsupported URL", 15) == 0; }
+
+static int abandoned(task *t) { return t->kind == TASK_REQUEST && !t->c; }
+
+/* request(opts) -> response | nil, "host: reason", kind */
+static int l_request(lua_State *L)
+{
+    hctx *x = ctx_of(L);
+    task *t = need_task(L, x, "request");
+    preq p;
+    if (parse_opts(L, 1, x, &p)) { preq_free(&p); return luaL_error(L, "%s", p.err); }
+    httpc *h = x->a->w->httpc;
+    httpc_set_limits(h, &x->lim);
+    if (abandoned(t)) {
+        preq_free(&p);
+        lua_pushnil(L);
+        lua_pushstring(L, "cancelled: the client went away or limits.request_timeout passed");
+        lua_pushliteral(L, "cancelled");
+        return 3;
+    }
+    hgroup *g = calloc(1, sizeof *g + sizeof(hslot));
+    if (!g) { preq_free(&p); return luaL_error(L, "out of memory"); }
+    g->t = t;
+    g->x = x;
+    g->n = g->pending = 1;
+    g->s[0].g = g;
+    char err[300];
+    g->s[0].r = httpc_submit(h, &p.o, slot_done, &g->s[0], err, sizeof err);
+    preq_free(&p);
+    if (!g->s[0].r) {
+        free(g);
+        if (url_misuse(err)) return luaL_error(L, "app.http: %s", err);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        lua_pushliteral(L, "other");
+        return 3;
+    }
+    return park(L, t, g);
+}
+
+/* all({opts, ...}) -> results, errors: results[i] is the response or false, errors[i] the message */
+static int l_all(lua_State *L)
+{
+    hctx *x = ctx_of(L);
+    task *t = need_task(L, x, "all");
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    preq p;
+    for (int i = 1; i <= n; i++) {                /* misuse anywhere raises before anything is sent */
+        lua_rawgeti(L, 1, i);
+        int bad = parse_opts(L, lua_gettop(L), x, &p);
+        preq_free(&p);
+        lua_pop(L, 1);
+        if (bad) return luaL_error(L, "%s (request %d)", p.err, i);
+    }
+    httpc *h = x->a->w->httpc;
+    httpc_set_limits(h, &x->lim);
+    lua_createtable(L, n, 0);
+    lua_createtable(L, 0, 0);
+    if (n == 0) return 2;
+    if (abandoned(t)) {
+        for (int i = 1; i <= n; i++) {
+            lua_pushboolean(L, 0);
+            lua_rawseti(L, -3, i);
+            lua_pushliteral(L, "cancelled: the client went away or limits.request_timeout passed");
+            lua_rawseti(L, -2, i);
+        }
+        return 2;
+    }
+    hgroup *g = calloc(1, sizeof *g + (size_t)n * sizeof(hslot));
+    if (!g) return luaL_error(L, "out of memory");
+    g->t = t;
+    g->x = x;
+    g->n = g->pending = n;
+    g->many = 1;
+    g->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    g->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (int i = 0; i < n; i++) {
+        g->s[i].g = g;
+        g->s[i].idx = i;
+        lua_rawgeti(L, 1, i + 1);
+        parse_opts(L, lua_gettop(L), x, &p);
+        lua_pop(L, 1);
+        char err[300];
+        g->s[i].r = httpc_submit(h, &p.o, slot_done, &g->s[i], err, sizeof err);
+        preq_free(&p);
+        if (g->s[i].r) continue;
+        if (url_misuse(err)) {                    /* raise, taking back what already went out */
+            for (int k = 0; k < i; k++) if (g->s[k].r) httpc_cancel(g->s[k].r);
+            group_free(g);
+            return luaL_error(L, "app.http: %s (request %d)", err, i + 1);
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g->res_ref);   /* recorded now: the task has not yielded yet */
+        lua_pushboolean(L, 0);
+        lua_rawseti(L, -2, i + 1);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
+        lua_pushstring(L, err);
+        lua_rawseti(L, -2, i + 1);
+        lua_pop(L, 2);
+        g->pending--;
+    }
+    if (g->pending == 0) {                        /* nothing went out */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g->res_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
+        group_free(g);
+        return 2;
+    }
+    return park(L, t, g);
+}
+
+/* test helpers: the spec instance's port (nil outside `sluice test`) */
+static int l_test_port(lua_State *L)
+{
+    hctx *x = ctx_of(L);
+    worker *w = x->a->w;
+    if (!w || !w->test_mode || !w->test_port) return 0;
+    lua_pushinteger(L, w->test_port);
+    return 1;
+}
+
+static int l_test_mode(lua_State *L)
+{
+    hctx *x = ctx_of(L);
+    lua_pushboolean(L, x->a->w && x->a->w->test_mode);
+    return 1;
+}
+
+/* response(t): gives a table the response metatable (res:json()), for mocked responses. */
+static int l_response(lua_State *L)
+{
+    hctx *x = ctx_of(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->res_mt_ref);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- module */
+
+static int ctx_gc(lua_State *L)
+{
+    hctx *x = lua_touserdata(L, 1);
+    for (int i = 0; i < S_COUNT; i++) { free(x->strs[i]); x->strs[i] = NULL; }
+    return 0;
+}
+
+static double cfg_num(lua_State *L, int t, const char *k, double def)
+{
+    lua_getfield(L, t, k);
+    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
+    lua_pop(L, 1);
+    return v;
+}
+
+static int cfg_bool(lua_State *L, int t, const char *k, int def)
+{
+    lua_getfield(L, t, k);
+    int v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : def;
+    lua_pop(L, 1);
+    return v;
+}
+
+static char *cfg_str(lua_State *L, int t, const char *k, const char *def)
+{
+    lua_getfield(L, t, k);
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : def;
+    char *r = s ? strdup(s) : NULL;
+    lua_pop(L, 1);
+    return r;
+}
+
+/* Defaults from config.lua's http_client (normalized by lua/config.lua; see docs/config.md). */
+static void ctx_configure(lua_State *L, hctx *x)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CFG_KEY);
+    if (lua_istable(L, -1)) lua_getfield(L, -1, "http_client");
+    else lua_pushnil(L);
+    if (!lua_istable(L, -1)) { lua_pop(L, 1); lua_newtable(L); }
+    int t = lua_gettop(L);
+    x->lim.max_concurrent = (int)cfg_num(L, t, "max_concurrent", builtin_limits.max_concurrent);
+    x->lim.max_per_host = (int)cfg_num(L, t, "max_per_host", builtin_limits.max_per_host);
+    x->lim.max_idle = (int)cfg_num(L, t, "max_idle", builtin_limits.max_idle);
+    httpc_opts *d = &x->def;
+    d->timeout = cfg_num(L, t, "timeout", 10);
+    d->connect_timeout = cfg_num(L, t, "connect_timeout", 3);
+    d->queue_timeout = cfg_num(L, t, "queue_timeout", 5);
+    d->max_body = (size_t)cfg_num(L, t, "max_body", 10485760);
+    d->follow_redirects = cfg_bool(L, t, "follow_redirects", 0);
+    d->max_redirects = (int)cfg_num(L, t, "max_redirects", 5);
+    d->verify_tls = cfg_bool(L, t, "verify_tls", 1);
+    d->decompress = cfg_bool(L, t, "decompress", 1);
+    static const char *const keys[S_COUNT] = {"ca_file", "client_cert", "client_key", "key_password", "proxy", "no_proxy", "user_agent"};
+    for (int i = 0; i < S_COUNT; i++) x->strs[i] = cfg_str(L, t, keys[i], i == S_UA ? "sluice" : NULL);
+    d->ca_file = x->strs[S_CA];
+    d->client_cert = x->strs[S_CERT];
+    d->client_key = x->strs[S_KEY];
+    d->key_password = x->strs[S_KEYPW];
+    d->proxy = x->strs[S_PROXY];
+    d->no_proxy = x->strs[S_NOPROXY];
+    d->user_agent = x->strs[S_UA];
+    lua_pop(L, 2);
+}
+
+void lua_http_preload(lua_State *L, appstate *a)
+{
+    lua_pushlightuserdata(L, a);
+    lua_pushcclosure(L, luaopen_sluice_http, 1);
+    lua_setfield(L, -2, "sluice.http");
+}
+
+int luaopen_sluice_http(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"request", l_request}, {"all", l_all}, {"test_port", l_test_port}, {"test_mode", l_test_mode},
+        {"response", l_response}, {NULL, NULL},
+    };
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    lua_newtable(L);
+    hctx *x = lua_newuserdata(L, sizeof *x);
+    memset(x, 0, sizeof *x);
+    x->a = a;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, ctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    ctx_configure(L, x);
+    lua_createtable(L, 0, 1);             /* metatable of responses: res:json() */
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_res_json);
+    lua_setfield(L, -2, "json");
+    lua_setfield(L, -2, "__index");
+    x->res_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_setfuncs(L, fns, 1);             /* upvalue: the context userdata (kept alive by the closures) */
+    return 1;
+}
