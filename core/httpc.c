@@ -613,6 +613,9 @@ httpc_req *httpc_submit(httpc *h, const httpc_opts *o, httpc_done_cb cb, void *u
     curl_url_get(r->url, CURLUPART_PORT, &port, 0);
     if (port) snprintf(r->host, sizeof r->host, "%s:%s", host, port);
     else snprintf(r->host, sizeof r->host, "%s", host);
+    /* https may negotiate h2: wait for a connection being set up rather than open another
+     * (for http:// the wait would hold requests behind a slow HTTP/1.1 response) */
+    if (strcmp(scheme, "https") == 0) curl_easy_setopt(r->easy, CURLOPT_PIPEWAIT, 1L);
     curl_free(scheme);
     curl_free(host);
     curl_free(port);
@@ -630,7 +633,6 @@ httpc_req *httpc_submit(httpc *h, const httpc_opts *o, httpc_done_cb cb, void *u
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS); /* h2 when TLS offers it */
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);              /* prefer an h2 stream over a new connection */
     r->timeout = o->timeout;
     r->connect_timeout = o->connect_timeout;
     if (o->timeout > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000 + 0.5));
