@@ -571,15 +571,16 @@ static int set_method(httpc_req *r, const httpc_opts *o)
 {
     CURL *e = r->easy;
     const char *m = o->method ? o->method : "GET";
-    int has_body = o->body != NULL;
+    /* POST, PUT and PATCH always carry a body (Content-Length: 0 when empty): some servers
+     * answer 411 to one without a length */
+    int has_body = o->body != NULL || !strcmp(m, "POST") || !strcmp(m, "PUT") || !strcmp(m, "PATCH");
     if (has_body) {
         if (!(r->body = malloc(o->body_len ? o->body_len : 1))) return -1;
-        memcpy(r->body, o->body, o->body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+        if (o->body_len) memcpy(r->body, o->body, o->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(o->body ? o->body_len : 0));
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+        /* redirects as curl does them: 301/302/303 turn a POST into a GET, 307/308 keep it */
         if (strcmp(m, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
-        /* a redirect keeps the method and body, as fetch does for 307/308 */
-        curl_easy_setopt(e, CURLOPT_POSTREDIR, (long)CURL_REDIR_POST_ALL);
     } else if (strcmp(m, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(m, "GET") != 0) {
@@ -661,7 +662,7 @@ httpc_req *httpc_submit(httpc *h, const httpc_opts *o, httpc_done_cb cb, void *u
         if (!n) goto oom;
         r->hdrs = n;
     }
-    if (o->body) {                    /* no Expect: 100-continue round trip for large bodies */
+    if (o->body && o->body_len > 1024) {   /* no Expect: 100-continue round trip for large bodies */
         struct curl_slist *n = curl_slist_append(r->hdrs, "Expect:");
         if (!n) goto oom;
         r->hdrs = n;

@@ -67,9 +67,8 @@ int http_worker_init(worker *w)
 
 void http_worker_free(worker *w)
 {
-    httpc *h = w->httpc;
+    httpc_free(w->httpc);         /* tasks it resumes may try again: "shutting down" */
     w->httpc = NULL;
-    httpc_free(h);
 }
 
 httpc *http_worker_client(worker *w) { return w->httpc; }
@@ -174,7 +173,7 @@ static int form_encode(lua_State *L, int idx, buf *b, char *err, size_t errlen, 
                 lua_pop(L, 3);
                 return -1;
             }
-            if (b->len && b->data[b->len - 1] != '?') buf_append(b, "&", 1);
+            if (b->len && b->data[b->len - 1] != '?' && b->data[b->len - 1] != '&') buf_append(b, "&", 1);
             urlenc(b, k, kl);
             buf_append(b, "=", 1);
             urlenc(b, v, vl);
@@ -236,8 +235,11 @@ static int parse_opts(lua_State *L, int t, const hctx *x, preq *p)
     p->o.url = url;
     lua_getfield(L, t, "query");
     if (lua_istable(L, -1)) {
+        const char *hash = memchr(url, '#', ul);  /* never sent; the query goes before it */
+        if (hash) ul = (size_t)(hash - url);
         buf_append(&p->url, url, ul);
-        buf_append(&p->url, memchr(url, '?', ul) ? "&" : "?", 1);
+        if (!memchr(url, '?', ul)) buf_append(&p->url, "?", 1);
+        else if (url[ul - 1] != '?' && url[ul - 1] != '&') buf_append(&p->url, "&", 1);
         if (form_encode(L, lua_gettop(L), &p->url, p->err, sizeof p->err, "query")) goto fail;
         buf_append(&p->url, "", 1);
         p->o.url = p->url.data;

@@ -332,6 +332,10 @@ def self_call_sends_method_headers_json_query_and_form():
     echo = json.loads(out["body"])
     check(echo["method"] == "PUT" and echo["headers"]["content-type"] == "application/x-www-form-urlencoded", echo)
     check(sorted(echo["body"].split("&")) == ["n=3", "name=a%26b"], echo["body"])
+    # a POST without a body still says Content-Length: 0; a query joins one already in the URL
+    echo = json.loads(ok(call(S, {"self": "/echo?x=1#frag", "method": "post", "query": {"y": 2}}))["body"])
+    check(echo["method"] == "POST" and echo["headers"].get("content-length") == "0", echo)
+    check(echo["query"] == {"x": "1", "y": "2"}, echo["query"])
     S.assert_alive()
 
 
