@@ -8,86 +8,16 @@
  * curl allocates itself, plus its header list and body copies. */
 #include "httpc.h"
 
-#include <curl/curl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#include "hist.h"
+#include "httpc_int.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
-#define HTTPC_MAX_HOSTS 32        /* metric labels per worker; later hosts count as "other" */
-#define FREE_KEEP 64              /* recycled requests (with their easy handles) per worker */
-#define BODY_KEEP 65536           /* a recycled request keeps at most this much buffer */
-
-enum rstate { R_QUEUED, R_ACTIVE, R_DONE };
-
-struct httpc_req {
-    httpc *h;
-    CURL *easy;
-    enum rstate state;
-    int cancelled;                /* R_DONE: cancelled before its callback ran */
-    httpc_req *prev, *next;       /* in the queue, the active list or the done list */
-    ev_timer qtimer;              /* queue_timeout while R_QUEUED */
-    CURLU *url;
-    struct curl_slist *hdrs;
-    char *body;                   /* our copy of the request body */
-    buf rbody, rhdrs;             /* response body and the final response's header lines */
-    size_t max_body;
-    int too_big;
-    int max_redirects;
-    double timeout, connect_timeout;
-    CURLcode rc;
-    enum httpc_err qerr;          /* set when it failed before reaching curl */
-    int host_idx;
-    char host[128];
-    char errbuf[CURL_ERROR_SIZE];
-    httpc_done_cb cb;
-    void *ud;
-};
-
-typedef struct hsock {
-    ev_io io;
-    httpc *h;
-    struct hsock *next;
-} hsock;
-
-typedef struct hhost {
-    char name[128];
-    atomic_ullong by_class[6];    /* 1xx..5xx at 1..5 */
-} hhost;
-
-typedef struct rlist { httpc_req *head, *tail; int n; } rlist;
-
-struct httpc {
-    struct ev_loop *loop;
-    CURLM *multi;
-    ev_timer timer;               /* curl's timeout */
-    ev_timer kick;                /* runs the done list for failures that never reached curl */
-    httpc_limits lim;
-    rlist queue, active, done;
-    httpc_req *freereqs;
-    int nfree;
-    hsock *freesocks;
-    int draining, closing;
-    /* metrics: written by this worker only, read by any thread */
-    hist latency;
-    atomic_ullong errors[HTTPC_E_COUNT];
-    atomic_int in_flight, queued;
-    hhost hosts[HTTPC_MAX_HOSTS];
-    atomic_ullong other_by_class[6];
-    atomic_int nhosts;
-};
-
-static const char *const err_names[HTTPC_E_COUNT] = {
-    "ok", "dns", "connect", "timeout", "tls", "too_large", "redirects", "protocol", "queue_timeout", "cancelled", "other",
-};
-
-const char *httpc_err_name(enum httpc_err e) { return e < HTTPC_E_COUNT ? err_names[e] : "other"; }
-const char *httpc_req_host(const httpc_req *r) { return r->host; }
 
 /* ---------------------------------------------------------------- lists */
 
@@ -125,39 +55,98 @@ static void sock_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     hsock *s = container_of(w, hsock, io);
     httpc *h = s->h;
+    if (s->idle) {           /* an idle cached connection: closed by its server, most likely;
+                              * curl notices when it next checks the connection */
+        ev_io_stop(loop, w);
+        return;
+    }
     int flags = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
     int running;
     curl_multi_socket_action(h->multi, w->fd, flags, &running);   /* may free s (CURL_POLL_REMOVE) */
     check_done(h);
 }
 
+static fdslot *slot_of(httpc *h, int fd, int grow)
+{
+    if (fd < 0) return NULL;
+    if (fd >= h->nfds) {
+        if (!grow) return NULL;
+        int n = h->nfds ? h->nfds : 64;
+        while (n <= fd) n *= 2;
+        fdslot *p = realloc(h->fds, (size_t)n * sizeof *p);
+        if (!p) return NULL;
+        memset(p + h->nfds, 0, (size_t)(n - h->nfds) * sizeof *p);
+        h->fds = p;
+        h->nfds = n;
+    }
+    return &h->fds[fd];
+}
+
+static void sock_drop(httpc *h, fdslot *sl)
+{
+    hsock *s = sl->s;
+    if (!s) return;
+    ev_io_stop(h->loop, &s->io);
+    sl->s = NULL;
+    s->next = h->freesocks;
+    h->freesocks = s;
+}
+
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     httpc *h = userp;
-    hsock *s = socketp;
+    fdslot *sl = slot_of(h, fd, 1);
+    if (!sl) return -1;
+    hsock *s = sl->s;
     if (what == CURL_POLL_REMOVE) {
-        if (s) {
-            ev_io_stop(h->loop, &s->io);
-            curl_multi_assign(h->multi, fd, NULL);
-            s->next = h->freesocks;
-            h->freesocks = s;
-        }
+        if (!s) return 0;
+        if (sl->owned) s->idle = 1;      /* keep the watcher: curl may reuse the connection */
+        else sock_drop(h, sl);           /* curl's own sockets (resolver): it closes them itself */
         return 0;
     }
+    int ev = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
     if (!s) {
         s = h->freesocks;
         if (s) h->freesocks = s->next;
         else if (!(s = malloc(sizeof *s))) return -1;
         s->h = h;
-        ev_init(&s->io, sock_io_cb);
-        curl_multi_assign(h->multi, fd, s);
+        s->idle = 0;
+        ev_io_init(&s->io, sock_io_cb, fd, ev);    /* a new socket: libev registers it afresh */
+        ev_io_start(h->loop, &s->io);
+        sl->s = s;
+        return 0;
     }
-    int ev = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
-    if (ev_is_active(&s->io) && s->io.fd == fd && (s->io.events & (EV_READ | EV_WRITE)) == ev) return 0;
+    s->idle = 0;
+    if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == ev) return 0;
     ev_io_stop(h->loop, &s->io);
-    ev_io_set(&s->io, fd, ev);
+    ev_io_modify(&s->io, ev);            /* the same socket: no re-registration in epoll */
     ev_io_start(h->loop, &s->io);
     return 0;
+}
+
+/* Connection sockets go through us so that their watchers can outlive CURL_POLL_REMOVE: a
+ * watcher is only ever on a socket we know is open, and dropped before its close. */
+curl_socket_t httpc_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    httpc *h = clientp;
+    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0) return CURL_SOCKET_BAD;
+    fdslot *sl = slot_of(h, fd, 1);
+    if (!sl) { close(fd); return CURL_SOCKET_BAD; }
+    sock_drop(h, sl);                    /* a stale watcher of an earlier socket with this number */
+    sl->owned = 1;
+    return fd;
+}
+
+int httpc_close_socket(void *clientp, curl_socket_t fd)
+{
+    httpc *h = clientp;
+    fdslot *sl = slot_of(h, fd, 0);
+    if (sl) {
+        sock_drop(h, sl);
+        sl->owned = 0;
+    }
+    return close(fd);
 }
 
 static void timer_fire_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -180,46 +169,15 @@ static int timer_cb(CURLM *m, long ms, void *userp)
     return 0;
 }
 
-/* ---------------------------------------------------------------- per-transfer callbacks */
-
-static size_t write_cb(char *p, size_t size, size_t n, void *ud)
-{
-    httpc_req *r = ud;
-    size_t len = size * n;
-    if (r->max_body && r->rbody.len + len > r->max_body) { r->too_big = 1; return 0; }
-    if (buf_append(&r->rbody, p, len)) return 0;
-    return len;
-}
-
-static size_t header_cb(char *p, size_t size, size_t n, void *ud)
-{
-    httpc_req *r = ud;
-    size_t len = size * n;
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {   /* a new response (redirect, 1xx): start over */
-        buf_reset(&r->rhdrs);
-        return len;
-    }
-    if (len <= 2) return len;                       /* the blank line */
-    if (buf_append(&r->rhdrs, p, len)) return 0;
-    return len;
-}
-
 /* ---------------------------------------------------------------- request lifecycle */
 
 static void req_recycle(httpc *h, httpc_req *r)
 {
-    if (r->url) { curl_url_cleanup(r->url); r->url = NULL; }
-    if (r->hdrs) { curl_slist_free_all(r->hdrs); r->hdrs = NULL; }
-    free(r->body);
-    r->body = NULL;
+    httpc_easy_release(h, r);
     if (h->nfree >= FREE_KEEP || h->closing) {
-        if (r->easy) curl_easy_cleanup(r->easy);
-        buf_free(&r->rbody);
-        buf_free(&r->rhdrs);
-        free(r);
+        httpc_easy_free(r);
         return;
     }
-    curl_easy_reset(r->easy);         /* keeps curl's caches; the connections live in the multi */
     buf_reset(&r->rbody);
     buf_shrink(&r->rbody, BODY_KEEP);
     buf_reset(&r->rhdrs);
@@ -238,101 +196,14 @@ static httpc_req *req_alloc(httpc *h)
     } else {
         if (!(r = calloc(1, sizeof *r))) return NULL;
         if (!(r->easy = curl_easy_init())) { free(r); return NULL; }
+        r->h = h;
+        httpc_easy_defaults(h, r);
     }
-    CURL *e = r->easy;
-    buf rb = r->rbody, rh = r->rhdrs;
-    memset(r, 0, sizeof *r);
-    r->easy = e;
-    r->rbody = rb;
-    r->rhdrs = rh;
-    r->h = h;
+    /* what the handle keeps sits before `state`; the rest starts from zero */
+    memset(&r->state, 0, sizeof *r - offsetof(httpc_req, state));
+    r->uc = -1;
+    r->prev = r->next = NULL;
     return r;
-}
-
-static int host_index(httpc *h, const char *host)
-{
-    int n = atomic_load_explicit(&h->nhosts, memory_order_relaxed);
-    for (int i = 0; i < n; i++)
-        if (strcmp(h->hosts[i].name, host) == 0) return i;
-    if (n >= HTTPC_MAX_HOSTS) return -1;
-    snprintf(h->hosts[n].name, sizeof h->hosts[n].name, "%s", host);
-    atomic_store_explicit(&h->nhosts, n + 1, memory_order_release);   /* name before count */
-    return n;
-}
-
-static void count_response(httpc *h, httpc_req *r, int status)
-{
-    int cls = status / 100;
-    if (cls < 1 || cls > 5) return;
-    atomic_ullong *c = r->host_idx >= 0 ? &h->hosts[r->host_idx].by_class[cls] : &h->other_by_class[cls];
-    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-}
-
-static enum httpc_err classify(httpc_req *r, CURLcode rc)
-{
-    switch (rc) {
-    case CURLE_OK: return HTTPC_OK;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY: return HTTPC_E_DNS;
-    case CURLE_COULDNT_CONNECT: return HTTPC_E_CONNECT;
-    case CURLE_OPERATION_TIMEDOUT: return HTTPC_E_TIMEOUT;
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_USE_SSL_FAILED: return HTTPC_E_TLS;
-    case CURLE_FILESIZE_EXCEEDED: return HTTPC_E_TOO_LARGE;
-    case CURLE_WRITE_ERROR: return r->too_big ? HTTPC_E_TOO_LARGE : HTTPC_E_OTHER;
-    case CURLE_TOO_MANY_REDIRECTS: return HTTPC_E_REDIRECTS;
-    case CURLE_GOT_NOTHING:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_BAD_CONTENT_ENCODING:
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_HTTP_RETURNED_ERROR: return HTTPC_E_PROTOCOL;
-    default: return HTTPC_E_OTHER;
-    }
-}
-
-/* "host: reason (curl's detail)" */
-static void error_text(httpc_req *r, enum httpc_err e, char *out, size_t n)
-{
-    const char *detail = r->errbuf[0] ? r->errbuf : e == HTTPC_E_QUEUE_TIMEOUT || e == HTTPC_E_CANCELLED ? "" : curl_easy_strerror(r->rc);
-    char reason[160];
-    switch (e) {
-    case HTTPC_E_DNS: snprintf(reason, sizeof reason, "could not resolve the host name"); break;
-    case HTTPC_E_CONNECT: snprintf(reason, sizeof reason, "could not connect (refused or unreachable)"); break;
-    case HTTPC_E_TIMEOUT: {
-        curl_off_t ct = 0;
-        curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &ct);
-        if (ct == 0 && r->connect_timeout > 0) snprintf(reason, sizeof reason, "connect timed out (connect_timeout %g s)", r->connect_timeout);
-        else snprintf(reason, sizeof reason, "timed out (timeout %g s)", r->timeout);
-        break;
-    }
-    case HTTPC_E_TLS:
-        snprintf(reason, sizeof reason, "%s", r->rc == CURLE_PEER_FAILED_VERIFICATION ? "TLS certificate verification failed" : "TLS failed");
-        break;
-    case HTTPC_E_TOO_LARGE: snprintf(reason, sizeof reason, "response body over max_body (%zu bytes)", r->max_body); detail = ""; break;
-    case HTTPC_E_REDIRECTS: snprintf(reason, sizeof reason, "too many redirects (max_redirects %d)", r->max_redirects); break;
-    case HTTPC_E_PROTOCOL: snprintf(reason, sizeof reason, "bad or incomplete response"); break;
-    case HTTPC_E_QUEUE_TIMEOUT: snprintf(reason, sizeof reason, "no free slot within queue_timeout (http_client.max_concurrent requests in flight)"); break;
-    case HTTPC_E_CANCELLED: snprintf(reason, sizeof reason, "cancelled"); break;
-    default: snprintf(reason, sizeof reason, "request failed"); break;
-    }
-    if (detail && *detail) snprintf(out, n, "%s: %s (%s)", r->host, reason, detail);
-    else snprintf(out, n, "%s: %s", r->host, reason);
 }
 
 static const char *version_name(long v)
@@ -355,7 +226,7 @@ static void finish(httpc *h, httpc_req *r)
     res.host = r->host;
     res.http_version = "";
     if (r->qerr) res.err = r->qerr;
-    else res.err = classify(r, r->rc);
+    else res.err = httpc_classify(r, r->rc);
     if (!r->qerr) {
         long code = 0, ver = 0;
         curl_off_t us = 0;
@@ -369,12 +240,12 @@ static void finish(httpc *h, httpc_req *r)
         res.http_version = version_name(ver);
         if (res.err == HTTPC_OK) {
             res.status = (int)code;
-            count_response(h, r, res.status);
+            httpc_count_response(h, r, res.status);
             hist_record(&h->latency, (uint64_t)us);
         }
     }
     if (res.err != HTTPC_OK) {
-        error_text(r, res.err, msg, sizeof msg);
+        httpc_error_text(r, res.err, msg, sizeof msg);
         res.errmsg = msg;
         atomic_fetch_add_explicit(&h->errors[res.err], 1, memory_order_relaxed);
     }
@@ -494,6 +365,16 @@ httpc *httpc_new(struct ev_loop *loop, const httpc_limits *lim)
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);   /* HTTP/2 streams share a connection */
+    /* the proxy environment curl would read for every transfer, read once */
+    const char *hp = getenv("http_proxy"), *sp = getenv("https_proxy"), *ap = getenv("all_proxy"), *np = getenv("no_proxy");
+    if (!sp || !*sp) sp = getenv("HTTPS_PROXY");
+    if (!ap || !*ap) ap = getenv("ALL_PROXY");
+    if (!np || !*np) np = getenv("NO_PROXY");
+    if (!hp || !*hp) hp = ap;
+    if (!sp || !*sp) sp = ap;
+    h->env_http_proxy = hp && *hp ? strdup(hp) : NULL;
+    h->env_https_proxy = sp && *sp ? strdup(sp) : NULL;
+    h->env_no_proxy = np && *np ? strdup(np) : NULL;
     h->lim.max_concurrent = -1;
     httpc_set_limits(h, lim);
     return h;
@@ -532,15 +413,18 @@ void httpc_free(httpc *h)
     run_done(h);
     while ((r = h->freereqs)) {
         h->freereqs = r->next;
-        curl_easy_cleanup(r->easy);
-        buf_free(&r->rbody);
-        buf_free(&r->rhdrs);
-        free(r);
+        httpc_easy_free(r);
     }
-    curl_multi_cleanup(h->multi);     /* closes the cached connections: sock_cb REMOVEs them */
+    curl_multi_cleanup(h->multi);     /* closes the cached connections through httpc_close_socket */
+    httpc_url_cache_free(h);
     ev_timer_stop(h->loop, &h->timer);
     ev_timer_stop(h->loop, &h->kick);
+    for (int fd = 0; fd < h->nfds; fd++) sock_drop(h, &h->fds[fd]);
+    free(h->fds);
     for (hsock *s = h->freesocks, *n; s; s = n) { n = s->next; free(s); }
+    free(h->env_http_proxy);
+    free(h->env_https_proxy);
+    free(h->env_no_proxy);
     free(h);
 }
 
@@ -567,28 +451,6 @@ void httpc_cancel(httpc_req *r)
     req_recycle(h, r);
 }
 
-static int set_method(httpc_req *r, const httpc_opts *o)
-{
-    CURL *e = r->easy;
-    const char *m = o->method ? o->method : "GET";
-    /* POST, PUT and PATCH always carry a body (Content-Length: 0 when empty): some servers
-     * answer 411 to one without a length */
-    int has_body = o->body != NULL || !strcmp(m, "POST") || !strcmp(m, "PUT") || !strcmp(m, "PATCH");
-    if (has_body) {
-        if (!(r->body = malloc(o->body_len ? o->body_len : 1))) return -1;
-        if (o->body_len) memcpy(r->body, o->body, o->body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(o->body ? o->body_len : 0));
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
-        /* redirects as curl does them: 301/302/303 turn a POST into a GET, 307/308 keep it */
-        if (strcmp(m, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
-    } else if (strcmp(m, "HEAD") == 0) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else if (strcmp(m, "GET") != 0) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
-    }
-    return 0;
-}
-
 httpc_req *httpc_submit(httpc *h, const httpc_opts *o, httpc_done_cb cb, void *ud, char *err, size_t errlen)
 {
     if (h->closing) { snprintf(err, errlen, "the server is shutting down"); return NULL; }
@@ -597,79 +459,11 @@ httpc_req *httpc_submit(httpc *h, const httpc_opts *o, httpc_done_cb cb, void *u
     r->cb = cb;
     r->ud = ud;
     r->state = R_QUEUED;
-    /* the URL: http or https with a host; curl parses it once and the transfer uses the handle */
-    r->url = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    CURLUcode uc = r->url ? curl_url_set(r->url, CURLUPART_URL, o->url, CURLU_NON_SUPPORT_SCHEME) : CURLUE_OUT_OF_MEMORY;
-    if (uc == CURLUE_OK) uc = curl_url_get(r->url, CURLUPART_SCHEME, &scheme, 0);
-    if (uc == CURLUE_OK) uc = curl_url_get(r->url, CURLUPART_HOST, &host, 0);
-    if (uc != CURLUE_OK || !scheme || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-        snprintf(err, errlen, uc != CURLUE_OK ? "invalid URL (%s): want http://host/... or https://host/..." :
-                 "unsupported URL scheme (%s): want http:// or https://", uc != CURLUE_OK ? curl_url_strerror(uc) : scheme);
-        curl_free(scheme);
-        curl_free(host);
+    if (httpc_easy_setup(h, r, o, err, errlen)) {
         req_recycle(h, r);
         return NULL;
     }
-    curl_url_get(r->url, CURLUPART_PORT, &port, 0);
-    if (port) snprintf(r->host, sizeof r->host, "%s:%s", host, port);
-    else snprintf(r->host, sizeof r->host, "%s", host);
-    /* https may negotiate h2: wait for a connection being set up rather than open another
-     * (for http:// the wait would hold requests behind a slow HTTP/1.1 response) */
-    if (strcmp(scheme, "https") == 0) curl_easy_setopt(r->easy, CURLOPT_PIPEWAIT, 1L);
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    r->host_idx = host_index(h, r->host);
-
-    CURL *e = r->easy;
-    curl_easy_setopt(e, CURLOPT_CURLU, r->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);              /* worker threads: no SIGALRM for DNS */
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS); /* h2 when TLS offers it */
-    r->timeout = o->timeout;
-    r->connect_timeout = o->connect_timeout;
-    if (o->timeout > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000 + 0.5));
-    if (o->connect_timeout > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(o->connect_timeout * 1000 + 0.5));
-    r->max_body = o->max_body;
-    if (o->max_body) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
-    r->max_redirects = o->max_redirects;
-    if (o->follow_redirects) {
-        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)o->max_redirects);
-    }
-    if (!o->verify_tls) {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    if (o->decompress) curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    if (o->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
-    if (o->client_cert) curl_easy_setopt(e, CURLOPT_SSLCERT, o->client_cert);
-    if (o->client_key) curl_easy_setopt(e, CURLOPT_SSLKEY, o->client_key);
-    if (o->key_password) curl_easy_setopt(e, CURLOPT_KEYPASSWD, o->key_password);
-    if (o->proxy) curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
-    if (o->no_proxy) curl_easy_setopt(e, CURLOPT_NOPROXY, o->no_proxy);
-    if (o->user_agent) curl_easy_setopt(e, CURLOPT_USERAGENT, o->user_agent);
-    for (size_t i = 0; i < o->nheaders; i++) {
-        struct curl_slist *n = curl_slist_append(r->hdrs, o->headers[i]);
-        if (!n) goto oom;
-        r->hdrs = n;
-    }
-    if (o->body && o->body_len > 1024) {   /* no Expect: 100-continue round trip for large bodies */
-        struct curl_slist *n = curl_slist_append(r->hdrs, "Expect:");
-        if (!n) goto oom;
-        r->hdrs = n;
-    }
-    if (r->hdrs) curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
-    if (set_method(r, o)) goto oom;
-
+    r->host_idx = httpc_host_index(h, r->host);
     if (h->active.n < max_slots(h) && !h->queue.n) {
         activate(h, r);
     } else {
@@ -679,10 +473,6 @@ httpc_req *httpc_submit(httpc *h, const httpc_opts *o, httpc_done_cb cb, void *u
     }
     publish_counts(h);
     return r;
-oom:
-    snprintf(err, errlen, "out of memory");
-    req_recycle(h, r);
-    return NULL;
 }
 
 void httpc_counts(const httpc *h, int *in_flight, int *queued)
@@ -691,74 +481,3 @@ void httpc_counts(const httpc *h, int *in_flight, int *queued)
     *queued = h->queue.n;
 }
 
-/* ---------------------------------------------------------------- metrics */
-
-static void put_label(buf *out, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') buf_append(out, "\\", 1);
-        if (*s == '\n') { buf_puts(out, "\\n"); continue; }
-        buf_append(out, s, 1);
-    }
-}
-
-void httpc_metrics(httpc *const *hs, int n, buf *out)
-{
-    typedef struct { const char *name; unsigned long long c[6]; } mh;
-    mh merged[HTTPC_MAX_HOSTS + 1];
-    int nm = 0;
-    unsigned long long other[6] = {0}, errs[HTTPC_E_COUNT] = {0};
-    long long inflight = 0, queued = 0;
-    hist lat;
-    hist_init(&lat);
-    for (int w = 0; w < n; w++) {
-        httpc *h = hs[w];
-        if (!h) continue;
-        int nh = atomic_load_explicit(&h->nhosts, memory_order_acquire);
-        for (int i = 0; i < nh; i++) {
-            int k = 0;
-            while (k < nm && strcmp(merged[k].name, h->hosts[i].name) != 0) k++;
-            unsigned long long *dst;
-            if (k == nm && nm < HTTPC_MAX_HOSTS) { merged[nm].name = h->hosts[i].name; memset(merged[nm].c, 0, sizeof merged[nm].c); nm++; }
-            dst = k < nm ? merged[k].c : other;
-            for (int c = 1; c <= 5; c++) dst[c] += atomic_load_explicit(&h->hosts[i].by_class[c], memory_order_relaxed);
-        }
-        for (int c = 1; c <= 5; c++) other[c] += atomic_load_explicit(&h->other_by_class[c], memory_order_relaxed);
-        for (int e = 1; e < HTTPC_E_COUNT; e++) errs[e] += atomic_load_explicit(&h->errors[e], memory_order_relaxed);
-        inflight += atomic_load_explicit(&h->in_flight, memory_order_relaxed);
-        queued += atomic_load_explicit(&h->queued, memory_order_relaxed);
-        hist_merge(&lat, &h->latency);
-    }
-    buf_puts(out, "# HELP sluice_http_client_requests_total Outbound requests answered, by host and status class.\n"
-                  "# TYPE sluice_http_client_requests_total counter\n");
-    for (int k = 0; k <= nm; k++) {
-        const char *name = k < nm ? merged[k].name : "other";
-        unsigned long long *c = k < nm ? merged[k].c : other;
-        if (k == nm && !(other[1] | other[2] | other[3] | other[4] | other[5])) break;
-        for (int cls = 1; cls <= 5; cls++) {
-            if (!c[cls]) continue;
-            buf_puts(out, "sluice_http_client_requests_total{host=\"");
-            put_label(out, name);
-            buf_printf(out, "\",code=\"%dxx\"} %llu\n", cls, c[cls]);
-        }
-    }
-    buf_puts(out, "# HELP sluice_http_client_errors_total Outbound requests that got no response, by kind.\n"
-                  "# TYPE sluice_http_client_errors_total counter\n");
-    for (int e = 1; e < HTTPC_E_COUNT; e++)
-        buf_printf(out, "sluice_http_client_errors_total{kind=\"%s\"} %llu\n", err_names[e], errs[e]);
-    buf_printf(out, "# HELP sluice_http_client_in_flight Outbound requests handed to curl.\n"
-                    "# TYPE sluice_http_client_in_flight gauge\nsluice_http_client_in_flight %lld\n", inflight);
-    buf_printf(out, "# HELP sluice_http_client_queued Outbound requests waiting for a slot (http_client.max_concurrent).\n"
-                    "# TYPE sluice_http_client_queued gauge\nsluice_http_client_queued %lld\n", queued);
-    static const double le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-    buf_puts(out, "# HELP sluice_http_client_request_duration_seconds Outbound request time on the wire, answered requests.\n"
-                  "# TYPE sluice_http_client_request_duration_seconds histogram\n");
-    for (size_t i = 0; i < sizeof le / sizeof *le; i++) {
-        uint64_t top = hist_bucket_top((uint64_t)(le[i] * 1e6));
-        buf_printf(out, "sluice_http_client_request_duration_seconds_bucket{le=\"%g\"} %llu\n", (double)top / 1e6,
-                   (unsigned long long)hist_count_le(&lat, top));
-    }
-    buf_printf(out, "sluice_http_client_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)lat.count);
-    buf_printf(out, "sluice_http_client_request_duration_seconds_sum %.6f\n", (double)lat.sum / 1e6);
-    buf_printf(out, "sluice_http_client_request_duration_seconds_count %llu\n", (unsigned long long)lat.count);
-}

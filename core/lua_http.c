@@ -184,40 +184,24 @@ static int form_encode(lua_State *L, int idx, buf *b, char *err, size_t errlen, 
     return 0;
 }
 
-/* Number option: -1 on a wrong type; *out unchanged when absent. */
-static int opt_num(lua_State *L, int t, const char *k, double *out, double lo)
-{
-    lua_getfield(L, t, k);
-    int rc = 0;
-    if (lua_isnumber(L, -1)) {
-        double v = lua_tonumber(L, -1);
-        if (v >= lo && v == v) *out = v;
-        else rc = -1;
-    } else if (!lua_isnil(L, -1)) rc = -1;
-    lua_pop(L, 1);
-    return rc;
-}
+/* The options of request(); the table is read in one pass (lua_next), so a request with two
+ * options costs two lookups, not one per known name. */
+enum {
+    K_URL, K_METHOD, K_HEADERS, K_BODY, K_JSON, K_FORM, K_QUERY, K_TIMEOUT, K_CONNECT_TIMEOUT,
+    K_QUEUE_TIMEOUT, K_MAX_BODY, K_MAX_REDIRECTS, K_FOLLOW, K_VERIFY, K_DECOMPRESS, K_CA, K_CERT,
+    K_KEY, K_KEYPW, K_PROXY, K_COUNT
+};
+static const char *const opt_names[K_COUNT] = {
+    "url", "method", "headers", "body", "json", "form", "query", "timeout", "connect_timeout",
+    "queue_timeout", "max_body", "max_redirects", "follow_redirects", "verify_tls", "decompress",
+    "ca_file", "client_cert", "client_key", "key_password", "proxy",
+};
 
-static int opt_bool(lua_State *L, int t, const char *k, int *out)
+static int opt_index(const char *k, size_t n)
 {
-    lua_getfield(L, t, k);
-    int rc = 0;
-    if (lua_isboolean(L, -1)) *out = lua_toboolean(L, -1);
-    else if (!lua_isnil(L, -1)) rc = -1;
-    lua_pop(L, 1);
-    return rc;
-}
-
-/* String option; the string stays referenced by the options table (alive during the call). */
-static int opt_str(lua_State *L, int t, const char *k, const char **out)
-{
-    lua_getfield(L, t, k);
-    int rc = 0;
-    if (lua_type(L, -1) == LUA_TSTRING) *out = lua_tostring(L, -1);
-    else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) *out = NULL;   /* false: unset */
-    else if (!lua_isnil(L, -1)) rc = -1;
-    lua_pop(L, 1);
-    return rc;
+    for (int i = 0; i < K_COUNT; i++)
+        if (opt_names[i][0] == k[0] && strlen(opt_names[i]) == n && memcmp(opt_names[i], k, n) == 0) return i;
+    return -1;
 }
 
 /* Reads the options table at t into p (defaults from x). Returns -1 with p->err set. */
@@ -226,15 +210,88 @@ static int parse_opts(lua_State *L, int t, const hctx *x, preq *p)
     int top = lua_gettop(L);
     memset(p, 0, sizeof *p);
     p->o = x->def;
+    p->o.method = "GET";
     if (!lua_istable(L, t)) { snprintf(p->err, sizeof p->err, "app.http: options must be a table ({ url = ..., method = ... })"); return -1; }
-    lua_getfield(L, t, "url");
-    size_t ul;
-    const char *url = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ul) : NULL;
-    lua_pop(L, 1);
+    unsigned present = 0;
+    const char *url = NULL;
+    size_t ul = 0;
+    double mb = (double)p->o.max_body, mr = p->o.max_redirects;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        size_t kl;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : NULL;
+        int ki = k ? opt_index(k, kl) : -1;
+        if (ki < 0) {
+            snprintf(p->err, sizeof p->err, k ? "app.http: unknown option \"%.40s\"" : "app.http: option names must be strings", k);
+            goto fail;
+        }
+        present |= 1u << ki;
+        int ty = lua_type(L, -1);
+        const char *bad = NULL;
+        switch (ki) {
+        case K_URL:
+            if (ty != LUA_TSTRING) bad = "url must be a string (http://host/path or https://...)";
+            else url = lua_tolstring(L, -1, &ul);
+            break;
+        case K_METHOD: {
+            size_t ml;
+            const char *m = ty == LUA_TSTRING ? lua_tolstring(L, -1, &ml) : NULL;
+            if (!m || !ml || ml >= sizeof p->method) { bad = "method must be a string such as \"POST\""; break; }
+            for (size_t i = 0; i < ml; i++) {
+                if (!is_tchar((unsigned char)m[i])) { snprintf(p->err, sizeof p->err, "app.http: invalid method \"%.15s\"", m); goto fail; }
+                p->method[i] = (m[i] >= 'a' && m[i] <= 'z') ? (char)(m[i] - 32) : m[i];
+            }
+            p->method[ml] = 0;
+            p->o.method = p->method;
+            break;
+        }
+        case K_BODY:
+            if (ty != LUA_TSTRING) bad = "body must be a string (use json = ... for tables)";
+            else p->o.body = lua_tolstring(L, -1, &p->o.body_len);
+            break;
+        case K_HEADERS: case K_FORM: case K_QUERY:
+            if (ty != LUA_TTABLE) { snprintf(p->err, sizeof p->err, "app.http: %s must be a table", opt_names[ki]); goto fail; }
+            break;
+        case K_JSON:
+            break;
+        case K_TIMEOUT: case K_CONNECT_TIMEOUT: case K_QUEUE_TIMEOUT: case K_MAX_BODY: case K_MAX_REDIRECTS: {
+            double v = ty == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+            if (!(v >= 0)) { snprintf(p->err, sizeof p->err, "app.http: %s must be a number >= 0", opt_names[ki]); goto fail; }
+            if (ki == K_TIMEOUT) p->o.timeout = v;
+            else if (ki == K_CONNECT_TIMEOUT) p->o.connect_timeout = v;
+            else if (ki == K_QUEUE_TIMEOUT) p->o.queue_timeout = v;
+            else if (ki == K_MAX_BODY) mb = v;
+            else mr = v;
+            break;
+        }
+        case K_FOLLOW: case K_VERIFY: case K_DECOMPRESS: {
+            if (ty != LUA_TBOOLEAN) { snprintf(p->err, sizeof p->err, "app.http: %s must be a boolean", opt_names[ki]); goto fail; }
+            int v = lua_toboolean(L, -1);
+            if (ki == K_FOLLOW) p->o.follow_redirects = v;
+            else if (ki == K_VERIFY) p->o.verify_tls = v;
+            else p->o.decompress = v;
+            break;
+        }
+        default: {                        /* file and proxy strings; false unsets a config default */
+            const char *v = NULL;
+            if (ty == LUA_TSTRING) v = lua_tostring(L, -1);
+            else if (!(ty == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+                snprintf(p->err, sizeof p->err, "app.http: %s must be a string (or false)", opt_names[ki]);
+                goto fail;
+            }
+            const char **dst[] = {&p->o.ca_file, &p->o.client_cert, &p->o.client_key, &p->o.key_password, &p->o.proxy};
+            *dst[ki - K_CA] = v;
+        }
+        }
+        if (bad) { snprintf(p->err, sizeof p->err, "app.http: %s", bad); goto fail; }
+        lua_pop(L, 1);
+    }
+    p->o.max_body = (size_t)mb;
+    p->o.max_redirects = (int)mr;
     if (!url) { snprintf(p->err, sizeof p->err, "app.http: url must be a string (http://host/path or https://...)"); goto fail; }
     p->o.url = url;
-    lua_getfield(L, t, "query");
-    if (lua_istable(L, -1)) {
+    if (present & (1u << K_QUERY)) {
+        lua_getfield(L, t, "query");
         const char *hash = memchr(url, '#', ul);  /* never sent; the query goes before it */
         if (hash) ul = (size_t)(hash - url);
         buf_append(&p->url, url, ul);
@@ -243,44 +300,11 @@ static int parse_opts(lua_State *L, int t, const hctx *x, preq *p)
         if (form_encode(L, lua_gettop(L), &p->url, p->err, sizeof p->err, "query")) goto fail;
         buf_append(&p->url, "", 1);
         p->o.url = p->url.data;
-    } else if (!lua_isnil(L, -1)) { snprintf(p->err, sizeof p->err, "app.http: query must be a table"); goto fail; }
-    lua_pop(L, 1);
-
-    lua_getfield(L, t, "method");
-    if (!lua_isnil(L, -1)) {
-        size_t ml;
-        const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ml) : NULL;
-        if (!m || !ml || ml >= sizeof p->method) { snprintf(p->err, sizeof p->err, "app.http: method must be a string such as \"POST\""); goto fail; }
-        for (size_t i = 0; i < ml; i++) {
-            if (!is_tchar((unsigned char)m[i])) { snprintf(p->err, sizeof p->err, "app.http: invalid method \"%.15s\"", m); goto fail; }
-            p->method[i] = (m[i] >= 'a' && m[i] <= 'z') ? (char)(m[i] - 32) : m[i];
-        }
-        p->method[ml] = 0;
-        p->o.method = p->method;
-    } else p->o.method = "GET";
-    lua_pop(L, 1);
-
-    static const char *const nums[] = {"timeout", "connect_timeout", "queue_timeout", "max_body", "max_redirects"};
-    double *dst[] = {&p->o.timeout, &p->o.connect_timeout, &p->o.queue_timeout, NULL, NULL};
-    double mb = (double)p->o.max_body, mr = p->o.max_redirects;
-    dst[3] = &mb;
-    dst[4] = &mr;
-    for (int i = 0; i < 5; i++)
-        if (opt_num(L, t, nums[i], dst[i], 0)) { snprintf(p->err, sizeof p->err, "app.http: %s must be a number >= 0", nums[i]); goto fail; }
-    p->o.max_body = (size_t)mb;
-    p->o.max_redirects = (int)mr;
-    static const char *const bools[] = {"follow_redirects", "verify_tls", "decompress"};
-    int *bdst[] = {&p->o.follow_redirects, &p->o.verify_tls, &p->o.decompress};
-    for (int i = 0; i < 3; i++)
-        if (opt_bool(L, t, bools[i], bdst[i])) { snprintf(p->err, sizeof p->err, "app.http: %s must be a boolean", bools[i]); goto fail; }
-    static const char *const strs[] = {"ca_file", "client_cert", "client_key", "key_password", "proxy"};
-    const char **sdst[] = {&p->o.ca_file, &p->o.client_cert, &p->o.client_key, &p->o.key_password, &p->o.proxy};
-    for (int i = 0; i < 5; i++)
-        if (opt_str(L, t, strs[i], sdst[i])) { snprintf(p->err, sizeof p->err, "app.http: %s must be a string", strs[i]); goto fail; }
-
-    lua_getfield(L, t, "headers");
-    int h = lua_gettop(L);
-    if (lua_istable(L, h)) {
+        lua_pop(L, 1);
+    }
+    if (present & (1u << K_HEADERS)) {
+        lua_getfield(L, t, "headers");
+        int h = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, h)) {
             size_t nl, vl;
@@ -300,35 +324,24 @@ static int parse_opts(lua_State *L, int t, const hctx *x, preq *p)
             }
             lua_pop(L, 1);
         }
-    } else if (!lua_isnil(L, h)) { snprintf(p->err, sizeof p->err, "app.http: headers must be a table"); goto fail; }
-    lua_settop(L, top);
-
-    /* the body: one of body, json, form */
-    int given = 0;
-    const char *ctype = NULL;
-    lua_getfield(L, t, "body");
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) { snprintf(p->err, sizeof p->err, "app.http: body must be a string (use json = ... for tables)"); goto fail; }
-        p->o.body = lua_tolstring(L, -1, &p->o.body_len);
-        given++;
+        lua_pop(L, 1);
     }
-    lua_pop(L, 1);
-    lua_getfield(L, t, "json");
-    if (!lua_isnil(L, -1)) {
+    /* the body: one of body, json, form */
+    unsigned bodies = present & ((1u << K_BODY) | (1u << K_JSON) | (1u << K_FORM));
+    if (bodies & (bodies - 1)) { snprintf(p->err, sizeof p->err, "app.http: give one of body, json and form"); goto fail; }
+    const char *ctype = NULL;
+    if (present & (1u << K_JSON)) {
+        lua_getfield(L, t, "json");
         const char *je = json_encode(L, lua_gettop(L), &p->body);
         if (je) { snprintf(p->err, sizeof p->err, "app.http: json cannot be encoded: %s", je); goto fail; }
-        given++;
         ctype = "application/json";
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, t, "form");
-    if (lua_istable(L, -1)) {
+        lua_pop(L, 1);
+    } else if (present & (1u << K_FORM)) {
+        lua_getfield(L, t, "form");
         if (form_encode(L, lua_gettop(L), &p->body, p->err, sizeof p->err, "form")) goto fail;
-        given++;
         ctype = "application/x-www-form-urlencoded";
-    } else if (!lua_isnil(L, -1)) { snprintf(p->err, sizeof p->err, "app.http: form must be a table"); goto fail; }
-    lua_pop(L, 1);
-    if (given > 1) { snprintf(p->err, sizeof p->err, "app.http: give one of body, json and form"); goto fail; }
+        lua_pop(L, 1);
+    }
     if (ctype) {
         p->o.body = p->body.data ? p->body.data : "";
         p->o.body_len = p->body.len;
@@ -398,8 +411,8 @@ static void push_response(lua_State *L, const hctx *x, const httpc_result *r)
     lua_createtable(L, 0, 7);
     lua_pushinteger(L, r->status);
     lua_setfield(L, -2, "status");
-    push_headers(L, r->headers, r->headers_len);
-    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, r->headers, r->headers_len);   /* res.headers is parsed from it on first use */
+    lua_setfield(L, -2, "raw_headers");
     lua_pushlstring(L, r->body, r->body_len);
     lua_setfield(L, -2, "body");
     lua_pushnumber(L, r->seconds);
@@ -436,6 +449,23 @@ static int l_res_json(lua_State *L)
         return 2;
     }
     lua_pop(L, 1);
+    return 1;
+}
+
+/* __index of responses: res.headers (parsed from raw_headers once), res:json() */
+static int l_res_index(lua_State *L)
+{
+    size_t kl;
+    const char *k = lua_tolstring(L, 2, &kl);
+    if (!k) return 0;
+    if (kl == 4 && memcmp(k, "json", 4) == 0) { lua_pushcfunction(L, l_res_json); return 1; }
+    if (kl != 7 || memcmp(k, "headers", 7) != 0) return 0;
+    lua_getfield(L, 1, "raw_headers");
+    size_t n = 0;
+    const char *h = lua_tolstring(L, -1, &n);
+    push_headers(L, h ? h : "", h ? n : 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "headers");
     return 1;
 }
 
@@ -563,6 +593,9 @@ static int park(lua_State *L, task *t, hgroup *g)
         g->gen = t->gen;
         g->loop = w->loop;
         ev_io_init(&g->gone, gone_cb, c->fd, EV_READ);
+        /* the connection's own watcher registered this socket in epoll already: without the
+         * "new fd" flag libev adds ours without an epoll_ctl (as ev_io_modify would) */
+        g->gone.events &= ~EV__IOFDSET;
         ev_io_start(w->loop, &g->gone);
         uint64_t deadline = c->req_start_us / 1000 + (uint64_t)(w->app_cfg->request_timeout * 1000) + 2;
         t->tmo.cb = deadline_cb;
@@ -810,10 +843,8 @@ int luaopen_sluice_http(lua_State *L)
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     ctx_configure(L, x);
-    lua_createtable(L, 0, 1);             /* metatable of responses: res:json() */
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, l_res_json);
-    lua_setfield(L, -2, "json");
+    lua_createtable(L, 0, 1);             /* metatable of responses: res.headers, res:json() */
+    lua_pushcfunction(L, l_res_index);
     lua_setfield(L, -2, "__index");
     x->res_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_setfuncs(L, fns, 1);             /* upvalue: the context userdata (kept alive by the closures) */
