@@ -345,6 +345,21 @@ static int url_misuse(const char *err) { return strncmp(err, "invalid URL", 11) 
 
 static int abandoned(task *t) { return t->kind == TASK_REQUEST && !t->c; }
 
+/* "host: why" for a request that never went out (host[:port] as written in the URL). */
+static void push_unsent(lua_State *L, const char *url, const char *why)
+{
+    const char *h = strstr(url, "://");
+    h = h ? h + 3 : url;
+    size_t n = strcspn(h, "/?#");
+    const char *at = memchr(h, '@', n);
+    if (at) { n -= (size_t)(at + 1 - h); h = at + 1; }
+    lua_pushlstring(L, h, n);
+    lua_pushfstring(L, ": %s", why);
+    lua_concat(L, 2);
+}
+
+#define ABANDONED "cancelled (the client went away or limits.request_timeout passed)"
+
 /* request(opts) -> response | nil, "host: reason", kind */
 static int l_request(lua_State *L)
 {
@@ -355,10 +370,10 @@ static int l_request(lua_State *L)
     httpc *h = x->a->w->httpc;
     httpc_set_limits(h, &x->lim);
     if (abandoned(t)) {
-        lua_http_opts_free(&p);
         lua_pushnil(L);
-        lua_pushstring(L, "cancelled: the client went away or limits.request_timeout passed");
+        push_unsent(L, p.o.url, ABANDONED);
         lua_pushliteral(L, "cancelled");
+        lua_http_opts_free(&p);
         return 3;
     }
     hgroup *g = calloc(1, sizeof *g + sizeof(hslot));
@@ -369,15 +384,16 @@ static int l_request(lua_State *L)
     g->s[0].g = g;
     char err[300];
     g->s[0].r = httpc_submit(h, &p.o, slot_done, &g->s[0], err, sizeof err);
-    lua_http_opts_free(&p);
     if (!g->s[0].r) {
         free(g);
-        if (url_misuse(err)) return luaL_error(L, "app.http: %s", err);
+        if (url_misuse(err)) { lua_http_opts_free(&p); return luaL_error(L, "app.http: %s", err); }
         lua_pushnil(L);
-        lua_pushstring(L, err);
-        lua_pushliteral(L, "other");
+        push_unsent(L, p.o.url, err);
+        lua_pushstring(L, strstr(err, "shutting down") ? "cancelled" : "other");
+        lua_http_opts_free(&p);
         return 3;
     }
+    lua_http_opts_free(&p);
     return park(L, t, g);
 }
 
@@ -405,8 +421,11 @@ static int l_all(lua_State *L)
         for (int i = 1; i <= n; i++) {
             lua_pushboolean(L, 0);
             lua_rawseti(L, -3, i);
-            lua_pushliteral(L, "cancelled: the client went away or limits.request_timeout passed");
-            lua_rawseti(L, -2, i);
+            lua_rawgeti(L, 1, i);
+            lua_getfield(L, -1, "url");
+            push_unsent(L, lua_tostring(L, -1), ABANDONED);
+            lua_rawseti(L, -4, i);
+            lua_pop(L, 2);
         }
         return 2;
     }
@@ -426,9 +445,9 @@ static int l_all(lua_State *L)
         lua_pop(L, 1);
         char err[300];
         g->s[i].r = httpc_submit(h, &p.o, slot_done, &g->s[i], err, sizeof err);
-        lua_http_opts_free(&p);
-        if (g->s[i].r) continue;
+        if (g->s[i].r) { lua_http_opts_free(&p); continue; }
         if (url_misuse(err)) {                    /* raise, taking back what already went out */
+            lua_http_opts_free(&p);
             for (int k = 0; k < i; k++) if (g->s[k].r) httpc_cancel(g->s[k].r);
             group_free(g);
             return luaL_error(L, "app.http: %s (request %d)", err, i + 1);
@@ -437,9 +456,10 @@ static int l_all(lua_State *L)
         lua_pushboolean(L, 0);
         lua_rawseti(L, -2, i + 1);
         lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
-        lua_pushstring(L, err);
+        push_unsent(L, p.o.url, err);
         lua_rawseti(L, -2, i + 1);
         lua_pop(L, 2);
+        lua_http_opts_free(&p);
         g->pending--;
     }
     if (g->pending == 0) {                        /* nothing went out */

@@ -346,6 +346,10 @@ def sugar_verbs_and_status_codes_are_responses():
                                                         "opts": {"body": "x"} if verb != "get" else {}}))
         out = json.loads(body)
         check(st == 200 and out["ok"] and json.loads(out["body"])["method"] == verb.upper(), (verb, out))
+    st, _, body = post(S.port, "/verb", json.dumps({"verb": "head", "url": "http://127.0.0.1:%d/echo" % S.port}))
+    out = json.loads(body)
+    check(st == 200 and out["ok"] and out["status"] == 200 and out["body"] == "" and
+          int(out["headers"]["content-length"]) > 0, out)
     out = ok(call(S, {"self": "/status/404"}), 404)
     check(out["body"] == "status 404", out)
     ok(call(S, {"self": "/status/503"}), 503)
@@ -357,7 +361,8 @@ def sugar_verbs_and_status_codes_are_responses():
 def misuse_raises_with_a_message_and_the_server_keeps_serving():
     want = {"scheme": "unsupported URL scheme (ftp)", "nourl": "url must be a string",
             "header": "has CR, LF or NUL", "timeout": "timeout must be a number",
-            "twobodies": "give one of body, json and form", "all": "(request 2)"}
+            "twobodies": "give one of body, json and form", "all": "(request 2)",
+            "unknown": 'unknown option "timout"'}
     for what, text in want.items():
         st, _, body = get(S.port, "/misuse/" + what)
         check(st == 500 and text in json.loads(body)["error"], (what, st, body))
@@ -539,11 +544,14 @@ def client_going_away_cancels_the_outbound_request():
     before = metric(S.port, 'sluice_http_client_errors_total{kind="cancelled"}') or 0
     c = socket.create_connection((HOST, S.port), timeout=5)
     body = json.dumps({"url": UP.url("/hold?id=gone"), "timeout": 30})
-    c.sendall(("POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" %
+    c.sendall(("POST /twice HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" %
                (len(body), body)).encode())
     wait_for(lambda: "gone" in UP.arrivals, 10, "the call to reach the upstream")
     c.close()
     wait_for(lambda: "gone" in UP.closed, 10, "the upstream to see its connection closed")
+    want = "again cancelled 127.0.0.1:%d: cancelled" % UP.port
+    wait_for(lambda: any(s.startswith(want) for s in json.loads(get(S.port, "/seen")[2])), 10, "the handler's second call")
+    check(UP.arrivals.count("gone") == 1, "the abandoned handler's second call went out: %r" % UP.arrivals)
     check(metric(S.port, 'sluice_http_client_errors_total{kind="cancelled"}') == before + 1, "cancelled not counted")
     check(metric(S.port, "sluice_http_client_in_flight") == 0, "still in flight")
     S.assert_alive()
