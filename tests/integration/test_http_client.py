@@ -9,6 +9,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import socketserver
 import subprocess
@@ -602,6 +603,21 @@ def connections_per_host_are_bounded():
         join(ts, errs)
         check(all(o["ok"] for o in out), out)
         check(UP.max_held == 2 and UP.connections <= 2, "held %d at once over %d connections" % (UP.max_held, UP.connections))
+
+
+@test
+def a_reload_while_calls_are_in_flight_keeps_them_and_the_new_code_calls_out():
+    UP.reset()
+    reloads = metric(S.port, "sluice_reloads_total")
+    ts, out, errs = parallel(lambda i: call(S, {"url": UP.url("/hold?id=r%d" % i)}), 3)
+    wait_for(lambda: UP.held >= 3, 10, "3 calls held")
+    S.signal(signal.SIGHUP)
+    wait_for(lambda: metric(S.port, "sluice_reloads_total") == reloads + 1, 15, "the reload")
+    ok(call(S, {"url": ngx("/small.txt")}))          # the new state calls out too
+    UP.release()
+    join(ts, errs)
+    check([o["body"] for o in out] == ["released r0", "released r1", "released r2"], out)
+    S.assert_alive()
 
 
 # ------------------------------------------------------------------ other callers: timers, SSE, specs
