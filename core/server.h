@@ -133,6 +133,7 @@ struct server {
     atomic_uint metrics_max_channels;   /* copied from the config for readers on any thread */
     /* --- added for multi-instance (rbus.c, lua_cache.c) --- */
     void *rbus;                     /* shared Redis settings and counters (NULL without Redis) */
+    void *ssebus;                   /* ssebus.c: catch-up state of the Redis subscriber (NULL without Redis) */
     void *_Atomic cache;            /* app.cache's in-process table, created on first use */
 };
 

@@ -277,22 +277,92 @@ static void chan_append(sse_hub *h, hchan *c, sse_event *e)
     c->n++;
 }
 
+int sse_hub_check(sse_hub *h, const char *channel, size_t chlen, const char *event, const char *data,
+                  size_t datalen, const char *id_override, int retry_ms, const char **err)
+{
+    *err = NULL;
+    if (!channel || chlen == 0) return *err = "empty channel", -1;
+    if (!valid_channel(channel, chlen)) return *err = "bad channel name (1-200 bytes, no control characters)", -1;
+    size_t evlen = event ? strlen(event) : 0;
+    if (evlen && strpbrk(event, "\r\n")) return *err = "CR or LF in event name", -1;
+    uint64_t ov = 0;
+    if (id_override && sseenc_parse_id(id_override, &ov)) return *err = "bad id (must be a decimal integer)", -1;
+    if (!data) datalen = 0;
+    size_t blen = sseenc_body_len(evlen, retry_ms, data, datalen);
+    if (blen + ID_RESERVE > h->lim.max_event_bytes) return *err = "event too large", -1;
+    return 0;
+}
+
+uint64_t sse_hub_last_id(sse_hub *h)
+{
+    pthread_mutex_lock(&h->mu);
+    uint64_t id = h->last_id;
+    pthread_mutex_unlock(&h->mu);
+    return id;
+}
+
+typedef struct each_ctx {
+    void (*fn)(void *ud, const char *name, size_t len);
+    void *ud;
+} each_ctx;
+
+static int each_subscribed(void *v, void *ud)
+{
+    hchan *c = v;
+    each_ctx *x = ud;
+    if (c->nsubs) {
+        size_t l;
+        const char *name = strmap_key(c, &l);
+        x->fn(x->ud, name, l);
+    }
+    return 0;
+}
+
+void sse_hub_each_subscribed(sse_hub *h, void (*fn)(void *ud, const char *name, size_t len), void *ud)
+{
+    each_ctx x = { fn, ud };
+    pthread_mutex_lock(&h->mu);
+    strmap_iterate(h->chans, each_subscribed, &x);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest);
+
+int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, uint64_t oldest)
+{
+    if (!valid_channel(channel, chlen)) return -1;
+    sse_event *e = gap_alloc(h->nw, channel, chlen, last, oldest);
+    if (!e) return -1;
+    e->hash = strmap_hash(h->chans, channel, chlen);
+    pthread_mutex_lock(&h->mu);
+    hchan *c = strmap_get_hashed(h->chans, e->hash, channel, chlen);
+    if (c && c->nsubs) {
+        h->gaps++;
+        for (unsigned i = 0; i < h->nw; i++) {       /* the same inbox as events: order is kept */
+            sse_worker *w = h->workers[i];
+            if (!w) continue;
+            sse_event_ref(e);
+            q_push(w, &e->node[i]);
+            if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    sse_event_unref(e);
+    return 0;
+}
+
 uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const char *event,
                          const char *data, size_t datalen, const char *id_override,
                          int retry_ms, uint64_t now_ms, const char **err)
 {
     const char *dummy;
     if (!err) err = &dummy;
-    *err = NULL;
-    if (!channel || chlen == 0) return *err = "empty channel", 0;
-    if (!valid_channel(channel, chlen)) return *err = "bad channel name (1-200 bytes, no control characters)", 0;
-    size_t evlen = event ? strlen(event) : 0;
-    if (evlen && strpbrk(event, "\r\n")) return *err = "CR or LF in event name", 0;
     uint64_t ov = 0;
-    if (id_override && sseenc_parse_id(id_override, &ov)) return *err = "bad id (must be a decimal integer)", 0;
     if (!data) datalen = 0;
+    if (sse_hub_check(h, channel, chlen, event, data, datalen, id_override, retry_ms, err)) return 0;
+    if (id_override) sseenc_parse_id(id_override, &ov);
+    size_t evlen = event ? strlen(event) : 0;
     size_t blen = sseenc_body_len(evlen, retry_ms, data, datalen);
-    if (blen + ID_RESERVE > h->lim.max_event_bytes) return *err = "event too large", 0;
 
     char *body;
     sse_event *e = ev_alloc(h->nw, channel, chlen, blen, &body);
@@ -530,7 +600,7 @@ static void deliver_local(sse_worker *w, sse_event *e)
     for (struct sse_sub_link *l = lc->head; l; l = lc->iter) {
         lc->iter = l->next;
         sse_sub *s = l->sub;
-        if (e->id > s->start_id_) {
+        if (e->id > s->start_id_ || !e->id) {      /* id 0: a gap notice (sse_hub_gap), for all */
             s->deliver_(s, e, s->ud_);
             n++;
         }
@@ -588,13 +658,11 @@ static int cmp_ev(const void *a, const void *b)
 }
 
 /* The synthetic "you lost events" notice: no id line, so the client's Last-Event-ID stays put. */
-static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
+static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest)
 {
-    size_t klen;
-    const char *name = strmap_key(c, &klen);
     size_t need = 130 + 2 * klen;
     char *body;
-    sse_event *e = ev_alloc(0, name, klen, need, &body);
+    sse_event *e = ev_alloc(nnodes, name, klen, need, &body);
     if (!e) return NULL;
     char *p = body;
     p += sprintf(p, "event: " SSE_GAP_EVENT "\ndata: {\"channel\":\"");
@@ -607,6 +675,13 @@ static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
     e->wire = body;
     e->len = (uint32_t)(p - body);
     return e;
+}
+
+static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
+{
+    size_t klen;
+    const char *name = strmap_key(c, &klen);
+    return gap_alloc(0, name, klen, last, oldest);
 }
 
 /* What a new subscriber missed: gap notices first, then events (sorted later). */

@@ -377,6 +377,8 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     }
     if (subscribe_local(c, s, mark, lastid)) finish_async(c);
     else {
+        /* the hub's replay gaps were superseded by Redis's; a gap from now on is news */
+        if (!c->closed && c->sse == s) s->drop_gaps = 0;
         /* admitted after the access log was written: as on the local path (dispatch.c), the
          * request and its read buffer go, so an idle stream costs ~2 KB with Redis too */
         http_req_free(&c->req);
