@@ -129,6 +129,7 @@ static const char *const script_src[RBUS_NSCRIPTS] = {
         "      out[#out + 1] = {}\n"
         "    end\n"
         "  end\n"
+        "  out[#out + 1] = redis.call('GET', ARGV[8]) or ''\n"    /* the history's epoch (RBUS_CATCHUP) */
         "end\n"
         "return out\n",
     [RBUS_SSE_TOUCH] =

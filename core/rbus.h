@@ -26,7 +26,8 @@
 enum rbus_script {
     RBUS_PUBLISH,   /* KEYS id counter, stream; ARGV floor, explicit id, channel, event, data, retry, origin, maxlen, pubsub channel, ttl ms */
     RBUS_GCRA,      /* KEYS bucket; ARGV T ns, B, cost [, now ms, tests only]: {allowed, remaining, retry_ms, reset_ms} */
-    RBUS_SSE_ADMIT, /* KEYS total zset, user zset (or ""), streams...; ARGV member, ttl ms, max total, per user, last id */
+    RBUS_SSE_ADMIT, /* KEYS total zset, user zset (or ""), streams...; ARGV member, ttl ms, max total, per user,
+                       user flag, last id, count, epoch key: {verdict[, per stream: gap, entries], epoch} */
     RBUS_SSE_TOUCH, /* KEYS total zset, user zset (or ""); ARGV member, ttl ms, remove (0/1) */
     RBUS_FLOOR,     /* KEYS id counter; ARGV floor: raise the counter to at least floor */
     RBUS_INCR,      /* KEYS key; ARGV by, ttl ms: INCRBY(FLOAT) and set the ttl on creation */

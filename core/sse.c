@@ -326,6 +326,31 @@ void sse_hub_each_subscribed(sse_hub *h, void (*fn)(void *ud, const char *name, 
     pthread_mutex_unlock(&h->mu);
 }
 
+typedef struct hole_ctx {
+    sse_hub *h;
+    int (*complete)(void *ud, const char *name, size_t len);
+    void *ud;
+} hole_ctx;
+
+static int hole_one(void *v, void *ud)
+{
+    hole_ctx *x = ud;
+    hchan *c = v;
+    size_t l;
+    const char *name = strmap_key(c, &l);
+    if (!(x->complete && x->complete(x->ud, name, l)) && c->dropped_max < x->h->last_id) c->dropped_max = x->h->last_id;
+    return 0;
+}
+
+void sse_hub_mark_hole(sse_hub *h, int (*complete)(void *ud, const char *name, size_t len), void *ud)
+{
+    hole_ctx x = { h, complete, ud };
+    pthread_mutex_lock(&h->mu);
+    strmap_iterate(h->chans, hole_one, &x);
+    if (h->forgotten_max < h->last_id) h->forgotten_max = h->last_id;   /* channels made later */
+    pthread_mutex_unlock(&h->mu);
+}
+
 static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest);
 
 int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, uint64_t oldest)

@@ -91,6 +91,11 @@ void sse_hub_each_subscribed(sse_hub *h, void (*fn)(void *ud, const char *name, 
  * hole the hub learns of after the fact (events that could not be brought in). 0 or -1. */
 int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, uint64_t oldest);
 
+/* Records that the history of every channel for which complete(ud, name, len) is not 1 (complete
+ * may be NULL: all) may miss events up to the last id, and that channels created later know
+ * nothing before it: a replay from before that id then starts with a gap. Under the hub lock. */
+void sse_hub_mark_hole(sse_hub *h, int (*complete)(void *ud, const char *name, size_t len), void *ud);
+
 /* Cleanup pass (cleanup_interval): trims history by age and frees channels with
  * no subscriber and no publish for idle_ms. Returns the number of channels freed. */
 size_t sse_hub_sweep(sse_hub *h, uint64_t now_ms, uint64_t idle_ms);

@@ -1,6 +1,7 @@
 /* ssebus.c: every SSE publish (Lua, HTTP, other instances via Redis) enters the hub here; after a Redis cut-off the missed events are fetched from the streams or reported as gaps. */
 #include "ssebus.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,11 @@ typedef struct ssebus {
     int state, sub_up, invalid, tries, timer_on;
     uint64_t from;                  /* the hub's last id when the cut began */
     char epoch[24];                 /* Redis's history epoch last seen ("" = none yet) */
-    char token[24];                 /* the epoch this instance proposes when Redis has none */
+    char token[24];                 /* the epoch proposed when Redis has none (fresh per fetch) */
+    int reset;                      /* this fetch found a new epoch: Redis lost its history */
+    /* read by every worker's admissions (ssebus_redis_replay_ok) */
+    _Atomic uint64_t known_epoch;   /* epoch as a number, 0 = none yet */
+    _Atomic uint64_t reset_upto;    /* Redis's streams hold nothing reliable up to this id */
     char **chans;                   /* channels with local subscribers when the fetch began */
     uint8_t *gap;                   /* per channel: the streams do not show it complete */
     size_t nch, capch, next, batch;
@@ -166,7 +171,30 @@ static void retry_later(ssebus *b)
     ev_timer_start(b->w0->loop, &b->retry_w);
 }
 
-/* Gaps for the channels marked (all = every channel), then every held event in id order. */
+static int chan_cmp(const void *x, const void *y) { return strcmp(*(char *const *)x, *(char *const *)y); }
+
+typedef struct complete_ctx {
+    ssebus *b;
+    int all;
+} complete_ctx;
+
+/* Whether the catch-up brought channel name up to date (fetched, nothing missing). */
+static int caught_up(void *ud, const char *name, size_t len)
+{
+    complete_ctx *x = ud;
+    ssebus *b = x->b;
+    if (x->all || len > SSE_MAX_CHANNEL_LEN) return 0;
+    char key[SSE_MAX_CHANNEL_LEN + 1];
+    memcpy(key, name, len);
+    key[len] = 0;
+    const char *kp = key;
+    char **hit = bsearch(&kp, b->chans, b->nch, sizeof *b->chans, chan_cmp);
+    return hit && !b->gap[hit - b->chans];
+}
+
+/* Gaps for the channels marked (all = every channel), then every held event in id order; then
+ * the hub's history is marked incomplete for every channel not caught up (those without local
+ * subscribers were not fetched), so a later replay from this hub alone says so. */
 static void deliver_all(ssebus *b, int all)
 {
     server *s = b->s;
@@ -191,6 +219,12 @@ static void deliver_all(ssebus *b, int all)
         }
         free(h);
     }
+    complete_ctx cx = { b, all };
+    sse_hub_mark_hole(s->ssehub, caught_up, &cx);
+    if (b->reset) {
+        atomic_store(&b->reset_upto, sse_hub_last_id(s->ssehub));
+        b->reset = 0;
+    }
     if (caught || all)
         log_msg(LOG_INFO, "redis: caught up after the subscriber was cut off: %zu event(s) from the streams%s", caught,
                 all ? ", sluice-gap sent on every subscribed channel" : "");
@@ -212,14 +246,28 @@ static void give_up(ssebus *b, const char *why)
     b->from = sse_hub_last_id(b->s->ssehub);
 }
 
+static void new_token(ssebus *b)
+{
+    unsigned char rnd[8] = {0};
+    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
+        uint64_t x = worker_now_us(b->w0) ^ (uint64_t)(uintptr_t)b;
+        memcpy(rnd, &x, sizeof rnd);
+    }
+    rnd[0] |= 1;                        /* never 0: 0 means "no epoch known" */
+    for (int i = 0; i < 8; i++) sprintf(b->token + 2 * i, "%02x", rnd[i]);
+}
+
 static void start_fetch(ssebus *b)
 {
     b->state = CU_FETCH;
     b->invalid = 0;
     b->tries = 0;
+    b->reset = 0;
+    new_token(b);                       /* a restarted Redis must not get the epoch it had */
     drop_fetched(b);
     drop_chans(b);
     sse_hub_each_subscribed(b->s->ssehub, add_chan, b);
+    if (b->nch > 1) qsort(b->chans, b->nch, sizeof *b->chans, chan_cmp);
     send_batch(b);
 }
 
@@ -253,9 +301,15 @@ static void batch_cb(void *ud, const redisReply *r, const char *err)
          * nothing there shows what was published before, so every channel gets a gap. */
         const char *ep = r->element[0]->str;
         int lost = b->epoch[0] && strcmp(b->epoch, ep) != 0;
+        if (lost) {
+            log_msg(LOG_WARN, "redis: its history is new (restarted without its data?): subscribers get a sluice-gap, "
+                              "replays from before now come from this instance's own history");
+            b->reset = 1;
+        }
         uint64_t counter = strtoull(r->element[1]->str, NULL, 10);
         if (!cfg->sse_retention && counter > b->from) lost = 1;     /* nothing kept to fetch */
         snprintf(b->epoch, sizeof b->epoch, "%s", ep);
+        atomic_store(&b->known_epoch, strtoull(ep, NULL, 16));
         if (lost) memset(b->gap, 1, b->nch);
     }
     for (size_t i = 0; i < n; i++) {
@@ -388,13 +442,20 @@ int ssebus_server_init(server *s)
     ssebus *b = calloc(1, sizeof *b);
     if (!b) return -1;
     b->s = s;
-    unsigned char rnd[8] = {0};
-    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) memcpy(rnd, rbus_instance(s), sizeof rnd);
-    for (int i = 0; i < 8; i++) sprintf(b->token + 2 * i, "%02x", rnd[i]);
     s->ssebus = b;
     rbus_handlers h = { on_event, on_link, b };
     rbus_set_handlers(s, &h);
     return 0;
+}
+
+int ssebus_redis_replay_ok(server *s, const char *epoch, uint64_t last_id)
+{
+    ssebus *b = s->ssebus;
+    if (!b || !epoch) return 0;
+    uint64_t known = atomic_load(&b->known_epoch);
+    /* not caught up once yet (just started): this hub holds nothing older, Redis is the source */
+    if (!known) return 1;
+    return strtoull(epoch, NULL, 16) == known && last_id >= atomic_load(&b->reset_upto);
 }
 
 void ssebus_worker_free(worker *w)

@@ -56,6 +56,12 @@ int ssebus_publish(worker *w, const ssebus_msg *m, ssebus_cb cb, void *ud, uint6
  * waits in CS_HANDLING meanwhile). */
 void ssebus_http_publish(conn *c, const ssebus_msg *m, void (*finish)(conn *c));
 
+/* Whether Redis's streams can be trusted to replay everything after last_id: their epoch (the
+ * admission script's answer) is the one this instance caught up with, and last_id is not from
+ * before a Redis restart that lost the history. Otherwise a replay comes from the hub alone
+ * (with its own gap notices). Any thread. */
+int ssebus_redis_replay_ok(server *s, const char *epoch, uint64_t last_id);
+
 /* Process set-up after rbus_server_init: registers the subscriber's handlers. 0 or -1 (OOM). */
 int ssebus_server_init(server *s);
 /* Stops worker 0's catch-up (before its loop goes). Any worker; NULL-safe. */
