@@ -183,7 +183,7 @@ static int caught_up(void *ud, const char *name, size_t len)
 {
     complete_ctx *x = ud;
     ssebus *b = x->b;
-    if (x->all || len > SSE_MAX_CHANNEL_LEN) return 0;
+    if (x->all || !b->nch || len > SSE_MAX_CHANNEL_LEN) return 0;
     char key[SSE_MAX_CHANNEL_LEN + 1];
     memcpy(key, name, len);
     key[len] = 0;
@@ -310,7 +310,7 @@ static void batch_cb(void *ud, const redisReply *r, const char *err)
         if (!cfg->sse_retention && counter > b->from) lost = 1;     /* nothing kept to fetch */
         snprintf(b->epoch, sizeof b->epoch, "%s", ep);
         atomic_store(&b->known_epoch, strtoull(ep, NULL, 16));
-        if (lost) memset(b->gap, 1, b->nch);
+        if (lost && b->nch) memset(b->gap, 1, b->nch);
     }
     for (size_t i = 0; i < n; i++) {
         const redisReply *g = r->element[2 + 2 * i], *l = r->element[3 + 2 * i];

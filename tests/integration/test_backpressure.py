@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Conn, Server, check, get, run_tests, test, wait_for  # noqa: E402
+from harness import SLUICE_BIN, Conn, Server, check, get, run_tests, test, wait_for  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -55,6 +55,8 @@ with open(os.path.join(FIXTURE, "app.lua"), "w") as f:
 
 SRV = None
 MB = 1024 * 1024
+with open(SLUICE_BIN, "rb") as f:      # ASan's allocator keeps freed memory (quarantine): RSS says little
+    SANITIZED = b"__asan_init" in f.read()
 
 
 def rss_kb():
@@ -120,13 +122,17 @@ def non_reading_pipeliner_bounded():
     def settled():
         after[0] = rss_kb()
         return after[0] - base < 8 * 1024
-    wait_for(settled, 10, "RSS back within 8 MB of the start (start %d KB, now %d KB)" % (base, after[0]))
+    if not SANITIZED:
+        wait_for(settled, 10, "RSS back within 8 MB of the start (start %d KB, now %d KB)" % (base, after[0]))
     print("  RSS KB: before %d, peak %d (+%d), after %d (+%d); requests sent: big8k %d B, hello %d B; "
           "other-client requests served meanwhile: %d, %d"
           % (base, peak, peak - base, after[0], after[0] - base, results["big8k"][0], results["hello"][0],
              results["big8k"][1], results["hello"][1]))
     check(results["big8k"][0] >= 256 * 1024, "the client did pipeline a lot: %d bytes" % results["big8k"][0])
-    check(peak - base < 30 * 1024, "RSS grew by %d KB under a non-reading pipeliner (bound 30 MB)" % (peak - base))
+    if SANITIZED:
+        print("  (sanitizer build: RSS bounds not checked)")
+    else:
+        check(peak - base < 30 * 1024, "RSS grew by %d KB under a non-reading pipeliner (bound 30 MB)" % (peak - base))
     SRV.assert_alive()
 
 
