@@ -242,7 +242,7 @@ static void chan_trim(sse_hub *h, hchan *c, uint64_t now_ms, uint32_t adding)
         int over = c->n + adding > keep;
         int stale = age && old->t_ms + age < now_ms;
         if (!over && !stale) break;
-        c->dropped_max = old->id;
+        if (old->id > c->dropped_max) c->dropped_max = old->id;   /* a hole may be marked past it */
         c->head = (c->head + 1) % c->cap;
         c->n--;
         h->evicted++;
@@ -259,7 +259,7 @@ static void chan_append(sse_hub *h, hchan *c, sse_event *e)
         sse_event **nr = ncap > c->cap ? malloc(ncap * sizeof *nr) : NULL;
         if (!nr) { /* OOM or already at the cap: replace the oldest instead */
             sse_event *old = c->ring[c->head];
-            c->dropped_max = old->id;
+            if (old->id > c->dropped_max) c->dropped_max = old->id;
             c->head = (c->head + 1) % c->cap;
             c->n--;
             h->evicted++;
@@ -327,7 +327,7 @@ void sse_hub_each_subscribed(sse_hub *h, void (*fn)(void *ud, const char *name, 
 }
 
 typedef struct hole_ctx {
-    sse_hub *h;
+    uint64_t upto;
     int (*complete)(void *ud, const char *name, size_t len);
     void *ud;
 } hole_ctx;
@@ -338,16 +338,16 @@ static int hole_one(void *v, void *ud)
     hchan *c = v;
     size_t l;
     const char *name = strmap_key(c, &l);
-    if (!(x->complete && x->complete(x->ud, name, l)) && c->dropped_max < x->h->last_id) c->dropped_max = x->h->last_id;
+    if (!(x->complete && x->complete(x->ud, name, l)) && c->dropped_max < x->upto) c->dropped_max = x->upto;
     return 0;
 }
 
-void sse_hub_mark_hole(sse_hub *h, int (*complete)(void *ud, const char *name, size_t len), void *ud)
+void sse_hub_mark_hole(sse_hub *h, uint64_t upto, int (*complete)(void *ud, const char *name, size_t len), void *ud)
 {
-    hole_ctx x = { h, complete, ud };
+    hole_ctx x = { upto, complete, ud };
     pthread_mutex_lock(&h->mu);
     strmap_iterate(h->chans, hole_one, &x);
-    if (h->forgotten_max < h->last_id) h->forgotten_max = h->last_id;   /* channels made later */
+    if (h->forgotten_max < upto) h->forgotten_max = upto;   /* channels made later know nothing before */
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -426,7 +426,7 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
         c->last_pub_ms = now_ms;
         chan_trim(h, c, now_ms, h->lim.retention_count ? 1 : 0);
         if (h->lim.retention_count) chan_append(h, c, e);
-        else c->dropped_max = id;
+        else if (id > c->dropped_max) c->dropped_max = id;
         if (c->nsubs)
             for (unsigned i = 0; i < h->nw; i++) {
                 sse_worker *w = h->workers[i];
@@ -723,13 +723,24 @@ static void chan_snapshot(sse_hub *h, hchan *c, uint64_t L, uint64_t now_ms, rep
 {
     chan_trim(h, c, now_ms, 0);
     int foreign = L < h->id_base || L > h->last_id;
-    if (foreign || L < c->dropped_max) {
+    /* From a gap on, the replay is complete: events up to dropped_max that are still kept (a
+     * hole sse_hub_mark_hole recorded inside the history) are left out with the rest, so that
+     * the notice's "oldest" is the first id replayed and everything from there on is there. */
+    uint64_t from = L;
+    if (!foreign && L < c->dropped_max) {
+        from = c->dropped_max;
+        uint64_t oldest = 0;
+        for (uint32_t k = 0; k < c->n && !oldest; k++)
+            if (c->ring[(c->head + k) % c->cap]->id > from) oldest = c->ring[(c->head + k) % c->cap]->id;
+        if ((rp->gap[rp->ngap] = gap_event(c, L, oldest))) rp->ngap++;
+        h->gaps++;
+    } else if (foreign) {
         if ((rp->gap[rp->ngap] = gap_event(c, L, c->n ? c->ring[c->head]->id : 0))) rp->ngap++;
         h->gaps++;
     }
     for (uint32_t k = 0; k < c->n; k++) {
         sse_event *e = c->ring[(c->head + k) % c->cap];
-        if (foreign || e->id > L) {
+        if (foreign || e->id > from) {
             sse_event_ref(e);
             rp->ev[rp->nev++] = e;
         }

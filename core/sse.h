@@ -92,9 +92,10 @@ void sse_hub_each_subscribed(sse_hub *h, void (*fn)(void *ud, const char *name, 
 int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, uint64_t oldest);
 
 /* Records that the history of every channel for which complete(ud, name, len) is not 1 (complete
- * may be NULL: all) may miss events up to the last id, and that channels created later know
- * nothing before it: a replay from before that id then starts with a gap. Under the hub lock. */
-void sse_hub_mark_hole(sse_hub *h, int (*complete)(void *ud, const char *name, size_t len), void *ud);
+ * may be NULL: all) may miss events with ids up to upto (which may be above the hub's last id:
+ * events it has not seen yet), and that channels created later know nothing before it: a replay
+ * from before upto then starts with a gap. complete runs under the hub lock. */
+void sse_hub_mark_hole(sse_hub *h, uint64_t upto, int (*complete)(void *ud, const char *name, size_t len), void *ud);
 
 /* Cleanup pass (cleanup_interval): trims history by age and frees channels with
  * no subscriber and no publish for idle_ms. Returns the number of channels freed. */

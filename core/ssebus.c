@@ -73,6 +73,8 @@ typedef struct ssebus {
     char epoch[24];                 /* Redis's history epoch last seen ("" = none yet) */
     char token[24];                 /* the epoch proposed when Redis has none (fresh per fetch) */
     int reset;                      /* this fetch found a new epoch: Redis lost its history */
+    int mark_next;                  /* a hole of unknown end: mark it up to the next live event */
+    uint64_t counter;               /* Redis's id counter as the fetch saw it (highest of its calls) */
     /* read by every worker's admissions (ssebus_redis_replay_ok) */
     _Atomic uint64_t known_epoch;   /* epoch as a number, 0 = none yet */
     _Atomic uint64_t reset_upto;    /* Redis's streams hold nothing reliable up to this id */
@@ -219,12 +221,17 @@ static void deliver_all(ssebus *b, int all)
         }
         free(h);
     }
+    /* Every event published before the last catch-up call ran has an id <= the counter it saw;
+     * later ones arrive live. So the channels not caught up may miss ids up to that counter. */
+    uint64_t upto = sse_hub_last_id(s->ssehub);
+    if (b->counter > upto) upto = b->counter;
     complete_ctx cx = { b, all };
-    sse_hub_mark_hole(s->ssehub, caught_up, &cx);
+    sse_hub_mark_hole(s->ssehub, upto, caught_up, &cx);
     if (b->reset) {
-        atomic_store(&b->reset_upto, sse_hub_last_id(s->ssehub));
+        atomic_store(&b->reset_upto, upto);
         b->reset = 0;
     }
+    b->counter = 0;
     if (caught || all)
         log_msg(LOG_INFO, "redis: caught up after the subscriber was cut off: %zu event(s) from the streams%s", caught,
                 all ? ", sluice-gap sent on every subscribed channel" : "");
@@ -241,7 +248,9 @@ static void give_up(ssebus *b, const char *why)
     drop_fetched(b);
     drop_chans(b);
     sse_hub_each_subscribed(b->s->ssehub, add_chan, b);
+    b->counter = 0;                     /* not known: the hole ends where live events resume */
     deliver_all(b, 1);
+    b->mark_next = 1;
     b->state = b->sub_up ? CU_IDLE : CU_WAIT_SUB;
     b->from = sse_hub_last_id(b->s->ssehub);
 }
@@ -263,6 +272,7 @@ static void start_fetch(ssebus *b)
     b->invalid = 0;
     b->tries = 0;
     b->reset = 0;
+    b->counter = 0;
     new_token(b);                       /* a restarted Redis must not get the epoch it had */
     drop_fetched(b);
     drop_chans(b);
@@ -296,6 +306,8 @@ static void batch_cb(void *ud, const redisReply *r, const char *err)
     }
     b->tries = 0;
     const sconfig *cfg = b->w0->app_cfg;
+    uint64_t ctr = strtoull(r->element[1]->str, NULL, 10);
+    if (ctr > b->counter) b->counter = ctr;
     if (b->next == 0) {
         /* A new epoch: Redis lost its history (or this is a Redis the instance never saw):
          * nothing there shows what was published before, so every channel gets a gap. */
@@ -396,6 +408,10 @@ static void on_event(void *ud, worker *w, const rbus_event *e)
     ssebus *b = ud;
     bind_worker(b, w);
     if (b->state == CU_IDLE) {
+        if (b->mark_next) {             /* the first live event after an abandoned catch-up */
+            sse_hub_mark_hole(b->s->ssehub, e->id - 1, NULL, NULL);
+            b->mark_next = 0;
+        }
         hub_put(w, e->id, e->channel, e->chlen, e->event, e->evlen, e->data, e->datalen, e->retry);
         return;
     }

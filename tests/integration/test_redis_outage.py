@@ -17,6 +17,10 @@ Cases:
   last_event_id_after_outage_never_skips a client that left before the outage comes back to A with
                                          Last-Event-ID: each event after its id arrives or a gap
                                          covers it
+  replay_from_own_history_reports_its_holes
+                                         A's subscriber is cut while B publishes on a channel A has
+                                         no subscriber for; with Redis then down, a Last-Event-ID
+                                         replay from A's own history gets a gap for what A missed
 
 A gap {"last_event_id": X} at some point of a stream covers the ids after X up to the next id the
 stream delivers. Run: SLUICE_BIN=$PWD/build/sluice python3 tests/integration/test_redis_outage.py
@@ -320,6 +324,42 @@ def last_event_id_after_outage_never_skips():
     print("  after Last-Event-ID %d: %d events published meanwhile, %d delivered, %d covered by sluice-gap, %d lost"
           % (last, len(ok), d, g, lost))
     back.close()
+    A.assert_alive()
+    B.assert_alive()
+
+
+@test
+def replay_from_own_history_reports_its_holes():
+    """A's hub misses the events published while its subscriber was cut off on a channel it had no
+    subscriber for (nothing to catch up): a replay from that history (Redis down) must say so."""
+    c = Collector(A.port, "q")
+    st, eid = publish_app(B.port, "q", "before")
+    check(st == 201, "publish: %r" % st)
+    wait_for(lambda: c.has("before"), 5, "the client got the first event")
+    last = eid
+    c.close()
+    pub = Publisher(B.port, "q")
+    wait_for(lambda: len(pub.log) >= 5, 10, "publishes while the client is away")
+    for _ in range(3):                   # cut the subscribers: A misses events on "q" meanwhile
+        REDIS.cmd("CLIENT", "KILL", "TYPE", "pubsub")
+        time.sleep(0.4)
+    wait_linked(A, B)
+    time.sleep(0.3)
+    log = pub.finish()
+    ok = [eid for _, st, eid in log if st == 201]
+    REDIS.stop()
+    wait_for(lambda: metric(A.port, 'sluice_redis_connected{conn="command"}') == 0, 10, "A to notice the outage")
+    back = Collector(A.port, "q", last_id=last)          # replayed from A's own history
+    wait_for(lambda: any(int(e.get("id", 0)) == ok[-1] for e in back.snapshot()), 5, "the replay up to the last event")
+    d, g, lost = audit(back, ok)
+    print("  replay from A's history after Last-Event-ID %d: %d events published, %d delivered, %d covered by "
+          "sluice-gap, %d lost" % (last, len(ok), d, g, len(lost)))
+    check(not lost, "replay from the instance's own history silently skipped %d of %d events: %r"
+          % (len(lost), len(ok), lost[:10]))
+    check(ordered(back), "replay in order")
+    back.close()
+    REDIS.start()
+    wait_linked(A, B)
     A.assert_alive()
     B.assert_alive()
 
