@@ -85,6 +85,13 @@ double app_set_deadline(double d)
     return old;
 }
 
+/* os.exit in a server state would end the process at once, nothing logged or drained. */
+static int os_exit_disabled(lua_State *L)
+{
+    return luaL_error(L, "os.exit is disabled in sluice's Lua states: return an error status (or call "
+                         "app.error) from a handler; stop the server with SIGTERM. It works in `sluice lua` scripts");
+}
+
 static int traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -164,6 +171,10 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_State *L = a->L = luaL_newstate();
     if (!L) { free(a); snprintf(err, errlen, "cannot create a Lua state (out of memory)"); return NULL; }
     luaL_openlibs(L);
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, os_exit_disabled);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
     char base[PATH_MAX];
     snprintf(base, sizeof base, "%s", abs);
     char *slash = strrchr(base, '/');
@@ -589,6 +600,7 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     t->c = c;
     t->gen = c->gen;
     t->route_kind = rt->kind;
+    t->route_ref = rt->ref;
     int nargs = 1;
     if (a->pipeline_ref) {            /* middleware: pipeline(handler, req, is_sse) */
         lua_rawgeti(co, LUA_REGISTRYINDEX, a->pipeline_ref);
@@ -635,6 +647,18 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     task_run(t, nargs);
 }
 
+void app_task_where(const task *t, char *out, size_t outlen)
+{
+    lua_State *L = t->app->L;
+    lua_Debug ar;
+    snprintf(out, outlen, "?");
+    if (!t->route_ref) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->route_ref);
+    if (!lua_isfunction(L, -1)) { lua_pop(L, 1); return; }
+    if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)      /* ">" pops the function */
+        snprintf(out, outlen, "%s:%d", ar.short_src, ar.linedefined);
+}
+
 void app_conn_gone(conn *c)
 {
     task *t = c->task;
@@ -651,6 +675,30 @@ static int header_value_str(lua_State *co, int idx, const char **v, size_t *vl)
     if (ty != LUA_TSTRING && ty != LUA_TNUMBER) return -1;
     *v = lua_tolstring(co, idx, vl);
     return 0;
+}
+
+/* A final status a handler may send: an integer 200..599, or 0. 1xx are interim responses
+ * (101 would switch protocols: behind a proxy that tunnels it, later requests would bypass the
+ * proxy's rules; 100/103 leave the client waiting for the real answer), so they are refused. */
+static int final_status(lua_State *co, int idx)
+{
+    if (lua_type(co, idx) != LUA_TNUMBER) return 0;
+    lua_Number v = lua_tonumber(co, idx);
+    if (!(v >= 200 && v <= 599) || v != (lua_Number)(int)v) return 0;
+    return (int)v;
+}
+
+static const char *status_error(lua_State *co, int idx, char *etext, size_t elen)
+{
+    if (lua_type(co, idx) == LUA_TNUMBER) {
+        double v = (double)lua_tonumber(co, idx);
+        snprintf(etext, elen, "invalid response status %.14g: a handler's status must be an integer 200-599%s", v,
+                 v >= 100 && v < 200 ? " (1xx interim responses are not supported)" : "");
+    }
+    else
+        snprintf(etext, elen, "invalid response status (a %s): a handler's status must be an integer 200-599",
+                 luaL_typename(co, idx));
+    return etext;
 }
 
 /* Writes the handler's return value (at co[1]) as the response. Returns NULL, or an error
@@ -670,8 +718,8 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
         return NULL;
     }
     if (ty == LUA_TNUMBER) {
-        int st = (int)lua_tointeger(co, 1);
-        if (st < 100 || st > 999) return "handler returned an invalid status number";
+        int st = final_status(co, 1);
+        if (!st) return status_error(co, 1, etext, elen);
         resp_begin(&r, c, st);
         if (extra) extra(&r, ud);
         const char *reason = http_reason(st);
@@ -693,9 +741,13 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     int K = lua_gettop(co);
 #define FIELD(i) (lua_rawgeti(co, K, (i)), lua_rawget(co, 1))
     FIELD(KEY_STATUS);
-    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
+    int st = lua_isnil(co, -1) ? 200 : final_status(co, -1);
+    if (!st) {
+        status_error(co, -1, etext, elen);
+        lua_settop(co, top);
+        return etext;
+    }
     lua_pop(co, 1);
-    if (st < 100 || st > 999) return "response status must be a number between 100 and 999";
 
     const char *body = "";
     size_t blen = 0;

@@ -22,6 +22,7 @@ struct task {
     conn *c;                 /* TASK_REQUEST: the connection, NULL once it went away */
     uint32_t gen;
     int route_kind;          /* 0 handler, 1 SSE authorizer */
+    int route_ref;           /* TASK_REQUEST: registry ref of the route's handler function */
     int waiting;             /* set by a primitive that yielded and arranged a wake-up */
     tw_entry tmo;            /* app.sleep, awaits with a deadline */
     void (*cancel)(task *t); /* undo the pending wait (connection gone, state closing) */
@@ -84,6 +85,8 @@ void app_conn_gone(conn *c);
  * Returns NULL or an error message (constant, or written to etext). */
 const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
                              void (*extra)(resp *r, void *ud), void *ud);
+/* "file:line" where the request task's handler function is defined ("?" when unknown). */
+void app_task_where(const task *t, char *out, size_t outlen);
 /* app.timer / app.sleep primitives (called by sluice.core). */
 int app_timer_new(lua_State *L, appstate *a, double seconds, int fn_idx, int repeat);
 int app_sleep(lua_State *L, double seconds);
