@@ -219,20 +219,21 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
     } else {
         err = app_write_result(a, c, t->co, ebuf, sizeof ebuf, add_limit_headers, c);
     }
-    if (err && st == 0) {         /* the value could not be sent: say which handler returned it */
-        char where[300], msg[sizeof ebuf];
-        app_task_where(t, where, sizeof where);
-        snprintf(msg, sizeof msg, "%s: %s", where, err);
-        snprintf(ebuf, sizeof ebuf, "%s", msg);
-        err = ebuf;
-    }
     if (err) {
         const char *route = http_req_url(&c->req);
         int client_error = st != 0 && t->err_status >= 400 && t->err_status < 500;   /* app.error(4xx) */
         if (!client_error) {
+            char logged[sizeof ebuf + 300];
+            const char *lm = err;
+            if (st == 0) {         /* the value could not be sent: the log says which handler returned it */
+                char where[256];
+                app_task_where(t, where, sizeof where);
+                snprintf(logged, sizeof logged, "%s: %s", where, err);
+                lm = logged;
+            }
             log_msg(LOG_ERROR, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
-                    route, err);
-            metrics_error(w, c, err);
+                    route, lm);
+            metrics_error(w, c, lm);
         }
         if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
             char first[400];
