@@ -15,6 +15,7 @@
 
 #include "dispatch.h"
 #include "json.h"
+#include "lua_guard.h"
 #include "log.h"
 #include "lua_db.h"
 #include "web.h"
@@ -56,34 +57,16 @@ static int embedded_loader(lua_State *L)
     return 1;
 }
 
-/* The watchdog: a count hook checks that Lua has not run past its deadline without yielding.
+/* The watchdog (lua_guard.c): a count hook checks that Lua has not run past its deadline
+ * without yielding, and the state's allocator refuses memory past it or past the budget.
  * An instruction hook also keeps LuaJIT from recording traces (a compiled loop would never
  * see the hook), so limits.script_timeout = 0 trades the watchdog for the JIT. */
-static __thread double run_deadline;
+#define LOAD_DEADLINE 10.0
+#define MB (1024.0 * 1024.0)
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static double mono_now(void) { return lua_guard_now(); }
 
-static void watchdog_hook(lua_State *L, lua_Debug *ar)
-{
-    if (run_deadline > 0 && mono_now() > run_deadline) {
-        /* a handler that catches the error with pcall gets a short grace to answer; if it
-         * keeps looping the hook fires again */
-        run_deadline = mono_now() + 0.05;
-        luaL_error(L, "script ran too long without yielding (limits.script_timeout)");
-    }
-}
-
-double app_set_deadline(double d)
-{
-    double old = run_deadline;
-    run_deadline = d;
-    return old;
-}
+double app_set_deadline(double d) { return lua_guard_set_deadline(d); }
 
 /* os.exit in a server state would end the process at once, nothing logged or drained. */
 static int os_exit_disabled(lua_State *L)
@@ -156,6 +139,19 @@ static void first_line(char *out, size_t outlen, const char *msg)
     out[n] = 0;
 }
 
+/* A load the guard stopped inside a C call: LuaJIT only says "not enough memory" (and runs no
+ * traceback handler for it), so say which file and which limit. */
+static void load_stopped(appstate *a, const char *file, char *err, size_t errlen)
+{
+    char b[1024];
+    if (a->guard.stopped == GUARD_MEMORY)
+        snprintf(b, sizeof b, "%s: loading stopped: over the Lua memory budget (limits.lua_memory = %.0f MB)", file,
+                 (double)a->guard.limit / MB);
+    else
+        snprintf(b, sizeof b, "%s: loading took longer than the %.0f s load deadline", file, LOAD_DEADLINE);
+    errappend(err, errlen, b);
+}
+
 appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen)
 {
     err[0] = 0;
@@ -168,7 +164,8 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     if (!a) { snprintf(err, errlen, "out of memory"); return NULL; }
     a->w = w;
     a->refs = 1;
-    lua_State *L = a->L = luaL_newstate();
+    /* config.lua runs under the default budget; the scripts under the configured one */
+    lua_State *L = a->L = lua_guard_newstate(&a->guard, (size_t)(LUA_MEMORY_DEFAULT_MB * MB));
     if (!L) { free(a); snprintf(err, errlen, "cannot create a Lua state (out of memory)"); return NULL; }
     luaL_openlibs(L);
     lua_getglobal(L, "os");
@@ -184,8 +181,9 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     /* loading has a deadline too: a script looping at top level must not hang a reload.
      * Compiled traces never run hooks, so the JIT stays off while the watchdog is on. */
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    lua_sethook(L, watchdog_hook, LUA_MASKCOUNT, 1000);
-    double saved_deadline = app_set_deadline(mono_now() + 10);
+    lua_sethook(L, lua_guard_hook, LUA_MASKCOUNT, 1000);
+    double saved_deadline = app_set_deadline(mono_now() + LOAD_DEADLINE);
+    lua_guard_set_loading("loading took longer than the 10 s load deadline (a script's top level must not loop or wait)");
 
     lua_pushcfunction(L, traceback);
     a->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -201,7 +199,11 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_getfield(L, -1, "getenv");
     lua_setfield(L, -3, "lookup_env");
     lua_pop(L, 1);
-    if (lua_pcall(L, 2, 2, 0)) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
+    a->guard.enforce = 1;       /* refusals only inside the protected calls that run user code */
+    int cst = lua_pcall(L, 2, 2, 0);
+    a->guard.enforce = 0;
+    if (cst) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
+    if (a->guard.stopped) { load_stopped(a, abs, err, errlen); goto fail; }
     if (lua_isnil(L, -2)) {
         int n = (int)lua_objlen(L, -1);
         for (int i = 1; i <= n; i++) {
@@ -217,6 +219,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     char cerr[512];
     a->cfg = sconfig_from_lua(L, lua_gettop(L), cerr, sizeof cerr);
     if (!a->cfg) { errappend(err, errlen, cerr); goto fail; }
+    a->guard.limit = (size_t)(a->cfg->lua_memory_mb * MB);
     lua_settop(L, 0);
     a->rt = router_new();
 
@@ -271,14 +274,20 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
             }
             goto fail;
         }
-        if (lua_pcall(L, 0, 0, -2)) {
+        a->guard.enforce = 1;
+        int sst = lua_pcall(L, 0, 0, -2);
+        a->guard.enforce = 0;
+        if (sst) {
             char line[1024];
-            first_line(line, sizeof line, lua_tostring(L, -1));
+            const char *m = lua_tostring(L, -1);
+            if (a->guard.stopped && m && strstr(m, "not enough memory")) { load_stopped(a, path, err, errlen); goto fail; }
+            first_line(line, sizeof line, m ? m : "(error object is not a string)");
             errappend(err, errlen, line);
             goto fail;
         }
         lua_settop(L, 0);
     }
+    lua_guard_set_loading(NULL);
     app_set_deadline(saved_deadline);
     a->script_timeout = test_mode && a->cfg->script_timeout <= 0 ? 5 : a->cfg->script_timeout;
     if (a->script_timeout <= 0) {            /* no watchdog: the JIT compiles hot handlers */
@@ -287,6 +296,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     }
     return a;
 fail:
+    lua_guard_set_loading(NULL);
     app_set_deadline(saved_deadline);
     if (!err[0]) snprintf(err, errlen, "%s: failed to load", abs);
     a->closing = 1;
@@ -320,7 +330,7 @@ void appstate_retire(appstate *a)
 void appstate_release(appstate *a)
 {
     if (--a->refs > 0) return;
-    if (a->L) lua_close(a->L);
+    if (a->L) lua_guard_close(a->L, &a->guard);
     web_mounts_free(a);
     free(a->base_dir);
     router_free(a->rt);
@@ -423,7 +433,13 @@ static void task_run(task *t, int nargs)
     t->waiting = 0;
     double dl = t->deadline > 0 ? t->deadline : a->script_timeout > 0 ? mono_now() + a->script_timeout : 0;
     double saved_dl = app_set_deadline(dl);
+    int saved_enforce = a->guard.enforce, saved_stopped = a->guard.stopped;
+    a->guard.enforce = 1;
+    a->guard.stopped = 0;
     int st = lua_resume(t->co, nargs);
+    t->stopped = a->guard.stopped;
+    a->guard.enforce = saved_enforce;
+    a->guard.stopped = saved_stopped;
     app_set_deadline(saved_dl);
     a->running = saved;
     if (st == LUA_YIELD) {
@@ -462,6 +478,30 @@ static void task_error_text(task *t, char *out, size_t outlen)
 
 static void timer_arm(task *t);
 
+/* A run the guard stopped in a C call ends with LuaJIT's bare "not enough memory": say where
+ * and which limit. (The hook's own deadline error already says both.) */
+static void guard_error_text(task *t, char *etext, size_t elen)
+{
+    if (strncmp(etext, "not enough memory", 17) != 0) return;
+    appstate *a = t->app;
+    char where[300] = "";
+    lua_Debug ar;
+    for (int lv = 0; lua_getstack(t->co, lv, &ar); lv++)
+        if (lua_getinfo(t->co, "Sl", &ar) && (ar.currentline > 0 || ar.linedefined > 0)) {
+            /* a refusal inside a VM instruction leaves no current line: the function's will do */
+            snprintf(where, sizeof where, "%s:%d: ", ar.short_src, ar.currentline > 0 ? ar.currentline : ar.linedefined);
+            break;
+        }
+    const char *tb = strchr(etext, '\n');
+    char rest[3000];
+    snprintf(rest, sizeof rest, "%s", tb ? tb : "");
+    if (t->stopped == GUARD_MEMORY)
+        snprintf(etext, elen, "%sLua memory budget exceeded (limits.lua_memory = %.0f MB): the run was stopped and its memory collected%s",
+                 where, (double)a->guard.limit / MB, rest);
+    else
+        snprintf(etext, elen, "%sscript ran too long without yielding (limits.script_timeout)%s", where, rest);
+}
+
 static void task_finish(task *t, int st)
 {
     appstate *a = t->app;
@@ -478,7 +518,12 @@ static void task_finish(task *t, int st)
             lua_pop(t->co, 1);
         }
         task_error_text(t, etext, sizeof etext);
+        if (t->stopped) guard_error_text(t, etext, sizeof etext);
         if (a->w) atomic_fetch_add(&a->w->lua_errors, 1);
+    }
+    if (t->stopped) {            /* the run's memory goes back now, not at the next GC cycle */
+        if (st != 0) lua_settop(t->co, 0);   /* (a run that recovered keeps its answer) */
+        lua_guard_collect(a->L, &a->guard);
     }
     if (t->on_done) {
         t->on_done(t, st, st ? etext : NULL);

@@ -4,6 +4,7 @@
 
 #include <lua.h>
 
+#include "lua_guard.h"
 #include "router.h"
 #include "server.h"
 #include "timerwheel.h"
@@ -34,6 +35,7 @@ struct task {
     void *db_conn, *db_pool; /* lua_db.c: connection pinned by app.db.transaction */
     int db_savepoint;
     int err_status;          /* status carried by an error table ({status = 503}) */
+    int stopped;             /* GUARD_* when the last run was stopped by the memory budget or deadline */
     void (*on_done)(task *t, int st, const char *etext);   /* before the task is recycled */
     double deadline;         /* child tasks: real-time limit for the count hook */
     void *ud;
@@ -63,7 +65,11 @@ struct appstate {
     int nmounts;
     int pipeline_ref;        /* Lua middleware runner (app.before/after), 0 when none */
     double script_timeout;   /* seconds Lua may run without yielding; 0 = no watchdog (JIT on) */
+    lua_guard guard;         /* the state's allocator: memory budget (limits.lua_memory) and deadline */
 };
+
+/* limits.lua_memory when config.lua does not set it, and the budget config.lua itself runs under */
+#define LUA_MEMORY_DEFAULT_MB 512
 
 /* Builds a state: runs config_path, validates and normalizes it, loads the scripts.
  * w may be NULL (check/reload validation). On failure returns NULL and "file:line: message"
