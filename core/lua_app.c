@@ -61,19 +61,11 @@ static int embedded_loader(lua_State *L)
  * without yielding, and the state's allocator refuses memory past it or past the budget.
  * An instruction hook also keeps LuaJIT from recording traces (a compiled loop would never
  * see the hook), so limits.script_timeout = 0 trades the watchdog for the JIT. */
-#define LOAD_DEADLINE 10.0
 #define MB (1024.0 * 1024.0)
 
 static double mono_now(void) { return lua_guard_now(); }
 
 double app_set_deadline(double d) { return lua_guard_set_deadline(d); }
-
-/* os.exit in a server state would end the process at once, nothing logged or drained. */
-static int os_exit_disabled(lua_State *L)
-{
-    return luaL_error(L, "os.exit is disabled in sluice's Lua states: return an error status (or call "
-                         "app.error) from a handler; stop the server with SIGTERM. It works in `sluice lua` scripts");
-}
 
 static int traceback(lua_State *L)
 {
@@ -144,11 +136,7 @@ static void first_line(char *out, size_t outlen, const char *msg)
 static void load_stopped(appstate *a, const char *file, char *err, size_t errlen)
 {
     char b[1024];
-    if (a->guard.stopped == GUARD_MEMORY)
-        snprintf(b, sizeof b, "%s: loading stopped: over the Lua memory budget (limits.lua_memory = %.0f MB)", file,
-                 (double)a->guard.limit / MB);
-    else
-        snprintf(b, sizeof b, "%s: loading took longer than the %.0f s load deadline", file, LOAD_DEADLINE);
+    lua_guard_load_error(&a->guard, file, b, sizeof b);
     errappend(err, errlen, b);
 }
 
@@ -168,10 +156,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_State *L = a->L = lua_guard_newstate(&a->guard, (size_t)(LUA_MEMORY_DEFAULT_MB * MB));
     if (!L) { free(a); snprintf(err, errlen, "cannot create a Lua state (out of memory)"); return NULL; }
     luaL_openlibs(L);
-    lua_getglobal(L, "os");
-    lua_pushcfunction(L, os_exit_disabled);
-    lua_setfield(L, -2, "exit");
-    lua_pop(L, 1);
+    lua_guard_disable_exit(L);
     char base[PATH_MAX];
     snprintf(base, sizeof base, "%s", abs);
     char *slash = strrchr(base, '/');
@@ -182,7 +167,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
      * Compiled traces never run hooks, so the JIT stays off while the watchdog is on. */
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     lua_sethook(L, lua_guard_hook, LUA_MASKCOUNT, 1000);
-    double saved_deadline = app_set_deadline(mono_now() + LOAD_DEADLINE);
+    double saved_deadline = app_set_deadline(mono_now() + LUA_GUARD_LOAD_DEADLINE);
     lua_guard_set_loading("loading took longer than the 10 s load deadline (a script's top level must not loop or wait)");
 
     lua_pushcfunction(L, traceback);
@@ -478,30 +463,6 @@ static void task_error_text(task *t, char *out, size_t outlen)
 
 static void timer_arm(task *t);
 
-/* A run the guard stopped in a C call ends with LuaJIT's bare "not enough memory": say where
- * and which limit. (The hook's own deadline error already says both.) */
-static void guard_error_text(task *t, char *etext, size_t elen)
-{
-    if (strncmp(etext, "not enough memory", 17) != 0) return;
-    appstate *a = t->app;
-    char where[300] = "";
-    lua_Debug ar;
-    for (int lv = 0; lua_getstack(t->co, lv, &ar); lv++)
-        if (lua_getinfo(t->co, "Sl", &ar) && (ar.currentline > 0 || ar.linedefined > 0)) {
-            /* a refusal inside a VM instruction leaves no current line: the function's will do */
-            snprintf(where, sizeof where, "%s:%d: ", ar.short_src, ar.currentline > 0 ? ar.currentline : ar.linedefined);
-            break;
-        }
-    const char *tb = strchr(etext, '\n');
-    char rest[3000];
-    snprintf(rest, sizeof rest, "%s", tb ? tb : "");
-    if (t->stopped == GUARD_MEMORY)
-        snprintf(etext, elen, "%sLua memory budget exceeded (limits.lua_memory = %.0f MB): the run was stopped and its memory collected%s",
-                 where, (double)a->guard.limit / MB, rest);
-    else
-        snprintf(etext, elen, "%sscript ran too long without yielding (limits.script_timeout)%s", where, rest);
-}
-
 static void task_finish(task *t, int st)
 {
     appstate *a = t->app;
@@ -518,7 +479,7 @@ static void task_finish(task *t, int st)
             lua_pop(t->co, 1);
         }
         task_error_text(t, etext, sizeof etext);
-        if (t->stopped) guard_error_text(t, etext, sizeof etext);
+        if (t->stopped) lua_guard_error_text(t->co, &a->guard, t->stopped, etext, sizeof etext);
         if (a->w) atomic_fetch_add(&a->w->lua_errors, 1);
     }
     if (t->stopped) {            /* the run's memory goes back now, not at the next GC cycle */
@@ -710,166 +671,4 @@ void app_conn_gone(conn *c)
     if (!t) return;
     c->task = NULL;
     t->c = NULL;         /* the handler runs on; its answer goes nowhere */
-}
-
-/* ---------------------------------------------------------------- result -> response */
-
-static int header_value_str(lua_State *co, int idx, const char **v, size_t *vl)
-{
-    int ty = lua_type(co, idx);
-    if (ty != LUA_TSTRING && ty != LUA_TNUMBER) return -1;
-    *v = lua_tolstring(co, idx, vl);
-    return 0;
-}
-
-/* A final status a handler may send: an integer 200..599, or 0. 1xx are interim responses
- * (101 would switch protocols: behind a proxy that tunnels it, later requests would bypass the
- * proxy's rules; 100/103 leave the client waiting for the real answer), so they are refused. */
-static int final_status(lua_State *co, int idx)
-{
-    if (lua_type(co, idx) != LUA_TNUMBER) return 0;
-    lua_Number v = lua_tonumber(co, idx);
-    if (!(v >= 200 && v <= 599) || v != (lua_Number)(int)v) return 0;
-    return (int)v;
-}
-
-static const char *status_error(lua_State *co, int idx, char *etext, size_t elen)
-{
-    if (lua_type(co, idx) == LUA_TNUMBER) {
-        double v = (double)lua_tonumber(co, idx);
-        snprintf(etext, elen, "invalid response status %.14g: a handler's status must be an integer 200-599%s", v,
-                 v >= 100 && v < 200 ? " (1xx interim responses are not supported)" : "");
-    }
-    else
-        snprintf(etext, elen, "invalid response status (a %s): a handler's status must be an integer 200-599",
-                 luaL_typename(co, idx));
-    return etext;
-}
-
-/* Writes the handler's return value (at co[1]) as the response. Returns NULL, or an error
- * message (constant or in etext) when the value cannot be sent. */
-const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
-                             void (*extra)(resp *r, void *ud), void *ud)
-{
-    int top = lua_gettop(co);
-    int ty = top ? lua_type(co, 1) : LUA_TNIL;
-    resp r;
-    if (ty == LUA_TSTRING) {
-        size_t n;
-        const char *s = lua_tolstring(co, 1, &n);
-        resp_begin(&r, c, 200);
-        if (extra) extra(&r, ud);
-        resp_finish(&r, "text/plain; charset=utf-8", s, n);
-        return NULL;
-    }
-    if (ty == LUA_TNUMBER) {
-        int st = final_status(co, 1);
-        if (!st) return status_error(co, 1, etext, elen);
-        resp_begin(&r, c, st);
-        if (extra) extra(&r, ud);
-        const char *reason = http_reason(st);
-        char body[64];
-        int n = snprintf(body, sizeof body, "%s\n", reason);
-        resp_finish(&r, "text/plain; charset=utf-8", body, (size_t)n);
-        return NULL;
-    }
-    if (ty == LUA_TNIL) {
-        resp_begin(&r, c, 204);
-        if (extra) extra(&r, ud);
-        resp_finish(&r, NULL, "", 0);
-        return NULL;
-    }
-    if (ty != LUA_TTABLE) return "handler must return a string, a status number or a response table";
-
-    /* field lookups with pre-interned keys: no string hashing per response */
-    lua_rawgeti(co, LUA_REGISTRYINDEX, a->keys_ref);
-    int K = lua_gettop(co);
-#define FIELD(i) (lua_rawgeti(co, K, (i)), lua_rawget(co, 1))
-    FIELD(KEY_STATUS);
-    int st = lua_isnil(co, -1) ? 200 : final_status(co, -1);
-    if (!st) {
-        status_error(co, -1, etext, elen);
-        lua_settop(co, top);
-        return etext;
-    }
-    lua_pop(co, 1);
-
-    const char *body = "";
-    size_t blen = 0;
-    const char *ctype = NULL;
-    int body_idx = 0;
-    FIELD(KEY_JSON);
-    if (!lua_isnil(co, -1)) {
-        buf *jb = &c->w->jsonbuf;      /* encoded straight into a reused buffer: no Lua string */
-        buf_reset(jb);
-        const char *je = json_encode(co, lua_gettop(co), jb);
-        if (je) {
-            snprintf(etext, elen, "response json cannot be encoded: %s", je);
-            lua_settop(co, top);
-            return etext;
-        }
-        body = jb->data ? jb->data : "";
-        blen = jb->len;
-        ctype = "application/json";
-    } else {
-        lua_pop(co, 1);
-        FIELD(KEY_BODY);
-        if (lua_type(co, -1) == LUA_TSTRING) {
-            body = lua_tolstring(co, -1, &blen);
-            body_idx = lua_gettop(co);
-            ctype = "text/plain; charset=utf-8";
-        } else if (!lua_isnil(co, -1)) {
-            lua_settop(co, top);
-            return "response body must be a string (use json = ... for tables)";
-        }
-    }
-    (void)body_idx;
-    size_t mark = c->out.len;
-    resp_begin(&r, c, st);
-    FIELD(KEY_HEADERS);
-    if (lua_type(co, -1) == LUA_TTABLE) {
-        int h = lua_gettop(co);
-        lua_pushnil(co);
-        while (lua_next(co, h)) {
-            size_t nl;
-            const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nl) : NULL;
-            if (!name) { c->out.len = mark; lua_settop(co, top); return "response header names must be strings"; }
-            const char *v;
-            size_t vl;
-            int bad = 0;
-            if (lua_type(co, -1) == LUA_TTABLE) {
-                int n = (int)lua_objlen(co, -1);
-                for (int i = 1; i <= n && !bad; i++) {
-                    lua_rawgeti(co, -1, i);
-                    bad = header_value_str(co, -1, &v, &vl) || resp_header(&r, name, nl, v, vl);
-                    lua_pop(co, 1);
-                }
-            } else {
-                bad = header_value_str(co, -1, &v, &vl) || resp_header(&r, name, nl, v, vl);
-            }
-            if (bad) {
-                c->out.len = mark;
-                snprintf(etext, elen, "invalid response header \"%.100s\": names must be tokens, values strings without CR, LF or NUL", name);
-                lua_settop(co, top);
-                return etext;
-            }
-            lua_pop(co, 1);
-        }
-    } else if (!lua_isnil(co, -1)) {
-        c->out.len = mark;
-        lua_settop(co, top);
-        return "response headers must be a table";
-    }
-    lua_pop(co, 1);
-    if (extra) extra(&r, ud);
-    FIELD(KEY_COOKIES);
-    int has_cookies = !lua_isnil(co, -1);
-    lua_pop(co, 1);
-#undef FIELD
-    const char *cerr = has_cookies ? dispatch_cookies(&r, co, 1, etext, elen) : NULL;
-    if (cerr) { c->out.len = mark; lua_settop(co, top); return cerr; }
-    resp_finish(&r, ctype, body, blen);
-    if (c->w->jsonbuf.cap > (1 << 20)) buf_free(&c->w->jsonbuf);   /* one huge answer keeps no memory */
-    lua_settop(co, top);
-    return NULL;
 }

@@ -2,6 +2,7 @@
 #include "lua_guard.h"
 
 #include <lauxlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -105,4 +106,50 @@ void lua_guard_hook(lua_State *L, lua_Debug *ar)
         lua_error(L);
     }
     luaL_error(L, "script ran too long without yielding (limits.script_timeout)");
+}
+
+static int os_exit_disabled(lua_State *L)
+{
+    return luaL_error(L, "os.exit is disabled in sluice's Lua states: return an error status (or call "
+                         "app.error) from a handler; stop the server with SIGTERM. It works in `sluice lua` scripts");
+}
+
+void lua_guard_disable_exit(lua_State *L)
+{
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, os_exit_disabled);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
+}
+
+#define MB (1024.0 * 1024.0)
+
+void lua_guard_error_text(lua_State *co, const lua_guard *g, int stopped, char *etext, size_t elen)
+{
+    if (strncmp(etext, "not enough memory", 17) != 0) return;
+    char where[300] = "";
+    lua_Debug ar;
+    for (int lv = 0; lua_getstack(co, lv, &ar); lv++)
+        if (lua_getinfo(co, "Sl", &ar) && (ar.currentline > 0 || ar.linedefined > 0)) {
+            /* a refusal inside a VM instruction leaves no current line: the function's will do */
+            snprintf(where, sizeof where, "%s:%d: ", ar.short_src, ar.currentline > 0 ? ar.currentline : ar.linedefined);
+            break;
+        }
+    const char *tb = strchr(etext, '\n');
+    char rest[3000];
+    snprintf(rest, sizeof rest, "%s", tb ? tb : "");
+    if (stopped == GUARD_MEMORY)
+        snprintf(etext, elen, "%sLua memory budget exceeded (limits.lua_memory = %.0f MB): the run was stopped and its memory collected%s",
+                 where, (double)g->limit / MB, rest);
+    else
+        snprintf(etext, elen, "%sscript ran too long without yielding (limits.script_timeout)%s", where, rest);
+}
+
+void lua_guard_load_error(const lua_guard *g, const char *file, char *out, size_t outlen)
+{
+    if (g->stopped == GUARD_MEMORY)
+        snprintf(out, outlen, "%s: loading stopped: over the Lua memory budget (limits.lua_memory = %.0f MB)", file,
+                 (double)g->limit / MB);
+    else
+        snprintf(out, outlen, "%s: loading took longer than the %.0f s load deadline", file, LUA_GUARD_LOAD_DEADLINE);
 }

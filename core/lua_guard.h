@@ -29,6 +29,9 @@ typedef struct lua_guard {
     unsigned ticks;    /* small allocations since the last clock read */
 } lua_guard;
 
+/* Seconds config.lua and the scripts may take to load (start-up and every reload). */
+#define LUA_GUARD_LOAD_DEADLINE 10.0
+
 /* A new state (luaL_newstate) whose allocations go through g; limit in bytes, 0 = none.
  * NULL when out of memory. */
 lua_State *lua_guard_newstate(lua_guard *g, size_t limit);
@@ -48,5 +51,15 @@ void lua_guard_set_loading(const char *what);
 /* The watchdog: install with lua_sethook(L, lua_guard_hook, LUA_MASKCOUNT, 1000). Raises
  * "script ran too long without yielding (limits.script_timeout)" past the deadline. */
 void lua_guard_hook(lua_State *L, lua_Debug *ar);
+
+/* Replaces os.exit in a server state with a function that raises (it would end the process at
+ * once, nothing logged or drained). */
+void lua_guard_disable_exit(lua_State *L);
+
+/* A run stopped in a C call ends with LuaJIT's bare "not enough memory" (etext: the message and
+ * its traceback): rewrites it in place as "file:line: <which limit>" (co: the stopped coroutine). */
+void lua_guard_error_text(lua_State *co, const lua_guard *g, int stopped, char *etext, size_t elen);
+/* "<file>: loading stopped: <which limit>" for a load the guard stopped. */
+void lua_guard_load_error(const lua_guard *g, const char *file, char *out, size_t outlen);
 
 #endif

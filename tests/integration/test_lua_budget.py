@@ -100,7 +100,9 @@ def a_long_c_call_stops_at_script_timeout():
     # gsub over 32 MB: one C call, its output buffer doubling as it goes, no Lua instruction in
     # between, so the count hook cannot fire; the allocator refuses once the deadline passed.
     # (Without it the call runs to its end and answers 200 with the length.)
-    with server(mem=512, timeout=0.1) as s:
+    # A 20 ms deadline keeps the case independent of the machine's speed: the call takes ~1 s
+    # here, and its last buffer growths come well after 20 ms on any machine.
+    with server(mem=512, timeout=0.02) as s:
         st, _, body = get(s.port, "/gsub/25", timeout=60)
         e = error_of(body)
         check(st == 500 and "script ran too long without yielding (limits.script_timeout)" in e and "app.lua:" in e,
