@@ -69,6 +69,7 @@ typedef struct sconfig {
 
     unsigned sse_max, sse_per_user, sse_per_channel, sse_retention, sse_max_queue;
     int sse_drop_oldest;            /* sse.slow_policy = "drop_oldest" (else disconnect) */
+    double sse_slow_timeout;        /* s a stream may stay over max_queue without progress */
     double sse_heartbeat, sse_retention_seconds, sse_cleanup;
     char *publish_token, *publish_path;
 

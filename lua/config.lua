@@ -570,6 +570,7 @@ local TOP = record({
     publish_path = F(url_path, "/_sluice/publish"),
     max_queue = F(integer(1, 1e6), 1024),
     slow_policy = F(enum("disconnect", "drop_oldest"), "disconnect"),
+    slow_timeout = F(number(0.01, 3600), 5),
   }), {}),
   database = F(record({
     url = F(optional_string(pg_url), env_default("DATABASE_URL")),
