@@ -113,6 +113,20 @@ def a_long_c_call_stops_at_script_timeout():
 
 
 @test
+def a_timer_over_the_budget_is_stopped_and_logged():
+    with server(mem=64) as s:
+        base = rss(s)
+        st, _, body = get(s.port, "/timer-hog")
+        check(st == 200 and body == b"armed\n", "%d %r" % (st, body))
+        wait_for(lambda: "timer callback failed: " in s.log() and "Lua memory budget exceeded" in s.log(), 20,
+                 "the timer's stop in the log")
+        wait_for(lambda: rss(s) - base < 48 * MB, 15, "RSS back after the timer's stop")
+        s.assert_alive()
+        st, _, body = get(s.port, "/alloc/16", timeout=60)
+        check(st == 200, "the budget is free again: %d %r" % (st, body[:200]))
+
+
+@test
 def a_handler_may_catch_the_refusal():
     with server(mem=64) as s:
         st, _, body = get(s.port, "/pcall-rep", timeout=60)
