@@ -8,7 +8,7 @@
 #include <sys/random.h>
 
 #include "log.h"
-#include "rbus.h"
+#include "rbus.h"                   /* and through it server.h: conn, worker, resp_* (layering debt) */
 #include "sse.h"
 
 #define PUBLISH_TIMEOUT 2.0         /* s: then the caller hears "not confirmed" (it may still go out) */

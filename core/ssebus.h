@@ -5,7 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "server.h"
+/* the core's types (server.h, layer L7 until issue 15 moves them down): only pointers here */
+typedef struct server server;
+typedef struct worker worker;
+typedef struct conn conn;
 
 /*
  * Layer L4 (services): uses the hub (sse.c) and the Redis bus (rbus.c); Lua bindings and the
