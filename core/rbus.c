@@ -717,11 +717,6 @@ int rbus_ready(worker *w)
     return rw && rw->cmd.up && !rw->stopping;
 }
 
-int rbus_sse_ready(worker *w)
-{
-    rbus_w *rw = w->rbus;
-    return rw && rw->cmd.up && !rw->stopping && atomic_load(&rw->rs->sub_up);
-}
 
 /* ------------------------------------------------------------------ metrics */
 

@@ -74,8 +74,6 @@ void rbus_worker_free(worker *w);
 
 /* Whether this worker can send commands now (configured and connected). */
 int rbus_ready(worker *w);
-/* Whether cross-instance SSE is live: this worker's connection and the subscriber are up. */
-int rbus_sse_ready(worker *w);
 
 /* Sends a command (argv with lengths; lens NULL = strlen). NULL when it cannot be sent. */
 rbus_op *rbus_command(worker *w, int argc, const char **argv, const size_t *lens, double timeout_s,

@@ -277,6 +277,18 @@ static void chan_append(sse_hub *h, hchan *c, sse_event *e)
     c->n++;
 }
 
+/* Pushes e onto every worker's inbox (a ref each). Lock held: that keeps each inbox in id order. */
+static void post_all(sse_hub *h, sse_event *e)
+{
+    for (unsigned i = 0; i < h->nw; i++) {
+        sse_worker *w = h->workers[i];
+        if (!w) continue;
+        sse_event_ref(e);
+        q_push(w, &e->node[i]);
+        if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
+    }
+}
+
 int sse_hub_check(sse_hub *h, const char *channel, size_t chlen, const char *event, const char *data,
                   size_t datalen, const char *id_override, int retry_ms, const char **err)
 {
@@ -363,13 +375,7 @@ int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, ui
     hchan *c = strmap_get_hashed(h->chans, e->hash, channel, chlen);
     if (c && c->nsubs) {
         h->gaps++;
-        for (unsigned i = 0; i < h->nw; i++) {       /* the same inbox as events: order is kept */
-            sse_worker *w = h->workers[i];
-            if (!w) continue;
-            sse_event_ref(e);
-            q_push(w, &e->node[i]);
-            if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
-        }
+        post_all(h, e);                 /* the same inboxes as events: order is kept */
     }
     pthread_mutex_unlock(&h->mu);
     sse_event_unref(e);
@@ -427,14 +433,7 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
         chan_trim(h, c, now_ms, h->lim.retention_count ? 1 : 0);
         if (h->lim.retention_count) chan_append(h, c, e);
         else if (id > c->dropped_max) c->dropped_max = id;
-        if (c->nsubs)
-            for (unsigned i = 0; i < h->nw; i++) {
-                sse_worker *w = h->workers[i];
-                if (!w) continue;
-                sse_event_ref(e);
-                q_push(w, &e->node[i]);
-                if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
-            }
+        if (c->nsubs) post_all(h, e);
     }
     pthread_mutex_unlock(&h->mu);
     sse_event_unref(e);
