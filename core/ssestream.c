@@ -13,6 +13,7 @@
 #include "lua_app.h"
 #include "rbus.h"
 #include "sse.h"
+#include "ssebus.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -379,7 +380,12 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     write_headers(c);
     char lid[24];
     const char *lastid = s->lastid[0] ? s->lastid : NULL;
-    if (verdict == 0 && lastid && r->elements == 1 + 2 * s->nch) {
+    const redisReply *ep = r && r->elements == 2 + 2 * s->nch ? r->element[1 + 2 * s->nch] : NULL;
+    /* Redis's streams replay only when they are the history this instance knows; after Redis
+     * lost its data they would look complete while they are not: then the hub alone replays
+     * (it has what this instance received and marks what it missed) */
+    if (verdict == 0 && lastid && ep && ep->type == REDIS_REPLY_STRING &&
+        ssebus_redis_replay_ok(w->srv, ep->str, strtoull(lastid, NULL, 10))) {
         uint64_t upto = replay(c, s, r, strtoull(lastid, NULL, 10));
         snprintf(lid, sizeof lid, "%llu", (unsigned long long)upto);
         lastid = lid;
@@ -388,6 +394,8 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     }
     if (subscribe_local(c, s, mark, lastid)) finish_async(c);
     else {
+        /* the hub's replay gaps were superseded by Redis's; a gap from now on is news */
+        if (!c->closed && c->sse == s) s->drop_gaps = 0;
         /* admitted after the access log was written: as on the local path (dispatch.c), the
          * request and its read buffer go, so an idle stream costs ~2 KB with Redis too */
         http_req_free(&c->req);
@@ -431,9 +439,10 @@ static int admit_send(conn *c, ssestream *s)
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
     const char *prefix = rbus_prefix(w->srv);
-    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16];
+    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16], epoch[96];
+    snprintf(epoch, sizeof epoch, "%ssse:epoch", prefix);
     char streams[SSE_MAX_SUB_CHANNELS][320];
-    const char *av[9 + SSE_MAX_SUB_CHANNELS];
+    const char *av[10 + SSE_MAX_SUB_CHANNELS];
     int nk = 2, na = 0;
     snprintf(total, sizeof total, "%ssse:conns", prefix);
     user_key(w->srv, s, ukey, sizeof ukey);
@@ -456,6 +465,7 @@ static int admit_send(conn *c, ssestream *s)
     av[na++] = s->user ? "1" : "0";
     av[na++] = s->lastid;
     av[na++] = rmax;
+    av[na++] = epoch;
     s->op = rbus_eval(w, RBUS_SSE_ADMIT, nk, na, av, NULL, ADMIT_DEADLINE, admit_cb, s);
     return s->op != NULL;
 }

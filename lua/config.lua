@@ -522,6 +522,7 @@ local TOP = record({
     header_size = F(integer(1024, 1048576), 16384),
     url_size = F(integer(64, 1048576), 8192),
     max_headers = F(integer(1, 10000), 100),
+    max_output_buffer = F(integer(16384, 2 ^ 31), 1048576),
     script_timeout = F(number(0, DAY), 5),
     lua_memory = F(integer(0, 1048576), 512),       -- MB per Lua state, 0 = no budget
   }), {}),
