@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "sse.h"
+#include "sse.h"                    /* SSE_ID_PER_MS only: the floor starts at the hub's first id */
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 #define BACKOFF_MIN 0.1
@@ -129,6 +129,7 @@ static const char *const script_src[RBUS_NSCRIPTS] = {
         "      out[#out + 1] = {}\n"
         "    end\n"
         "  end\n"
+        "  out[#out + 1] = redis.call('GET', ARGV[8]) or ''\n"    /* the history's epoch (RBUS_CATCHUP) */
         "end\n"
         "return out\n",
     [RBUS_SSE_TOUCH] =
@@ -153,6 +154,34 @@ static const char *const script_src[RBUS_NSCRIPTS] = {
         "else v = redis.call('INCRBY', KEYS[1], ARGV[1]) end\n"
         "if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
         "return v\n",
+    /* After the subscriber was cut off: what the streams hold past the last id this instance
+     * saw. The epoch key names Redis's history: a Redis that lost its data (restart without
+     * persistence) gets a new one, so the instance knows the streams no longer reach back. */
+    [RBUS_CATCHUP] =
+        "local ep = redis.call('GET', KEYS[1])\n"
+        "if not ep then ep = ARGV[3]; redis.call('SET', KEYS[1], ep) end\n"
+        "local out = {ep, redis.call('GET', KEYS[2]) or '0'}\n"
+        "local last = tonumber(ARGV[1])\n"
+        "for i = 3, #KEYS do\n"
+        "  local gap = 0\n"
+        "  local info = redis.pcall('XINFO', 'STREAM', KEYS[i])\n"
+        "  if type(info) == 'table' and not info.err then\n"
+        "    for j = 1, #info - 1, 2 do\n"
+        "      if info[j] == 'max-deleted-entry-id' then\n"
+        "        local md = tonumber(string.match(info[j + 1], '^(%d+)'))\n"
+        "        if md and md > last then gap = 1 end\n"
+        "      end\n"
+        "    end\n"
+        "    local ents = redis.call('XRANGE', KEYS[i], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])\n"
+        "    if #ents >= tonumber(ARGV[2]) then gap = 1 end\n"
+        "    out[#out + 1] = gap\n"
+        "    out[#out + 1] = ents\n"
+        "  else\n"
+        "    out[#out + 1] = 0\n"
+        "    out[#out + 1] = {}\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
 };
 
 /* ------------------------------------------------------------------ state */
@@ -169,6 +198,7 @@ typedef struct rbus_srv {
     _Atomic uint64_t floor;
     atomic_ullong counters[RBC_N];
     atomic_int logged_down;             /* one log line per outage */
+    rbus_handlers bus;                  /* set before the workers start, read on worker 0 */
 } rbus_srv;
 
 typedef struct rconn {
@@ -462,10 +492,10 @@ static void auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_ERROR, "redis: %s: %s", (const char *)privdata, r->str);
 }
 
-/* The subscriber feeds each event into the local hub with its global id. */
+/* The subscriber hands each event, with its global id, to the bus user. */
 static void deliver_message(rbus_w *rw, const char *p, size_t n)
 {
-    server *s = rw->w->srv;
+    rbus_srv *rs = rw->rs;
     const char *nl = memchr(p, '\n', n);
     if (!nl || nl - p > 200) return;
     char head[256];
@@ -479,32 +509,29 @@ static void deliver_message(rbus_w *rw, const char *p, size_t n)
     const char *body = nl + 1;
     size_t blen = n - (size_t)(body - p);
     if (chl + evl > blen || chl == 0 || evl > 200) return;
-    char ev[256], ids[32];
-    memcpy(ev, body + chl, evl);
-    ev[evl] = 0;
-    snprintf(ids, sizeof ids, "%llu", id);
-    const char *data = body + chl + evl;
-    size_t dl = blen - chl - evl;
-    const char *err = NULL;
-    uint64_t now = (uint64_t)(ev_now(rw->w->loop) * 1000);
-    rbus_count(s, RBC_RECEIVED);
-    rbus_note_id(s, id);
-    uint64_t got = sse_hub_publish(s->ssehub, body, chl, evl ? ev : NULL, data, dl, ids, retry, now, &err);
-    if (!got && err && strstr(err, "greater")) {
-        /* this hub issued a higher id while it was cut off: deliver under a local id, and raise
-         * the shared counter so the next ids agree again */
-        rbus_count(s, RBC_ID_CONFLICTS);
-        got = sse_hub_publish(s->ssehub, body, chl, evl ? ev : NULL, data, dl, NULL, retry, now, &err);
-        if (got) {
-            rbus_note_id(s, got);
-            char fl[32];
-            snprintf(fl, sizeof fl, "%llu", (unsigned long long)rbus_id_floor(s));
-            const char *av[] = {rw->rs->counter, fl};
-            rbus_eval(rw->w, RBUS_FLOOR, 1, 2, av, NULL, 1.0, NULL, NULL);
-        }
-    }
-    if (!got) log_msg(LOG_WARN, "redis: cross-instance event on %.*s dropped: %s", (int)(chl > 60 ? 60 : chl), body,
-                      err ? err : "?");
+    rbus_count(rw->w->srv, RBC_RECEIVED);
+    rbus_note_id(rw->w->srv, id);
+    rbus_event ev = {
+        .id = id, .channel = body, .chlen = chl, .event = body + chl, .evlen = evl,
+        .data = body + chl + evl, .datalen = blen - chl - evl, .retry = retry, .origin = origin,
+    };
+    if (rs->bus.on_event) rs->bus.on_event(rs->bus.ud, rw->w, &ev);
+}
+
+void rbus_set_handlers(server *s, const rbus_handlers *h)
+{
+    rbus_srv *rs = s->rbus;
+    if (rs) rs->bus = *h;
+}
+
+void rbus_raise_floor(worker *w)
+{
+    rbus_w *rw = w->rbus;
+    if (!rw) return;
+    char fl[32];
+    snprintf(fl, sizeof fl, "%llu", (unsigned long long)rbus_id_floor(w->srv));
+    const char *av[] = {rw->rs->counter, fl};
+    rbus_eval(w, RBUS_FLOOR, 1, 2, av, NULL, 1.0, NULL, NULL);
 }
 
 static void sub_msg_cb(redisAsyncContext *ac, void *reply, void *privdata)
@@ -518,6 +545,7 @@ static void sub_msg_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (strcmp(kind->str, "subscribe") == 0) {
         atomic_store(&rw->rs->sub_up, 1);
         log_msg(LOG_INFO, "redis: subscribed to %s: cross-instance SSE is live", rw->rs->pubchan);
+        if (rw->rs->bus.on_link) rw->rs->bus.on_link(rw->rs->bus.ud, rw->w, 1);
         return;
     }
     if (strcmp(kind->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
@@ -539,7 +567,8 @@ static void went_down(rconn *rc, const char *why)
     rbus_w *rw = rc->rw;
     rbus_srv *rs = rw->rs;
     if (rc->up && !rc->sub) atomic_fetch_sub(&rs->conns_up, 1);
-    if (rc->sub) atomic_store(&rs->sub_up, 0);
+    if (rc->sub && atomic_exchange(&rs->sub_up, 0) && !rw->stopping && rs->bus.on_link)
+        rs->bus.on_link(rs->bus.ud, rw->w, 0);
     if (rc->up) rbus_count(rw->w->srv, RBC_ERRORS);
     rc->up = 0;
     rc->ac = NULL;
@@ -688,11 +717,6 @@ int rbus_ready(worker *w)
     return rw && rw->cmd.up && !rw->stopping;
 }
 
-int rbus_sse_ready(worker *w)
-{
-    rbus_w *rw = w->rbus;
-    return rw && rw->cmd.up && !rw->stopping && atomic_load(&rw->rs->sub_up);
-}
 
 /* ------------------------------------------------------------------ metrics */
 
@@ -703,8 +727,10 @@ static const char *const counter_names[RBC_N] = {
     [RBC_RL_REDIS] = "sluice_redis_ratelimit_decisions_total",
     [RBC_RL_FALLBACK] = "sluice_redis_ratelimit_fallbacks_total",
     [RBC_PUB_REDIS] = "sluice_redis_publishes_total",
-    [RBC_PUB_LOCAL] = "sluice_redis_publishes_local_only_total",
+    [RBC_PUB_FAILED] = "sluice_redis_publish_failures_total",
     [RBC_RECEIVED] = "sluice_redis_events_received_total",
+    [RBC_CAUGHT_UP] = "sluice_redis_sse_caught_up_total",
+    [RBC_BUS_GAPS] = "sluice_redis_sse_gaps_total",
     [RBC_ID_CONFLICTS] = "sluice_redis_event_id_conflicts_total",
     [RBC_SSE_ADMIT] = "sluice_redis_sse_admissions_total",
     [RBC_SSE_ADMIT_FALLBACK] = "sluice_redis_sse_admission_fallbacks_total",
@@ -719,8 +745,10 @@ static const char *const counter_help[RBC_N] = {
     [RBC_RL_REDIS] = "Rate-limit decisions made by the Redis script.",
     [RBC_RL_FALLBACK] = "Rate-limit decisions made locally because Redis did not answer.",
     [RBC_PUB_REDIS] = "SSE publishes that went through Redis.",
-    [RBC_PUB_LOCAL] = "SSE publishes delivered on this instance only (Redis down).",
+    [RBC_PUB_FAILED] = "SSE publishes refused because Redis was unreachable, or not confirmed in time.",
     [RBC_RECEIVED] = "SSE events received from Redis.",
+    [RBC_CAUGHT_UP] = "SSE events fetched from the Redis streams after the subscriber was cut off.",
+    [RBC_BUS_GAPS] = "sluice-gap notices sent because events missed during a cut-off could not be fetched.",
     [RBC_ID_CONFLICTS] = "Events from Redis renumbered locally (id not above the hub's last).",
     [RBC_SSE_ADMIT] = "SSE streams admitted through the shared Redis caps.",
     [RBC_SSE_ADMIT_FALLBACK] = "SSE streams admitted on local caps only (Redis did not answer).",

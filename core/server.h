@@ -32,6 +32,7 @@ struct conn {
     enum conn_state state;
     unsigned want_close : 1, continue_sent : 1, writing : 1, closed : 1, reap : 1, counted : 1;
     unsigned mid_request : 1;       /* bytes of a request arrived and its response is not queued yet */
+    unsigned out_paused : 1;        /* unsent output over limits.max_output_buffer: not reading */
     uint32_t gen;                   /* bumps per request: stale Lua req handles see a mismatch */
     struct sockaddr_storage peer;
     char ip[48];
@@ -133,6 +134,7 @@ struct server {
     atomic_uint metrics_max_channels;   /* copied from the config for readers on any thread */
     /* --- added for multi-instance (rbus.c, lua_cache.c) --- */
     void *rbus;                     /* shared Redis settings and counters (NULL without Redis) */
+    void *ssebus;                   /* ssebus.c: catch-up state of the Redis subscriber (NULL without Redis) */
     void *_Atomic cache;            /* app.cache's in-process table, created on first use */
 };
 

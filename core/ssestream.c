@@ -13,6 +13,7 @@
 #include "lua_app.h"
 #include "rbus.h"
 #include "sse.h"
+#include "ssebus.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -23,6 +24,7 @@ typedef struct ssestream {
     size_t head, len, cap;
     size_t off;                     /* bytes of q[head] already written */
     uint64_t last_progress_ms;
+    uint64_t behind_since_ms;       /* when the queue last went over the bound (0: under it) */
     int dirty;
     struct ssestream *dirty_next;
     /* cross-instance (Redis): see admit_redis */
@@ -109,13 +111,23 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
         conn_flush(c);                      /* a burst in one drain: give the socket a chance first */
         if (c->closed || c->sse != s) return;
     }
-    if (s->len >= bound) {                  /* the client does not read fast enough: bounded memory */
-        if (!cfg->sse_drop_oldest) {
-            log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, sse.max_queue): closing", c->ip, bound);
+    if (s->len >= bound && !cfg->sse_drop_oldest) {
+        /* Over the bound is not yet slow: a burst published at once (one inbox drain) outruns the
+         * socket buffers of a client that reads as fast as it can. The client is slow when it stays
+         * over the bound without taking any bytes for sse.slow_timeout, or when the queue reaches
+         * the hard cap (4 x the bound: memory stays bounded either way). */
+        uint64_t now_ms = worker_now_us(c->w) / 1000;
+        if (!s->behind_since_ms) s->behind_since_ms = now_ms;
+        uint64_t since = s->behind_since_ms > s->last_progress_ms ? s->behind_since_ms : s->last_progress_ms;
+        size_t hard = bound * 4;
+        if (s->len >= hard || (double)(now_ms - since) >= cfg->sse_slow_timeout * 1000) {
+            log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, over sse.max_queue %zu for %.1f s): closing",
+                    c->ip, s->len, bound, (double)(now_ms - s->behind_since_ms) / 1000);
             atomic_fetch_add_explicit(&c->w->sse_slow_closed, 1, memory_order_relaxed);
             conn_close(c);
             return;
         }
+    } else if (s->len >= bound) {           /* drop_oldest: the queue stays at the bound */
         /* drop the oldest whole event (never one already half on the wire) and signal it */
         size_t at = s->off ? 1 : 0;
         if (s->len > at) {
@@ -368,7 +380,12 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     write_headers(c);
     char lid[24];
     const char *lastid = s->lastid[0] ? s->lastid : NULL;
-    if (verdict == 0 && lastid && r->elements == 1 + 2 * s->nch) {
+    const redisReply *ep = r && r->elements == 2 + 2 * s->nch ? r->element[1 + 2 * s->nch] : NULL;
+    /* Redis's streams replay only when they are the history this instance knows; after Redis
+     * lost its data they would look complete while they are not: then the hub alone replays
+     * (it has what this instance received and marks what it missed) */
+    if (verdict == 0 && lastid && ep && ep->type == REDIS_REPLY_STRING &&
+        ssebus_redis_replay_ok(w->srv, ep->str, strtoull(lastid, NULL, 10))) {
         uint64_t upto = replay(c, s, r, strtoull(lastid, NULL, 10));
         snprintf(lid, sizeof lid, "%llu", (unsigned long long)upto);
         lastid = lid;
@@ -377,6 +394,8 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     }
     if (subscribe_local(c, s, mark, lastid)) finish_async(c);
     else {
+        /* the hub's replay gaps were superseded by Redis's; a gap from now on is news */
+        if (!c->closed && c->sse == s) s->drop_gaps = 0;
         /* admitted after the access log was written: as on the local path (dispatch.c), the
          * request and its read buffer go, so an idle stream costs ~2 KB with Redis too */
         http_req_free(&c->req);
@@ -420,9 +439,10 @@ static int admit_send(conn *c, ssestream *s)
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
     const char *prefix = rbus_prefix(w->srv);
-    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16];
+    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16], epoch[96];
+    snprintf(epoch, sizeof epoch, "%ssse:epoch", prefix);
     char streams[SSE_MAX_SUB_CHANNELS][320];
-    const char *av[9 + SSE_MAX_SUB_CHANNELS];
+    const char *av[10 + SSE_MAX_SUB_CHANNELS];
     int nk = 2, na = 0;
     snprintf(total, sizeof total, "%ssse:conns", prefix);
     user_key(w->srv, s, ukey, sizeof ukey);
@@ -445,6 +465,7 @@ static int admit_send(conn *c, ssestream *s)
     av[na++] = s->user ? "1" : "0";
     av[na++] = s->lastid;
     av[na++] = rmax;
+    av[na++] = epoch;
     s->op = rbus_eval(w, RBUS_SSE_ADMIT, nk, na, av, NULL, ADMIT_DEADLINE, admit_cb, s);
     return s->op != NULL;
 }
@@ -596,6 +617,7 @@ int ssestream_flush(conn *c)
                 left = 0;
             }
         }
+        if (!s->len) s->behind_since_ms = 0;       /* caught up */
         if (s->len || s->notice_len) return 1;
     }
     if (c->state == CS_CLOSING) { conn_close(c); return 0; }

@@ -52,7 +52,12 @@ function app.publish(channel, ev)
   elseif data ~= nil then data = tostring(data) end
   local id = ev.id and tostring(ev.id) or nil
   -- With Redis configured this waits for the cluster-wide id (every instance delivers the event).
-  local res, err = core.publish(channel, data or "", ev.event, id, ev.retry)
+  local res, err, code = core.publish(channel, data or "", ev.event, id, ev.retry)
+  if res == nil and code == "unreachable" then
+    -- the bus cannot take the event (Redis down or too slow): an error table like the database's,
+    -- so an uncaught one answers 503 with Retry-After; pcall it to decide yourself
+    error({ code = "unreachable", message = "app.publish: " .. err }, 2)
+  end
   if res == nil and err and err ~= "SSE is not running" then error("app.publish: " .. err, 2) end
   return res, err
 end
