@@ -375,8 +375,9 @@ httpc *httpc_new(struct ev_loop *loop, const httpc_limits *lim)
     h->env_http_proxy = hp && *hp ? strdup(hp) : NULL;
     h->env_https_proxy = sp && *sp ? strdup(sp) : NULL;
     h->env_no_proxy = np && *np ? strdup(np) : NULL;
+    static const httpc_limits builtin = {256, 64, 64};
     h->lim.max_concurrent = -1;
-    httpc_set_limits(h, lim);
+    httpc_set_limits(h, lim ? lim : &builtin);
     return h;
 }
 

@@ -78,7 +78,8 @@ typedef struct httpc_result {
 
 typedef void (*httpc_done_cb)(void *ud, const httpc_result *res);
 
-/* Creates the worker's client on its loop; NULL when curl cannot start. */
+/* Creates the worker's client on its loop (lim NULL: 256 concurrent, 64 per host, 64 idle);
+ * NULL when curl cannot start. */
 httpc *httpc_new(struct ev_loop *loop, const httpc_limits *lim);
 /* Completes every pending request with HTTPC_E_CANCELLED ("the server is shutting down")
  * through its callback, then frees everything. Not from inside a callback. */

@@ -18,7 +18,6 @@
 #include "lua_guard.h"
 #include "log.h"
 #include "lua_db.h"
-#include "lua_http.h"
 #include "web.h"
 
 struct sluice_embedded { const char *name; const char *src; size_t len; };
@@ -28,6 +27,7 @@ int luaopen_sluice_core(lua_State *L);
 int luaopen_sluice_cache(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
+void lua_http_preload(lua_State *L, appstate *a);
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 

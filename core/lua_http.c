@@ -54,31 +54,8 @@ struct hgroup {
 
 static void hg_cancel(task *t);
 
-/* ---------------------------------------------------------------- worker side */
+static const httpc_limits builtin_limits = {256, 64, 64};   /* as httpc_new(loop, NULL) */
 
-static const httpc_limits builtin_limits = {256, 64, 64};
-
-int http_worker_init(worker *w)
-{
-    w->httpc = httpc_new(w->loop, &builtin_limits);
-    return w->httpc ? 0 : -1;
-}
-
-void http_worker_free(worker *w)
-{
-    httpc_free(w->httpc);         /* tasks it resumes may try again: "shutting down" */
-    w->httpc = NULL;
-}
-
-httpc *http_worker_client(worker *w) { return w->httpc; }
-
-void http_metrics(server *s, buf *out)
-{
-    httpc *hs[256];
-    int n = s->nworkers < 256 ? s->nworkers : 256;
-    for (int i = 0; i < n; i++) hs[i] = s->workers[i].httpc;
-    httpc_metrics(hs, n, out);
-}
 
 /* ---------------------------------------------------------------- options */
 

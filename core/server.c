@@ -22,7 +22,7 @@
 #include "log.h"
 #include "lua_app.h"
 #include "lua_db.h"
-#include "lua_http.h"
+#include "httpc.h"
 #include "limiter.h"
 #include "lua_cache.h"
 #include "metrics.h"
@@ -216,8 +216,8 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
     ev_init(&w->accept_pause, conn_accept_resume_cb);
     ev_check_init(&w->reap_w, worker_reap_cb);
     ev_check_start(w->loop, &w->reap_w);
-    if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w) ||
-        http_worker_init(w)) return -1;
+    if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w)) return -1;
+    if (!(w->httpc = httpc_new(w->loop, NULL))) return -1;   /* app.http; limits from each state */
     return 0;
 }
 
@@ -233,7 +233,8 @@ void worker_teardown(worker *w)
         free(c);
     }
     w->freelist = NULL;
-    http_worker_free(w);            /* tasks still waiting get "cancelled" while the rest is up */
+    httpc_free(w->httpc);           /* app.http tasks still waiting resume with "cancelled" */
+    w->httpc = NULL;
     db_worker_free(w);
     limiter_worker_free(w);
     ssebus_worker_free(w);
