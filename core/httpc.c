@@ -41,6 +41,35 @@ static void list_remove(rlist *l, httpc_req *r)
     l->n--;
 }
 
+/* ---------------------------------------------------------------- per-host load */
+
+static int load_of(httpc *h, const char *host)
+{
+    int freei = -1;
+    for (int i = 0; i < h->nloads; i++) {
+        if (strcmp(h->loads[i].name, host) == 0) return i;
+        if (freei < 0 && !h->loads[i].active && !h->loads[i].queued) freei = i;
+    }
+    if (freei < 0) {
+        hload *p = realloc(h->loads, (size_t)(h->nloads + 1) * sizeof *p);
+        if (!p) return -1;
+        h->loads = p;
+        freei = h->nloads++;
+    }
+    snprintf(h->loads[freei].name, sizeof h->loads[freei].name, "%s", host);
+    h->loads[freei].active = h->loads[freei].queued = 0;
+    return freei;
+}
+
+static int host_room(const httpc *h, const httpc_req *r)
+{
+    return h->lim.max_per_host <= 0 || h->loads[r->load].active < h->lim.max_per_host;
+}
+
+static void q_push(httpc *h, httpc_req *r) { list_push(&h->queue, r); h->loads[r->load].queued++; }
+static void q_remove(httpc *h, httpc_req *r) { list_remove(&h->queue, r); h->loads[r->load].queued--; }
+static void a_remove(httpc *h, httpc_req *r) { list_remove(&h->active, r); h->loads[r->load].active--; }
+
 static void publish_counts(httpc *h)
 {
     atomic_store_explicit(&h->in_flight, h->active.n, memory_order_relaxed);
@@ -286,7 +315,7 @@ static void check_done(httpc *h)
         curl_multi_remove_handle(h->multi, e);      /* m is invalid from here */
         if (!r) continue;
         r->rc = rc;
-        list_remove(&h->active, r);
+        a_remove(h, r);
         r->state = R_DONE;
         list_push(&h->done, r);
     }
@@ -317,17 +346,22 @@ static void activate(httpc *h, httpc_req *r)
 {
     r->state = R_ACTIVE;
     list_push(&h->active, r);
+    h->loads[r->load].active++;
     if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
-        list_remove(&h->active, r);
+        a_remove(h, r);
         fail_later(h, r, HTTPC_E_OTHER);
     }
 }
 
+/* Starts queued requests in order while slots are free; one whose host is at max_per_host
+ * stays (FIFO per host) and does not hold up other hosts behind it. */
 static void start_queued(httpc *h)
 {
-    httpc_req *r;
-    while ((r = h->queue.head) && h->active.n < max_slots(h) && !h->closing) {
-        list_remove(&h->queue, r);
+    httpc_req *r, *next;
+    for (r = h->queue.head; r && h->active.n < max_slots(h) && !h->closing; r = next) {
+        next = r->next;
+        if (!host_room(h, r)) continue;
+        q_remove(h, r);
         ev_timer_stop(h->loop, &r->qtimer);
         activate(h, r);
     }
@@ -337,7 +371,7 @@ static void qtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     httpc_req *r = container_of(t, httpc_req, qtimer);
     httpc *h = r->h;
-    list_remove(&h->queue, r);
+    q_remove(h, r);
     fail_later(h, r, HTTPC_E_QUEUE_TIMEOUT);
     publish_counts(h);
 }
@@ -385,7 +419,6 @@ void httpc_set_limits(httpc *h, const httpc_limits *lim)
 {
     if (memcmp(&h->lim, lim, sizeof *lim) == 0) return;
     h->lim = *lim;                    /* kept as given so the comparison above stays cheap */
-    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)(lim->max_per_host > 0 ? lim->max_per_host : 0));
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)(lim->max_idle > 0 ? lim->max_idle : 1));
     start_queued(h);
     publish_counts(h);
@@ -397,14 +430,14 @@ void httpc_free(httpc *h)
     h->closing = 1;                   /* submits from the callbacks below fail */
     httpc_req *r;
     while ((r = h->queue.head)) {
-        list_remove(&h->queue, r);
+        q_remove(h, r);
         ev_timer_stop(h->loop, &r->qtimer);
         r->qerr = HTTPC_E_CANCELLED;
         r->state = R_DONE;
         list_push(&h->done, r);
     }
     while ((r = h->active.head)) {
-        list_remove(&h->active, r);
+        a_remove(h, r);
         curl_multi_remove_handle(h->multi, r->easy);
         r->qerr = HTTPC_E_CANCELLED;
         r->state = R_DONE;
@@ -426,6 +459,7 @@ void httpc_free(httpc *h)
     free(h->env_http_proxy);
     free(h->env_https_proxy);
     free(h->env_no_proxy);
+    free(h->loads);
     free(h);
 }
 
@@ -434,11 +468,11 @@ void httpc_cancel(httpc_req *r)
     httpc *h = r->h;
     switch (r->state) {
     case R_QUEUED:
-        list_remove(&h->queue, r);
+        q_remove(h, r);
         ev_timer_stop(h->loop, &r->qtimer);
         break;
     case R_ACTIVE:
-        list_remove(&h->active, r);
+        a_remove(h, r);
         curl_multi_remove_handle(h->multi, r->easy);   /* an unfinished transfer's connection is closed */
         start_queued(h);
         break;
@@ -465,10 +499,17 @@ httpc_req *httpc_submit(httpc *h, const httpc_opts *o, httpc_done_cb cb, void *u
         return NULL;
     }
     r->host_idx = httpc_host_index(h, r->host);
-    if (h->active.n < max_slots(h) && !h->queue.n) {
+    if ((r->load = load_of(h, r->host)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        req_recycle(h, r);
+        return NULL;
+    }
+    /* straight to curl when a slot is free and nothing of this host waits before it (queued
+     * requests of other hosts are waiting for their own host, not for a slot) */
+    if (h->active.n < max_slots(h) && !h->loads[r->load].queued && host_room(h, r)) {
         activate(h, r);
     } else {
-        list_push(&h->queue, r);
+        q_push(h, r);
         ev_timer_init(&r->qtimer, qtimer_cb, o->queue_timeout > 0 ? o->queue_timeout : 0., 0.);
         ev_timer_start(h->loop, &r->qtimer);
     }

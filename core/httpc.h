@@ -19,7 +19,7 @@ typedef struct httpc_req httpc_req;
 /* Per-worker limits (config.lua http_client); plain data. */
 typedef struct httpc_limits {
     int max_concurrent;       /* transfers handed to curl at once; more wait FIFO */
-    int max_per_host;         /* connections per host (CURLMOPT_MAX_HOST_CONNECTIONS), 0 = no cap */
+    int max_per_host;         /* requests in flight per host[:port] (more queue), 0 = no cap */
     int max_idle;             /* idle keep-alive connections kept (CURLMOPT_MAXCONNECTS) */
 } httpc_limits;
 

@@ -44,6 +44,7 @@ struct httpc_req {
     CURLcode rc;
     enum httpc_err qerr;          /* set when it failed before reaching curl */
     int host_idx;
+    int load;                     /* index in h->loads */
     const char *host;             /* host[:port], in the URL cache entry or hostbuf */
     char hostbuf[128];
     char errbuf[CURL_ERROR_SIZE];
@@ -80,6 +81,14 @@ typedef struct hhost {
 
 typedef struct rlist { httpc_req *head, *tail; int n; } rlist;
 
+/* Requests of one host in curl and in the queue, for max_per_host. Enforced here rather than with
+ * CURLMOPT_MAX_HOST_CONNECTIONS: curl re-examines every transfer parked on that limit each time a
+ * connection frees up (quadratic with hundreds waiting), and counts the wait in their timeout. */
+typedef struct hload {
+    char name[128];
+    int active, queued;
+} hload;
+
 struct httpc {
     struct ev_loop *loop;
     CURLM *multi;
@@ -92,6 +101,8 @@ struct httpc {
     hsock *freesocks;
     fdslot *fds;
     int nfds;
+    hload *loads;
+    int nloads;
     ucache uc[URL_CACHE];
     unsigned long long uclock;
     char *env_http_proxy, *env_https_proxy, *env_no_proxy;   /* read once: no getenv per request */

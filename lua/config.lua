@@ -588,7 +588,7 @@ local TOP = record({
   http_client = F(record({                         -- app.http (docs/http-client.md)
     max_concurrent = F(integer(1, 1e6), 256),      -- per worker; more wait FIFO
     queue_timeout = F(number(0, DAY), 5),
-    max_per_host = F(integer(0, 1e6), 64),         -- connections per host and worker, 0 = no cap
+    max_per_host = F(integer(0, 1e6), 64),         -- requests in flight per host and worker, 0 = no cap
     max_idle = F(integer(1, 1e6), 64),             -- idle keep-alive connections kept per worker
     timeout = F(number(0, DAY), 10),               -- 0 = none
     connect_timeout = F(number(0, DAY), 3),

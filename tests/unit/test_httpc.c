@@ -267,6 +267,30 @@ int main(void)
     is_int(after.status, 200, "its status");
     ok(!k.done, "the request cancelled from a callback never calls back");
 
+    /* max_per_host: a second request to a host waits; another host's does not wait behind it */
+    reset_server();
+    lim.max_concurrent = 4;
+    lim.max_per_host = 1;
+    httpc_set_limits(H, &lim);
+    out p1 = {0}, p2 = {0}, p3 = {0};
+    get("/hold/P", &p1, 30);
+    get("/hold/Q", &p2, 30);
+    char lurl[128];
+    snprintf(lurl, sizeof lurl, "http://localhost:%d/hold/R", srv_port);
+    httpc_opts lo = {.method = "GET", .url = lurl, .timeout = 10, .queue_timeout = 30};
+    ok(httpc_submit(H, &lo, done_cb, &p3, err, sizeof err) != NULL, "submit to a second host name");
+    int two = 2;
+    ok(run_until(holds_arrived, &two, 10), "two requests reach the server");
+    pthread_mutex_lock(&order_lock);
+    ok(strchr(order, 'P') && strchr(order, 'R') && !strchr(order, 'Q'), "the first of each host went out, the second of 127.0.0.1 waits: %s", order);
+    pthread_mutex_unlock(&order_lock);
+    httpc_counts(H, &inflight, &queued);
+    ok(inflight == 2 && queued == 1, "2 in flight, 1 queued for its host");
+    atomic_store(&release_holds, 1);
+    ok(run_until(is_done, &p2, 10) && p2.status == 200, "the waiting one runs once its host has room");
+    run_until(is_done, &p3, 10);
+    lim.max_per_host = 0;
+
     /* shutdown: pending requests complete with "cancelled" */
     reset_server();
     out s1 = {0}, s2 = {0};
