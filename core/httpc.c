@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "httpc_int.h"
 
@@ -84,53 +82,26 @@ static void sock_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     hsock *s = container_of(w, hsock, io);
     httpc *h = s->h;
-    if (s->idle) {           /* an idle cached connection: closed by its server, most likely;
-                              * curl notices when it next checks the connection */
-        ev_io_stop(loop, w);
-        return;
-    }
     int flags = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
     int running;
     curl_multi_socket_action(h->multi, w->fd, flags, &running);   /* may free s (CURL_POLL_REMOVE) */
     check_done(h);
 }
 
-static fdslot *slot_of(httpc *h, int fd, int grow)
-{
-    if (fd < 0) return NULL;
-    if (fd >= h->nfds) {
-        if (!grow) return NULL;
-        int n = h->nfds ? h->nfds : 64;
-        while (n <= fd) n *= 2;
-        fdslot *p = realloc(h->fds, (size_t)n * sizeof *p);
-        if (!p) return NULL;
-        memset(p + h->nfds, 0, (size_t)(n - h->nfds) * sizeof *p);
-        h->fds = p;
-        h->nfds = n;
-    }
-    return &h->fds[fd];
-}
-
-static void sock_drop(httpc *h, fdslot *sl)
-{
-    hsock *s = sl->s;
-    if (!s) return;
-    ev_io_stop(h->loop, &s->io);
-    sl->s = NULL;
-    s->next = h->freesocks;
-    h->freesocks = s;
-}
-
+/* A socket curl stops watching is closed by curl right after, often (and not always through a
+ * close callback), so its watcher goes at once: a watcher left on a closed descriptor would make
+ * libev fail on it. Reusing a kept-alive connection costs one epoll_ctl for that. */
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     httpc *h = userp;
-    fdslot *sl = slot_of(h, fd, 1);
-    if (!sl) return -1;
-    hsock *s = sl->s;
+    hsock *s = socketp;
     if (what == CURL_POLL_REMOVE) {
-        if (!s) return 0;
-        if (sl->owned) s->idle = 1;      /* keep the watcher: curl may reuse the connection */
-        else sock_drop(h, sl);           /* curl's own sockets (resolver): it closes them itself */
+        if (s) {
+            ev_io_stop(h->loop, &s->io);
+            curl_multi_assign(h->multi, fd, NULL);
+            s->next = h->freesocks;
+            h->freesocks = s;
+        }
         return 0;
     }
     int ev = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
@@ -139,43 +110,16 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socke
         if (s) h->freesocks = s->next;
         else if (!(s = malloc(sizeof *s))) return -1;
         s->h = h;
-        s->idle = 0;
-        ev_io_init(&s->io, sock_io_cb, fd, ev);    /* a new socket: libev registers it afresh */
+        ev_io_init(&s->io, sock_io_cb, fd, ev);
         ev_io_start(h->loop, &s->io);
-        sl->s = s;
+        curl_multi_assign(h->multi, fd, s);
         return 0;
     }
-    s->idle = 0;
-    if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == ev) return 0;
+    if ((s->io.events & (EV_READ | EV_WRITE)) == ev && ev_is_active(&s->io)) return 0;
     ev_io_stop(h->loop, &s->io);
-    ev_io_modify(&s->io, ev);            /* the same socket: no re-registration in epoll */
+    ev_io_modify(&s->io, ev);            /* the same socket: no re-registration */
     ev_io_start(h->loop, &s->io);
     return 0;
-}
-
-/* Connection sockets go through us so that their watchers can outlive CURL_POLL_REMOVE: a
- * watcher is only ever on a socket we know is open, and dropped before its close. */
-curl_socket_t httpc_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    httpc *h = clientp;
-    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (fd < 0) return CURL_SOCKET_BAD;
-    fdslot *sl = slot_of(h, fd, 1);
-    if (!sl) { close(fd); return CURL_SOCKET_BAD; }
-    sock_drop(h, sl);                    /* a stale watcher of an earlier socket with this number */
-    sl->owned = 1;
-    return fd;
-}
-
-int httpc_close_socket(void *clientp, curl_socket_t fd)
-{
-    httpc *h = clientp;
-    fdslot *sl = slot_of(h, fd, 0);
-    if (sl) {
-        sock_drop(h, sl);
-        sl->owned = 0;
-    }
-    return close(fd);
 }
 
 static void timer_fire_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -449,12 +393,10 @@ void httpc_free(httpc *h)
         h->freereqs = r->next;
         httpc_easy_free(r);
     }
-    curl_multi_cleanup(h->multi);     /* closes the cached connections through httpc_close_socket */
+    curl_multi_cleanup(h->multi);     /* closes the cached connections (sock_cb REMOVEs them) */
     httpc_url_cache_free(h);
     ev_timer_stop(h->loop, &h->timer);
     ev_timer_stop(h->loop, &h->kick);
-    for (int fd = 0; fd < h->nfds; fd++) sock_drop(h, &h->fds[fd]);
-    free(h->fds);
     for (hsock *s = h->freesocks, *n; s; s = n) { n = s->next; free(s); }
     free(h->env_http_proxy);
     free(h->env_https_proxy);

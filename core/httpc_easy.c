@@ -47,10 +47,6 @@ void httpc_easy_defaults(httpc *h, httpc_req *r)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS); /* h2 when TLS offers it */
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, httpc_open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, h);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, httpc_close_socket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
     for (int i = 0; i < O_COUNT; i++) { free(r->opt[i]); r->opt[i] = NULL; }
     for (int i = 0; i < L_COUNT; i++) r->lopt[i] = -1;
     r->set_custom = r->set_post = r->set_nobody = 0;

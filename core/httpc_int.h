@@ -52,19 +52,12 @@ struct httpc_req {
     void *ud;
 };
 
-/* A socket curl asked us to watch. Sockets curl opens through us (connections) keep their watcher
- * while idle in curl's connection cache, so reusing a connection changes nothing in epoll. */
+/* A socket curl asked us to watch (its curl_multi_assign pointer). */
 typedef struct hsock {
     ev_io io;
     httpc *h;
-    int idle;                     /* curl said CURL_POLL_REMOVE; the watcher stays for reuse */
     struct hsock *next;
 } hsock;
-
-typedef struct fdslot {
-    hsock *s;
-    unsigned char owned;          /* opened by our CURLOPT_OPENSOCKETFUNCTION, closed by ours */
-} fdslot;
 
 typedef struct ucache {
     char *url;
@@ -99,8 +92,6 @@ struct httpc {
     httpc_req *freereqs;
     int nfree;
     hsock *freesocks;
-    fdslot *fds;
-    int nfds;
     hload *loads;
     int nloads;
     ucache uc[URL_CACHE];
@@ -126,9 +117,6 @@ void httpc_easy_release(httpc *h, httpc_req *r);
 void httpc_easy_defaults(httpc *h, httpc_req *r);
 void httpc_easy_free(httpc_req *r);
 void httpc_url_cache_free(httpc *h);
-/* CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION (httpc.c) */
-curl_socket_t httpc_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr);
-int httpc_close_socket(void *clientp, curl_socket_t fd);
 
 /* httpc_stats.c */
 enum httpc_err httpc_classify(const httpc_req *r, CURLcode rc);

@@ -2,7 +2,8 @@
  * outbound client (httpc.c) until the responses arrive, while the worker serves other requests.
  * Misuse (bad options, no task to park, load time) raises; a failure on the network returns
  * nil, "host: reason", kind. A request task whose client goes away (socket closed, or
- * limits.request_timeout answered 503) cancels what it waits for. Sugar is in lua/sluice.lua. */
+ * limits.request_timeout answered 503) cancels what it waits for (checked every 250 ms). Sugar is
+ * in lua/sluice.lua. */
 #include "lua_http.h"
 
 #include <errno.h>
@@ -45,10 +46,9 @@ struct hgroup {
     hctx *x;
     int n, pending, many;
     int res_ref, err_ref;         /* all(): the result tables being filled */
-    conn *c;                      /* request tasks: the client, watched for going away */
+    conn *c;                      /* request tasks: the client, checked for going away */
     uint32_t gen;
-    ev_io gone;
-    struct ev_loop *loop;
+    int peek;                     /* still worth peeking at the client's socket for end of file */
     hslot s[];
 };
 
@@ -173,18 +173,12 @@ static int l_res_index(lua_State *L)
 
 /* ---------------------------------------------------------------- parking the task */
 
-static void gone_stop(hgroup *g)
-{
-    if (g->loop && ev_is_active(&g->gone)) ev_io_stop(g->loop, &g->gone);
-}
-
-static void deadline_cb(tw_entry *e);
+static void watch_cb(tw_entry *e);
 
 static void group_free(hgroup *g)
 {
-    gone_stop(g);
     task *t = g->t;
-    if (t->tmo.cb == deadline_cb) tw_entry_cancel(&t->tmo);
+    if (t->tmo.cb == watch_cb) tw_entry_cancel(&t->tmo);
     lua_State *co = t->co;
     if (g->res_ref) luaL_unref(co, LUA_REGISTRYINDEX, g->res_ref);
     if (g->err_ref) luaL_unref(co, LUA_REGISTRYINDEX, g->err_ref);
@@ -240,7 +234,6 @@ static void hg_cancel(task *t)
 {
     hgroup *g = t->wait;
     if (!g || t->cancel != hg_cancel) return;
-    gone_stop(g);
     t->cancel = NULL;                     /* once */
     int n = g->n;
     for (int i = 0; i < n; i++) {
@@ -255,33 +248,34 @@ static void hg_cancel(task *t)
     }
 }
 
-/* The client's socket became readable while its handler waits: peek for end of file. */
-static void gone_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    hgroup *g = container_of(w, hgroup, gone);
-    task *t = g->t;
-    conn *c = g->c;
-    if (t->c != c || c->gen != g->gen || c->closed) { ev_io_stop(loop, w); return; }
-    char b;
-    ssize_t n = recv(w->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) { ev_io_stop(loop, w); return; }   /* a pipelined request: cannot tell; stop looking */
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    ev_io_stop(loop, w);
-    app_conn_gone(c);                     /* detach first: the handler's answer goes nowhere */
-    conn_close(c);
-    hg_cancel(t);
-}
+/* A request task waiting here is checked every WATCH_MS on the worker's timer wheel: detached
+ * from its connection (the connection closed, or limits.request_timeout answered 503: t->c is
+ * NULL) or its client gone (end of file on the socket, peeked without reading), its outbound
+ * requests are cancelled. A timer rather than a second libev watcher on the client's socket:
+ * the connection may be closed by the core at any time, and a watcher left on a closed (and
+ * reused) descriptor would corrupt the loop. */
+#define WATCH_MS 250
 
-/* request_timeout: the core answers 503 and detaches the task (t->c = NULL) at the deadline;
- * this fires just after it (same wheel, later ms) and cancels the outbound requests. */
-static void deadline_cb(tw_entry *e)
+static void watch_cb(tw_entry *e)
 {
     task *t = container_of(e, task, tmo);
     hgroup *g = t->wait;
     if (!g || t->cancel != hg_cancel) return;
-    if (t->c == NULL || t->c != g->c || g->c->gen != g->gen) { hg_cancel(t); return; }
+    conn *c = g->c;
+    if (t->c != c || c->gen != g->gen || c->closed) { hg_cancel(t); return; }
+    if (g->peek) {
+        char b;
+        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0) g->peek = 0;           /* a pipelined request: end of file cannot be seen now */
+        else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            app_conn_gone(c);             /* detach first: the handler's answer goes nowhere */
+            conn_close(c);
+            hg_cancel(t);
+            return;
+        }
+    }
     worker *w = t->app->w;
-    timerwheel_add(w->tw, &t->tmo, worker_now_us(w) / 1000 + 1000);   /* the limit may have moved (reload) */
+    timerwheel_add(w->tw, &t->tmo, worker_now_us(w) / 1000 + WATCH_MS);
 }
 
 static int park(lua_State *L, task *t, hgroup *g)
@@ -293,15 +287,9 @@ static int park(lua_State *L, task *t, hgroup *g)
     if (t->kind == TASK_REQUEST && c && !c->closed && c->fd >= 0) {
         g->c = c;
         g->gen = t->gen;
-        g->loop = w->loop;
-        ev_io_init(&g->gone, gone_cb, c->fd, EV_READ);
-        /* the connection's own watcher registered this socket in epoll already: without the
-         * "new fd" flag libev adds ours without an epoll_ctl (as ev_io_modify would) */
-        g->gone.events &= ~EV__IOFDSET;
-        ev_io_start(w->loop, &g->gone);
-        uint64_t deadline = c->req_start_us / 1000 + (uint64_t)(w->app_cfg->request_timeout * 1000) + 2;
-        t->tmo.cb = deadline_cb;
-        timerwheel_add(w->tw, &t->tmo, deadline);
+        g->peek = 1;
+        t->tmo.cb = watch_cb;
+        timerwheel_add(w->tw, &t->tmo, worker_now_us(w) / 1000 + WATCH_MS);
     }
     return task_yield(L, t);
 }

@@ -559,6 +559,33 @@ def client_going_away_cancels_the_outbound_request():
 
 
 @test
+def many_clients_leaving_at_once_while_their_calls_connect_or_queue():
+    # cancelling hundreds of transfers in one go, some of them still connecting, with new ones
+    # started from the queue as slots free up: the worker must survive and account for all
+    UP.reset()
+    with Server(FIXTURE, env={"FIX_MAX_PER_HOST": "8"}) as s:
+        def m(name):
+            check(s.proc.poll() is None, s.died_message())
+            return metric(s.port, name)
+        for rnd in range(4):
+            socks = []
+            for i in range(60):
+                c = socket.create_connection((HOST, s.port), timeout=5)
+                body = json.dumps({"url": UP.url("/hold?id=b%d-%d" % (rnd, i)), "timeout": 30})
+                c.sendall(("POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           "Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
+                socks.append(c)
+            wait_for(lambda: m("sluice_http_client_in_flight") == 8 and m("sluice_http_client_queued") == 52, 15,
+                     "8 in flight and 52 queued")
+            for c in socks:
+                c.close()
+            wait_for(lambda: m("sluice_http_client_in_flight") == 0 and m("sluice_http_client_queued") == 0, 15,
+                     "all cancelled")
+            s.assert_alive()
+        wait_for(lambda: UP.held == 0, 15, "the upstream to see every cancelled request's connection close")
+
+
+@test
 def request_timeout_cancels_the_outbound_request():
     UP.reset()
     with Server(FIXTURE, env={"FIX_REQUEST_TIMEOUT": "1"}) as s:
