@@ -169,7 +169,7 @@ SECTION=$(cat <<EOF
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - machine: $(bench_machine)
 - command: \`bench/http-client.sh $SECS\` (BENCH_ROUNDS=$ROUNDS; sluice $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- core lua 2>/dev/null || echo ' + uncommitted core/lua changes'), $SLUICE_BIN)
-- nginx $(nginx -v 2>&1 | sed 's/.*\///') + lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null)$( [ "$WITH_NODE" = 1 ] && echo ", node $(node --version)"), $(curl --version | head -1 | awk '{ print $2 " " $3 }')
+- nginx $(nginx -v 2>&1 | sed 's/.*\///') + lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null)$( [ "$WITH_NODE" = 1 ] && echo ", node $(node --version)"), $(curl-config --version 2>/dev/null || curl --version | head -1 | awk '{ print $3 }')
 - setup: each server one worker pinned to core 0 (sluice bench/http-client-app/: \`workers = 1\`, access log off,
   \`ratelimit = false\`, http_client defaults; nginx bench/nginx/http-client.conf: \`master_process off\`,
   \`worker_processes 1\`, upstream \`keepalive 64\`; node one process, bench/http-client-app/node-fetch.js).
@@ -179,6 +179,9 @@ SECTION=$(cat <<EOF
   Server CPU = delta of utime+stime of the server process (/proc/PID/stat, all threads) over the wrk run;
   the upstream's CPU is not counted for anyone. Priority: $(bench_prio_text).
   Checked before measuring: every server answers /proxy with 200 and the upstream's bytes, also on a reused connection.
+  The /hello probe: wrk -t1 -c10 with 2 ms between a connection's requests (bench/paced.lua), ${PROBE_SECS} s, alone and
+  while \`wrk -c$WAITING\` keeps $WAITING requests on sluice's /slow, each waiting on an upstream that answers after 3 s
+  (echo_sleep); 3 rounds.
 
 $TABLE
 $PROBE

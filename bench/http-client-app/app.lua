@@ -13,7 +13,7 @@ app.get("/proxy", function()
 end)
 
 app.get("/slow", function()
-  local res, err = app.http.get(SLOW, { timeout = 60 })
+  local res, err = app.http.get(SLOW, { timeout = 60, queue_timeout = 60 })
   if not res then return { status = 502, body = err } end
   return { status = res.status, body = res.body }
 end)
