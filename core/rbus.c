@@ -1,6 +1,7 @@
 /* rbus.c: hiredis async connections driven by each worker's libev loop, the cross-instance SSE
  * subscriber (worker 0), the Redis-side Lua scripts, deadlines, reconnects and counters. */
 #include "rbus.h"
+#include "sentinel.h"
 
 #include <hiredis/async.h>
 #include <hiredis/adapters/libev.h>
@@ -199,12 +200,19 @@ typedef struct rbus_srv {
     atomic_ullong counters[RBC_N];
     atomic_int logged_down;             /* one log line per outage */
     rbus_handlers bus;                  /* set before the workers start, read on worker 0 */
+    /* redis-sentinel:// : the master's address comes from the discovery thread (sentinel.h) */
+    sentinel *sent;
+    char sent_desc[300];                /* "sentinel master <name>" for log lines */
+    pthread_mutex_t reg_lock;           /* guards reg: the workers to tell about a switch */
+    struct rbus_w *reg[64];
+    int nreg;
 } rbus_srv;
 
 typedef struct rconn {
     struct rbus_w *rw;
     redisAsyncContext *ac;
     int up, sub;                        /* connected (after AUTH/SELECT were queued); subscriber */
+    unsigned epoch;                     /* Sentinel: the master epoch this connection was made to */
     double backoff;
     ev_timer retry_w;                   /* reconnect after backoff / connect deadline */
     int ever_up;
@@ -218,6 +226,8 @@ typedef struct rbus_w {
     rbus_op *free_ops;
     int nfree;
     int stopping;
+    ev_async switch_w;                  /* Sentinel: the master changed (posted by its thread) */
+    unsigned epoch_seen;                /* the last master epoch switch_cb acted on */
 } rbus_w;
 
 struct rbus_op {
@@ -230,6 +240,9 @@ struct rbus_op {
 };
 
 static void conn_start(rconn *rc);
+static void master_changed(void *ud);
+static void switch_cb(struct ev_loop *loop, ev_async *aw, int revents);
+static void role_cb(redisAsyncContext *ac, void *reply, void *privdata);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -338,9 +351,36 @@ int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen)
     rbus_srv *rs = calloc(1, sizeof *rs);
     if (!rs) { snprintf(err, errlen, "out of memory"); return -1; }
     const char *e = NULL;
-    if (rbus_parse_url(cfg->redis_url, rs->host, sizeof rs->host, &rs->port, rs->pass, sizeof rs->pass,
+    pthread_mutex_init(&rs->reg_lock, NULL);
+    if (sentinel_is_url(cfg->redis_url)) {
+        sentinel_cfg sc;
+        if (sentinel_parse_url(cfg->redis_url, &sc, err, errlen) < 0) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "REDIS_URL: %s (expected redis-sentinel://host:26379[,host:port...]/master-name"
+                     "[?db=N&password=P&sentinel_password=S])", why);
+            pthread_mutex_destroy(&rs->reg_lock);
+            free(rs);
+            return -1;
+        }
+        snprintf(rs->pass, sizeof rs->pass, "%s", sc.pass);
+        snprintf(rs->user, sizeof rs->user, "%s", sc.user);
+        rs->db = sc.db;
+        rs->port = -1;                  /* the address is the Sentinels' answer, per connection */
+        snprintf(rs->sent_desc, sizeof rs->sent_desc, "the master '%s' (via %d Sentinel%s)", sc.master, sc.naddrs,
+                 sc.naddrs == 1 ? "" : "s");
+        snprintf(rs->host, sizeof rs->host, "%s", rs->sent_desc);
+        rs->sent = sentinel_start(&sc, master_changed, rs);
+        if (!rs->sent) {
+            snprintf(err, errlen, "REDIS_URL: cannot start the Sentinel discovery thread");
+            pthread_mutex_destroy(&rs->reg_lock);
+            free(rs);
+            return -1;
+        }
+    } else if (rbus_parse_url(cfg->redis_url, rs->host, sizeof rs->host, &rs->port, rs->pass, sizeof rs->pass,
                        rs->user, sizeof rs->user, &rs->db, &e)) {
         snprintf(err, errlen, "REDIS_URL: %s (expected redis://[:password@]host:6379[/db])", e);
+        pthread_mutex_destroy(&rs->reg_lock);
         free(rs);
         return -1;
     }
@@ -356,15 +396,29 @@ int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen)
     /* The hub's ids start at the wall-clock ms of its creation, which is before now. */
     atomic_store(&rs->floor, wall_ms() * SSE_ID_PER_MS);   /* the local hub's first id */
     s->rbus = rs;
-    log_msg(LOG_INFO, "redis: %s%s%d (instance %s, prefix \"%s\")", rs->host, rs->port ? ":" : "",
-            rs->port, rs->instance, rs->prefix);
+    if (rs->sent) log_msg(LOG_INFO, "redis: %s (instance %s, prefix \"%s\")", rs->sent_desc, rs->instance, rs->prefix);
+    else log_msg(LOG_INFO, "redis: %s%s%d (instance %s, prefix \"%s\")", rs->host, rs->port ? ":" : "",
+                 rs->port, rs->instance, rs->prefix);
     return 0;
 }
 
 void rbus_server_free(server *s)
 {
-    free(s->rbus);
+    rbus_srv *rs = s->rbus;
+    if (rs) {
+        sentinel_stop(rs->sent);        /* joins the thread: no master_changed() after this */
+        pthread_mutex_destroy(&rs->reg_lock);
+    }
+    free(rs);
     s->rbus = NULL;
+}
+
+int rbus_sentinel_state(server *s, char *host, size_t hostlen, int *port)
+{
+    rbus_srv *rs = s->rbus;
+    if (!rs || !rs->sent) return -1;
+    if (!sentinel_master(rs->sent, host, hostlen, port)) return 0;
+    return sentinel_reachable(rs->sent) ? 2 : 1;
 }
 
 /* ------------------------------------------------------------------ ops */
@@ -492,6 +546,25 @@ static void auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_ERROR, "redis: %s: %s", (const char *)privdata, r->str);
 }
 
+/* Sentinel: after every (re)connect the node must say it is the master; a demoted old master or
+ * a stale answer from the Sentinels sends the connection back to ask again. */
+static void role_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply *r = reply;
+    rconn *rc = privdata;
+    if (!r || ac->data != rc) return;
+    int master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
+                 strcmp(r->element[0]->str, "master") == 0;
+    if (master) return;
+    rbus_w *rw = rc->rw;
+    log_msg(LOG_WARN, "redis: the node the Sentinels named is not the master (ROLE says %s): asking again",
+            r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str
+                                                                                                 : "something else");
+    rbus_count(rw->w->srv, RBC_NOT_MASTER);
+    sentinel_refresh(rw->rs->sent);
+    redisAsyncDisconnect(ac);           /* on_disconnect: went_down, retry with backoff */
+}
+
 /* The subscriber hands each event, with its global id, to the bus user. */
 static void deliver_message(rbus_w *rw, const char *p, size_t n)
 {
@@ -617,6 +690,7 @@ static void conn_prime(rconn *rc)
         else redisAsyncCommand(ac, auth_cb, "AUTH", "AUTH %s", rs->pass);
     }
     if (rs->db) redisAsyncCommand(ac, auth_cb, "SELECT", "SELECT %d", rs->db);
+    if (rs->sent) redisAsyncCommand(ac, role_cb, rc, "ROLE");
     if (rc->sub) {
         /* Raise the shared id counter above this hub's ids BEFORE listening, so every event
          * this instance receives from now on carries an id its hub accepts. */
@@ -646,11 +720,70 @@ static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!rc->ac) conn_start(rc);
 }
 
+/* On the Sentinel thread: a new master. Each worker moves its connections on its own loop. */
+static void master_changed(void *ud)
+{
+    rbus_srv *rs = ud;
+    pthread_mutex_lock(&rs->reg_lock);
+    for (int i = 0; i < rs->nreg; i++) ev_async_send(rs->reg[i]->w->loop, &rs->reg[i]->switch_w);
+    pthread_mutex_unlock(&rs->reg_lock);
+}
+
+static void switch_cb(struct ev_loop *loop, ev_async *aw, int revents)
+{
+    rbus_w *rw = container_of(aw, rbus_w, switch_w);
+    if (rw->stopping) return;
+    char host[256];
+    int port;
+    unsigned epoch = sentinel_master(rw->rs->sent, host, sizeof host, &port);
+    rconn *cs[2] = {&rw->cmd, &rw->sub};
+    int moved = 0;
+    for (int i = 0; i < 2; i++) {
+        rconn *rc = cs[i];
+        if (rc->sub && (rw->w->idx != 0 || rw->w->test_mode)) continue;
+        rc->backoff = BACKOFF_MIN;
+        if (rc->ac && rc->epoch != epoch) {     /* connected (or connecting) to the old master */
+            moved = 1;
+            if (rc->up) {
+                redisAsyncDisconnect(rc->ac);   /* on_disconnect -> went_down -> retry at once */
+            } else {
+                redisAsyncContext *ac = rc->ac;
+                rc->ac = NULL;
+                ac->data = NULL;
+                redisAsyncFree(ac);
+                conn_start(rc);
+            }
+        } else if (!rc->ac) {                   /* waiting out a backoff: try the new master now */
+            ev_timer_stop(loop, &rc->retry_w);
+            conn_start(rc);
+        }
+    }
+    /* the first answer is a discovery, not a switch; count each switch once per process */
+    if (rw->epoch_seen && epoch != rw->epoch_seen && rw->w->idx == 0) {
+        rbus_count(rw->w->srv, RBC_MASTER_SWITCHES);
+        log_msg(LOG_WARN, "redis: the Sentinels moved %s to %s:%d: %s", rw->rs->sent_desc, host, port,
+                moved ? "reconnecting" : "connecting there");
+    }
+    rw->epoch_seen = epoch;
+}
+
 static void conn_start(rconn *rc)
 {
     rbus_w *rw = rc->rw;
     rbus_srv *rs = rw->rs;
-    redisAsyncContext *ac = rs->port ? redisAsyncConnect(rs->host, rs->port) : redisAsyncConnectUnix(rs->host);
+    redisAsyncContext *ac;
+    if (rs->sent) {
+        char host[256];
+        int port;
+        rc->epoch = sentinel_master(rs->sent, host, sizeof host, &port);
+        if (!rc->epoch) {               /* no Sentinel has answered yet: master_changed() wakes us */
+            retry_later(rc);
+            return;
+        }
+        ac = redisAsyncConnect(host, port);
+    } else {
+        ac = rs->port ? redisAsyncConnect(rs->host, rs->port) : redisAsyncConnectUnix(rs->host);
+    }
     if (!ac || ac->err) {
         if (ac) redisAsyncFree(ac);
         retry_later(rc);
@@ -684,6 +817,16 @@ int rbus_worker_init(worker *w)
         cs[i]->backoff = BACKOFF_MIN;
         ev_init(&cs[i]->retry_w, retry_cb);
     }
+    if (rs->sent) {
+        char h[256];
+        int pt;
+        rw->epoch_seen = sentinel_master(rs->sent, h, sizeof h, &pt);   /* a later change is a switch */
+        ev_async_init(&rw->switch_w, switch_cb);
+        ev_async_start(w->loop, &rw->switch_w);
+        pthread_mutex_lock(&rs->reg_lock);
+        if (rs->nreg < (int)(sizeof rs->reg / sizeof rs->reg[0])) rs->reg[rs->nreg++] = rw;
+        pthread_mutex_unlock(&rs->reg_lock);
+    }
     conn_start(&rw->cmd);
     if (w->idx == 0 && !w->test_mode) conn_start(&rw->sub);
     return 0;
@@ -694,6 +837,14 @@ void rbus_worker_free(worker *w)
     rbus_w *rw = w->rbus;
     if (!rw) return;
     rw->stopping = 1;
+    if (rw->rs->sent) {
+        rbus_srv *rs = rw->rs;
+        pthread_mutex_lock(&rs->reg_lock);
+        for (int i = 0; i < rs->nreg; i++)
+            if (rs->reg[i] == rw) { rs->reg[i] = rs->reg[--rs->nreg]; break; }
+        pthread_mutex_unlock(&rs->reg_lock);
+        ev_async_stop(w->loop, &rw->switch_w);
+    }
     rconn *cs[2] = {&rw->cmd, &rw->sub};
     for (int i = 0; i < 2; i++) {
         ev_timer_stop(w->loop, &cs[i]->retry_w);
@@ -736,6 +887,8 @@ static const char *const counter_names[RBC_N] = {
     [RBC_SSE_ADMIT_FALLBACK] = "sluice_redis_sse_admission_fallbacks_total",
     [RBC_SSE_REPLAYED] = "sluice_redis_sse_replayed_total",
     [RBC_CACHE_ERRORS] = "sluice_redis_cache_errors_total",
+    [RBC_MASTER_SWITCHES] = "sluice_redis_master_switches_total",
+    [RBC_NOT_MASTER] = "sluice_redis_not_master_total",
 };
 
 static const char *const counter_help[RBC_N] = {
@@ -754,6 +907,8 @@ static const char *const counter_help[RBC_N] = {
     [RBC_SSE_ADMIT_FALLBACK] = "SSE streams admitted on local caps only (Redis did not answer).",
     [RBC_SSE_REPLAYED] = "SSE events replayed from the Redis history.",
     [RBC_CACHE_ERRORS] = "app.cache operations that failed.",
+    [RBC_MASTER_SWITCHES] = "Redis Sentinel announced a new master and the connections moved to it.",
+    [RBC_NOT_MASTER] = "Connections that found a node that is not the master (ROLE) and reconnected.",
 };
 
 void rbus_metrics(server *s, buf *out)

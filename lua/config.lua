@@ -396,8 +396,9 @@ local function redis_url(v, path, ctx)
   if type(v) == "string" then
     local l = v:lower()
     if l:match("^rediss?://.") or l:match("^unix:///.") or v:match("^/.") then return v end
+    if l:match("^redis%-sentinel://[^/]+/[^/?#]") then return v end
   end
-  ctx:err(path, "must start with redis://, rediss:// or unix:// or be an absolute socket path" .. got(v))
+  ctx:err(path, "must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path" .. got(v))
   return nil
 end
 

@@ -313,10 +313,10 @@ bad({ database = { replica_urls = 5 } },
     "config.lua: database.replica_urls: must be an array of postgres:// URLs (or one comma-separated string) (got number 5)",
     "replica type")
 bad({ redis = { url = "http://localhost:6379" } },
-    'config.lua: redis.url: must start with redis://, rediss:// or unix:// or be an absolute socket path (got string "http://localhost:6379")',
+    'config.lua: redis.url: must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path (got string "http://localhost:6379")',
     "bad redis url")
 bad({ redis = { url = "redis://" } },
-    'config.lua: redis.url: must start with redis://, rediss:// or unix:// or be an absolute socket path (got string "redis://")',
+    'config.lua: redis.url: must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path (got string "redis://")',
     "redis url without host")
 
 -- config.lua must return a table
