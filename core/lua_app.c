@@ -17,6 +17,7 @@
 #include "json.h"
 #include "log.h"
 #include "lua_db.h"
+#include "lua_pgurl.h"
 #include "web.h"
 
 struct sluice_embedded { const char *name; const char *src; size_t len; };
@@ -104,6 +105,8 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
+    lua_pushcfunction(L, luaopen_sluice_pgurl);    /* config.lua validates URLs with the pool's parser */
+    lua_setfield(L, -2, "sluice.pgurl");
     if (a) {
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_core, 1);

@@ -61,7 +61,7 @@ int db_check_url(const char *url, char *err, size_t errlen)
     pgpool_config cfg;
     char e[512];
     if (pgpool_parse_url(url, &cfg, e, sizeof e) == 0) return 0;
-    snprintf(err, errlen, "DATABASE_URL: %s (expected postgresql://user:password@host:5432/dbname?connection_limit=50&pool_timeout=20)", e);
+    snprintf(err, errlen, "DATABASE_URL: %s", e);
     return -1;
 }
 

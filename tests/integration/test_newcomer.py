@@ -68,6 +68,37 @@ def bad_database_url():
 
 
 @test
+def check_and_run_agree_on_database_url():
+    # issue 18: check said ok where run then refused; now one parser decides both, same message
+    d = app_dir(OK_CONFIG)
+    try:
+        base = "postgresql://u:secret@127.0.0.1:%d/db" % free_port()
+        cases = {
+            "?connection_limit=5000": "connection_limit=5000 is not an integer from 1 to 1000",
+            "?connection_limit=0": "connection_limit=0 is not an integer from 1 to 1000",
+            "?conection_limit=5": 'unknown parameter "conection_limit" (did you mean connection_limit?)',
+            "?pool_timout=5": 'unknown parameter "pool_timout" (did you mean pool_timeout?)',
+            "?sslmdoe=disable": 'unknown parameter "sslmdoe" (did you mean sslmode?)',
+            "?statement_timeout=soon": "statement_timeout=soon is not a duration",
+            "?pool_timeout=-1": "pool_timeout=-1 is not a duration",
+        }
+        for q, want in cases.items():
+            env = {"DATABASE_URL": base + q, "PORT": str(free_port())}
+            c = run(d, "check", env=env)
+            r = run(d, "run", env=env)
+            check(c.returncode == 1 and r.returncode == 1, "%s: check exit %d, run exit %d" % (q, c.returncode, r.returncode))
+            cl, rl = one_line(c.stderr), one_line(r.stderr)
+            check(cl == rl, "%s: check and run say the same: %r vs %r" % (q, cl, rl))
+            check(want in cl, "%s: %r lacks %r" % (q, cl, want))
+            check(cl.count("DATABASE_URL") == 1, "the variable is named once: " + cl)
+            check("secret" not in cl, "no password: " + cl)
+        ok = run(d, "check", env={"DATABASE_URL": base + "?connection_limit=1000&pool_timeout=2.5&sslmode=disable"})
+        check(ok.returncode == 0 and "ok" in ok.stdout, "the documented top of the range is accepted: " + ok.stderr)
+    finally:
+        shutil.rmtree(d)
+
+
+@test
 def postgresql_not_reachable():
     d = app_dir(OK_CONFIG)
     try:
