@@ -1,12 +1,13 @@
 """test_newcomer.py: the errors a newcomer hits first are one line each, saying what is wrong and
 what to do (issue 10): port in use, bad DATABASE_URL, PostgreSQL not reachable, a syntax error in
 config.lua, a script that does not exist, an unknown config key, a missing library at build time."""
+import gzip
 import os
 import shutil
 import subprocess
 import tempfile
 
-from harness import SLUICE_BIN, Server, check, free_port, get, run_tests, test
+from harness import SLUICE_BIN, Server, _request, check, free_port, get, run_tests, test
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -94,6 +95,78 @@ def check_and_run_agree_on_database_url():
             check("secret" not in cl, "no password: " + cl)
         ok = run(d, "check", env={"DATABASE_URL": base + "?connection_limit=1000&pool_timeout=2.5&sslmode=disable"})
         check(ok.returncode == 0 and "ok" in ok.stdout, "the documented top of the range is accepted: " + ok.stderr)
+    finally:
+        shutil.rmtree(d)
+
+
+def static_app():
+    d = tempfile.mkdtemp(prefix="sluice-newcomer-static-")
+    os.mkdir(os.path.join(d, "public"))
+    text = "".join("line %d of a compressible text file\n" % i for i in range(300)).encode()
+    with open(os.path.join(d, "public", "big.txt"), "wb") as f:
+        f.write(text)
+    css = b"body { color: black; }\n" * 200
+    with open(os.path.join(d, "public", "app.css"), "wb") as f:
+        f.write(css)
+    with open(os.path.join(d, "public", "app.css.gz"), "wb") as f:
+        f.write(gzip.compress(css))
+    with open(os.path.join(d, "app.lua"), "w") as f:
+        f.write('local app = require "sluice"\napp.static("/s", "public")\napp.get("/hi", function() return "hi\\n" end)\n')
+    with open(os.path.join(d, "config.lua"), "w") as f:
+        f.write(OK_CONFIG)
+    return d, text, css
+
+
+GZ = {"Accept-Encoding": "gzip"}
+SAME = ("content-encoding", "content-length", "content-type", "etag", "vary", "last-modified", "cache-control")
+
+
+@test
+def static_gzip_has_its_own_etag_and_head_matches_get():
+    # issue 18: gzip and identity shared one strong ETag (RFC 9110 8.8.3), and HEAD with
+    # Accept-Encoding: gzip gave the identity length and no Content-Encoding
+    d, text, css = static_app()
+    try:
+        with Server(d) as srv:
+            for path, body in (("/s/big.txt", text), ("/s/app.css", css)):   # gzip on the fly; a .gz sibling
+                st, ident, raw_body = get(srv.port, path)
+                check(st == 200 and raw_body == body and "content-encoding" not in ident, "%s identity: %d %r" % (path, st, ident))
+                st, gz, gz_body = get(srv.port, path, GZ)
+                check(st == 200 and gz.get("content-encoding") == "gzip", "%s gzip: %r" % (path, gz))
+                check(gzip.decompress(gz_body) == body, path + ": the gzip body is the file")
+                check(int(gz["content-length"]) == len(gz_body), path + ": Content-Length of the gzip body")
+                e1, e2 = ident["etag"], gz["etag"]
+                check(e1 != e2 and not e1.startswith("W/") and not e2.startswith("W/"), "two strong tags: %s %s" % (e1, e2))
+                check(e2.endswith('-gz"'), "the gzip tag ends in -gz: %s %s" % (e1, e2))
+                if path == "/s/big.txt":
+                    check(e2 == e1[:-1] + '-gz"', "gzip on the fly: the identity tag + -gz: %s %s" % (e1, e2))
+                check(ident.get("vary") == "Accept-Encoding" and gz.get("vary") == "Accept-Encoding", "Vary on both")
+                # HEAD carries exactly what GET would, without the body
+                st, head, head_body = _request(srv.port, "HEAD", path, headers=GZ)
+                check(st == 200 and head_body == b"", "HEAD: %d %r" % (st, head_body))
+                for h in SAME:
+                    check(head.get(h) == gz.get(h), "%s HEAD gzip %s: %r, GET: %r" % (path, h, head.get(h), gz.get(h)))
+                st, head, _ = _request(srv.port, "HEAD", path)
+                for h in SAME:
+                    check(head.get(h) == ident.get(h), "%s HEAD identity %s: %r, GET: %r" % (path, h, head.get(h), ident.get(h)))
+                # If-None-Match matches the representation the client would get, and only that one
+                st, h304, b304 = get(srv.port, path, dict(GZ, **{"If-None-Match": e2}))
+                check(st == 304 and b304 == b"" and h304.get("etag") == e2, "%s gzip tag -> 304: %d %r" % (path, st, h304))
+                st, _, b = get(srv.port, path, dict(GZ, **{"If-None-Match": e1}))
+                check(st == 200 and gzip.decompress(b) == body, "%s identity tag, gzip client -> 200 (%d)" % (path, st))
+                st, h304, _ = get(srv.port, path, {"If-None-Match": e1})
+                check(st == 304 and h304.get("etag") == e1, "%s identity tag -> 304 (%d)" % (path, st))
+                st, _, b = get(srv.port, path, {"If-None-Match": e2})
+                check(st == 200 and b == body, "%s gzip tag, identity client -> 200 (%d)" % (path, st))
+                st, h304, _ = _request(srv.port, "HEAD", path, headers=dict(GZ, **{"If-None-Match": e2}))
+                check(st == 304, "%s HEAD conditional like GET (%d)" % (path, st))
+                if path != "/s/big.txt":
+                    continue
+                # a Range is served from the identity file, with the identity tag (a .gz sibling ignores it)
+                st, rh, rb = get(srv.port, path, dict(GZ, Range="bytes=0-9"))
+                check(st == 206 and rb == body[:10] and rh.get("etag") == e1 and "content-encoding" not in rh,
+                      "%s range: %d %r" % (path, st, rh))
+            check(get(srv.port, "/hi")[0] == 200, "the server keeps serving")
     finally:
         shutil.rmtree(d)
 
