@@ -171,6 +171,59 @@ def static_gzip_has_its_own_etag_and_head_matches_get():
         shutil.rmtree(d)
 
 
+# (script body after two lines of preamble, expected text); the mistake is always on line 3 or 4
+LOAD_ERRORS = [
+    ('app.get("/a", function() end)\napp.get("/a", function() end)', 4,
+     'duplicate route GET /a: GET /a is already defined at {app}:3 (one handler per method and path'),
+    ('app.get("/u/:id", function() end)\napp.get("/u/:name", function() end)', 4,
+     "duplicate route GET /u/:name: GET /u/:id is already defined at {app}:3"),
+    ('app.get("/u/:id", function() end)\napp.post("/u/:name", function() end)', 4,
+     'parameter ":name" in "/u/:name" is ":id" in another route at the same position'),
+    ('app.get("a", function() end)', 3, "route pattern must start with '/': \"a\" (write \"/a\")"),
+    ('app.route("FETCH", "/x", function() end)', 3, 'app.route: unknown method "FETCH" (use GET, POST'),
+    ('app.get("/x/:", function() end)', 3, 'empty parameter name in "/x/:" (name it, e.g. ":id")'),
+    ('app.get("/x/*/y", function() end)', 3, "'*' must be the last segment"),
+    ('app.get("/x", "hello")', 3, 'app.get("/x", fn): the handler must be a function (got string)'),
+    ('app.sse("/e", 1)', 3, "app.sse(\"/e\", fn): the authorizer must be a function"),
+    ('app.static("/s", "nodir")', 3, "cannot open directory {dir}/nodir: No such file or directory (create it"),
+    ('app.before("x", function() end)', 3, "middleware prefix must start with '/', e.g. app.before(\"/api\", fn)"),
+    ('app.timer("x", function() end)', 3, "app.timer(seconds, fn [, repeat]): seconds must be a number >= 0"),
+    ('app.db.listen("orders")', 3, "app.db.listen(channel, fn): fn must be a function (got nil)"),
+    ('app.db.query("select 1")', 3, "app.db: only inside a handler, timer or spec, not while the script loads (move it"),
+    ('local m = require "no_such_module"', 3, "module 'no_such_module' not found: put no_such_module.lua in scripts/"),
+]
+
+
+@test
+def load_time_errors_name_the_users_line():
+    # issue 18: "lua/sluice.lua:22: duplicate route  /a" named neither the method nor the user's line
+    d = app_dir(OK_CONFIG)
+    try:
+        app = os.path.join(d, "app.lua")
+        for body, line, want in LOAD_ERRORS:
+            with open(app, "w") as f:
+                f.write('local app = require "sluice"\n\n' + body + "\n")
+            r = run(d, "check")
+            check(r.returncode == 1, "%s: exit %d" % (body, r.returncode))
+            msg = one_line(r.stderr)
+            check(msg.startswith("%s:%d: " % (app, line)), "%s: names the user's line: %s" % (body, msg))
+            check("sluice.lua" not in msg and "bad argument" not in msg, "%s: nothing from the runtime: %s" % (body, msg))
+            check(want.format(app=app, dir=d) in msg, "%s: %r lacks %r" % (body, msg, want))
+        # a reload that is refused says the same, and the server keeps the old code
+        with open(app, "w") as f:
+            f.write('local app = require "sluice"\napp.get("/hi", function() return "hi\\n" end)\n')
+        with Server(d) as srv:
+            with open(app, "a") as f:
+                f.write('app.get("/hi", function() return "again" end)\n')
+            r = run(d, "reload", env={"PORT": str(srv.port)})
+            check(r.returncode == 1, "reload refused: %d %s" % (r.returncode, r.stdout))
+            check(("%s:3: duplicate route GET /hi: GET /hi is already defined at %s:2" % (app, app)) in r.stderr, r.stderr)
+            st, _, body = get(srv.port, "/hi")
+            check(st == 200 and body == b"hi\n", "the old code still serves")
+    finally:
+        shutil.rmtree(d)
+
+
 @test
 def postgresql_not_reachable():
     d = app_dir(OK_CONFIG)
