@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import SLUICE_BIN, Server, _request, check, free_port, get, run_tests, test
+from harness import SLUICE_BIN, Conn, Server, _request, check, free_port, get, run_tests, test
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -220,6 +220,39 @@ def load_time_errors_name_the_users_line():
             check(("%s:3: duplicate route GET /hi: GET /hi is already defined at %s:2" % (app, app)) in r.stderr, r.stderr)
             st, _, body = get(srv.port, "/hi")
             check(st == 200 and body == b"hi\n", "the old code still serves")
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def sse_refusals_say_which_and_why():
+    # issue 18: "bad channel name or Last-Event-ID" did not say which, nor why
+    d = app_dir(OK_CONFIG)
+    try:
+        with open(os.path.join(d, "app.lua"), "a") as f:
+            f.write('app.sse("/ev", function(req)\n'
+                    '  if req.query.dup then return { channels = { "a", "a" } } end\n'
+                    '  if req.query.two then return { channels = { "a", "b" } } end\n'
+                    '  return { channel = req.query.ch or "room" }\n'
+                    'end)\n')
+        with Server(d) as srv:
+            st, _, body = get(srv.port, "/ev", {"Last-Event-ID": "yesterday"})
+            check(st == 400 and b"Last-Event-ID is not an event id" in body and b"decimal" in body, "%d %r" % (st, body))
+            st, _, body = get(srv.port, "/ev", {"Last-Event-ID": "9" * 80})
+            check(st == 400 and b"Last-Event-ID is not an event id" in body, "%d %r" % (st, body))
+            st, _, body = get(srv.port, "/ev?ch=")
+            check(st == 400 and b"the SSE handler returned a bad channel name (channels are 1 to 200 bytes" in body, "%d %r" % (st, body))
+            st, _, body = get(srv.port, "/ev?ch=" + "x" * 201)
+            check(st == 400 and b"bad channel name" in body, "%d %r" % (st, body))
+            st, _, body = get(srv.port, "/ev?dup=1")
+            check(st == 400 and b'returned channel \\"a\\" twice' in body, "%d %r" % (st, body))
+            check("SSE the SSE handler returned" in srv.log(), "the developer's mistake is logged too")
+            # two channels on one stream (this crashed the server: the list index moved while reading it)
+            with Conn(srv.port) as c:
+                c.send(b"GET /ev?two=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = c.read_until(b"\r\n\r\n")
+                check(head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head)
+            check(get(srv.port, "/hi")[0] == 200, "the server keeps serving")
     finally:
         shutil.rmtree(d)
 
