@@ -249,7 +249,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     }
     a->keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    for (size_t i = 0; i < a->cfg->nscripts; i++) {
+    for (size_t i = 0; !(test_mode & APPSTATE_NO_SCRIPTS) && i < a->cfg->nscripts; i++) {
         const char *path = a->cfg->scripts[i];
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->traceback_ref);
         if (luaL_loadfile(L, path)) {

@@ -508,6 +508,7 @@ local TOP = record({
   workers = F(workers_check, "auto"),
   env = F(enum("production", "development"), "development"),
   scripts = F(scripts_check, { "scripts/app.lua" }),
+  templates = F(file_check, "templates"),     -- app.render's directory, relative to config.lua
   limits = F(record({
     max_connections = F(integer(1, 1e7), 11000),   -- 10,000 SSE streams plus room for requests
     request_timeout = F(number(0, DAY, true), 30),

@@ -141,6 +141,25 @@ function app.static(prefix, dir, opts)
   route_at["GET " .. pat] = routes[#routes]
 end
 
+-- HTML templates (lua/template.lua): app.render(name, data [, status]) -> a text/html response
+-- from templates/<name>.html; app.render_string(name, data) -> the HTML. Escaped by default.
+local template
+local function render(name, data, level)
+  template = template or require "template"
+  local ok, html = pcall(template.render, app.config.templates or "templates", name, data)
+  if not ok then
+    if type(html) == "string" and html:match("^[^\n:]+:%d+: ") then error(html, 0) end  -- the template's line
+    raise(html, level + 1)                                                            -- the caller's line
+  end
+  return html
+end
+
+function app.render(name, data, status)
+  return { status = status or 200, headers = { ["content-type"] = "text/html; charset=utf-8" }, body = render(name, data, 2) }
+end
+
+function app.render_string(name, data) return render(name, data, 2) end
+
 -- Middleware. app.before([prefix,] fn): fn(req) runs before the handler; returning a
 -- response answers early. app.after([prefix,] fn): fn(req, res) runs after it with the
 -- response as a table ({ status, headers, body | json }); it may change it or return a new one.
