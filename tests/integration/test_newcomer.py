@@ -258,6 +258,23 @@ def sse_refusals_say_which_and_why():
 
 
 @test
+def handlers_use_debian_lua_modules():
+    # docs/lua-api.md "Lua modules": pure-Lua packages from /usr/share/lua/5.1 load from a handler
+    check(os.path.isfile("/usr/share/lua/5.1/say/init.lua"), "lua-say is installed (tools/bootstrap)")
+    d = app_dir(OK_CONFIG)
+    try:
+        with open(os.path.join(d, "app.lua"), "a") as f:
+            f.write('local say = require "say"\n'
+                    'say:set("greeting", "hello %s")\n'
+                    'app.get("/say", function(req) return say("greeting", { req.query.who or "?" }) end)\n')
+        with Server(d) as srv:
+            st, _, body = get(srv.port, "/say?who=ada")
+            check(st == 200 and body == b"hello ada", "%d %r" % (st, body))
+    finally:
+        shutil.rmtree(d)
+
+
+@test
 def postgresql_not_reachable():
     d = app_dir(OK_CONFIG)
     try:
