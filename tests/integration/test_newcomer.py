@@ -3,6 +3,7 @@ what to do (issue 10): port in use, bad DATABASE_URL, PostgreSQL not reachable, 
 config.lua, a script that does not exist, an unknown config key, a missing library at build time."""
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -270,6 +271,24 @@ def handlers_use_debian_lua_modules():
         with Server(d) as srv:
             st, _, body = get(srv.port, "/say?who=ada")
             check(st == 200 and body == b"hello ada", "%d %r" % (st, body))
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def docs_quote_the_real_database_url_errors():
+    # issue 18: docs/database.md quoted an error sluice never printed
+    with open(os.path.join(ROOT, "docs", "database.md")) as f:
+        quoted = [l.strip() for l in f if l.startswith("config.lua: database.url: ")]
+    check(len(quoted) >= 2, "the page quotes the errors")
+    d = app_dir(OK_CONFIG)
+    try:
+        for q in quoted:
+            m = re.search(r'unknown parameter "(\w+)"', q) or re.search(r"(\w+=\w+) is not", q)
+            param = m.group(1) if "=" in m.group(1) else m.group(1) + "=5"
+            r = run(d, "check", env={"DATABASE_URL": "postgresql://u@127.0.0.1:5432/db?" + param})
+            line = one_line(r.stderr)
+            check(line.endswith(q) and line[:-len(q)] == d + "/", "docs: %r\nreal: %r" % (q, line))
     finally:
         shutil.rmtree(d)
 
