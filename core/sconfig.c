@@ -109,6 +109,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->lim.url_size = (size_t)num(L, lim, "url_size", 8192);
     c->lim.max_headers = (unsigned)num(L, lim, "max_headers", 100);
     c->script_timeout = num(L, lim, "script_timeout", 5);
+    c->lua_memory_mb = num(L, lim, "lua_memory", 512);
     lua_pop(L, 1);
     int co = sub(L, t, "cors");
     int x = sub(L, co, "origins");

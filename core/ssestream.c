@@ -115,11 +115,11 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
         /* Over the bound is not yet slow: a burst published at once (one inbox drain) outruns the
          * socket buffers of a client that reads as fast as it can. The client is slow when it stays
          * over the bound without taking any bytes for sse.slow_timeout, or when the queue reaches
-         * the hard cap (16 x the bound, at least 4096 events: memory stays bounded either way). */
+         * the hard cap (4 x the bound: memory stays bounded either way). */
         uint64_t now_ms = worker_now_us(c->w) / 1000;
         if (!s->behind_since_ms) s->behind_since_ms = now_ms;
         uint64_t since = s->behind_since_ms > s->last_progress_ms ? s->behind_since_ms : s->last_progress_ms;
-        size_t hard = bound * 16 > 4096 ? bound * 16 : 4096;
+        size_t hard = bound * 4;
         if (s->len >= hard || (double)(now_ms - since) >= cfg->sse_slow_timeout * 1000) {
             log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, over sse.max_queue %zu for %.1f s): closing",
                     c->ip, s->len, bound, (double)(now_ms - s->behind_since_ms) / 1000);
