@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <limits.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <signal.h>
 #include <netinet/in.h>
@@ -535,20 +537,135 @@ static int l_clock_advance(lua_State *L)
     return 0;
 }
 
-/* testing.reset(): a fresh rate-limit table so specs do not see each other's buckets */
+/* testing.reset(): forget every rate-limit bucket so specs do not see each other's. Clearing
+ * costs microseconds (only shards holding keys are walked); reallocating the 100,000-key
+ * table after every test cost ~2 ms of page faults per test. */
 static int l_reset(lua_State *L)
 {
     appstate *a = lua_touserdata(L, lua_upvalueindex(1));
-    server *s = a->w->srv;
-    ratelimit *old = s->rl;
-    s->rl = ratelimit_new(a->cfg->limiter_max_keys, 4);
-    if (old) ratelimit_free(old);
+    ratelimit_clear(a->w->srv->rl);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the server log of a test */
+
+/* While specs run, log lines go here instead of stderr; the runner takes them after each test
+ * and shows them under a failure (a handler's error with its file:line and traceback). */
+#define TEST_LOG_MAX 65536
+static buf test_log;
+static size_t test_log_dropped;
+
+static void test_log_tap(const char *line, unsigned long len, void *ud)
+{
+    (void)ud;
+    if (test_log.len + len > TEST_LOG_MAX) { test_log_dropped += len; return; }
+    buf_append(&test_log, line, len);
+}
+
+/* testing.take_log() -> the lines logged since the last call, or nil */
+static int l_take_log(lua_State *L)
+{
+    if (!test_log.len && !test_log_dropped) { lua_pushnil(L); return 1; }
+    lua_pushlstring(L, test_log.data ? test_log.data : "", test_log.len);
+    if (test_log_dropped) {
+        lua_pushfstring(L, "... (%d more bytes of log dropped)\n", (int)test_log_dropped);
+        lua_concat(L, 2);
+    }
+    buf_reset(&test_log);
+    test_log_dropped = 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- waiters (done callbacks) */
+
+/* testing.waiter(): a one-shot event a task can wait on and anything (another task, a timer
+ * callback, the same task earlier) can signal: w:wait() -> true | nil, err; w:wake([err]).
+ * The wake-up is posted through a zero timer so the waiting task never resumes inside the
+ * signaller's own call. */
+typedef struct twaiter {
+    ev_timer kick;
+    appstate *a;
+    task *t;                 /* the task inside wait(), or NULL */
+    int woken;
+    char *err;
+} twaiter;
+
+static void tw_kick_cb(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop, (void)revents;
+    twaiter *w = container_of(tm, twaiter, kick);
+    task *t = w->t;
+    w->t = NULL;
+    if (!t || !t->waiting || t->wait != w) return;
+    lua_State *co = t->co;
+    if (w->err) { lua_pushnil(co); lua_pushstring(co, w->err); task_resume(t, 2); }
+    else { lua_pushboolean(co, 1); task_resume(t, 1); }
+}
+
+static void tw_cancel(task *t)
+{
+    twaiter *w = t->wait;
+    if (w && w->t == t) w->t = NULL;
+}
+
+static int l_waiter(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    twaiter *w = lua_newuserdata(L, sizeof *w);
+    memset(w, 0, sizeof *w);
+    w->a = a;
+    ev_timer_init(&w->kick, tw_kick_cb, 0, 0);
+    luaL_getmetatable(L, "sluice.twaiter");
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int l_waiter_wait(lua_State *L)
+{
+    twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
+    if (w->woken) {
+        if (w->err) { lua_pushnil(L); lua_pushstring(L, w->err); return 2; }
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    task *t = task_current(w->a, L);
+    if (!t) return luaL_error(L, "waiter:wait() only inside a spec");
+    if (w->t) return luaL_error(L, "waiter:wait(): another task is already waiting");
+    w->t = t;
+    t->wait = w;
+    t->cancel = tw_cancel;
+    return task_yield(L, t);
+}
+
+static int l_waiter_wake(lua_State *L)
+{
+    twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
+    if (w->woken) return 0;
+    w->woken = 1;
+    if (!lua_isnoneornil(L, 2)) w->err = strdup(luaL_checkstring(L, 2));
+    if (w->t) ev_timer_start(w->a->w->loop, &w->kick);
+    return 0;
+}
+
+static int l_waiter_gc(lua_State *L)
+{
+    twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
+    if (w->a && w->a->w) ev_timer_stop(w->a->w->loop, &w->kick);
+    free(w->err);
+    w->err = NULL;
     return 0;
 }
 
 static int l_real_now(lua_State *L)
 {
     lua_pushnumber(L, real_now());
+    return 1;
+}
+
+/* testing.isatty(fd) -> whether fd (default 1, stdout) is a terminal: colours and prompts */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
     return 1;
 }
 
@@ -563,7 +680,11 @@ int luaopen_sluice_testing(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"run", l_run},   {"raw", l_raw},           {"clock_now", l_clock_now}, {"clock_advance", l_clock_advance},
-        {"reset", l_reset}, {"port", l_port},       {"real_now", l_real_now}, {NULL, NULL},
+        {"reset", l_reset}, {"port", l_port},       {"real_now", l_real_now}, {"take_log", l_take_log},
+        {"waiter", l_waiter}, {"isatty", l_isatty}, {NULL, NULL},
+    };
+    static const luaL_Reg waiter_methods[] = {
+        {"wait", l_waiter_wait}, {"wake", l_waiter_wake}, {NULL, NULL},
     };
     static const luaL_Reg methods[] = {
         {"next_event", l_next_event}, {"close", l_sub_close}, {"comments", l_comments}, {"release", l_release}, {NULL, NULL},
@@ -573,6 +694,14 @@ int luaopen_sluice_testing(lua_State *L)
         luaL_setfuncs(L, methods, 0);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, tc_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, "sluice.twaiter")) {
+        lua_newtable(L);
+        luaL_setfuncs(L, waiter_methods, 0);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_waiter_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
@@ -591,11 +720,37 @@ static void root_done(task *t, int st, const char *etext)
 {
     root_finished = 1;
     if (st == 0) exit_status = lua_isnumber(t->co, -1) ? (int)lua_tointeger(t->co, -1) : 0;
-    else { fprintf(stderr, "sluice test: %s\n", etext); exit_status = 2; }
+    else { fprintf(stderr, "sluice: %s\n", etext); exit_status = 2; }
     ev_break(t->app->w->loop, EVBREAK_ALL);
 }
 
-int testing_exec(const char *config_path, const char *module, int argc, char **argv)
+/* The app under test: config_path's, or, when no config was named and ./config.lua does not
+ * exist, an app without scripts, so the specs of a plain Lua project (busted's spec/) run too. */
+static appstate *load_app(const char *config_path, int config_given, worker *w, char *err, size_t errlen)
+{
+    if (config_given || access(config_path, F_OK) == 0) return appstate_new(config_path, w, 1, err, errlen);
+    char dir[] = "/tmp/sluice-noconfig-XXXXXX", path[64];
+    if (!mkdtemp(dir)) { snprintf(err, errlen, "sluice: mkdtemp: %s", strerror(errno)); return NULL; }
+    snprintf(path, sizeof path, "%s/config.lua", dir);
+    FILE *f = fopen(path, "w");
+    if (f) { fputs("return { scripts = {} }\n", f); fclose(f); }
+    appstate *a = appstate_new(path, w, 1, err, errlen);
+    unlink(path);
+    rmdir(dir);
+    if (!a) return NULL;
+    /* the loaders put the (now removed) config directory on package.path: make it the cwd's */
+    lua_State *L = a->L;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    luaL_gsub(L, lua_tostring(L, -1), dir, ".");
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd)) { free(a->base_dir); a->base_dir = strdup(cwd); }
+    return a;
+}
+
+int testing_exec(const char *config_path, int config_given, const char *module, int plain, int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     char err[8192];
@@ -607,7 +762,7 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     w->test_mode = 1;
-    appstate *a = appstate_new(config_path, w, 1, err, sizeof err);
+    appstate *a = load_app(config_path, config_given, w, err, sizeof err);
     if (!a) { fprintf(stderr, "%s\n", err); return 2; }
     a->cfg->access_log = 0;
     s->cfg0 = a->cfg;
@@ -617,7 +772,7 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
                     (uint32_t)(a->cfg->sse_retention_seconds * 1000), 0, 0};
     s->ssehub = sse_hub_new(&l, 1, 1000);
     metrics_server_init(s, a->cfg->metrics_errors, a->cfg->metrics_retention);
-    if (worker_setup(s, w, 0, a)) { fprintf(stderr, "sluice test: worker setup failed\n"); return 2; }
+    if (worker_setup(s, w, 0, a)) { fprintf(stderr, "sluice: worker setup failed\n"); return 2; }
     /* listen on an ephemeral loopback port */
     w->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -625,7 +780,7 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     socklen_t sl = sizeof sa;
     if (bind(w->lfd, (struct sockaddr *)&sa, sizeof sa) || listen(w->lfd, 512) ||
         getsockname(w->lfd, (struct sockaddr *)&sa, &sl)) {
-        fprintf(stderr, "sluice test: cannot listen on loopback: %s\n", strerror(errno));
+        fprintf(stderr, "sluice: cannot listen on loopback: %s\n", strerror(errno));
         return 2;
     }
     w->test_port = ntohs(sa.sin_port);
@@ -634,9 +789,17 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     appstate_activate(a);
 
     lua_State *L = a->L;
+    if (plain) {
+        /* `sluice lua`: a script or a REPL, not a handler: no watchdog, and the JIT on */
+        a->script_timeout = 0;
+        lua_sethook(L, NULL, 0, 0);
+        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
+    } else if (strcmp(module, "spec_host") == 0) {
+        log_set_tap(test_log_tap, NULL);   /* each test's server log goes into its report */
+    }
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
-    if (lua_pcall(L, 1, 1, 0)) { fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1)); return 2; }
+    if (lua_pcall(L, 1, 1, 0)) { log_set_tap(NULL, NULL); fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1)); return 2; }
     lua_createtable(L, argc, 0);
     for (int i = 0; i < argc; i++) { lua_pushstring(L, argv[i]); lua_rawseti(L, -2, i + 1); }
     task *root = task_prepare(a, TASK_CHILD, 1);
@@ -645,6 +808,8 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     task_resume(root, 1);
     if (!root_finished) ev_run(w->loop, 0);
     fflush(stdout);
+    log_set_tap(NULL, NULL);
+    buf_free(&test_log);
     worker_teardown(w);
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);
@@ -652,28 +817,12 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     return exit_status;
 }
 
-int testing_main(const char *config_path, int argc, char **argv)
+int testing_main(const char *config_path, int config_given, int argc, char **argv)
 {
-    return testing_exec(config_path, "spec_host", argc, argv);
+    return testing_exec(config_path, config_given, "spec_host", 0, argc, argv);
 }
 
-/* ---------------------------------------------------------------- sluice lua */
-
-int testing_run_script(const char *path, int argc, char **argv)
+int testing_lua(const char *config_path, int config_given, int argc, char **argv)
 {
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    app_setup_loaders(L, NULL, ".");
-    lua_createtable(L, argc, 1);
-    for (int i = 0; i < argc; i++) { lua_pushstring(L, argv[i]); lua_rawseti(L, -2, i); }
-    lua_setglobal(L, "arg");
-    lua_getglobal(L, "debug");
-    lua_getfield(L, -1, "traceback");
-    lua_remove(L, -2);
-    if (luaL_loadfile(L, path)) { fprintf(stderr, "%s\n", lua_tostring(L, -1)); lua_close(L); return 1; }
-    for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
-    int rc = lua_pcall(L, argc - 1, 0, -(argc + 1));
-    if (rc) fprintf(stderr, "%s\n", lua_tostring(L, -1));
-    lua_close(L);
-    return rc ? 1 : 0;
+    return testing_exec(config_path, config_given, "sluice_lua", 1, argc, argv);
 }
