@@ -19,6 +19,8 @@ local function traceback(e)
   return table.concat(lines, "\n")
 end
 
+local QUIET = {} -- error(): exit 1 without a message (how busted ends a failed run)
+
 local function run_file(args)
   local path = args[1]
   local chunk, err = loadfile(path)
@@ -29,10 +31,13 @@ local function run_file(args)
   local argt = { [0] = path }
   for i = 2, #args do argt[i - 1] = args[i] end
   arg = argt
-  local ok, res = xpcall(function() return chunk(unpack(argt)) end, traceback)
+  local ok, res = xpcall(function() return chunk(unpack(argt)) end, function(e)
+    if e == nil then return QUIET end
+    return traceback(e)
+  end)
   io.stdout:flush()
   if not ok then
-    io.stderr:write(res, "\n")
+    if res ~= QUIET then io.stderr:write(res, "\n") end
     return 1
   end
   return type(res) == "number" and res or 0

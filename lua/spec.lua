@@ -333,8 +333,15 @@ local function report(t, status, secs, msg, log)
   run.out.test(r)
 end
 
+-- The server log of the test (handler errors with their traceback), without timestamps.
 local function take_log()
-  return host.take_log and host.take_log() or nil
+  local log = host.take_log and host.take_log()
+  if not log then return nil end
+  local lines = {}
+  for l in log:gmatch("[^\n]+") do
+    lines[#lines + 1] = l:gsub("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d+ ", ""):gsub("\t", "  ")
+  end
+  return table.concat(lines, "\n")
 end
 
 ---------------------------------------------------------------- order
@@ -426,7 +433,12 @@ local function run_test(t, chain)
     end
     if not ready then ancestor = i break end
   end
-  if ready then try(nil, takes_done(t.fn) and async_body(t.fn) or t.fn) end
+  if ready then
+    local async = takes_done(t.fn)
+    if not try(nil, async and async_body(t.fn) or t.fn) and async and msg and msg:find("^timed out after") then
+      msg = ("%s:%d: %s waiting for done()"):format(file, t.line or 0, msg)
+    end
+  end
   local fin = state.test.finally
   for i = #fin, 1, -1 do try("finally", fin[i]) end
   for i = ancestor, 1, -1 do

@@ -300,6 +300,24 @@ done_case
 status 2; err_has 'task "nosuchtask" not found'
 done_case
 
+# sluice lua: a script with the whole sluice API on a test instance, and the REPL
+run lua-script $F/script.lua a b
+status 0; has "status 200"; has "args a,b"; has "arg0 true"
+done_case
+run lua-script-status $F/script.lua 3
+status 3
+done_case
+run lua-script-error $F/script.lua fail
+status 1; err_has "$F/script.lua:$(mark script.lua scripterr): attempt to index local 't'"
+done_case
+run lua-script-quiet $F/script.lua quiet
+status 1; checks=$((checks + 1)); [ ! -s "$T/err" ] || bad "error() printed: $(cat "$T/err")"
+done_case
+printf 'res = request("GET", "/health")\nres.status\nfor i = 1, 2 do\nprint("line " .. i)\nend\nerror("oops")\napp.get ~= nil\n' \
+  | $SLUICE_LUA >"$T/out" 2>"$T/err"; rc=$?; name=lua-repl; case_failed=0
+status 0; line "200"; line "line 1"; line "line 2"; has "oops"; line "true"
+done_case
+
 run tty $H --filter 'users > create' $F/filter.lua
 lacks $'\e['
 done_case
