@@ -37,6 +37,11 @@ static double real_now(void)
 
 /* ---------------------------------------------------------------- host.run: child tasks */
 
+/* The waiter a test is blocked on in wait() (its done callback): a timer callback that fails
+ * meanwhile (an assertion in it, typically) fails the test at once instead of at its timeout.
+ * Disarmed whenever a host.run child ends or is abandoned. */
+static struct twaiter *armed_waiter;
+
 typedef struct hostrun {
     ev_timer start, limit;
     task *parent, *child;
@@ -50,6 +55,7 @@ typedef struct hostrun {
 static void hr_resume_parent(hostrun *hr)
 {
     task *p = hr->parent;
+    armed_waiter = NULL;
     ev_timer_stop(hr->loop, &hr->start);
     ev_timer_stop(hr->loop, &hr->limit);
     lua_State *co = p->co;
@@ -555,9 +561,12 @@ static int l_reset(lua_State *L)
 static buf test_log;
 static size_t test_log_dropped;
 
+static void waiter_fail_from_log(const char *line, unsigned long len);
+
 static void test_log_tap(const char *line, unsigned long len, void *ud)
 {
     (void)ud;
+    waiter_fail_from_log(line, len);
     if (test_log.len + len > TEST_LOG_MAX) { test_log_dropped += len; return; }
     buf_append(&test_log, line, len);
 }
@@ -590,6 +599,32 @@ typedef struct twaiter {
     char *err;
 } twaiter;
 
+
+static void waiter_post(twaiter *w, const char *err, size_t errlen)
+{
+    if (w->woken) return;
+    w->woken = 1;
+    if (err) w->err = strndup(err, errlen);
+    if (armed_waiter == w) armed_waiter = NULL;
+    if (w->t) ev_timer_start(w->a->w->loop, &w->kick);
+}
+
+static void waiter_fail_from_log(const char *line, unsigned long len)
+{
+    static const char tag[] = "[error] timer callback failed: ";
+    if (!armed_waiter) return;
+    const char *p = memmem(line, len, tag, sizeof tag - 1);
+    if (!p) return;
+    p += sizeof tag - 1;
+    const char *end = line + len;
+    const char *tb = memmem(p, (size_t)(end - p), "\nstack traceback:", 17);
+    if (tb) end = tb;
+    while (end > p && end[-1] == '\n') end--;
+    char msg[1024];
+    int n = snprintf(msg, sizeof msg, "%.*s\n(raised in a callback while the test waited for done())", (int)(end - p), p);
+    waiter_post(armed_waiter, msg, n < (int)sizeof msg ? (size_t)n : sizeof msg - 1);
+}
+
 static void tw_kick_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 {
     (void)loop, (void)revents;
@@ -606,6 +641,7 @@ static void tw_cancel(task *t)
 {
     twaiter *w = t->wait;
     if (w && w->t == t) w->t = NULL;
+    if (armed_waiter == w) armed_waiter = NULL;
 }
 
 static int l_waiter(lua_State *L)
@@ -634,22 +670,23 @@ static int l_waiter_wait(lua_State *L)
     w->t = t;
     t->wait = w;
     t->cancel = tw_cancel;
+    armed_waiter = w;
     return task_yield(L, t);
 }
 
 static int l_waiter_wake(lua_State *L)
 {
     twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
-    if (w->woken) return 0;
-    w->woken = 1;
-    if (!lua_isnoneornil(L, 2)) w->err = strdup(luaL_checkstring(L, 2));
-    if (w->t) ev_timer_start(w->a->w->loop, &w->kick);
+    size_t n = 0;
+    const char *err = lua_isnoneornil(L, 2) ? NULL : luaL_checklstring(L, 2, &n);
+    waiter_post(w, err, n);
     return 0;
 }
 
 static int l_waiter_gc(lua_State *L)
 {
     twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
+    if (armed_waiter == w) armed_waiter = NULL;
     if (w->a && w->a->w) ev_timer_stop(w->a->w->loop, &w->kick);
     free(w->err);
     w->err = NULL;

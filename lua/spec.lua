@@ -637,8 +637,10 @@ local function prelude(o)
     if not f then return nil, "cannot load --helper: " .. tostring(err) end
     chunks[#chunks + 1] = { f = f, args = o.Xhelper }
   end
+  -- globals the prelude sets are the specs' globals (as with expose)
+  local env = setmetatable({}, { __index = make_env(), __newindex = run.exposed })
   for _, c in ipairs(chunks) do
-    setfenv(c.f, make_env())
+    setfenv(c.f, env)
     local ok, err, tb = call(function() c.f(unpack(c.args or {})) end, run.timeout)
     if not ok then return nil, describe_err(nil, err, tb, o.helper or "-e") end
   end

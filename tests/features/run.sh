@@ -75,7 +75,9 @@ check_runner() {
   want "$T/bu.out" "busted.fixture.lua:15: Expected response status 500 to be 200." busted
   want "$T/bu.out" "server log during the test:" busted
   want "$T/bu.out" "[error] GET /boom: $PWD/$dir/app.lua:6: attempt to index local 'cfg'" busted
-  [ "$(tail -n 1 "$T/bu.out")" = "4 passed, 1 failed, 1 skipped" ] || { echo "    runner: busted: last line: $(tail -n 1 "$T/bu.out")"; bad=1; }
+  want "$T/bu.out" "busted.fixture.lua:36: Expected objects to be equal." busted
+  want "$T/bu.out" "(raised in a callback while the test waited for done())" busted
+  [ "$(tail -n 1 "$T/bu.out")" = "4 passed, 2 failed, 1 skipped" ] || { echo "    runner: busted: last line: $(tail -n 1 "$T/bu.out")"; bad=1; }
   # the spec line the test was waiting on when its time ran out
   want "$T/to.out" "timeout.fixture.lua:4: timed out after 1s" timeouts
   if [ $bad = 0 ]; then

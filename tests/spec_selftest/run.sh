@@ -233,11 +233,40 @@ done_case
 run list $D --list --tags slow $F/tags.lua
 status 0; line "$F/tags.lua:2: api #slow > lists"; line "$F/tags.lua:3: api #slow > creates #db"; lacks "parser"
 done_case
-run prelude $D -e 'greeting = "hi"' $F/filter.lua
-status 0
+printf 'describe("e", function() it("sees -e globals", function() assert.equal("hi", greeting) end) end)\n' >"$T/greet.lua"
+run prelude $D -e 'greeting = "hi"' "$T/greet.lua"
+status 0; last "1 passed, 0 failed"
 done_case
 run prelude-error $D -e 'error("boom")' $F/filter.lua
 status 2; err_has "boom"
+done_case
+
+run expose-across-files $D $F/exposer.lua $F/exposed.lua
+status 0; last "2 passed, 0 failed"
+done_case
+run sort $D --sort $F/order.lua
+status 0; checks=$((checks + 1))
+[ "$(grep -oE 'order > [ab]' "$T/out" | tr -d '\n')" = "order > aorder > b" ] || bad "--sort did not sort"
+done_case
+run suppress-pending $D --suppress-pending $F/order.lua
+status 0; lacks "skip order"; last "2 passed, 0 failed, 1 skipped"
+done_case
+run lazy $D --lazy $F/hooks.lua
+status 1; has "lazy_setup: $F/hooks.lua:$(mark hooks.lua setup): no fixture"
+done_case
+mkdir -p "$T/lib" "$T/lp"
+printf 'return { answer = 42 }\n' >"$T/lib/answer_mod.lua"
+printf 'local m = require "answer_mod"\ndescribe("lpath", function() it("finds the module", function() assert.equal(42, m.answer) end) end)\n' >"$T/lp/lpath_spec.lua"
+printf 'helped = "yes"\n' >"$T/lp/helper.lua"
+printf 'describe("helper", function() it("ran first", function() assert.equal("yes", helped) end) end)\n' >"$T/lp/helped_spec.lua"
+run lpath $D --lpath "$T/lib/?.lua" "$T/lp/lpath_spec.lua"
+status 0; last "1 passed, 0 failed"
+done_case
+run lpath-missing $D "$T/lp/lpath_spec.lua"
+status 2; has "module 'answer_mod' not found"
+done_case
+run helper $D --helper "$T/lp/helper.lua" "$T/lp/helped_spec.lua"
+status 0; last "1 passed, 0 failed"
 done_case
 
 # a host: coroutines, reset hooks, timeouts

@@ -29,3 +29,12 @@ describe("on the event loop", function()
     pending("needs the v2 API")
   end)
 end)
+
+describe("a failing callback", function()
+  it("fails the waiting test at once", function(done)
+    app.timer(0.01, function()
+      assert.are.equal(1, 2) -- MARK:cb
+      done()
+    end)
+  end)
+end)
