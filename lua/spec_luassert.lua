@@ -220,8 +220,10 @@ assert:register("assertion", "header", header, "assertion.header.positive", "ass
 -- Spies, stubs, formatters and parameters a test sets are undone after it (luassert snapshots).
 function M.snapshot() return assert:snapshot() end
 
+-- luassert colours the marker of the differing key through lua-term; without it, no colour.
+local has_term = pcall(require, "term")
 function M.set_color(on)
-  assert:set_parameter("TableErrorHighlightColor", on and "red" or "none")
+  assert:set_parameter("TableErrorHighlightColor", on and has_term and "red" or "none")
 end
 
 -- Formats any value the way luassert prints arguments.
