@@ -2,8 +2,6 @@
 #ifndef SLUICE_DISPATCH_H
 #define SLUICE_DISPATCH_H
 
-#include <lua.h>
-
 #include "server.h"
 
 /* Handles one complete request on c (the response is queued now or when its handler resumes). */
@@ -18,7 +16,5 @@ void dispatch_heartbeat(conn *c);
 void dispatch_conn_gone(conn *c);
 /* SSE: writes queued events; returns 1 while some remain queued. */
 int dispatch_sse_pending(conn *c);
-/* Writes Set-Cookie headers from the response table's `cookies` list (table at idx). */
-const char *dispatch_cookies(resp *r, lua_State *co, int idx, char *etext, size_t elen);
 
 #endif

@@ -23,6 +23,7 @@ typedef struct ssestream {
     size_t head, len, cap;
     size_t off;                     /* bytes of q[head] already written */
     uint64_t last_progress_ms;
+    uint64_t behind_since_ms;       /* when the queue last went over the bound (0: under it) */
     int dirty;
     struct ssestream *dirty_next;
     /* cross-instance (Redis): see admit_redis */
@@ -109,13 +110,23 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
         conn_flush(c);                      /* a burst in one drain: give the socket a chance first */
         if (c->closed || c->sse != s) return;
     }
-    if (s->len >= bound) {                  /* the client does not read fast enough: bounded memory */
-        if (!cfg->sse_drop_oldest) {
-            log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, sse.max_queue): closing", c->ip, bound);
+    if (s->len >= bound && !cfg->sse_drop_oldest) {
+        /* Over the bound is not yet slow: a burst published at once (one inbox drain) outruns the
+         * socket buffers of a client that reads as fast as it can. The client is slow when it stays
+         * over the bound without taking any bytes for sse.slow_timeout, or when the queue reaches
+         * the hard cap (4 x the bound: memory stays bounded either way). */
+        uint64_t now_ms = worker_now_us(c->w) / 1000;
+        if (!s->behind_since_ms) s->behind_since_ms = now_ms;
+        uint64_t since = s->behind_since_ms > s->last_progress_ms ? s->behind_since_ms : s->last_progress_ms;
+        size_t hard = bound * 4;
+        if (s->len >= hard || (double)(now_ms - since) >= cfg->sse_slow_timeout * 1000) {
+            log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, over sse.max_queue %zu for %.1f s): closing",
+                    c->ip, s->len, bound, (double)(now_ms - s->behind_since_ms) / 1000);
             atomic_fetch_add_explicit(&c->w->sse_slow_closed, 1, memory_order_relaxed);
             conn_close(c);
             return;
         }
+    } else if (s->len >= bound) {           /* drop_oldest: the queue stays at the bound */
         /* drop the oldest whole event (never one already half on the wire) and signal it */
         size_t at = s->off ? 1 : 0;
         if (s->len > at) {
@@ -596,6 +607,7 @@ int ssestream_flush(conn *c)
                 left = 0;
             }
         }
+        if (!s->len) s->behind_since_ms = 0;       /* caught up */
         if (s->len || s->notice_len) return 1;
     }
     if (c->state == CS_CLOSING) { conn_close(c); return 0; }

@@ -523,6 +523,7 @@ local TOP = record({
     url_size = F(integer(64, 1048576), 8192),
     max_headers = F(integer(1, 10000), 100),
     script_timeout = F(number(0, DAY), 5),
+    lua_memory = F(integer(0, 1048576), 512),       -- MB per Lua state, 0 = no budget
   }), {}),
   cors = F(record({
     origins = F(array(nonempty_string, "origins (\"*\" or scheme://host[:port])"), {}),
@@ -569,6 +570,7 @@ local TOP = record({
     publish_path = F(url_path, "/_sluice/publish"),
     max_queue = F(integer(1, 1e6), 1024),
     slow_policy = F(enum("disconnect", "drop_oldest"), "disconnect"),
+    slow_timeout = F(number(0.01, 3600), 5),
   }), {}),
   database = F(record({
     url = F(optional_string(pg_url), env_default("DATABASE_URL")),
