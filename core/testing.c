@@ -827,10 +827,14 @@ int testing_exec(const char *config_path, int config_given, const char *module, 
 
     lua_State *L = a->L;
     if (plain) {
-        /* `sluice lua`: a script or a REPL, not a handler: no watchdog, and the JIT on */
+        /* `sluice lua`: a script or a REPL, not a handler: no watchdog, no memory budget, the
+         * JIT on, and os.exit back (luaopen_os registers the library's functions again) */
         a->script_timeout = 0;
+        a->guard.limit = 0;
         lua_sethook(L, NULL, 0, 0);
         luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
+        lua_pushcfunction(L, luaopen_os);
+        lua_call(L, 0, 0);
     } else if (strcmp(module, "spec_host") == 0) {
         log_set_tap(test_log_tap, NULL);   /* each test's server log goes into its report */
     }
