@@ -339,12 +339,77 @@ static int l_port(lua_State *L)
     return 1;
 }
 
+/* ---------------------------------------------------------------- stdin for the REPL */
+
+/* testing.readline() -> the next line of stdin (without "\n"), or nil at end of input. The task
+ * yields while it waits, so the instance stays live (timers, streams) as the user types. */
+static struct {
+    ev_io io;
+    task *t;
+    struct ev_loop *loop;
+    buf acc;
+    int eof, started;
+} rl;
+
+static int rl_take(lua_State *L)
+{
+    char *d = rl.acc.data ? rl.acc.data + rl.acc.off : NULL;
+    size_t n = buf_pending(&rl.acc);
+    char *nl = d ? memchr(d, '\n', n) : NULL;
+    if (nl) {
+        lua_pushlstring(L, d, (size_t)(nl - d));
+        rl.acc.off += (size_t)(nl - d) + 1;
+        return 1;
+    }
+    if (!rl.eof) return 0;
+    if (n) { lua_pushlstring(L, d, n); rl.acc.off += n; }
+    else lua_pushnil(L);
+    return 1;
+}
+
+static void rl_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    char b[4096];
+    ssize_t n = read(0, b, sizeof b);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n > 0) buf_append(&rl.acc, b, (size_t)n);
+    else rl.eof = 1;
+    task *t = rl.t;
+    if (!t || !t->waiting || t->wait != &rl) return;
+    if (rl_take(t->co)) {
+        ev_io_stop(loop, w);
+        rl.t = NULL;
+        task_resume(t, 1);
+    }
+}
+
+static void rl_cancel(task *t)
+{
+    if (rl.t == t) { ev_io_stop(rl.loop, &rl.io); rl.t = NULL; }
+}
+
+static int l_readline(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    if (rl_take(L)) return 1;
+    task *t = task_current(a, L);
+    if (!t) return luaL_error(L, "testing.readline: only inside a task");
+    if (!rl.started) { ev_io_init(&rl.io, rl_cb, 0, EV_READ); rl.started = 1; }
+    rl.loop = a->w->loop;
+    rl.t = t;
+    t->wait = &rl;
+    t->cancel = rl_cancel;
+    ev_io_start(rl.loop, &rl.io);
+    return task_yield(L, t);
+}
+
 int luaopen_sluice_testing(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"run", l_run},   {"raw", testclient_raw},           {"clock_now", l_clock_now}, {"clock_advance", l_clock_advance},
         {"reset", l_reset}, {"port", l_port},       {"real_now", l_real_now}, {"take_log", l_take_log},
-        {"waiter", l_waiter}, {"isatty", l_isatty}, {NULL, NULL},
+        {"waiter", l_waiter}, {"isatty", l_isatty}, {"readline", l_readline}, {NULL, NULL},
     };
     static const luaL_Reg waiter_methods[] = {
         {"wait", l_waiter_wait}, {"wake", l_waiter_wake}, {NULL, NULL},
@@ -467,6 +532,8 @@ int testing_exec(const char *config_path, int config_given, const char *module, 
     fflush(stdout);
     log_set_tap(NULL, NULL);
     buf_free(&test_log);
+    if (rl.started) ev_io_stop(w->loop, &rl.io);
+    buf_free(&rl.acc);
     worker_teardown(w);
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);

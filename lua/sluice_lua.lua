@@ -66,6 +66,7 @@ local function show(v, depth)
   return "{ " .. table.concat(parts, ", ") .. " }"
 end
 
+-- The instance keeps running while the REPL waits for input (T.readline yields the task).
 local function repl()
   local env = setmetatable({}, { __index = _G })
   for k, v in pairs(helpers.globals()) do env[k] = v end
@@ -75,7 +76,7 @@ local function repl()
   local pending = nil
   while true do
     if tty then io.stdout:write(pending and ">> " or "> ") io.stdout:flush() end
-    local line = io.read("*l")
+    local line = T.readline()
     if not line then break end
     local src = pending and (pending .. "\n" .. line) or line
     local chunk, err = loadstring("return " .. src, "=stdin")
@@ -98,6 +99,7 @@ local function repl()
         end
       end
     end
+    io.stdout:flush()
   end
   return 0
 end

@@ -347,6 +347,23 @@ printf 'res = request("GET", "/health")\nres.status\nfor i = 1, 2 do\nprint("lin
 status 0; line "200"; line "line 1"; line "line 2"; has "oops"; line "true"
 done_case
 
+# the REPL's instance stays live while it waits for input: a timer set by one line fires before
+# the next line is typed (the writer waits for it, bounded, instead of sleeping a fixed time)
+name=lua-repl-live; case_failed=0
+mkfifo "$T/in"
+$SLUICE_LUA <"$T/in" >"$T/out" 2>"$T/err" &
+repl_pid=$!
+exec 7>"$T/in"
+echo 'app.timer(0.01, function() print("FIRED") io.stdout:flush() end)' >&7
+for _ in $(seq 1 200); do grep -q FIRED "$T/out" && break; sleep 0.05; done
+echo 'print("after")' >&7
+exec 7>&-
+wait $repl_pid; rc=$?
+status 0; line "FIRED"; line "after"
+checks=$((checks + 1)); [ "$(grep -n FIRED "$T/out" | cut -d: -f1)" -lt "$(grep -n after "$T/out" | cut -d: -f1)" ] 2>/dev/null \
+  || bad "the timer did not fire while the REPL waited"
+done_case
+
 run tty $H --filter 'users > create' $F/filter.lua
 lacks $'\e['
 done_case
