@@ -16,6 +16,7 @@ BASE=${BENCH_BASE_BIN:-}
 ROUNDS=${1:-5}
 [ -x "$BIN" ] || { echo "spec.sh: no $BIN (build first)" >&2; exit 1; }
 [ -f /usr/bin/busted ] || { echo "spec.sh: /usr/bin/busted missing (Debian lua-busted, tools/bootstrap)" >&2; exit 1; }
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 TMP=$(mktemp -d /tmp/bench-spec.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -82,7 +83,7 @@ REV=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
   echo "## bench/spec.sh — sluice test per-test cost (issue 16)"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r)"
+  echo "- machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r); load average at the start: $LOAD (a shared machine: read the ratio to the anchor, measured in the same conditions)"
   echo "- command: \`bench/spec.sh $ROUNDS\` (sluice $REV, $BIN); median wall time of $ROUNDS runs of each whole command, start-up included"
   echo "- the app: one route, the default rate-limit policies and table size (100,000 keys); the specs are generated"
   echo "- anchor, same run: \`sluice lua /usr/bin/busted -o plainTerminal empty_spec.lua\` — Debian's busted 2.1.1 with luassert under sluice's LuaJIT with the JIT on"
