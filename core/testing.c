@@ -444,15 +444,15 @@ static void root_done(task *t, int st, const char *etext)
 
 /* The app under test: config_path's, or, when no config was named and ./config.lua does not
  * exist, an app without scripts, so the specs of a plain Lua project (busted's spec/) run too. */
-static appstate *load_app(const char *config_path, int config_given, worker *w, char *err, size_t errlen)
+static appstate *load_app(const char *config_path, int config_given, worker *w, int flags, char *err, size_t errlen)
 {
-    if (config_given || access(config_path, F_OK) == 0) return appstate_new(config_path, w, 1, err, errlen);
+    if (config_given || access(config_path, F_OK) == 0) return appstate_new(config_path, w, 1 | flags, err, errlen);
     char dir[] = "/tmp/sluice-noconfig-XXXXXX", path[64];
     if (!mkdtemp(dir)) { snprintf(err, errlen, "sluice: mkdtemp: %s", strerror(errno)); return NULL; }
     snprintf(path, sizeof path, "%s/config.lua", dir);
     FILE *f = fopen(path, "w");
     if (f) { fputs("return { scripts = {} }\n", f); fclose(f); }
-    appstate *a = appstate_new(path, w, 1, err, errlen);
+    appstate *a = appstate_new(path, w, 1 | flags, err, errlen);
     unlink(path);
     rmdir(dir);
     if (!a) return NULL;
@@ -468,7 +468,9 @@ static appstate *load_app(const char *config_path, int config_given, worker *w, 
     return a;
 }
 
-int testing_exec(const char *config_path, int config_given, const char *module, int plain, int argc, char **argv)
+/* The test instance running require(module)(args) as its root task; flags are appstate_new's. */
+static int exec_app(const char *config_path, int config_given, const char *module, int plain, int flags,
+                    int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     char err[8192];
@@ -480,7 +482,7 @@ int testing_exec(const char *config_path, int config_given, const char *module, 
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     w->test_mode = 1;
-    appstate *a = load_app(config_path, config_given, w, err, sizeof err);
+    appstate *a = load_app(config_path, config_given, w, flags, err, sizeof err);
     if (!a) { fprintf(stderr, "%s\n", err); return 2; }
     a->cfg->access_log = 0;
     s->cfg0 = a->cfg;
@@ -539,6 +541,16 @@ int testing_exec(const char *config_path, int config_given, const char *module, 
     ratelimit_free(s->rl);
     metrics_server_free(s);
     return exit_status;
+}
+
+int testing_exec(const char *config_path, int config_given, const char *module, int plain, int argc, char **argv)
+{
+    return exec_app(config_path, config_given, module, plain, 0, argc, argv);
+}
+
+int testing_exec_flags(const char *config_path, const char *module, int flags, int argc, char **argv)
+{
+    return exec_app(config_path, 1, module, 0, flags, argc, argv);
 }
 
 int testing_main(const char *config_path, int config_given, int argc, char **argv)

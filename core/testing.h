@@ -10,5 +10,8 @@ int testing_main(const char *config_path, int config_given, int argc, char **arg
 int testing_exec(const char *config_path, int config_given, const char *module, int plain, int argc, char **argv);
 /* `sluice lua [FILE args...]`: runs FILE (or a REPL) on a live test instance of the app. */
 int testing_lua(const char *config_path, int config_given, int argc, char **argv);
+/* As testing_exec with the named config and appstate_new flags added to test mode
+ * (APPSTATE_NO_SCRIPTS: config.lua only; `sluice migrate`). */
+int testing_exec_flags(const char *config_path, const char *module, int flags, int argc, char **argv);
 
 #endif
