@@ -404,7 +404,9 @@ static void bench(void)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ns = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / N;
     printf("# bench: %.1f ns per check (single thread, known key, %ld admitted)\n", ns, admitted);
-    ok(ns < 1000, "check is fast (%.1f ns; target < 100 ns in an optimized build)", ns);
+    /* a figure, not a check: speed is measured by the benchmarks (bench/overhead.sh), never by a
+     * timed test that a loaded machine or a sanitizer build fails (this one did, under TSan) */
+    ok(admitted > 0 && admitted < N, "mixed allow/reject over the run (%ld of %d admitted)", admitted, (int)N);
     ratelimit_free(rl);
 }
 
