@@ -147,21 +147,18 @@ static int host_valid(const char *s, size_t n, int allow_empty)
         if (i == n || i == 1) return 0;
         i++;
     } else {
-        while (i < n && s[i] != ':') {
-            unsigned char c = (unsigned char)s[i];
-            if (c == '%') {
-                if (i + 2 >= n || hexval((unsigned char)s[i + 1]) < 0 || hexval((unsigned char)s[i + 2]) < 0) return 0;
-                i += 3;
-                continue;
-            }
-            if (!(byte_class[c] & C_REGNAME)) return 0;
-            i++;
+        const unsigned char *u = (const unsigned char *)s;
+        for (;;) {
+            while (i < n && (byte_class[u[i]] & C_REGNAME)) i++;
+            if (i == n || u[i] != '%') break;
+            if (i + 2 >= n || hexval(u[i + 1]) < 0 || hexval(u[i + 2]) < 0) return 0;
+            i += 3;
         }
         if (i == 0) return 0;           /* ":80" */
     }
     if (i < n) {
         if (s[i] != ':') return 0;
-        for (i++; i < n; i++) if (s[i] < '0' || s[i] > '9') return 0;
+        for (i++; i < n; i++) if ((unsigned char)(s[i] - '0') > 9) return 0;
     }
     return 1;
 }
@@ -431,17 +428,21 @@ http_feed_result http_feed(http_conn_parser *cp, const char *data, size_t len, s
         size_t k = 0;
         if (cp->phase == PH_HEAD) {
             httpscan_ev ev = httpscan_head(&cp->scan, data + i, len - i, &k);
-            const char *feed = ev == HS_METHOD ? cp->scan.method : data + i;
-            size_t flen = ev == HS_METHOD ? cp->scan.mlen : ev == HS_SKIP ? 0 : k;
+            size_t from = i + cp->scan.lead;
             i += k;
+            if (ev == HS_SKIP) continue;
+            if (ev == HS_METHOD) {      /* split across reads: it comes from the scanner's copy */
+                if (run_parser(cp, cp->scan.method, cp->scan.mlen)) break;
+                continue;
+            }
             if (ev == HS_ERROR) {
                 /* the valid bytes before the offending one go to http-parser first: an error it
                  * finds there comes earlier in the stream, whatever the reads' boundaries */
-                if (!(k && cp->scan.in_block && run_parser(cp, data + i - k, k)))
+                if (!(i > from && cp->scan.in_block && run_parser(cp, data + from, i - from)))
                     fail(cp, cp->scan.status, cp->scan.msg);
                 break;
             }
-            if (flen && run_parser(cp, feed, flen)) break;
+            if (i > from && run_parser(cp, data + from, i - from)) break;
             if (ev == HS_HEAD_END) {
                 if (!cp->hp_done) { fail(cp, 400, "malformed request"); break; }
                 if (r->chunked) {

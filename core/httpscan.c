@@ -60,8 +60,55 @@ void httpscan_begin(httpscan *s, size_t header_size, size_t url_size, unsigned m
     s->msg = NULL;
 }
 
+/* SWAR: eight bytes at a time through the long runs (values, targets). below() can flag a
+ * byte above a true hit as well, never one before it: so on little-endian the lowest flagged
+ * byte is the first that ends the run, found without going byte by byte. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SWAR 1
+#else
+#define SWAR 0
+#endif
+static inline uint64_t load8(const unsigned char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+/* the high bit of each byte of x below n (n <= 128), and maybe of bytes after one */
+static inline uint64_t below(uint64_t x, unsigned n) { return (x - ONES * n) & ~x & HIGHS; }
+static inline uint64_t is_del(uint64_t x) { return below(x ^ (ONES * 0x7f), 1); }
+
+/* Index of the first byte from i that is not field-vchar / SP / HTAB. */
+static inline size_t skip_field(const unsigned char *p, size_t i, size_t n)
+{
+    while (SWAR && n - i >= 8) {
+        uint64_t x = load8(p + i), m = below(x, 0x20) | is_del(x);
+        if (!m) { i += 8; continue; }
+        i += (size_t)__builtin_ctzll(m) >> 3;
+        if (p[i] != '\t') return i;
+        i++;                    /* HTAB is allowed in a value */
+    }
+    while (i < n && (cls[p[i]] & K_FIELD)) i++;
+    return i;
+}
+
+/* Index of the first byte from i (before stop) that is not VCHAR. */
+static inline size_t skip_vchar(const unsigned char *p, size_t i, size_t stop)
+{
+    while (SWAR && stop - i >= 8) {
+        uint64_t x = load8(p + i), m = below(x, 0x21) | is_del(x) | (x & HIGHS);
+        if (m) return i + ((size_t)__builtin_ctzll(m) >> 3);
+        i += 8;
+    }
+    while (i < stop && (cls[p[i]] & K_VCHAR)) i++;
+    return i;
+}
+
 /* Field lines up to and including the empty line that ends them: advances *pos through p[0..n)
- * (to n, or past the final LF with *end set, or to the offending byte on an error, -1). */
+ * (to n, or past the final LF with *end set, or to the offending byte on an error, -1). The
+ * states fall through to each other, so a whole line costs no dispatch. */
 static int scan_lines(httpscan *s, const unsigned char *p, size_t n, size_t *pos, int trailer, int *end)
 {
     size_t i = *pos;
@@ -71,32 +118,41 @@ static int scan_lines(httpscan *s, const unsigned char *p, size_t n, size_t *pos
         switch (s->state) {
         case L_LINE0:
             if (c == '\r') { s->state = L_END_LF; i++; break; }
-            if (cls[c] & K_TCHAR) {
-                if (!trailer && ++s->lines > s->max_headers) { rc = scan_fail(s, 431, "too many request headers"); break; }
-                s->state = L_NAME;
-                i++;
+            if (!(cls[c] & K_TCHAR)) {
+                /* RFC 9112 5.2: obs-fold may be rejected, and 2.2: so may whitespace after the
+                 * start line; a proxy that unfolds differently would see other headers */
+                rc = scan_fail(s, 400, c == ' ' || c == '\t' ? "obs-fold (a line starting with whitespace) is not accepted"
+                                     : c == '\n' ? MSG_BARE_LF : c == 0 ? "NUL in request" : "invalid character in header name");
                 break;
             }
-            /* RFC 9112 5.2: obs-fold may be rejected, and 2.2: so may whitespace after the
-             * start line; a proxy that unfolds differently would see other headers */
-            rc = scan_fail(s, 400, c == ' ' || c == '\t' ? "obs-fold (a line starting with whitespace) is not accepted"
-                                 : c == '\n' ? MSG_BARE_LF : c == 0 ? "NUL in request" : "invalid character in header name");
-            break;
+            if (!trailer && ++s->lines > s->max_headers) { rc = scan_fail(s, 431, "too many request headers"); break; }
+            s->state = L_NAME;
+            i++;
+            /* fall through */
         case L_NAME:
             while (i < n && (cls[p[i]] & K_TCHAR)) i++;
             if (i == n) break;
             c = p[i];
-            if (c == ':') { s->state = L_VALUE; i++; break; }
-            rc = scan_fail(s, 400, c == ' ' || c == '\t' ? "whitespace between header name and colon"
-                                 : c == '\r' || c == '\n' ? "header line without a colon" : "invalid character in header name");
-            break;
+            if (c != ':') {
+                rc = scan_fail(s, 400, c == ' ' || c == '\t' ? "whitespace between header name and colon"
+                                     : c == '\r' || c == '\n' ? "header line without a colon" : "invalid character in header name");
+                break;
+            }
+            s->state = L_VALUE;
+            i++;
+            /* fall through */
         case L_VALUE:
-            while (i < n && (cls[p[i]] & K_FIELD)) i++;
+            i = skip_field(p, i, n);
             if (i == n) break;
             c = p[i];
-            if (c == '\r') { s->state = L_VALUE_LF; i++; break; }
-            rc = scan_fail(s, 400, c == '\n' ? MSG_BARE_LF : c == 0 ? "NUL in request" : "control character in header value");
-            break;
+            if (c != '\r') {
+                rc = scan_fail(s, 400, c == '\n' ? MSG_BARE_LF : c == 0 ? "NUL in request" : "control character in header value");
+                break;
+            }
+            s->state = L_VALUE_LF;
+            if (++i == n) break;
+            c = p[i];
+            /* fall through */
         case L_VALUE_LF:
             if (c != '\n') { rc = scan_fail(s, 400, MSG_BARE_CR); break; }
             s->state = L_LINE0;
@@ -138,10 +194,17 @@ static httpscan_ev scan_start(httpscan *s, const unsigned char *p, size_t n, siz
             i++;
             continue;
         }
-        while (i < n && (cls[p[i]] & K_TCHAR)) {
-            if (s->mlen == HTTPSCAN_METHOD_MAX) { *used = i; scan_fail(s, 501, "method not implemented"); return HS_ERROR; }
-            s->method[s->mlen++] = (char)p[i++];
+        /* method[] keeps only what the caller cannot find in this read's bytes */
+        size_t j = i, had = s->mlen, room = HTTPSCAN_METHOD_MAX - had, stop = n - i > room ? i + room : n;
+        while (j < stop && (cls[p[j]] & K_TCHAR)) j++;
+        s->mlen = (uint8_t)(had + (j - i));
+        if (j < n && s->mlen == HTTPSCAN_METHOD_MAX && (cls[p[j]] & K_TCHAR)) {
+            *used = j;
+            scan_fail(s, 501, "method not implemented");
+            return HS_ERROR;
         }
+        if (j == n || had) memcpy(s->method + had, p + i, j - i);
+        i = j;
         if (i == n) break;
         *used = i;
         if (p[i] != ' ') { scan_fail(s, 400, p[i] == 0 ? "NUL in request" : MSG_RLINE); return HS_ERROR; }
@@ -157,18 +220,28 @@ static httpscan_ev scan_start(httpscan *s, const unsigned char *p, size_t n, siz
 httpscan_ev httpscan_head(httpscan *s, const char *data, size_t n, size_t *used)
 {
     const unsigned char *p = (const unsigned char *)data;
-    if (s->state < S_SP1) return scan_start(s, p, n, used);
+    size_t i = 0;
+    s->lead = 0;
+    if (s->state < S_SP1) {
+        httpscan_ev ev = scan_start(s, p, n, used);
+        if (ev != HS_METHOD || *used < s->mlen) return ev;
+        i = *used;              /* the method is in these bytes: go on with the block */
+        s->lead = (uint32_t)(i - s->mlen);
+    }
+    size_t from = i;
     /* never look past the header_size budget: a block over it is a 431 at that byte */
     size_t room = s->header_size > s->bytes ? s->header_size - s->bytes : 0;
-    size_t lim = n < room ? n : room, i = 0;
+    size_t lim = n - i < room ? n : i + room;
     int end = 0;
     while (i < lim && !end) {
         unsigned c = p[i];
+        /* the states fall through to each other: a whole request line costs no dispatch */
         switch (s->state) {
         case S_SP1:             /* the SP after the method (HS_METHOD stopped before it) */
             s->state = S_TARGET0;
-            i++;
-            break;
+            if (++i == lim) break;
+            c = p[i];
+            /* fall through */
         case S_TARGET0:
             if (!(cls[c] & K_VCHAR)) {
                 *used = i;
@@ -176,34 +249,48 @@ httpscan_ev httpscan_head(httpscan *s, const char *data, size_t n, size_t *used)
                 return HS_ERROR;
             }
             s->state = S_TARGET;
-            break;
+            /* fall through */
         case S_TARGET: {
             /* at most url_size bytes: the byte after them is the 414, at its own offset */
-            size_t j = i, stop = lim - i > s->url_size - s->target ? i + (s->url_size - s->target) : lim;
-            while (j < stop && (cls[p[j]] & K_VCHAR)) j++;
+            size_t stop = lim - i > s->url_size - s->target ? i + (s->url_size - s->target) : lim;
+            size_t j = skip_vchar(p, i, stop);
             s->target += (uint32_t)(j - i);
             i = j;
             *used = i;
             if (i == lim) break;
-            if (s->target == s->url_size && (cls[p[i]] & K_VCHAR)) { scan_fail(s, 414, "URI too long"); return HS_ERROR; }
             c = p[i];
-            if (c == ' ') { s->state = S_VERSION; s->vi = 0; i++; break; }
-            scan_fail(s, 400, c == '\r' || c == '\n' ? "request line without an HTTP version"
-                       : c == 0 ? "NUL in request" : "invalid character in request target");
-            return HS_ERROR;
-        }
-        case S_VERSION: {
-            static const char pat[] = "HTTP/d.d";
-            char want = pat[s->vi];
-            if (want == 'd' ? !(c >= '0' && c <= '9') : c != (unsigned char)want) {
-                *used = i;
-                scan_fail(s, 400, c == ' ' ? "more than one space in the request line" : "invalid HTTP version");
+            if (s->target == s->url_size && (cls[c] & K_VCHAR)) { scan_fail(s, 414, "URI too long"); return HS_ERROR; }
+            if (c != ' ') {
+                scan_fail(s, 400, c == '\r' || c == '\n' ? "request line without an HTTP version"
+                                : c == 0 ? "NUL in request" : "invalid character in request target");
                 return HS_ERROR;
             }
-            i++;
-            if (++s->vi == 8) s->state = S_RL_CR;
-            break;
+            s->state = S_VERSION;
+            s->vi = 0;
+            if (++i == lim) break;
+            c = p[i];
         }
+            /* fall through */
+        case S_VERSION: {
+            static const char pat[] = "HTTP/d.d";
+            if (s->vi == 0 && lim - i >= 8 && memcmp(p + i, "HTTP/", 5) == 0 && p[i + 5] >= '0' &&
+                p[i + 5] <= '9' && p[i + 6] == '.' && p[i + 7] >= '0' && p[i + 7] <= '9') {
+                i += 8;             /* the whole version at once: the usual case */
+            } else {
+                char want = pat[s->vi];
+                if (want == 'd' ? !(c >= '0' && c <= '9') : c != (unsigned char)want) {
+                    *used = i;
+                    scan_fail(s, 400, c == ' ' ? "more than one space in the request line" : "invalid HTTP version");
+                    return HS_ERROR;
+                }
+                i++;
+                if (++s->vi < 8) break;
+            }
+            s->state = S_RL_CR;
+            if (i == lim) break;
+            c = p[i];
+        }
+            /* fall through */
         case S_RL_CR:
             if (c != '\r') {
                 *used = i;
@@ -211,18 +298,19 @@ httpscan_ev httpscan_head(httpscan *s, const char *data, size_t n, size_t *used)
                 return HS_ERROR;
             }
             s->state = S_RL_LF;
-            i++;
-            break;
+            if (++i == lim) break;
+            c = p[i];
+            /* fall through */
         case S_RL_LF:
             if (c != '\n') { *used = i; scan_fail(s, 400, MSG_BARE_CR); return HS_ERROR; }
             s->state = L_LINE0;
             i++;
-            break;
+            /* fall through */
         default:
             if (scan_lines(s, p, lim, &i, 0, &end)) { *used = i; return HS_ERROR; }
         }
     }
-    s->bytes += (uint32_t)i;
+    s->bytes += (uint32_t)(i - from);
     *used = i;
     if (end) return HS_HEAD_END;
     if (i < n) { scan_fail(s, 431, "request header block too large"); return HS_ERROR; }

@@ -23,11 +23,12 @@ typedef struct httpscan {
     uint8_t mlen;            /* method bytes in method[] */
     uint8_t ndigits;         /* chunk-size digits so far */
     uint8_t in_block;        /* past the method: consumed bytes belong to the header block */
-    char method[HTTPSCAN_METHOD_MAX];
+    char method[HTTPSCAN_METHOD_MAX];   /* a method split across reads */
     uint32_t bytes;          /* header block bytes so far, then header block + trailer section */
     uint32_t target;         /* request-target bytes */
     uint32_t lines;          /* header field lines */
     uint32_t ext;            /* chunk-extension bytes in this message */
+    uint32_t lead;           /* after httpscan_head: consumed bytes before the header block */
     uint64_t size;           /* the chunk being read: declared size, then bytes left */
     size_t header_size, url_size, body_size;
     unsigned max_headers;
@@ -38,12 +39,17 @@ typedef struct httpscan {
 /* What httpscan_head() did with the bytes it consumed (*used of them). */
 typedef enum httpscan_ev {
     HS_SKIP,      /* consumed, but not for http-parser: empty lines before the request, the method */
-    HS_METHOD,    /* the method is complete in method[0..mlen): hand it to http-parser, then go on */
-    HS_FEED,      /* all n bytes belong to the header block and are valid: hand them on */
-    HS_HEAD_END,  /* the header block is complete, through its final LF: hand the bytes on */
+    HS_METHOD,    /* a method that began in an earlier read is complete in method[0..mlen):
+                   * hand it to http-parser before what follows (a method within one read is
+                   * handed on with the rest, see lead) */
+    HS_FEED,      /* all n bytes are valid; those from lead on belong to the header block
+                   * (before lead: empty lines): hand them on */
+    HS_HEAD_END,  /* the header block is complete, through its final LF: hand on the bytes
+                   * from lead to *used */
     HS_ERROR,     /* status and msg say why; the connection must close. The *used bytes before
-                   * the offending one were valid: when in_block is set they are header-block
-                   * bytes, which the caller hands on first (an error there comes earlier) */
+                   * the offending one were valid: when in_block is set those from lead on are
+                   * header-block bytes, which the caller hands on first (an error there comes
+                   * earlier in the stream) */
 } httpscan_ev;
 
 typedef enum httpscan_body {
