@@ -29,7 +29,7 @@ int luaopen_sluice_cache(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 /* ---------------------------------------------------------------- module loading */
 
