@@ -14,8 +14,7 @@
 #include <string.h>
 
 #include "httpc_int.h"
-
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 /* ---------------------------------------------------------------- lists */
 

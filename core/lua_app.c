@@ -18,6 +18,7 @@
 #include "lua_guard.h"
 #include "log.h"
 #include "lua_db.h"
+#include "lua_pgurl.h"
 #include "web.h"
 
 struct sluice_embedded { const char *name; const char *src; size_t len; };
@@ -29,7 +30,7 @@ int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
 void lua_http_preload(lua_State *L, appstate *a);
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 /* ---------------------------------------------------------------- module loading */
 
@@ -87,6 +88,8 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
+    lua_pushcfunction(L, luaopen_sluice_pgurl);    /* config.lua validates URLs with the pool's parser */
+    lua_setfield(L, -2, "sluice.pgurl");
     if (a) {
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_core, 1);
@@ -247,7 +250,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     }
     a->keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    for (size_t i = 0; i < a->cfg->nscripts; i++) {
+    for (size_t i = 0; !(test_mode & APPSTATE_NO_SCRIPTS) && i < a->cfg->nscripts; i++) {
         const char *path = a->cfg->scripts[i];
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->traceback_ref);
         if (luaL_loadfile(L, path)) {

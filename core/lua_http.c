@@ -16,8 +16,8 @@
 
 #include "lua_app.h"
 #include "lua_http_int.h"
+#include "util.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 #define CFG_KEY "sluice.config"
 
 /* ---------------------------------------------------------------- per-state context */

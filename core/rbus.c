@@ -1,6 +1,7 @@
 /* rbus.c: hiredis async connections driven by each worker's libev loop, the cross-instance SSE
  * subscriber (worker 0), the Redis-side Lua scripts, deadlines, reconnects and counters. */
 #include "rbus.h"
+#include "sentinel.h"
 
 #include <hiredis/async.h>
 #include <hiredis/adapters/libev.h>
@@ -16,173 +17,11 @@
 #include "log.h"
 #include "sse.h"                    /* SSE_ID_PER_MS only: the floor starts at the hub's first id */
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 5.0
 #define CONNECT_TIMEOUT 2.0
 #define OPS_FREE_MAX 256
-
-/* ------------------------------------------------------------------ scripts */
-
-/* Ids: the shared counter, raised to the caller's floor, so an id is always above every id
- * any instance's hub has issued (instances bump it with their own floor when they connect).
- * The stream is trimmed with XDEL (not MAXLEN) so max-deleted-entry-id tells replay whether
- * events after a client's Last-Event-ID were dropped. PUBLISH inside the script: delivery
- * order on every subscriber equals id order, whichever instance published. */
-static const char *const script_src[RBUS_NSCRIPTS] = {
-    [RBUS_PUBLISH] =
-        "local id\n"
-        "if ARGV[2] ~= '' then\n"
-        "  id = tonumber(ARGV[2])\n"
-        "  local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-        "  if id <= cur then return redis.error_reply('id must be greater than the last id issued') end\n"
-        "  redis.call('SET', KEYS[1], ARGV[2])\n"
-        "else\n"
-        "  id = redis.call('INCR', KEYS[1])\n"
-        "  local floor = tonumber(ARGV[1])\n"
-        "  if id < floor then id = floor; redis.call('SET', KEYS[1], string.format('%.0f', id)) end\n"
-        "end\n"
-        "local sid = string.format('%.0f', id)\n"
-        "local ml = tonumber(ARGV[8])\n"
-        "if ml > 0 then\n"
-        "  local ok = redis.pcall('XADD', KEYS[2], sid .. '-0', 'e', ARGV[4], 'd', ARGV[5], 'r', ARGV[6])\n"
-        "  local n = redis.call('XLEN', KEYS[2])\n"
-        "  if n > ml then\n"
-        "    local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', n - ml)\n"
-        "    for i = 1, #old do redis.call('XDEL', KEYS[2], old[i][1]) end\n"
-        "  end\n"
-        "  redis.call('PEXPIRE', KEYS[2], ARGV[10])\n"
-        "end\n"
-        "redis.call('PUBLISH', ARGV[9], sid .. ' ' .. #ARGV[3] .. ' ' .. #ARGV[4] .. ' ' .. ARGV[6] .. ' ' .. ARGV[7]\n"
-        "  .. '\\n' .. ARGV[3] .. ARGV[4] .. ARGV[5])\n"
-        "return sid\n",
-    /* GCRA exactly as ratelimit.c, on Redis's clock. TAT is stored as "sec ns" because a
-     * nanosecond timestamp does not fit a double; only differences (< 104 days) are formed. */
-    [RBUS_GCRA] =
-        "local T, B, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-        "local BT = B * T\n"
-        "local now_s, now_ns\n"
-        "if ARGV[4] then\n"                 /* tests pass the clock (ms) to compare with ratelimit.c */
-        "  local ms = tonumber(ARGV[4]); now_s = math.floor(ms / 1000); now_ns = (ms - now_s * 1000) * 1000000\n"
-        "else\n"
-        "  local t = redis.call('TIME'); now_s, now_ns = tonumber(t[1]), tonumber(t[2]) * 1000\n"
-        "end\n"
-        "local function idiv(a, b)\n"
-        "  local q = math.floor(a / b)\n"
-        "  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end\n"
-        "  return q\n"
-        "end\n"
-        "local function ceil_ms(x) local q = idiv(x, 1000000); if q * 1000000 < x then q = q + 1 end; return q end\n"
-        "local function store(nd)\n"
-        "  local tot = now_ns + nd\n"
-        "  local ds = idiv(tot, 1000000000)\n"
-        "  redis.call('SET', KEYS[1], string.format('%.0f %.0f', now_s + ds, tot - ds * 1000000000), 'PX', ceil_ms(nd) + 1000)\n"
-        "end\n"
-        "local d = 0\n"
-        "local v = redis.call('GET', KEYS[1])\n"
-        "if v then\n"
-        "  local s, ns = string.match(v, '^(%d+) (%d+)$')\n"
-        "  if s then d = (tonumber(s) - now_s) * 1000000000 + (tonumber(ns) - now_ns) end\n"
-        "end\n"
-        "if d > BT then d = BT; if v and cost > 0 then store(d) end end\n"
-        "local base = d > 0 and d or 0\n"
-        "if cost > B then return {0, idiv(BT - base, T), -1, ceil_ms(base)} end\n"
-        "local nd = base + cost * T\n"
-        "if nd > BT then return {0, idiv(BT - base, T), ceil_ms(nd - BT), ceil_ms(base)} end\n"
-        "if cost > 0 then store(nd) end\n"
-        "return {1, idiv(BT - nd, T), 0, ceil_ms(nd)}\n",
-    /* Caps count live streams of every instance: members expire unless refreshed at heartbeat,
-     * so a crashed instance's streams age out. With a last id, the missed events come back too. */
-    [RBUS_SSE_ADMIT] =
-        "local t = redis.call('TIME')\n"
-        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-        "local exp = now + tonumber(ARGV[2])\n"
-        "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-        "local maxt = tonumber(ARGV[3])\n"
-        "if maxt > 0 and redis.call('ZCARD', KEYS[1]) >= maxt then return {1} end\n"
-        "if ARGV[5] == '1' then\n"
-        "  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
-        "  local pu = tonumber(ARGV[4])\n"
-        "  if pu > 0 and redis.call('ZCARD', KEYS[2]) >= pu then return {2} end\n"
-        "  redis.call('ZADD', KEYS[2], exp, ARGV[1])\n"
-        "  redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"
-        "end\n"
-        "redis.call('ZADD', KEYS[1], exp, ARGV[1])\n"
-        "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-        "local out = {0}\n"
-        "if ARGV[6] ~= '' then\n"
-        "  local last = tonumber(ARGV[6])\n"
-        "  for i = 3, #KEYS do\n"
-        "    local gap = 0\n"
-        "    local info = redis.pcall('XINFO', 'STREAM', KEYS[i])\n"
-        "    if type(info) == 'table' and not info.err then\n"
-        "      for j = 1, #info - 1, 2 do\n"
-        "        if info[j] == 'max-deleted-entry-id' then\n"
-        "          local md = tonumber(string.match(info[j + 1], '^(%d+)'))\n"
-        "          if md and md > last then gap = 1 end\n"
-        "        end\n"
-        "      end\n"
-        "      out[#out + 1] = gap\n"
-        "      out[#out + 1] = redis.call('XRANGE', KEYS[i], '(' .. ARGV[6] .. '-0', '+', 'COUNT', ARGV[7])\n"
-        "    else\n"
-        "      out[#out + 1] = 0\n"
-        "      out[#out + 1] = {}\n"
-        "    end\n"
-        "  end\n"
-        "  out[#out + 1] = redis.call('GET', ARGV[8]) or ''\n"    /* the history's epoch (RBUS_CATCHUP) */
-        "end\n"
-        "return out\n",
-    [RBUS_SSE_TOUCH] =
-        "if ARGV[3] == '1' then\n"
-        "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
-        "  if ARGV[4] == '1' then redis.call('ZREM', KEYS[2], ARGV[1]) end\n"
-        "  return 0\n"
-        "end\n"
-        "local t = redis.call('TIME')\n"
-        "local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])\n"
-        "redis.call('ZADD', KEYS[1], exp, ARGV[1])\n"
-        "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-        "if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], exp, ARGV[1]); redis.call('PEXPIRE', KEYS[2], ARGV[2]) end\n"
-        "return 1\n",
-    [RBUS_FLOOR] =
-        "local c = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-        "if c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end\n"
-        "return 1\n",
-    [RBUS_INCR] =
-        "local v\n"
-        "if string.find(ARGV[1], '[%.eE]') then v = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])\n"
-        "else v = redis.call('INCRBY', KEYS[1], ARGV[1]) end\n"
-        "if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
-        "return v\n",
-    /* After the subscriber was cut off: what the streams hold past the last id this instance
-     * saw. The epoch key names Redis's history: a Redis that lost its data (restart without
-     * persistence) gets a new one, so the instance knows the streams no longer reach back. */
-    [RBUS_CATCHUP] =
-        "local ep = redis.call('GET', KEYS[1])\n"
-        "if not ep then ep = ARGV[3]; redis.call('SET', KEYS[1], ep) end\n"
-        "local out = {ep, redis.call('GET', KEYS[2]) or '0'}\n"
-        "local last = tonumber(ARGV[1])\n"
-        "for i = 3, #KEYS do\n"
-        "  local gap = 0\n"
-        "  local info = redis.pcall('XINFO', 'STREAM', KEYS[i])\n"
-        "  if type(info) == 'table' and not info.err then\n"
-        "    for j = 1, #info - 1, 2 do\n"
-        "      if info[j] == 'max-deleted-entry-id' then\n"
-        "        local md = tonumber(string.match(info[j + 1], '^(%d+)'))\n"
-        "        if md and md > last then gap = 1 end\n"
-        "      end\n"
-        "    end\n"
-        "    local ents = redis.call('XRANGE', KEYS[i], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])\n"
-        "    if #ents >= tonumber(ARGV[2]) then gap = 1 end\n"
-        "    out[#out + 1] = gap\n"
-        "    out[#out + 1] = ents\n"
-        "  else\n"
-        "    out[#out + 1] = 0\n"
-        "    out[#out + 1] = {}\n"
-        "  end\n"
-        "end\n"
-        "return out\n",
-};
 
 /* ------------------------------------------------------------------ state */
 
@@ -199,12 +38,19 @@ typedef struct rbus_srv {
     atomic_ullong counters[RBC_N];
     atomic_int logged_down;             /* one log line per outage */
     rbus_handlers bus;                  /* set before the workers start, read on worker 0 */
+    /* redis-sentinel:// : the master's address comes from the discovery thread (sentinel.h) */
+    sentinel *sent;
+    char sent_desc[300];                /* "sentinel master <name>" for log lines */
+    pthread_mutex_t reg_lock;           /* guards reg: the workers to tell about a switch */
+    struct rbus_w *reg[64];
+    int nreg;
 } rbus_srv;
 
 typedef struct rconn {
     struct rbus_w *rw;
     redisAsyncContext *ac;
     int up, sub;                        /* connected (after AUTH/SELECT were queued); subscriber */
+    unsigned epoch;                     /* Sentinel: the master epoch this connection was made to */
     double backoff;
     ev_timer retry_w;                   /* reconnect after backoff / connect deadline */
     int ever_up;
@@ -218,6 +64,8 @@ typedef struct rbus_w {
     rbus_op *free_ops;
     int nfree;
     int stopping;
+    ev_async switch_w;                  /* Sentinel: the master changed (posted by its thread) */
+    unsigned epoch_seen;                /* the last master epoch switch_cb acted on */
 } rbus_w;
 
 struct rbus_op {
@@ -230,6 +78,9 @@ struct rbus_op {
 };
 
 static void conn_start(rconn *rc);
+static void master_changed(void *ud);
+static void switch_cb(struct ev_loop *loop, ev_async *aw, int revents);
+static void role_cb(redisAsyncContext *ac, void *reply, void *privdata);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -338,9 +189,36 @@ int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen)
     rbus_srv *rs = calloc(1, sizeof *rs);
     if (!rs) { snprintf(err, errlen, "out of memory"); return -1; }
     const char *e = NULL;
-    if (rbus_parse_url(cfg->redis_url, rs->host, sizeof rs->host, &rs->port, rs->pass, sizeof rs->pass,
+    pthread_mutex_init(&rs->reg_lock, NULL);
+    if (sentinel_is_url(cfg->redis_url)) {
+        sentinel_cfg sc;
+        if (sentinel_parse_url(cfg->redis_url, &sc, err, errlen) < 0) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "REDIS_URL: %s (expected redis-sentinel://host:26379[,host:port...]/master-name"
+                     "[?db=N&password=P&sentinel_password=S])", why);
+            pthread_mutex_destroy(&rs->reg_lock);
+            free(rs);
+            return -1;
+        }
+        snprintf(rs->pass, sizeof rs->pass, "%s", sc.pass);
+        snprintf(rs->user, sizeof rs->user, "%s", sc.user);
+        rs->db = sc.db;
+        rs->port = -1;                  /* the address is the Sentinels' answer, per connection */
+        snprintf(rs->sent_desc, sizeof rs->sent_desc, "the master '%s' (via %d Sentinel%s)", sc.master, sc.naddrs,
+                 sc.naddrs == 1 ? "" : "s");
+        snprintf(rs->host, sizeof rs->host, "%s", rs->sent_desc);
+        rs->sent = sentinel_start(&sc, master_changed, rs);
+        if (!rs->sent) {
+            snprintf(err, errlen, "REDIS_URL: cannot start the Sentinel discovery thread");
+            pthread_mutex_destroy(&rs->reg_lock);
+            free(rs);
+            return -1;
+        }
+    } else if (rbus_parse_url(cfg->redis_url, rs->host, sizeof rs->host, &rs->port, rs->pass, sizeof rs->pass,
                        rs->user, sizeof rs->user, &rs->db, &e)) {
         snprintf(err, errlen, "REDIS_URL: %s (expected redis://[:password@]host:6379[/db])", e);
+        pthread_mutex_destroy(&rs->reg_lock);
         free(rs);
         return -1;
     }
@@ -356,15 +234,29 @@ int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen)
     /* The hub's ids start at the wall-clock ms of its creation, which is before now. */
     atomic_store(&rs->floor, wall_ms() * SSE_ID_PER_MS);   /* the local hub's first id */
     s->rbus = rs;
-    log_msg(LOG_INFO, "redis: %s%s%d (instance %s, prefix \"%s\")", rs->host, rs->port ? ":" : "",
-            rs->port, rs->instance, rs->prefix);
+    if (rs->sent) log_msg(LOG_INFO, "redis: %s (instance %s, prefix \"%s\")", rs->sent_desc, rs->instance, rs->prefix);
+    else log_msg(LOG_INFO, "redis: %s%s%d (instance %s, prefix \"%s\")", rs->host, rs->port ? ":" : "",
+                 rs->port, rs->instance, rs->prefix);
     return 0;
 }
 
 void rbus_server_free(server *s)
 {
-    free(s->rbus);
+    rbus_srv *rs = s->rbus;
+    if (rs) {
+        sentinel_stop(rs->sent);        /* joins the thread: no master_changed() after this */
+        pthread_mutex_destroy(&rs->reg_lock);
+    }
+    free(rs);
     s->rbus = NULL;
+}
+
+int rbus_sentinel_state(server *s, char *host, size_t hostlen, int *port)
+{
+    rbus_srv *rs = s->rbus;
+    if (!rs || !rs->sent) return -1;
+    if (!sentinel_master(rs->sent, host, hostlen, port)) return 0;
+    return sentinel_reachable(rs->sent) ? 2 : 1;
 }
 
 /* ------------------------------------------------------------------ ops */
@@ -464,7 +356,7 @@ rbus_op *rbus_eval(worker *w, int script, int nkeys, int argc, const char **argv
     if (!rw || script < 0 || script >= RBUS_NSCRIPTS || argc < 0 || argc > 36 || nkeys > argc) return NULL;
     int sha = rw->sha[script][0] != 0;
     av[0] = sha ? "EVALSHA" : "EVAL";
-    av[1] = sha ? rw->sha[script] : script_src[script];
+    av[1] = sha ? rw->sha[script] : rbus_script_src[script];
     al[0] = strlen(av[0]);
     al[1] = strlen(av[1]);
     al[2] = (size_t)snprintf(nk, sizeof nk, "%d", nkeys);
@@ -490,6 +382,25 @@ static void auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     redisReply *r = reply;
     if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_ERROR, "redis: %s: %s", (const char *)privdata, r->str);
+}
+
+/* Sentinel: after every (re)connect the node must say it is the master; a demoted old master or
+ * a stale answer from the Sentinels sends the connection back to ask again. */
+static void role_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply *r = reply;
+    rconn *rc = privdata;
+    if (!r || ac->data != rc) return;
+    int master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
+                 strcmp(r->element[0]->str, "master") == 0;
+    if (master) return;
+    rbus_w *rw = rc->rw;
+    log_msg(LOG_WARN, "redis: the node the Sentinels named is not the master (ROLE says %s): asking again",
+            r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str
+                                                                                                 : "something else");
+    rbus_count(rw->w->srv, RBC_NOT_MASTER);
+    sentinel_refresh(rw->rs->sent);
+    redisAsyncDisconnect(ac);           /* on_disconnect: went_down, retry with backoff */
 }
 
 /* The subscriber hands each event, with its global id, to the bus user. */
@@ -617,16 +528,17 @@ static void conn_prime(rconn *rc)
         else redisAsyncCommand(ac, auth_cb, "AUTH", "AUTH %s", rs->pass);
     }
     if (rs->db) redisAsyncCommand(ac, auth_cb, "SELECT", "SELECT %d", rs->db);
+    if (rs->sent) redisAsyncCommand(ac, role_cb, rc, "ROLE");
     if (rc->sub) {
         /* Raise the shared id counter above this hub's ids BEFORE listening, so every event
          * this instance receives from now on carries an id its hub accepts. */
         char fl[32];
         snprintf(fl, sizeof fl, "%llu", (unsigned long long)rbus_id_floor(rw->w->srv));
-        redisAsyncCommand(ac, auth_cb, "EVAL", "EVAL %s 1 %s %s", script_src[RBUS_FLOOR], rs->counter, fl);
+        redisAsyncCommand(ac, auth_cb, "EVAL", "EVAL %s 1 %s %s", rbus_script_src[RBUS_FLOOR], rs->counter, fl);
         redisAsyncCommand(ac, sub_msg_cb, NULL, "SUBSCRIBE %s", rs->pubchan);
     } else {
         for (intptr_t i = 0; i < RBUS_NSCRIPTS; i++)
-            redisAsyncCommand(ac, sha_cb, (void *)i, "SCRIPT LOAD %s", script_src[i]);
+            redisAsyncCommand(ac, sha_cb, (void *)i, "SCRIPT LOAD %s", rbus_script_src[i]);
     }
 }
 
@@ -646,11 +558,70 @@ static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!rc->ac) conn_start(rc);
 }
 
+/* On the Sentinel thread: a new master. Each worker moves its connections on its own loop. */
+static void master_changed(void *ud)
+{
+    rbus_srv *rs = ud;
+    pthread_mutex_lock(&rs->reg_lock);
+    for (int i = 0; i < rs->nreg; i++) ev_async_send(rs->reg[i]->w->loop, &rs->reg[i]->switch_w);
+    pthread_mutex_unlock(&rs->reg_lock);
+}
+
+static void switch_cb(struct ev_loop *loop, ev_async *aw, int revents)
+{
+    rbus_w *rw = container_of(aw, rbus_w, switch_w);
+    if (rw->stopping) return;
+    char host[256];
+    int port;
+    unsigned epoch = sentinel_master(rw->rs->sent, host, sizeof host, &port);
+    rconn *cs[2] = {&rw->cmd, &rw->sub};
+    int moved = 0;
+    for (int i = 0; i < 2; i++) {
+        rconn *rc = cs[i];
+        if (rc->sub && (rw->w->idx != 0 || rw->w->test_mode)) continue;
+        rc->backoff = BACKOFF_MIN;
+        if (rc->ac && rc->epoch != epoch) {     /* connected (or connecting) to the old master */
+            moved = 1;
+            if (rc->up) {
+                redisAsyncDisconnect(rc->ac);   /* on_disconnect -> went_down -> retry at once */
+            } else {
+                redisAsyncContext *ac = rc->ac;
+                rc->ac = NULL;
+                ac->data = NULL;
+                redisAsyncFree(ac);
+                conn_start(rc);
+            }
+        } else if (!rc->ac) {                   /* waiting out a backoff: try the new master now */
+            ev_timer_stop(loop, &rc->retry_w);
+            conn_start(rc);
+        }
+    }
+    /* the first answer is a discovery, not a switch; count each switch once per process */
+    if (rw->epoch_seen && epoch != rw->epoch_seen && rw->w->idx == 0) {
+        rbus_count(rw->w->srv, RBC_MASTER_SWITCHES);
+        log_msg(LOG_WARN, "redis: the Sentinels moved %s to %s:%d: %s", rw->rs->sent_desc, host, port,
+                moved ? "reconnecting" : "connecting there");
+    }
+    rw->epoch_seen = epoch;
+}
+
 static void conn_start(rconn *rc)
 {
     rbus_w *rw = rc->rw;
     rbus_srv *rs = rw->rs;
-    redisAsyncContext *ac = rs->port ? redisAsyncConnect(rs->host, rs->port) : redisAsyncConnectUnix(rs->host);
+    redisAsyncContext *ac;
+    if (rs->sent) {
+        char host[256];
+        int port;
+        rc->epoch = sentinel_master(rs->sent, host, sizeof host, &port);
+        if (!rc->epoch) {               /* no Sentinel has answered yet: master_changed() wakes us */
+            retry_later(rc);
+            return;
+        }
+        ac = redisAsyncConnect(host, port);
+    } else {
+        ac = rs->port ? redisAsyncConnect(rs->host, rs->port) : redisAsyncConnectUnix(rs->host);
+    }
     if (!ac || ac->err) {
         if (ac) redisAsyncFree(ac);
         retry_later(rc);
@@ -684,6 +655,16 @@ int rbus_worker_init(worker *w)
         cs[i]->backoff = BACKOFF_MIN;
         ev_init(&cs[i]->retry_w, retry_cb);
     }
+    if (rs->sent) {
+        char h[256];
+        int pt;
+        rw->epoch_seen = sentinel_master(rs->sent, h, sizeof h, &pt);   /* a later change is a switch */
+        ev_async_init(&rw->switch_w, switch_cb);
+        ev_async_start(w->loop, &rw->switch_w);
+        pthread_mutex_lock(&rs->reg_lock);
+        if (rs->nreg < (int)(sizeof rs->reg / sizeof rs->reg[0])) rs->reg[rs->nreg++] = rw;
+        pthread_mutex_unlock(&rs->reg_lock);
+    }
     conn_start(&rw->cmd);
     if (w->idx == 0 && !w->test_mode) conn_start(&rw->sub);
     return 0;
@@ -694,6 +675,14 @@ void rbus_worker_free(worker *w)
     rbus_w *rw = w->rbus;
     if (!rw) return;
     rw->stopping = 1;
+    if (rw->rs->sent) {
+        rbus_srv *rs = rw->rs;
+        pthread_mutex_lock(&rs->reg_lock);
+        for (int i = 0; i < rs->nreg; i++)
+            if (rs->reg[i] == rw) { rs->reg[i] = rs->reg[--rs->nreg]; break; }
+        pthread_mutex_unlock(&rs->reg_lock);
+        ev_async_stop(w->loop, &rw->switch_w);
+    }
     rconn *cs[2] = {&rw->cmd, &rw->sub};
     for (int i = 0; i < 2; i++) {
         ev_timer_stop(w->loop, &cs[i]->retry_w);
@@ -736,6 +725,8 @@ static const char *const counter_names[RBC_N] = {
     [RBC_SSE_ADMIT_FALLBACK] = "sluice_redis_sse_admission_fallbacks_total",
     [RBC_SSE_REPLAYED] = "sluice_redis_sse_replayed_total",
     [RBC_CACHE_ERRORS] = "sluice_redis_cache_errors_total",
+    [RBC_MASTER_SWITCHES] = "sluice_redis_master_switches_total",
+    [RBC_NOT_MASTER] = "sluice_redis_not_master_total",
 };
 
 static const char *const counter_help[RBC_N] = {
@@ -754,6 +745,8 @@ static const char *const counter_help[RBC_N] = {
     [RBC_SSE_ADMIT_FALLBACK] = "SSE streams admitted on local caps only (Redis did not answer).",
     [RBC_SSE_REPLAYED] = "SSE events replayed from the Redis history.",
     [RBC_CACHE_ERRORS] = "app.cache operations that failed.",
+    [RBC_MASTER_SWITCHES] = "Redis Sentinel announced a new master and the connections moved to it.",
+    [RBC_NOT_MASTER] = "Connections that found a node that is not the master (ROLE) and reconnected.",
 };
 
 void rbus_metrics(server *s, buf *out)

@@ -36,6 +36,9 @@ enum rbus_script {
     RBUS_NSCRIPTS
 };
 
+/* The source of each script (rbus_scripts.c); internal to the rbus module. */
+extern const char *const rbus_script_src[RBUS_NSCRIPTS];
+
 /* Counters shown in /metrics and the status JSON. */
 enum rbus_counter {
     RBC_ERRORS,          /* error replies and lost connections */
@@ -53,6 +56,8 @@ enum rbus_counter {
     RBC_SSE_ADMIT_FALLBACK, /* ... admitted on local caps only because Redis failed */
     RBC_SSE_REPLAYED,    /* events replayed to reconnecting clients from the Redis streams */
     RBC_CACHE_ERRORS,    /* app.cache calls that failed on Redis */
+    RBC_MASTER_SWITCHES, /* Sentinel: the master changed and the connections followed */
+    RBC_NOT_MASTER,      /* Sentinel: a connection found a non-master (ROLE) and reconnected */
     RBC_N
 };
 
@@ -71,6 +76,11 @@ void rbus_server_free(server *s);
 int rbus_worker_init(worker *w);
 /* Drops the connections; pending commands are discarded without calling their callbacks. */
 void rbus_worker_free(worker *w);
+
+/* Sentinel mode: -1 when REDIS_URL is not redis-sentinel://; 0 while no Sentinel has answered;
+ * 1 master known but the last check reached no Sentinel; 2 master known and a Sentinel answered.
+ * host/port get the master's address when known. Any thread. */
+int rbus_sentinel_state(server *s, char *host, size_t hostlen, int *port);
 
 /* Whether this worker can send commands now (configured and connected). */
 int rbus_ready(worker *w);

@@ -32,7 +32,7 @@
 #include "ssebus.h"
 #include "ssestream.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 static server *the_server;          /* for the main thread's signal watchers only */
 static ev_async reload_async;       /* workers ask the main thread for a reload */

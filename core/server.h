@@ -197,6 +197,9 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len);
 void resp_simple(conn *c, int status, const char *ctype, const char *body, int close);
 /* Like resp_finish for a body sent separately (a file of len bytes): no gzip, no body here. */
 void resp_finish_headers(resp *r, const char *ctype, size_t len);
+/* Gzips body at compression.level into the worker's scratch buffer (valid until the next gzip):
+ * 0 with out and outlen set, -1 on failure. For callers that must know the encoding before the headers. */
+int resp_gzip(worker *w, const char *body, size_t len, const char **out, size_t *outlen);
 /* The JSON error body used for every error the core produces: {"error": msg, "status": N}
  * (an HTML page when the client prefers text/html). */
 void resp_error(conn *c, int status, const char *msg, int close);

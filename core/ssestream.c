@@ -14,8 +14,9 @@
 #include "rbus.h"
 #include "sse.h"
 #include "ssebus.h"
+#include "sseenc.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 typedef struct ssestream {
     sse_sub sub;
@@ -161,6 +162,37 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
 static void refuse(conn *c, int status, const char *msg)
 {
     resp_error(c, status, msg, 0);
+}
+
+/* Which argument sse_worker_subscribe refused (SSE_ERR_ARG) and why, for the 400 (and the log:
+ * a bad channel name is the authorizer's mistake, not the client's). */
+static void arg_reason(char *msg, size_t n, const ssestream *s, const char *lastid)
+{
+    uint64_t id;
+    if (lastid && lastid[0] && sseenc_parse_id(lastid, &id)) {
+        snprintf(msg, n, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 "
+                         "(send back the id of the last event received, or no Last-Event-ID)");
+        return;
+    }
+    for (size_t i = 0; i < s->nch; i++) {
+        const char *ch = s->chans[i];
+        size_t l = strlen(ch);
+        for (size_t k = 0; k < l && l <= SSE_MAX_CHANNEL_LEN; k++)
+            if ((unsigned char)ch[k] < 0x20 || ch[k] == 0x7f) l = SSE_MAX_CHANNEL_LEN + 1;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(ch, s->chans[j])) {
+                snprintf(msg, n, "the SSE handler returned channel \"%.60s\" twice (list each channel once)", ch);
+                log_msg(LOG_WARN, "SSE %s", msg);
+                return;
+            }
+        if (l == 0 || l > SSE_MAX_CHANNEL_LEN) {
+            snprintf(msg, n, "the SSE handler returned a bad channel name (channels are 1 to %d bytes without control characters)",
+                     SSE_MAX_CHANNEL_LEN);
+            log_msg(LOG_WARN, "SSE %s", msg);
+            return;
+        }
+    }
+    snprintf(msg, n, "bad SSE subscription");
 }
 
 /* ---------------------------------------------------------------- Redis: caps and replay */
@@ -310,9 +342,10 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
     int rc = sse_worker_subscribe(side->sw, &s->sub, s->chans, s->nch, s->user, lastid && lastid[0] ? lastid : NULL,
                                   worker_now_us(w) / 1000, deliver, s);
     if (rc != SSE_OK) {
+        char msg[256];
+        if (rc == SSE_ERR_ARG) arg_reason(msg, sizeof msg, s, lastid); /* before s is freed */
         c->out.len = mark;
         drop_stream(c, s);
-        char msg[160];
         switch (rc) {
         case SSE_ERR_USER:
             snprintf(msg, sizeof msg, "too many event streams for this user (sse.per_user = %u)", cfg->sse_per_user);
@@ -325,7 +358,7 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
             refuse(c, 503, "channel subscriber limit reached");
             break;
         case SSE_ERR_ARG:
-            refuse(c, 400, "bad channel name or Last-Event-ID");
+            refuse(c, 400, msg);
             break;
         default:
             refuse(c, 503, sse_strerror(rc));
@@ -493,9 +526,10 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     if (lua_isstring(co, -1)) chans[nch++] = lua_tostring(co, -1);
     lua_getfield(co, 1, "channels");
     if (lua_istable(co, -1)) {
-        size_t n = lua_objlen(co, -1);
+        int list = lua_gettop(co);              /* -1 moves as the names are pushed */
+        size_t n = lua_objlen(co, list);
         for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(co, -1, (int)i);
+            lua_rawgeti(co, list, (int)i);
             if (!lua_isstring(co, -1) || nch == SSE_MAX_SUB_CHANNELS) {
                 snprintf(err, errlen, "SSE channels must be strings, at most %d per stream", SSE_MAX_SUB_CHANNELS);
                 return -1;
@@ -526,7 +560,7 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
             else bad_id = 1;
         }
     }
-    if (bad_id) { refuse(c, 400, "bad channel name or Last-Event-ID"); return 1; }
+    if (bad_id) { refuse(c, 400, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 (this one is over 63 bytes)"); return 1; }
 
     ssestream *s = calloc(1, sizeof *s);
     if (!s) { refuse(c, 503, "out of memory"); return 1; }
