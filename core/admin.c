@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dashboard.h"
+#include "health.h"
 #include "json.h"
 #include "lua_app.h"
 #include "lua_db.h"
@@ -64,10 +65,9 @@ static void send_buf(conn *c, int status, const char *ctype, buf *b)
 
 static void ready(conn *c)
 {
-    worker *w = c->w;
-    const char *reason = NULL;
-    if (atomic_load(&w->srv->stopping)) reason = "draining: shutting down";
-    else if (w->app_cfg->db_url && w->db && !db_ready(w)) reason = "database unreachable";
+    metrics_health h;
+    health_check(c->w, c->w->app_cfg, &h);            /* health.c: draining and health.ready_requires */
+    const char *reason = h.reason;
     buf b = {0};
     if (reason) buf_printf(&b, "{\"status\":\"not ready\",\"reason\":\"%s\"}", reason);
     else buf_puts(&b, "{\"status\":\"ready\"}");
@@ -137,7 +137,9 @@ static void area(conn *c)
     size_t n = c->req.path_len - 8;
     buf b = {0};
     if ((n == 7 && memcmp(p, "/status", 7) == 0)) {
-        metrics_status_json(w->srv, &b);
+        metrics_health h;
+        health_check(w, w->app_cfg, &h);
+        metrics_status_json(w->srv, &h, &b);
         send_buf(c, 200, "application/json", &b);
     } else if (n == 7 && memcmp(p, "/reload", 7) == 0) {
         if (c->req.method != HTTP_POST) { resp_error(c, 405, "method not allowed: use POST", 0); return; }
@@ -163,10 +165,13 @@ void admin_answer(conn *c, int which)
     case ADMIN_READY:
         ready(c);
         break;
-    case ADMIN_METRICS:
-        metrics_render(c->w->srv, &b);
+    case ADMIN_METRICS: {
+        metrics_health h;
+        health_check(c->w, c->w->app_cfg, &h);
+        metrics_render(c->w->srv, &h, &b);
         send_buf(c, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
         break;
+    }
     case ADMIN_PUBLISH:
         publish(c);
         break;

@@ -11,7 +11,7 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #define BACKOFF_MIN 0.1
-#define BACKOFF_MAX 2.0
+#define BACKOFF_MAX 1.0   /* while down, a probe at least every 1.25 s (jitter): /ready turns 200 soon after */
 #define SWEEP_EVERY 1.0
 
 /* Kept under its old name for the callers (lua_db, tests); the parser lives in pgurl.c. */
@@ -166,6 +166,27 @@ static void fail_waiters(pgpool *p, const char *err)
     }
 }
 
+static int start_connect(pgpool *p);
+
+/* A connection died on its own (EOF, error, no answer to a ping). If nothing else is open, or
+ * only connections that may be just as dead, open one right away: its failure is what marks the
+ * pool down (and /ready 503) without waiting for a query or the next health check. */
+void pgpool_probe_soon(pgpool *p)
+{
+    if (p->closing || p->cap <= 0 || p->retry_pending || p->n_connecting > 0 || p->n_total >= p->cap) return;
+    p->last_probe = ev_now(p->loop);
+    start_connect(p);
+}
+
+/* Counts a lost connection, closes it and probes the server. */
+static void conn_lost(pgconn *c)
+{
+    pgpool *p = c->pool;
+    pgpool_count_error(p, "08");
+    pgpool_conn_close(c);
+    pgpool_probe_soon(p);
+}
+
 static void connect_failed(pgconn *c, const char *msg)
 {
     pgpool *p = c->pool;
@@ -297,6 +318,8 @@ static void internal_done(pgconn *c, int ok)
         ev_tstamp used = c->last_used;
         pgpool_conn_to_idle(c);
         c->last_used = used; /* a ping is not a use: keep the idle timeout running */
+    } else if (!ok || PQstatus(c->pg) != CONNECTION_OK) {
+        conn_lost(c);     /* the ping or ROLLBACK failed: the server may be gone */
     } else {
         pgpool_conn_close(c);
     }
@@ -328,9 +351,10 @@ static void op_lost(pgconn *c, const char *msg)
     pgpool_conn_watch(c, 0);
     if (c->state != CS_QUERY) {
         if (c->state == CS_SETUP) connect_failed(c, line);
-        else { pgpool_count_error(c->pool, "08"); pgpool_conn_close(c); }
+        else conn_lost(c);
         return;
     }
+    pgpool_probe_soon(c->pool); /* the caller gets its error; meanwhile find out whether the server is there */
     PGresult *res = c->res; /* e.g. FATAL 57P01 from pg_terminate_backend, read before the EOF */
     c->res = NULL;
     pgpool_set_state(c, CS_BROKEN);
@@ -411,12 +435,15 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         break;
     case CS_IDLE:
+        /* An idle socket turns readable when the server closes it (shutdown, restart, a
+         * terminated backend: often an ErrorResponse, then EOF) or sends something unasked
+         * (NOTICE, ParameterStatus, NOTIFY). Consume it; EOF or an error means it is dead. */
         if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
-            pgpool_count_error(c->pool, "08");
-            pgpool_conn_close(c);
+            conn_lost(c);
         } else {
             PGnotify *n;
-            while ((n = PQnotifies(c->pg))) PQfreemem(n);
+            while ((n = PQnotifies(c->pg))) PQfreemem(n); /* also parses notices and parameter changes */
+            if (PQstatus(c->pg) == CONNECTION_BAD) conn_lost(c);
         }
         break;
     case CS_SETUP: case CS_PING: case CS_RESET: case CS_QUERY:
@@ -454,8 +481,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         pgpipe_timeout(c);
         break;
     default: /* a ROLLBACK or ping that does not answer */
-        pgpool_count_error(p, "08");
-        pgpool_conn_close(c);
+        conn_lost(c);
         break;
     }
 }
@@ -582,7 +608,10 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pgconn *c = p->idle, *next;
     for (; c; c = next) {
         next = c->inext;
-        if ((cfg->idle_timeout > 0 && now - c->last_used >= cfg->idle_timeout) || now >= c->expires ||
+        /* with health checks on, the last connection stays (pinged) rather than idling out, so the
+         * pool keeps knowing whether the server is there without reconnecting every interval */
+        int keep = cfg->health_interval > 0 && p->n_total == 1;
+        if ((cfg->idle_timeout > 0 && now - c->last_used >= cfg->idle_timeout && !keep) || now >= c->expires ||
             p->n_total > p->cap) {
             pgpool_conn_close(c);
         } else if (cfg->health_interval > 0 && now - c->last_check >= cfg->health_interval &&
@@ -595,6 +624,12 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
                 ev_timer_start(loop, &c->timer);
             }
         }
+    }
+    /* nothing open (never connected, retired, or lost) and not known down: check the server */
+    if (cfg->health_interval > 0 && !p->down && !p->retry_pending && p->n_total == 0 && p->cap > 0 &&
+        now - p->last_probe >= cfg->health_interval) {
+        p->last_probe = now;
+        start_connect(p);
     }
 }
 
@@ -665,7 +700,7 @@ pgconn *pgpool_acquire(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *
     if (!p->n_waiting && !p->down && p->idle) {
         pgconn *c = pgpool_take_idle(p);
         if (c) {
-            hist_record(&p->wait_hist, 0);
+            pgpool_waited_none(p);
             return c;
         }
     }

@@ -1,6 +1,7 @@
 /* pgpool_stats.c: the pool's counters (errors by SQLSTATE class, acquire waits) and their read side for metrics. */
 #include "pgpool_int.h"
 
+#include <pthread.h>
 #include <string.h>
 
 static const char *const err_classes[PGPOOL_ERR_CLASSES] = {
@@ -40,7 +41,21 @@ void pgpool_waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now)
     double us = (now - w->since) * 1e6;
     uint64_t v = us > 0 ? (uint64_t)us : 0;
     p->wait_us += v;
-    hist_record(&p->wait_hist, v);
+    phist_record(&p->wait_hist, pgpool_wait_bounds(), v);
+}
+
+void pgpool_waited_none(pgpool *p) { phist_record(&p->wait_hist, pgpool_wait_bounds(), 0); }
+
+/* Conventional bounds, from "served at once" to past the largest sensible pool_timeout. */
+static const double wait_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30};
+static phist_bounds wait_bounds;
+static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
+static void wait_init(void) { phist_bounds_init(&wait_bounds, wait_le, (int)(sizeof wait_le / sizeof *wait_le)); }
+
+const phist_bounds *pgpool_wait_bounds(void)
+{
+    pthread_once(&wait_once, wait_init);
+    return &wait_bounds;
 }
 
 /* Counts a failed statement under its SQLSTATE class (pool-side failures: 57 timeout, else 08). */
@@ -69,4 +84,4 @@ void pgpool_stats(const pgpool *p, pgpool_stats_t *out)
     memcpy(out->errors_by_class, p->err_class, sizeof out->errors_by_class);
 }
 
-const hist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }
+const phist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "log.h"
 #include "lua_app.h"
 #include "lua_db.h"
@@ -255,6 +256,22 @@ static sse_limits sse_limits_of(const sconfig *c)
     return l;
 }
 
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The caps readers on any thread show next to the counts (metrics, status). */
+static void publish_caps(server *s, const sconfig *c)
+{
+    unsigned conns = c->max_connections;
+    if (s->fd_cap && s->fd_cap < conns) conns = s->fd_cap;
+    atomic_store(&s->conn_cap, conns);
+    atomic_store(&s->sse_cap, c->sse_max);
+}
+
 /* Builds a new state per worker; swaps all of them in, or none. */
 int server_reload(server *s, char *err, size_t errlen)
 {
@@ -270,6 +287,8 @@ int server_reload(server *s, char *err, size_t errlen)
         free(next);
         atomic_fetch_add(&s->reload_failures, 1);
         snprintf(s->last_reload_error, sizeof s->last_reload_error, "%s", err);
+        s->last_reload_wall = wall_now();
+        atomic_store(&s->last_reload_ok, 0);
         log_msg(LOG_ERROR, "reload rejected, nothing changed:\n%s", err);
         return -1;
     }
@@ -291,6 +310,7 @@ int server_reload(server *s, char *err, size_t errlen)
     }
     s->cfg0 = nc;
     atomic_store(&s->metrics_max_channels, nc->metrics_max_channels);
+    publish_caps(s, nc);
     /* wait until every worker runs the new code (bounded: a worker busy in a long Lua call) */
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
@@ -302,6 +322,8 @@ int server_reload(server *s, char *err, size_t errlen)
     free(next);
     atomic_fetch_add(&s->reloads, 1);
     s->last_reload_error[0] = 0;
+    s->last_reload_wall = wall_now();
+    atomic_store(&s->last_reload_ok, 1);
     log_msg(LOG_INFO, "reloaded %s on %d worker(s)", s->config_path, s->nworkers);
     return 0;
 }
@@ -337,61 +359,6 @@ static void stop_cb(struct ev_loop *loop, ev_signal *sw, int revents)
     for (int i = 0; i < s->nworkers; i++) ev_async_send(s->workers[i].loop, &s->workers[i].wake_w);
     ev_timer_init(&shutdown_deadline, deadline_cb, s->cfg0->shutdown_timeout, 0);
     ev_timer_start(loop, &shutdown_deadline);
-}
-
-/* `sluice reload` connects here: "reload\n" -> "ok\n" or "error\n<messages>". */
-static int admin_fd = -1;
-static ev_io admin_w;
-static char admin_path[108];
-
-static void admin_cb(struct ev_loop *loop, ev_io *io, int revents)
-{
-    int fd = accept4(admin_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) return;
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char cmd[64] = "";
-    ssize_t n = read(fd, cmd, sizeof cmd - 1);
-    if (n > 0 && strncmp(cmd, "reload", 6) == 0) {
-        char err[8192];
-        if (server_reload(the_server, err, sizeof err) == 0) {
-            ssize_t w = write(fd, "ok\n", 3);
-            (void)w;
-        } else {
-            char out[8300];
-            int m = snprintf(out, sizeof out, "error\n%s\n", err);
-            ssize_t w = write(fd, out, (size_t)m);
-            (void)w;
-        }
-    } else {
-        ssize_t w = write(fd, "error\nunknown command\n", 22);
-        (void)w;
-    }
-    close(fd);
-}
-
-void server_admin_socket_path(int port, char *out, size_t n)
-{
-    const char *dir = getenv("XDG_RUNTIME_DIR");
-    snprintf(out, n, "%s/sluice-%d.sock", dir && *dir ? dir : "/tmp", port);
-}
-
-static void open_admin_socket(int port)
-{
-    server_admin_socket_path(port, admin_path, sizeof admin_path);
-    unlink(admin_path);
-    admin_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", admin_path);
-    if (admin_fd < 0 || bind(admin_fd, (struct sockaddr *)&sa, sizeof sa) || listen(admin_fd, 8)) {
-        log_msg(LOG_WARN, "admin socket %s: %s (sluice reload will not reach this server; SIGHUP still works)", admin_path, strerror(errno));
-        if (admin_fd >= 0) close(admin_fd);
-        admin_fd = -1;
-        return;
-    }
-    chmod(admin_path, 0600);
-    ev_io_init(&admin_w, admin_cb, admin_fd, EV_READ);
-    ev_io_start(EV_DEFAULT, &admin_w);
 }
 
 /* --watch: inotify on the config directory and scripts/; reload 150 ms after the last change. */
@@ -443,6 +410,9 @@ static void open_watch(server *s)
     ev_init(&watch_debounce, watch_fire);
     log_msg(LOG_INFO, "--watch: reloading when a .lua file changes under %s", dir);
 }
+
+static ev_timer usage_w;      /* CPU samples every second: the CPU ratio over the last 10 s */
+static void usage_cb(struct ev_loop *loop, ev_timer *t, int revents) { metrics_sample_usage(the_server); }
 
 static ev_timer housekeeping_w;
 static void housekeeping_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -523,7 +493,11 @@ int server_run(const char *config_path, int watch)
         appstate *a = appstate_new(config_path, w, 0, err, sizeof err);
         if (!a) { fprintf(stderr, "%s\n", err); return 1; }
         if (worker_setup(s, w, i, a)) { fprintf(stderr, "worker %d: setup failed\n", i); return 1; }
-        if (i == 0) { s->cfg0 = a->cfg; atomic_store(&s->metrics_max_channels, a->cfg->metrics_max_channels); }
+        if (i == 0) {
+            s->cfg0 = a->cfg;
+            atomic_store(&s->metrics_max_channels, a->cfg->metrics_max_channels);
+            publish_caps(s, a->cfg);
+        }
         w->lfd = open_listener(cfg->host, cfg->port, i == 0, err, sizeof err);
         if (w->lfd < 0) { fprintf(stderr, "sluice: %s\n", err); return 1; }
         ev_io_init(&w->accept_w, conn_accept_cb, w->lfd, EV_READ);
@@ -539,8 +513,11 @@ int server_run(const char *config_path, int watch)
     ev_signal_start(main_loop, &intr);
     ev_async_init(&reload_async, reload_async_cb);
     ev_async_start(main_loop, &reload_async);
-    open_admin_socket(cfg->port);
+    s->port = cfg->port;
+    control_open(s, main_loop);       /* control.c: socket + pid file, found from the config's path */
     if (watch) open_watch(s);
+    ev_timer_init(&usage_w, usage_cb, 1., 1.);
+    ev_timer_start(main_loop, &usage_w);
     ev_init(&housekeeping_w, housekeeping_cb);
     ev_timer_set(&housekeeping_w, cfg->metrics_interval, 0);
     ev_timer_start(main_loop, &housekeeping_w);
@@ -578,7 +555,7 @@ int server_run(const char *config_path, int watch)
         dl.tv_sec += 2;
         if (pthread_timedjoin_np(s->workers[i].thread, NULL, &dl)) stuck = 1;
     }
-    if (admin_fd >= 0) { close(admin_fd); unlink(admin_path); }
+    control_close();
     if (stuck) {
         log_msg(LOG_WARN, "a worker did not stop in time: exiting without cleanup");
         _exit(0);
