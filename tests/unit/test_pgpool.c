@@ -445,6 +445,26 @@ static void test_housekeeping(void)
     for (int i = 0; i < 3; i++) pgpool_free(all[i]);
 }
 
+/* Health checks without traffic: with nothing open the pool connects by itself every
+ * health_interval (that is how it learns the server is down before any query); with the
+ * interval at 0 it stays lazy. */
+static void test_health_probe(void)
+{
+    pgpool_config cfg = base_cfg;
+    cfg.health_interval = 0.3;
+    pgpool *p = pgpool_new(loop, &cfg, 1);
+    cfg.health_interval = 0;
+    pgpool *lazy = pgpool_new(loop, &cfg, 1);
+    run_until(NULL, 1.6);      /* the sweep runs every second */
+    pgpool_stats_t st, sl;
+    pgpool_stats(p, &st);
+    pgpool_stats(lazy, &sl);
+    ok(st.size == 1 && st.idle == 1 && st.acquired == 0, "health: nothing open, so the pool connected by itself (size %d)", st.size);
+    is_int(sl.size, 0, "health_interval 0: no connection without a caller");
+    pgpool_free(p);
+    pgpool_free(lazy);
+}
+
 /* ---- a private server we can stop and start ---- */
 
 static char pgdev[1024], devdir[256];
@@ -510,6 +530,7 @@ static void test_restart(void)
     run_until(NULL, 0.3);
     pgpool_stats(p, &st);
     is_int(st.size, 0, "server stopped: idle connections noticed the close");
+    ok(!pgpool_healthy(p), "server stopped: the pool knows it is down before any query (a probe failed)");
     double t0 = ev_time();
     for (int i = 0; i < CAP + 4; i++) acquire(p, &a[i], NULL);
     int all = 0;
@@ -666,6 +687,7 @@ int main(void)
     test_terminate();
     test_release_rollback();
     test_housekeeping();
+    test_health_probe();
     test_pipeline();
     test_restart();
     run_until(NULL, 0.3); /* cancel threads finish */
