@@ -17,32 +17,22 @@ struct rs_registry {
     char *name[RS_ROUTES];
 };
 
-typedef struct rs_slot {
-    phist h;
-    uint16_t code[RS_CODES];            /* status codes seen; 0 = free (published with release) */
-    uint64_t n[RS_CODES];
-    uint64_t cls[6];                    /* codes past RS_CODES by class; cls[0]: not a valid status */
-    uint16_t route;
-    uint8_t method;
-} rs_slot;
-
-struct rs_table {
-    uint16_t slot_of[RS_ROUTES][RS_METHODS]; /* 1-based index into slot; 0 = none yet (writer only) */
-    uint32_t nslots;                          /* slots in use (release store after filling one) */
-    rs_slot slot[RS_SLOTS];
-};
+_Static_assert(sizeof(rs_slot) == 256, "a slot is four cache lines");
 
 static const char *const method_names[RS_METHODS] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"};
 
 static const double duration_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30};
-static phist_bounds bounds;
+phist_bounds routestats_duration_bounds_;
 static pthread_once_t bounds_once = PTHREAD_ONCE_INIT;
-static void bounds_init(void) { phist_bounds_init(&bounds, duration_le, (int)(sizeof duration_le / sizeof *duration_le)); }
+static void bounds_init(void)
+{
+    phist_bounds_init(&routestats_duration_bounds_, duration_le, (int)(sizeof duration_le / sizeof *duration_le));
+}
 
 const phist_bounds *routestats_bounds(void)
 {
     pthread_once(&bounds_once, bounds_init);
-    return &bounds;
+    return &routestats_duration_bounds_;
 }
 
 /* ---------------------------------------------------------------- registry */
@@ -94,32 +84,27 @@ void routestats_table_free(rs_table *t) { free(t); }
 
 /* A new slot for (route, method). The last RS_METHODS slots are kept for the overflow route,
  * so it can always take a pair that finds the table full. */
-static unsigned slot_new(rs_table *t, unsigned route, unsigned method)
+unsigned routestats_slot_new(rs_table *t, unsigned route, unsigned method)
 {
+    if (route >= RS_ROUTES) route = RS_OVERFLOW;
+    method &= RS_METHODS - 1;
     unsigned orig = route, n = t->nslots;
     if (route != RS_OVERFLOW && n >= RS_SLOTS - RS_METHODS) {
         route = RS_OVERFLOW;
         unsigned s = t->slot_of[route][method];
         if (s) { t->slot_of[orig][method] = (uint16_t)s; return s; }
     }
-    if (n >= RS_SLOTS) return 0;                /* cannot happen: overflow has its reserve */
-    rs_slot *sl = &t->slot[n];
-    sl->route = (uint16_t)route;
-    sl->method = (uint8_t)method;
+    t->key[n].route = (uint16_t)route;
+    t->key[n].method = (uint8_t)method;
     __atomic_store_n(&t->nslots, n + 1, __ATOMIC_RELEASE);
     t->slot_of[route][method] = (uint16_t)(n + 1);
     t->slot_of[orig][method] = (uint16_t)(n + 1);
     return n + 1;
 }
 
-void routestats_record(rs_table *t, unsigned route, unsigned method, int status, uint64_t us)
+/* A status code other than the slot's first: find or add it, else count it under its class. */
+void routestats_code(rs_slot *sl, int status)
 {
-    if (route >= RS_ROUTES) route = RS_OVERFLOW;
-    method &= RS_METHODS - 1;
-    unsigned s = t->slot_of[route][method];
-    if (!s && !(s = slot_new(t, route, method))) return;
-    rs_slot *sl = &t->slot[s - 1];
-    phist_record(&sl->h, &bounds, us);
     for (int i = 0; i < RS_CODES; i++) {
         unsigned c = sl->code[i];
         if (c == (unsigned)status) { STORE(&sl->n[i], LOAD(&sl->n[i]) + 1); return; }
@@ -211,8 +196,9 @@ static size_t collect(rs_table *const *tables, int nt, code_row **codes, hist_ro
         unsigned n = __atomic_load_n(&t->nslots, __ATOMIC_ACQUIRE);
         for (unsigned i = 0; i < n && *nh < cap; i++) {
             const rs_slot *sl = &t->slot[i];
-            uint32_t rm = (uint32_t)sl->route << 16 | (uint32_t)sl->method << 12;
-            (*hists)[(*nh)++] = (hist_row){(uint32_t)sl->route << 8 | sl->method, &sl->h};
+            unsigned route = t->key[i].route, method = t->key[i].method;
+            uint32_t rm = (uint32_t)route << 16 | (uint32_t)method << 12;
+            (*hists)[(*nh)++] = (hist_row){(uint32_t)route << 8 | method, &sl->h};
             for (int k = 0; k < RS_CODES; k++) {
                 unsigned c = __atomic_load_n(&sl->code[k], __ATOMIC_ACQUIRE);
                 if (!c) break;

@@ -28,7 +28,7 @@
 #define RS_ROUTES 256
 #define RS_METHODS 8
 #define RS_SLOTS 256
-#define RS_CODES 8
+#define RS_CODES 6
 
 enum {
     RS_NONE = 0,       /* not yet assigned (route_target.mid before its first request) */
@@ -43,7 +43,29 @@ enum {
 };
 
 typedef struct rs_registry rs_registry;   /* opaque: process-wide pattern names */
-typedef struct rs_table rs_table;         /* opaque: one worker's counters */
+typedef struct rs_table rs_table;         /* one worker's counters: the fields are private */
+
+/* Private to routestats (public only so that recording inlines into metrics_observe). A slot is
+ * 256 bytes: its phist, then its codes and their counts. */
+typedef struct rs_slot {
+    phist h;                            /* 144 bytes */
+    uint16_t code[RS_CODES];            /* status codes seen; 0 = free (published with release) */
+    uint16_t pad_[8 - RS_CODES];
+    uint64_t n[RS_CODES];
+    uint64_t cls[6];                    /* codes past RS_CODES by class; cls[0]: not a valid status */
+} rs_slot;
+
+struct rs_table {
+    uint16_t slot_of[RS_ROUTES][RS_METHODS]; /* 1-based index into slot; 0 = none yet (writer only) */
+    uint32_t nslots;                          /* slots in use (release store after filling one) */
+    struct { uint16_t route; uint8_t method; } key[RS_SLOTS];
+    rs_slot slot[RS_SLOTS] __attribute__((aligned(64)));
+};
+
+extern phist_bounds routestats_duration_bounds_;   /* set once by routestats_bounds() */
+/* The slow paths of routestats_record: a new (route, method) pair; a code not in code[0]. */
+unsigned routestats_slot_new(rs_table *t, unsigned route, unsigned method);
+void routestats_code(rs_slot *sl, int status);
 
 /* The process-wide registry (built-in labels pre-registered); NULL on out-of-memory. */
 rs_registry *routestats_registry_new(void);
@@ -58,9 +80,20 @@ void routestats_table_free(rs_table *t);
 /* The request duration buckets (seconds): 0.0005 ... 30, shared by every series. */
 const phist_bounds *routestats_bounds(void);
 
-/* Records one request (writer thread only): route id, method index 0..RS_METHODS-1 (RM_* order,
- * RS_METHODS-1 = other), status code, duration in us. No allocation, no lock. */
-void routestats_record(rs_table *t, unsigned route, unsigned method, int status, uint64_t us);
+/* Records one request (writer thread only): route id < RS_ROUTES, method index 0..RS_METHODS-1
+ * (RM_* order, RS_METHODS-1 = other), status code, duration in us. No allocation, no lock;
+ * inline, with one compare for the slot and one for the usual status code. */
+static inline void routestats_record(rs_table *t, unsigned route, unsigned method, int status, uint64_t us)
+{
+    unsigned s = t->slot_of[route][method];
+    if (__builtin_expect(!s, 0)) s = routestats_slot_new(t, route, method);
+    rs_slot *sl = &t->slot[s - 1];
+    phist_record(&sl->h, &routestats_duration_bounds_, us);
+    if (__builtin_expect(sl->code[0] == (unsigned)status, 1))
+        __atomic_store_n(&sl->n[0], __atomic_load_n(&sl->n[0], __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    else
+        routestats_code(sl, status);
+}
 
 /* Responses by class summed over n tables: out[1..5] = 1xx..5xx (out[0] unused). */
 void routestats_classes(rs_table *const *tables, int n, uint64_t out[6]);
