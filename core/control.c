@@ -155,7 +155,9 @@ static void ctl_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (server_reload(ctl_server, err, sizeof err) == 0) buf_puts(&out, "ok\n");
         else buf_printf(&out, "error\n%s\n", err);
     } else if (n > 0 && strncmp(cmd, "status json", 11) == 0) {
-        metrics_status_json(ctl_server, NULL, &out);
+        metrics_health h;
+        health_check(&ctl_server->workers[0], ctl_server->cfg0, &h);   /* worker 0's view, the main thread's config */
+        metrics_status_json(ctl_server, &h, &out);
         buf_puts(&out, "\n");
     } else if (n > 0 && strncmp(cmd, "status", 6) == 0) {
         status_text(ctl_server, &out);
