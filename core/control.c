@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +18,12 @@
 #include <unistd.h>
 
 #include "buf.h"
-#include "health.h"
 #include "log.h"
-#include "lua_db.h"
-#include "metrics.h"
-#include "sse.h"
 
 #define SUN_MAX ((int)sizeof(((struct sockaddr_un *)0)->sun_path))
 
-static server *ctl_server;
+static control_handler ctl_fn;
+static void *ctl_ud;
 static int ctl_fd = -1;
 static ev_io ctl_w;
 static char ctl_sock[SUN_MAX], ctl_pid[PATH_MAX];
@@ -71,75 +69,6 @@ const char *control_pid_path(void) { return ctl_pid; }
 
 /* ---------------------------------------------------------------- server side */
 
-static void fmt_duration(double s, char *out, size_t n)
-{
-    long t = (long)s;
-    if (t >= 86400) snprintf(out, n, "%ldd %ldh %ldm", t / 86400, t % 86400 / 3600, t % 3600 / 60);
-    else if (t >= 3600) snprintf(out, n, "%ldh %ldm %lds", t / 3600, t % 3600 / 60, t % 60);
-    else if (t >= 60) snprintf(out, n, "%ldm %lds", t / 60, t % 60);
-    else snprintf(out, n, "%lds", t);
-}
-
-static void fmt_bytes(double b, char *out, size_t n)
-{
-    if (b >= 1073741824.0) snprintf(out, n, "%.1f GB", b / 1073741824.0);
-    else snprintf(out, n, "%.1f MB", b / 1048576.0);
-}
-
-/* The summary `sluice status` prints (main thread: reads the workers like the metrics do). */
-static void status_text(server *s, buf *b)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    char up[64], rss[32], lim[32];
-    fmt_duration((double)ts.tv_sec + ts.tv_nsec / 1e9 - s->started, up, sizeof up);
-    unsigned long long streams = 0;
-    if (s->ssehub) { sse_stats st; sse_hub_stats(s->ssehub, &st); streams = st.subscribers; }
-    metrics_res r;
-    metrics_resources(s, &r);
-    fmt_bytes(r.rss_bytes, rss, sizeof rss);
-    fmt_bytes(r.mem_limit_bytes, lim, sizeof lim);
-    metrics_health h;
-    health_check(&s->workers[0], s->cfg0, &h);
-    buf_printf(b, "pid:          %d\n", (int)getpid());
-    char real[PATH_MAX];
-    buf_printf(b, "config:       %s\n", realpath(s->config_path, real) ? real : s->config_path);
-    buf_printf(b, "port:         %d\n", s->port);
-    buf_printf(b, "uptime:       %s\n", up);
-    buf_printf(b, "workers:      %d\n", s->nworkers);
-    buf_printf(b, "connections:  %d (limit %u)\n", atomic_load(&s->nconns), atomic_load(&s->conn_cap));
-    buf_printf(b, "streams:      %llu SSE (limit %u)\n", streams, atomic_load(&s->sse_cap));
-    buf_printf(b, "ready:        %s%s\n", h.ready ? "yes" : "no: ", h.ready ? "" : h.reason);
-    if (s->last_reload_wall > 0) {
-        time_t t = (time_t)s->last_reload_wall;
-        struct tm tm;
-        char when[64];
-        gmtime_r(&t, &tm);
-        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
-        if (atomic_load(&s->last_reload_ok)) {
-            buf_printf(b, "last reload:  %s, ok\n", when);
-        } else {
-            char first[400];
-            snprintf(first, sizeof first, "%s", s->last_reload_error);
-            first[strcspn(first, "\n")] = 0;
-            buf_printf(b, "last reload:  %s, rejected: %s\n", when, first);
-        }
-    } else {
-        buf_puts(b, "last reload:  none\n");
-    }
-    buf_printf(b, "reloads:      %llu ok, %llu rejected\n", (unsigned long long)atomic_load(&s->reloads),
-               (unsigned long long)atomic_load(&s->reload_failures));
-    buf_printf(b, "memory:       %s RSS of %s (%.1f%%, %s limit)\n", rss, lim, r.mem_ratio * 100,
-               r.mem_cgroup ? "cgroup" : "machine");
-    buf_printf(b, "cpu:          %.1f%% of %.2g cores over 10 s (%s limit)\n", r.cpu_ratio * 100, r.cpus,
-               r.cpu_cgroup ? "cgroup" : "machine");
-    db_totals db;
-    db_pool_totals(s, &db);
-    if (db.configured)
-        buf_printf(b, "db pool:      %d in use, %d idle, %d waiting, cap %d\n", db.in_use, db.idle, db.waiting, db.cap);
-    buf_printf(b, "control:      %s\npid file:     %s\n", ctl_sock, ctl_pid);
-}
-
 static void ctl_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     int fd = accept4(ctl_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -150,19 +79,9 @@ static void ctl_cb(struct ev_loop *loop, ev_io *io, int revents)
     char cmd[64] = "";
     ssize_t n = read(fd, cmd, sizeof cmd - 1);
     buf out = {0};
-    if (n > 0 && strncmp(cmd, "reload", 6) == 0) {
-        char err[8192];
-        if (server_reload(ctl_server, err, sizeof err) == 0) buf_puts(&out, "ok\n");
-        else buf_printf(&out, "error\n%s\n", err);
-    } else if (n > 0 && strncmp(cmd, "status json", 11) == 0) {
-        metrics_health h;
-        health_check(&ctl_server->workers[0], ctl_server->cfg0, &h);   /* worker 0's view, the main thread's config */
-        metrics_status_json(ctl_server, &h, &out);
-        buf_puts(&out, "\n");
-    } else if (n > 0 && strncmp(cmd, "status", 6) == 0) {
-        status_text(ctl_server, &out);
-    } else {
-        buf_puts(&out, "error\nunknown command (reload, status, status json)\n");
+    if (n > 0) {
+        cmd[strcspn(cmd, "\r\n")] = 0;
+        ctl_fn(ctl_ud, cmd, &out);
     }
     for (size_t off = 0; off < out.len;) {
         ssize_t w = write(fd, out.data + off, out.len - off);
@@ -173,22 +92,23 @@ static void ctl_cb(struct ev_loop *loop, ev_io *io, int revents)
     close(fd);
 }
 
-void control_open(server *s, struct ev_loop *loop)
+void control_open(const char *config_path, int port, struct ev_loop *loop, control_handler fn, void *ud)
 {
-    char dir[PATH_MAX], key[32], err[512];
-    ctl_server = s;
-    if (control_run_dir(dir, sizeof dir, 1, err, sizeof err) || control_key(s->config_path, key, sizeof key)) {
+    char dir[PATH_MAX], key[32], err[512] = "";
+    ctl_fn = fn;
+    ctl_ud = ud;
+    if (control_run_dir(dir, sizeof dir, 1, err, sizeof err) || control_key(config_path, key, sizeof key)) {
         log_msg(LOG_WARN, "control socket: %s (sluice reload/status will not find this server; SIGHUP still works)",
                 err[0] ? err : "cannot resolve the config path");
         return;
     }
-    if (snprintf(ctl_sock, sizeof ctl_sock, "%s/%s-%d.sock", dir, key, s->port) >= SUN_MAX) {
+    if (snprintf(ctl_sock, sizeof ctl_sock, "%s/%s-%d.sock", dir, key, port) >= SUN_MAX) {
         log_msg(LOG_WARN, "control socket: the path %s/%s-%d.sock is too long for a unix socket: set SLUICE_RUN_DIR to a shorter directory",
-                dir, key, s->port);
+                dir, key, port);
         ctl_sock[0] = 0;
         return;
     }
-    snprintf(ctl_pid, sizeof ctl_pid, "%s/%s-%d.pid", dir, key, s->port);
+    snprintf(ctl_pid, sizeof ctl_pid, "%s/%s-%d.pid", dir, key, port);
     unlink(ctl_sock);                 /* left by a server that was killed: the port check passed, so it is not live */
     ctl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};

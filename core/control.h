@@ -7,7 +7,7 @@
 #include <ev.h>
 #include <stddef.h>
 
-#include "server.h"
+#include "buf.h"
 
 /*
  * Files, in the run directory (control_run_dir):
@@ -25,9 +25,12 @@ int control_run_dir(char *out, size_t n, int create, char *err, size_t errlen);
 /* The key of a config file (its real path hashed). 0, or -1 when the file cannot be resolved. */
 int control_key(const char *config_path, char *out, size_t n);
 
-/* Server side (main thread): opens the socket and writes the pid file for s->config_path and
- * s->port; serves commands on loop. A failure is logged, not fatal (SIGHUP still works). */
-void control_open(server *s, struct ev_loop *loop);
+/* A command from the socket ("reload", "status", "status json", or anything else: answer
+ * "error\n..."), its answer to be appended to out. Called on the loop's thread. */
+typedef void (*control_handler)(void *ud, const char *cmd, buf *out);
+/* Server side (main thread): opens the socket and writes the pid file for config_path and port;
+ * each command goes to fn(ud, ...). A failure is logged, not fatal (SIGHUP still works). */
+void control_open(const char *config_path, int port, struct ev_loop *loop, control_handler fn, void *ud);
 /* Removes the socket and the pid file. */
 void control_close(void);
 /* The paths in use ("" when not open), for the status JSON and logs. */

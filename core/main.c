@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "control.h"
 #include "lua_app.h"
 #include "server.h"
@@ -29,6 +30,10 @@ static void usage(FILE *f)
             "  sluice test   [--config config.lua] [paths...] [--filter PATTERN] [--junit FILE] [--timeout S]\n"
             "                                                  run Lua specs (default tests/**/*_spec.lua)\n"
             "  sluice migrate [--config config.lua] [dir]      apply migrations/*.sql in order (idempotent)\n"
+            "  sluice migrate status [dir]                     list applied, pending and changed migrations\n"
+            "  sluice migrate new NAME [dir]                   create the next numbered migration file\n"
+            "  sluice routes [--config config.lua]             the route table: method, path, file:line, rate limit\n"
+            "  sluice new    DIR                               create a runnable project in DIR\n"
             "  sluice lua    FILE [args...]                    run a Lua file with sluice's libraries\n"
             "  sluice version\n");
 }
@@ -94,7 +99,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "reload") == 0) return control_cmd_reload(cfg, argc, argv);   /* control.c */
     if (strcmp(cmd, "status") == 0) return control_cmd_status(cfg, argc, argv);
     if (strcmp(cmd, "test") == 0) return testing_main(cfg, argc, argv);
-    if (strcmp(cmd, "migrate") == 0) return testing_exec(cfg, "migrate", argc, argv);
+    int rc = cli_main(cmd, cfg, argc, argv);  /* new, routes, migrate: core/cli.c */
+    if (rc >= 0) return rc;
     fprintf(stderr, "sluice: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

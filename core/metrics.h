@@ -20,7 +20,7 @@ uint16_t metrics_route_id(server *s, const char *pattern);
 void metrics_observe(worker *w, unsigned route, unsigned method, int status, uint64_t us, uint64_t now_s);
 /* Records an error (route, status 500, message with traceback) in the bounded ring. */
 void metrics_error(worker *w, conn *c, const char *msg);
-/* Readiness as the answering worker sees it (filled by health.c, plain data). */
+/* Readiness as the answering worker sees it (filled by metrics_readiness, plain data). */
 enum { MH_DATABASE = 1, MH_REDIS = 2 };     /* same bits as SC_READY_* */
 typedef struct metrics_health {
     int ready;                /* what /ready answers: 1 = 200 */
@@ -28,6 +28,25 @@ typedef struct metrics_health {
     unsigned configured, up;  /* MH_* dependencies configured / reachable now */
     unsigned required;        /* MH_* dependencies /ready requires (health.ready_requires) */
 } metrics_health;
+
+/* Readiness (metrics_readiness): /ready is what a load balancer uses to send traffic to this instance or not. Draining always
+ * makes it 503. A dependency makes it 503 only when health.ready_requires lists it; the default
+ * is the database (when one is configured) and Redis only when the rate limiter fails closed
+ * (limiter.redis_failure = "closed": without Redis every rate-limited request is refused, so the
+ * instance cannot serve). A dependency that is shared by every instance takes them all out of
+ * the balancer at once when it fails: see docs/monitoring.md for that choice.
+ *
+ * The answer is the answering worker's view (each worker has its own pool and Redis link); the
+ * pool learns within moments that its server went away (pgpool's idle watch and probes).
+ */
+
+/* Fills h for worker w under config cfg (the worker's own, or the main thread's copy): configured
+ * and reachable dependencies, which are required, the verdict. */
+void dispatch_readiness(worker *w, const sconfig *cfg, metrics_health *h);
+
+/* Fills h for worker w under config cfg (the worker's own, or the main thread's copy): configured
+ * and reachable dependencies, which are required, the verdict (what /ready answers). */
+void metrics_readiness(worker *w, const sconfig *cfg, metrics_health *h);
 
 /* Appends the Prometheus text exposition of the whole process; h (or NULL) is the answering
  * worker's readiness. */

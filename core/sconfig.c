@@ -101,6 +101,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
 
     int lim = sub(L, t, "limits");
     c->max_connections = (unsigned)num(L, lim, "max_connections", 10000);
+    c->max_output_buffer = (size_t)num(L, lim, "max_output_buffer", 1048576);
     c->request_timeout = num(L, lim, "request_timeout", 30);
     c->header_timeout = num(L, lim, "header_timeout", 10);
     c->keepalive_timeout = num(L, lim, "keepalive_timeout", 75);
@@ -109,6 +110,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->lim.url_size = (size_t)num(L, lim, "url_size", 8192);
     c->lim.max_headers = (unsigned)num(L, lim, "max_headers", 100);
     c->script_timeout = num(L, lim, "script_timeout", 5);
+    c->lua_memory_mb = num(L, lim, "lua_memory", 512);
     lua_pop(L, 1);
     int co = sub(L, t, "cors");
     int x = sub(L, co, "origins");

@@ -42,7 +42,9 @@ typedef struct sconfig {
 
     http_limits lim;
     unsigned max_connections;
+    size_t max_output_buffer;       /* unsent bytes at which a connection stops reading (limits) */
     double request_timeout, header_timeout, keepalive_timeout, shutdown_timeout, script_timeout;
+    double lua_memory_mb;   /* limits.lua_memory: per-state Lua budget in MB, 0 = none */
     char **cors_origins, **cors_methods, **cors_headers, **cors_expose;
     size_t ncors_origins, ncors_methods, ncors_headers, ncors_expose;
     int cors_credentials, cors_max_age;

@@ -29,6 +29,7 @@
 #include "rbus.h"
 #include "ratelimit.h"
 #include "sse.h"
+#include "ssebus.h"
 #include "ssestream.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
@@ -233,6 +234,7 @@ void worker_teardown(worker *w)
     w->freelist = NULL;
     db_worker_free(w);
     limiter_worker_free(w);
+    ssebus_worker_free(w);
     rbus_worker_free(w);
     if (w->app) { appstate_retire(w->app); appstate_release(w->app); w->app = NULL; }
     ssestream_worker_free(w);
@@ -361,6 +363,95 @@ static void stop_cb(struct ev_loop *loop, ev_signal *sw, int revents)
     ev_timer_start(loop, &shutdown_deadline);
 }
 
+static void fmt_duration(double s, char *out, size_t n)
+{
+    long t = (long)s;
+    if (t >= 86400) snprintf(out, n, "%ldd %ldh %ldm", t / 86400, t % 86400 / 3600, t % 3600 / 60);
+    else if (t >= 3600) snprintf(out, n, "%ldh %ldm %lds", t / 3600, t % 3600 / 60, t % 60);
+    else if (t >= 60) snprintf(out, n, "%ldm %lds", t / 60, t % 60);
+    else snprintf(out, n, "%lds", t);
+}
+
+static void fmt_bytes(double b, char *out, size_t n)
+{
+    if (b >= 1073741824.0) snprintf(out, n, "%.1f GB", b / 1073741824.0);
+    else snprintf(out, n, "%.1f MB", b / 1048576.0);
+}
+
+/* The summary `sluice status` prints (main thread: reads the workers like the metrics do). */
+static void status_text(server *s, buf *b)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char up[64], rss[32], lim[32];
+    fmt_duration((double)ts.tv_sec + ts.tv_nsec / 1e9 - s->started, up, sizeof up);
+    unsigned long long streams = 0;
+    if (s->ssehub) { sse_stats st; sse_hub_stats(s->ssehub, &st); streams = st.subscribers; }
+    metrics_res r;
+    metrics_resources(s, &r);
+    fmt_bytes(r.rss_bytes, rss, sizeof rss);
+    fmt_bytes(r.mem_limit_bytes, lim, sizeof lim);
+    metrics_health h;
+    metrics_readiness(&s->workers[0], s->cfg0, &h);
+    buf_printf(b, "pid:          %d\n", (int)getpid());
+    char real[PATH_MAX];
+    buf_printf(b, "config:       %s\n", realpath(s->config_path, real) ? real : s->config_path);
+    buf_printf(b, "port:         %d\n", s->port);
+    buf_printf(b, "uptime:       %s\n", up);
+    buf_printf(b, "workers:      %d\n", s->nworkers);
+    buf_printf(b, "connections:  %d (limit %u)\n", atomic_load(&s->nconns), atomic_load(&s->conn_cap));
+    buf_printf(b, "streams:      %llu SSE (limit %u)\n", streams, atomic_load(&s->sse_cap));
+    buf_printf(b, "ready:        %s%s\n", h.ready ? "yes" : "no: ", h.ready ? "" : h.reason);
+    if (s->last_reload_wall > 0) {
+        time_t t = (time_t)s->last_reload_wall;
+        struct tm tm;
+        char when[64];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        if (atomic_load(&s->last_reload_ok)) {
+            buf_printf(b, "last reload:  %s, ok\n", when);
+        } else {
+            char first[400];
+            snprintf(first, sizeof first, "%s", s->last_reload_error);
+            first[strcspn(first, "\n")] = 0;
+            buf_printf(b, "last reload:  %s, rejected: %s\n", when, first);
+        }
+    } else {
+        buf_puts(b, "last reload:  none\n");
+    }
+    buf_printf(b, "reloads:      %llu ok, %llu rejected\n", (unsigned long long)atomic_load(&s->reloads),
+               (unsigned long long)atomic_load(&s->reload_failures));
+    buf_printf(b, "memory:       %s RSS of %s (%.1f%%, %s limit)\n", rss, lim, r.mem_ratio * 100,
+               r.mem_cgroup ? "cgroup" : "machine");
+    buf_printf(b, "cpu:          %.1f%% of %.2g cores over 10 s (%s limit)\n", r.cpu_ratio * 100, r.cpus,
+               r.cpu_cgroup ? "cgroup" : "machine");
+    db_totals db;
+    db_pool_totals(s, &db);
+    if (db.configured)
+        buf_printf(b, "db pool:      %d in use, %d idle, %d waiting, cap %d\n", db.in_use, db.idle, db.waiting, db.cap);
+    buf_printf(b, "control:      %s\npid file:     %s\n", control_socket_path(), control_pid_path());
+}
+
+/* What the control socket's commands do (control.c carries them). */
+static void control_cmd(void *ud, const char *cmd, buf *out)
+{
+    server *s = ud;
+    if (strcmp(cmd, "reload") == 0) {
+        char err[8192];
+        if (server_reload(s, err, sizeof err) == 0) buf_puts(out, "ok\n");
+        else buf_printf(out, "error\n%s\n", err);
+    } else if (strcmp(cmd, "status json") == 0) {
+        metrics_health h;
+        metrics_readiness(&s->workers[0], s->cfg0, &h);     /* worker 0's view, the main thread's config */
+        metrics_status_json(s, &h, out);
+        buf_puts(out, "\n");
+    } else if (strcmp(cmd, "status") == 0) {
+        status_text(s, out);
+    } else {
+        buf_puts(out, "error\nunknown command (reload, status, status json)\n");
+    }
+}
+
 /* --watch: inotify on the config directory and scripts/; reload 150 ms after the last change. */
 static int watch_fd = -1;
 static ev_io watch_w;
@@ -480,6 +571,7 @@ int server_run(const char *config_path, int watch)
      * averaged under 10 events per ms, and 14 digits, so even Lua's tostring keeps them exact */
     s->ssehub = sse_hub_new(&l, (unsigned)s->nworkers, ((uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000) * SSE_ID_PER_MS);
     if (rbus_server_init(s, cfg, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (ssebus_server_init(s)) { fprintf(stderr, "out of memory\n"); return 1; }
     if (!s->rl || !s->ssehub || metrics_server_init(s, cfg->metrics_errors, cfg->metrics_retention)) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -514,7 +606,7 @@ int server_run(const char *config_path, int watch)
     ev_async_init(&reload_async, reload_async_cb);
     ev_async_start(main_loop, &reload_async);
     s->port = cfg->port;
-    control_open(s, main_loop);       /* control.c: socket + pid file, found from the config's path */
+    control_open(s->config_path, s->port, main_loop, control_cmd, s);   /* socket + pid file, found from the config's path */
     if (watch) open_watch(s);
     ev_timer_init(&usage_w, usage_cb, 1., 1.);
     ev_timer_start(main_loop, &usage_w);
@@ -564,6 +656,7 @@ int server_run(const char *config_path, int watch)
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);
     metrics_server_free(s);
+    ssebus_server_free(s);
     rbus_server_free(s);
     lua_cache_server_free(s);
     log_msg(LOG_INFO, "sluice stopped");

@@ -108,17 +108,24 @@ def slow_consumer_is_disconnected_and_others_keep_going():
 
 
 @test
-def a_burst_does_not_cut_a_client_that_reads():
-    # One handler publishes 300 events of 60 KB (18 MB, more than the socket buffers hold) without yielding: they reach the worker's inbox in
-    # one batch, far more than the queue bound (18 events). A client that reads continuously is
-    # not slow: it must get all of them, not be cut because the burst arrived at once.
-    with Server("fixtures/sse_ops", env={"FIX_MAX_QUEUE": "8", "FIX_RETENTION": "2"}) as s:
-        fast = Drainer(open_stream(s.port))
-        fast.start()
-        check(post(s.port, "/burst/300", b"")[0] == 200, "publish")
-        check(fast.wait_for(300), "the reading client got the whole burst: last %d, closed %s" % (fast.last, fast.closed))
+def a_pause_shorter_than_slow_timeout_does_not_cut_a_client():
+    # 50 events of 256 KB (12.5 MB) reach a client that pauses before reading. The kernel holds at
+    # most ~4 MB for it (tcp_wmem max 4 MB + a 4 KB receive window): at least 34 events wait in
+    # the server's queue, over the bound (max_queue 8, at least retention + 16 = 18) and under its
+    # hard cap (4 x 18 = 72). The client has been over the bound for less than sse.slow_timeout
+    # (5 s here): it is not slow yet. When it reads, it gets every event. (Before slow_timeout, a
+    # queue over the bound cut at once, so a burst cut clients that read as fast as they could.)
+    with Server("fixtures/sse_ops", env={"FIX_MAX_QUEUE": "8", "FIX_RETENTION": "2", "FIX_SLOW_TIMEOUT": "5"}) as s:
+        paused = open_stream(s.port, rcvbuf=4096)
+        for i in range(1, 51):
+            check(post(s.port, "/pub/%d?kb=256" % i, b"")[0] == 200, "publish %d" % i)
+        time.sleep(0.3)
+        check(metric(s.port, "sluice_sse_slow_disconnects_total") == 0, "the paused client was cut")
+        reader = Drainer(paused)
+        reader.start()
+        check(reader.wait_for(50), "the client got every event after its pause: last %d, closed %s" % (reader.last, reader.closed))
         check(metric(s.port, "sluice_sse_slow_disconnects_total") == 0, "no slow disconnect")
-        fast.conn.close()
+        paused.close()
 
 
 @test
