@@ -219,10 +219,22 @@ def prometheus_scrapes_sluice_and_every_dashboard_query_returns_data():
             match = var["definition"][len("label_values("):].rsplit(",", 1)[0]
             vals = prom_get(pport, "/api/v1/label/instance/values?" + urllib.parse.urlencode({"match[]": match}))["data"]
             check(sorted(vals) == sorted(targets), "instance variable values %r, want %r" % (vals, targets))
-            r = prom_query(pport, 'sum by (instance) (rate(sluice_http_requests_total{job="sluice",instance=~".*"}[20s]))')
-            check(sorted(x["metric"]["instance"] for x in r["data"]["result"]) == sorted(targets), "request rate per instance: %r" % r)
-            r = prom_query(pport, 'sum(sluice_sse_subscribers{job="sluice"})')
-            check(float(r["data"]["result"][0]["value"][1]) == 4, "4 streams over both instances: %r" % r)
+            q = 'sum by (instance) (rate(sluice_http_requests_total{job="sluice",instance=~".*"}[20s]))'
+            deadline = time.monotonic() + 60        # each instance needs two scrapes in the window
+            while True:
+                r = prom_query(pport, q)
+                if sorted(x["metric"]["instance"] for x in r["data"]["result"]) == sorted(targets):
+                    break
+                check(time.monotonic() < deadline, "request rate per instance: %r (up: %r)"
+                      % (r, prom_query(pport, 'up{job="sluice"}')["data"]["result"]))
+                time.sleep(0.5)
+            deadline = time.monotonic() + 30        # the streams as both instances' latest scrapes see them
+            while True:
+                r = prom_query(pport, 'sum(sluice_sse_subscribers{job="sluice"})')
+                if r["data"]["result"] and float(r["data"]["result"][0]["value"][1]) == 4:
+                    break
+                check(time.monotonic() < deadline, "4 streams over both instances: %r" % r)
+                time.sleep(0.5)
             r = prom_query(pport, 'sum(sluice_db_pool_cap{job="sluice"})')
             check(float(r["data"]["result"][0]["value"][1]) > 0, "pool cap: %r" % r)
             check(not load.errors, "load errors: %r" % load.errors[:3])
