@@ -147,6 +147,18 @@ static double mono_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The verdict from what is configured and up (both MH_* bits). */
+static void readiness_verdict(server *s, const sconfig *cfg, metrics_health *h)
+{
+    h->required = cfg->ready_requires >= 0 ? (unsigned)cfg->ready_requires
+                                           : MH_DATABASE | (cfg->redis_fail_closed ? MH_REDIS : 0u);
+    h->reason = NULL;
+    if (atomic_load(&s->stopping)) h->reason = "draining: shutting down";
+    else if ((h->required & h->configured & MH_DATABASE) && !(h->up & MH_DATABASE)) h->reason = "database unreachable";
+    else if ((h->required & h->configured & MH_REDIS) && !(h->up & MH_REDIS)) h->reason = "redis unreachable";
+    h->ready = h->reason == NULL;
+}
+
 void metrics_readiness(worker *w, const sconfig *cfg, metrics_health *h)
 {
     h->configured = h->up = 0;
@@ -158,13 +170,24 @@ void metrics_readiness(worker *w, const sconfig *cfg, metrics_health *h)
         h->configured |= MH_REDIS;
         if (rbus_ready(w)) h->up |= MH_REDIS;
     }
-    h->required = cfg->ready_requires >= 0 ? (unsigned)cfg->ready_requires
-                                           : MH_DATABASE | (cfg->redis_fail_closed ? MH_REDIS : 0u);
-    h->reason = NULL;
-    if (atomic_load(&w->srv->stopping)) h->reason = "draining: shutting down";
-    else if ((h->required & h->configured & MH_DATABASE) && !(h->up & MH_DATABASE)) h->reason = "database unreachable";
-    else if ((h->required & h->configured & MH_REDIS) && !(h->up & MH_REDIS)) h->reason = "redis unreachable";
-    h->ready = h->reason == NULL;
+    readiness_verdict(w->srv, cfg, h);
+}
+
+void metrics_readiness_all(server *s, metrics_health *h)
+{
+    h->configured = h->up = 0;
+    int db = 0, db_up = 0;
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].db) { db++; db_up += db_ready(&s->workers[i]); }   /* an atomic load per pool */
+    if (db) {
+        h->configured |= MH_DATABASE;
+        if (db_up == db) h->up |= MH_DATABASE;
+    }
+    if (s->rbus) {
+        h->configured |= MH_REDIS;
+        if (rbus_links_up(s) == s->nworkers) h->up |= MH_REDIS;
+    }
+    readiness_verdict(s, s->cfg0, h);
 }
 
 void metrics_sample_usage(server *s)
@@ -475,10 +498,16 @@ void metrics_status_json(server *s, const metrics_health *h, buf *b)
                atomic_load(&s->conn_cap), total_of(cls), (unsigned long long)cls[5], res.rss_bytes / 1048576.0,
                res.cpu_seconds, (unsigned long long)atomic_load(&s->reloads),
                (unsigned long long)atomic_load(&s->reload_failures));
+    pthread_mutex_lock(&s->reload_lock);                 /* a reload on the main thread may be writing them */
+    char *err_copy = malloc(sizeof s->last_reload_error);
+    if (err_copy) memcpy(err_copy, s->last_reload_error, sizeof s->last_reload_error);
+    double when = s->last_reload_wall;
+    int ok = atomic_load(&s->last_reload_ok);
+    pthread_mutex_unlock(&s->reload_lock);
     buf_puts(b, "\"last_reload_error\":");
-    json_quote(b, s->last_reload_error);
-    buf_printf(b, ",\"last_reload\":{\"time\":%.3f,\"ok\":%s},", s->last_reload_wall,
-               s->last_reload_wall == 0 ? "null" : atomic_load(&s->last_reload_ok) ? "true" : "false");
+    json_quote(b, err_copy ? err_copy : "");
+    free(err_copy);
+    buf_printf(b, ",\"last_reload\":{\"time\":%.3f,\"ok\":%s},", when, when == 0 ? "null" : ok ? "true" : "false");
     buf_printf(b, "\"memory\":{\"rss_bytes\":%.0f,\"limit_bytes\":%.0f,\"ratio\":%.4f,\"source\":\"%s\"},"
                   "\"cpu\":{\"ratio\":%.4f,\"cores\":%.3f,\"source\":\"%s\"},",
                res.rss_bytes, res.mem_limit_bytes, res.mem_ratio, res.mem_cgroup ? "cgroup" : "machine",

@@ -47,6 +47,9 @@ void dispatch_readiness(worker *w, const sconfig *cfg, metrics_health *h);
 /* Fills h for worker w under config cfg (the worker's own, or the main thread's copy): configured
  * and reachable dependencies, which are required, the verdict (what /ready answers). */
 void metrics_readiness(worker *w, const sconfig *cfg, metrics_health *h);
+/* The same for the whole instance, from any thread but a worker's (the main thread, with its
+ * config s->cfg0): a dependency is up when every worker reaches it. */
+void metrics_readiness_all(server *s, metrics_health *h);
 
 /* Appends the Prometheus text exposition of the whole process; h (or NULL) is the answering
  * worker's readiness. */

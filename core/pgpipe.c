@@ -185,7 +185,7 @@ int pgpipe_share(pgpool *p, pgpool_waiter *w)
     pgpool_job *j = w->ud;
     pgpool_cancel(w);
     pgpool_waited(p, w, ev_now(p->loop));
-    p->acquired++;
+    PADD(p->acquired, 1);
     if (pipe_send(c, j)) { pipe_lost(c, PQerrorMessage(c->pg)); pgpool_enqueue(p, &j->w, job_acquired, j); }
     return 1;
 }
@@ -210,7 +210,7 @@ void pgpool_query(pgpool *p, pgpool_job *j, const char *sql, int nparams, const 
         } else if (p->n_total >= p->cap && (c = pipe_pick(p))) {
             /* the pool is at its cap: share a busy connection rather than wait for a free one */
             pgpool_waited_none(p);
-            p->acquired++;
+            PADD(p->acquired, 1);
             if (pipe_send(c, j) == 0) return;
             pipe_lost(c, PQerrorMessage(c->pg));
         }

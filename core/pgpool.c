@@ -58,8 +58,8 @@ void pgpool_set_state(pgconn *c, enum cstate s)
     pgpool *p = c->pool;
     int *a = counter(p, c->state), *b = counter(p, s);
     if (a != b) {
-        if (a) (*a)--;
-        if (b) (*b)++;
+        if (a) PADD(*a, -1);
+        if (b) PADD(*b, 1);
     }
     if (c->state == CS_IDLE && s != CS_IDLE) {
         idle_unlink(c);
@@ -126,12 +126,12 @@ void pgpool_conn_close(pgconn *c)
         pgpool_cancel_async(c->pg);
     if (c->state == CS_IDLE) idle_unlink(c);
     int *cnt = counter(p, c->state);
-    if (cnt) (*cnt)--;
+    if (cnt) PADD(*cnt, -1);
     if (c->res) PQclear(c->res);
     PQfinish(c->pg);
     if (c->prev) c->prev->next = c->next; else p->all = c->next;
     if (c->next) c->next->prev = c->prev;
-    p->n_total--;
+    PADD(p->n_total, -1);
     free(c);
     if (p->n_waiting && !p->closing) pgpool_kick(p);
 }
@@ -209,7 +209,7 @@ static void connect_failed(pgconn *c, const char *msg)
     p->retry_pending = 1;
     pgpool_conn_close(c);
     if (p->n_total - p->n_connecting == 0) { /* nothing open: fail fast instead of waiting pool_timeout */
-        p->down = 1;
+        PSET(p->down, 1);
         fail_waiters(p, p->last_err);
     }
 }
@@ -218,7 +218,7 @@ static void conn_ready(pgconn *c)
 {
     pgpool *p = c->pool;
     ev_tstamp now = ev_now(p->loop);
-    p->down = 0;
+    PSET(p->down, 0);
     p->backoff = 0;
     c->last_check = now;
     c->expires = p->cfg.max_lifetime > 0
@@ -240,8 +240,8 @@ static int start_connect(pgpool *p)
     c->pool = p;
     c->fd = -1;
     c->state = CS_CONNECTING;
-    p->n_connecting++;
-    p->n_total++;
+    PADD(p->n_connecting, 1);
+    PADD(p->n_total, 1);
     c->next = p->all;
     if (p->all) p->all->prev = c;
     p->all = c;
@@ -506,7 +506,7 @@ void pgpool_cancel(pgpool_waiter *w)
     if (w->next) w->next->prev = w->prev; else p->wq_tail = w->prev;
     w->next = w->prev = NULL;
     w->pool = NULL;
-    p->n_waiting--;
+    PADD(p->n_waiting, -1);
     if (was_head) wait_rearm(p);
 }
 
@@ -520,7 +520,8 @@ void pgpool_enqueue(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud)
     w->prev = p->wq_tail;
     if (p->wq_tail) p->wq_tail->next = w; else p->wq_head = w;
     p->wq_tail = w;
-    if (++p->n_waiting == 1) wait_rearm(p);
+    PADD(p->n_waiting, 1);
+    if (p->n_waiting == 1) wait_rearm(p);
     pgpool_kick(p);
 }
 
@@ -534,7 +535,7 @@ static void wait_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pgpool_waiter *w;
     while ((w = p->wq_head) && now - w->since >= p->cfg.pool_timeout - 1e-3) {
         pgpool_cancel(w);
-        p->timeouts++;
+        PADD(p->timeouts, 1);
         pgpool_waited(p, w, now);
         w->cb(w->ud, NULL, err);
     }
@@ -552,7 +553,7 @@ pgconn *pgpool_take_idle(pgpool *p)
     if (!c) return NULL;
     pgpool_conn_watch(c, 0);
     pgpool_set_state(c, CS_LENT);
-    p->acquired++;
+    PADD(p->acquired, 1);
     return c;
 }
 
@@ -641,7 +642,7 @@ pgpool *pgpool_new(struct ev_loop *loop, const pgpool_config *cfg, int max_conns
     if (!p) return NULL;
     p->loop = loop;
     p->cfg = *cfg;
-    p->cap = max_conns > 0 ? max_conns : 0;
+    PSET(p->cap, max_conns > 0 ? max_conns : 0);
     p->pipe_max = 1; /* sharing is opt-in: a statement queued behind a slow one can outwait pool_timeout */
     p->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)p;
     ev_init(&p->wait_timer, wait_timer_cb);
@@ -684,7 +685,7 @@ void pgpool_free(pgpool *p)
 
 void pgpool_set_cap(pgpool *p, int max_conns)
 {
-    p->cap = max_conns > 0 ? max_conns : 0;
+    PSET(p->cap, max_conns > 0 ? max_conns : 0);
     pgconn *c = p->idle;
     while (c && c->inext) c = c->inext; /* least recently used first */
     while (c && p->n_total > p->cap) {

@@ -63,6 +63,13 @@ struct pgpool {
     phist wait_hist;               /* every acquire's wait, us, on pgpool_wait_bounds() */
 };
 
+/* The counters pgpool_stats reads (sizes, waiting, cap, down, totals) are read by other threads
+ * (metrics, snapshots, `sluice status`): the pool's own thread writes them with relaxed atomic
+ * stores (plain moves on x86-64) and may read them plainly; pgpool_stats loads them atomically. */
+#define PSET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define PADD(field, d) __atomic_store_n(&(field), (field) + (d), __ATOMIC_RELAXED)
+#define PGET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
 /* ---- pgpool.c: connection bookkeeping shared with pgpipe.c ---- */
 
 /* Move c to state s; every state change goes through here so the counters cannot drift. */

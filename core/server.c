@@ -288,9 +288,11 @@ int server_reload(server *s, char *err, size_t errlen)
         for (int i = 0; i < s->nworkers; i++) if (next[i]) { next[i]->closing = 1; appstate_release(next[i]); }
         free(next);
         atomic_fetch_add(&s->reload_failures, 1);
+        pthread_mutex_lock(&s->reload_lock);
         snprintf(s->last_reload_error, sizeof s->last_reload_error, "%s", err);
         s->last_reload_wall = wall_now();
         atomic_store(&s->last_reload_ok, 0);
+        pthread_mutex_unlock(&s->reload_lock);
         log_msg(LOG_ERROR, "reload rejected, nothing changed:\n%s", err);
         return -1;
     }
@@ -323,9 +325,11 @@ int server_reload(server *s, char *err, size_t errlen)
     pthread_mutex_unlock(&s->lock);
     free(next);
     atomic_fetch_add(&s->reloads, 1);
+    pthread_mutex_lock(&s->reload_lock);
     s->last_reload_error[0] = 0;
     s->last_reload_wall = wall_now();
     atomic_store(&s->last_reload_ok, 1);
+    pthread_mutex_unlock(&s->reload_lock);
     log_msg(LOG_INFO, "reloaded %s on %d worker(s)", s->config_path, s->nworkers);
     return 0;
 }
@@ -392,7 +396,7 @@ static void status_text(server *s, buf *b)
     fmt_bytes(r.rss_bytes, rss, sizeof rss);
     fmt_bytes(r.mem_limit_bytes, lim, sizeof lim);
     metrics_health h;
-    metrics_readiness(&s->workers[0], s->cfg0, &h);
+    metrics_readiness_all(s, &h);
     buf_printf(b, "pid:          %d\n", (int)getpid());
     char real[PATH_MAX];
     buf_printf(b, "config:       %s\n", realpath(s->config_path, real) ? real : s->config_path);
@@ -442,7 +446,7 @@ static void control_cmd(void *ud, const char *cmd, buf *out)
         else buf_printf(out, "error\n%s\n", err);
     } else if (strcmp(cmd, "status json") == 0) {
         metrics_health h;
-        metrics_readiness(&s->workers[0], s->cfg0, &h);     /* worker 0's view, the main thread's config */
+        metrics_readiness_all(s, &h);
         metrics_status_json(s, &h, out);
         buf_puts(out, "\n");
     } else if (strcmp(cmd, "status") == 0) {
@@ -544,6 +548,7 @@ int server_run(const char *config_path, int watch)
     s->watch = watch;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->reload_lock, NULL);
     char err[8192];
     appstate *first = appstate_new(config_path, NULL, 0, err, sizeof err);
     if (!first) { fprintf(stderr, "%s\n", err); return 1; }

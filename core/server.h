@@ -136,6 +136,7 @@ struct server {
     atomic_uint metrics_max_channels;   /* copied from the config for readers on any thread */
     atomic_uint sse_cap, conn_cap;      /* sse.max_connections, effective limits.max_connections (same) */
     int port;                           /* the port listened on (PORT or the config's) */
+    pthread_mutex_t reload_lock;        /* guards the three below: the main thread writes, status readers copy */
     double last_reload_wall;            /* wall-clock time of the last reload attempt, 0 = none */
     atomic_int last_reload_ok;          /* its outcome */
     /* --- added for multi-instance (rbus.c, lua_cache.c) --- */

@@ -363,6 +363,10 @@ static void test_terminate(void)
     if (r) PQclear(r);
     pgpool_release(p, k2);
     run_until(NULL, 0.3);
+    for (double end = ev_time() + 5; ev_time() < end; run_until(NULL, 0.05)) { /* the probe connects (bounded wait) */
+        pgpool_stats(p, &st);
+        if (st.idle == 2) break;
+    }
     pgpool_stats(p, &st);
     /* the dead idle connection was closed when its socket turned readable (counted as a lost
      * connection) and the pool opened a probe at once to learn whether the server is there */
@@ -455,8 +459,12 @@ static void test_health_probe(void)
     pgpool *p = pgpool_new(loop, &cfg, 1);
     cfg.health_interval = 0;
     pgpool *lazy = pgpool_new(loop, &cfg, 1);
-    run_until(NULL, 1.6);      /* the sweep runs every second */
     pgpool_stats_t st, sl;
+    run_until(NULL, 1.2);      /* the sweep runs every second */
+    for (double end = ev_time() + 5; ev_time() < end; run_until(NULL, 0.05)) { /* its connect finishes (bounded wait) */
+        pgpool_stats(p, &st);
+        if (st.idle == 1) break;
+    }
     pgpool_stats(p, &st);
     pgpool_stats(lazy, &sl);
     ok(st.size == 1 && st.idle == 1 && st.acquired == 0, "health: nothing open, so the pool connected by itself (size %d)", st.size);
@@ -530,6 +538,7 @@ static void test_restart(void)
     run_until(NULL, 0.3);
     pgpool_stats(p, &st);
     is_int(st.size, 0, "server stopped: idle connections noticed the close");
+    for (double end = ev_time() + 5; pgpool_healthy(p) && ev_time() < end;) run_until(NULL, 0.05);
     ok(!pgpool_healthy(p), "server stopped: the pool knows it is down before any query (a probe failed)");
     double t0 = ev_time();
     for (int i = 0; i < CAP + 4; i++) acquire(p, &a[i], NULL);
