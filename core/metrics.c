@@ -13,6 +13,7 @@
 #include "json.h"
 #include "lua_app.h"
 #include "lua_db.h"
+#include "httpc.h"
 #include "ratelimit.h"
 #include "rbus.h"
 #include "routestats.h"
@@ -401,6 +402,10 @@ void metrics_render(server *s, const metrics_health *h, buf *b)
         for (int i = 0; i < s->nworkers; i++) db_metrics(&s->workers[i], b, i == 0);
     }
     rbus_metrics(s, b);
+    httpc *hc[256];                 /* outbound requests (app.http): every worker's client */
+    int nhc = s->nworkers < 256 ? s->nworkers : 256;
+    for (int i = 0; i < nhc; i++) hc[i] = s->workers[i].httpc;
+    httpc_metrics(hc, nhc, b);
     if (h) render_health(h, b);
     render_resources(s, b);
     GAUGE(b, "sluice_uptime_seconds", "Seconds since start.", "%.3f", mono_now() - s->started);

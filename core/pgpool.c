@@ -8,10 +8,10 @@
 #include <string.h>
 #include <time.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "util.h"
 
 #define BACKOFF_MIN 0.1
-#define BACKOFF_MAX 1.0   /* while down, a probe at least every 1.25 s (jitter): /ready turns 200 soon after */
+#define BACKOFF_MAX 0.5   /* while down, a probe at least every 0.625 s (jitter): /ready turns 200 soon after */
 #define SWEEP_EVERY 1.0
 
 /* Kept under its old name for the callers (lua_db, tests); the parser lives in pgurl.c. */

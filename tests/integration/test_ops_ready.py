@@ -50,9 +50,13 @@ class PrivatePG:
         self.url = None
 
     def start(self):
-        self.url = subprocess.run([PGDEV, "start", self.dir, str(self.port)], capture_output=True, text=True,
-                                  timeout=120, check=True).stdout.strip()
-        return self.url
+        for _ in range(3):             # a free port can be taken between the probe and PostgreSQL's bind
+            r = subprocess.run([PGDEV, "start", self.dir, str(self.port)], capture_output=True, text=True, timeout=120)
+            if r.returncode == 0:
+                self.url = r.stdout.strip()
+                return self.url
+            self.port = free_port()
+        raise harness.TestFailure("tools/pg-dev start failed: %s" % r.stderr[-500:])
 
     def pg_ctl(self, *args):
         cmd = [os.path.join(PG_BIN, "pg_ctl"), "-D", os.path.join(self.dir, "data")] + list(args)
@@ -84,6 +88,16 @@ def ready_status(port):
     return get(port, "/ready", headers={"Connection": "close"}, timeout=3)
 
 
+def pool_state(port):
+    """The pools as /metrics shows them, for failure messages."""
+    try:
+        st, _, body = get(port, "/metrics", timeout=3)
+        return [ln for ln in body.decode().splitlines()
+                if ln.startswith(("sluice_db_pool_connections", "sluice_dependency_up", "sluice_db_pool_errors_total"))]
+    except OSError as e:
+        return repr(e)
+
+
 def wait_streak(port, want, limit, what, streak=12):
     """Polls /ready until `streak` fresh probes in a row answer `want`; returns the seconds from
     now to the first probe of that streak (a failure after `limit` s)."""
@@ -100,8 +114,8 @@ def wait_streak(port, want, limit, what, streak=12):
         else:
             n = 0
         time.sleep(0.02)
-    raise harness.TestFailure("%s: /ready did not answer %d on every worker within %.0f s (last: %d %r)"
-                              % (what, want, limit, st, body))
+    raise harness.TestFailure("%s: /ready did not answer %d on every worker within %.0f s (last: %d %r); pools: %r"
+                              % (what, want, limit, st, body, pool_state(port)))
 
 
 @test
