@@ -706,6 +706,12 @@ int rbus_ready(worker *w)
     return rw && rw->cmd.up && !rw->stopping;
 }
 
+int rbus_links_up(server *s)
+{
+    rbus_srv *rs = s->rbus;
+    return rs ? atomic_load(&rs->conns_up) : 0;
+}
+
 
 /* ------------------------------------------------------------------ metrics */
 

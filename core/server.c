@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "log.h"
 #include "lua_app.h"
 #include "lua_db.h"
@@ -261,6 +262,22 @@ static sse_limits sse_limits_of(const sconfig *c)
     return l;
 }
 
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The caps readers on any thread show next to the counts (metrics, status). */
+static void publish_caps(server *s, const sconfig *c)
+{
+    unsigned conns = c->max_connections;
+    if (s->fd_cap && s->fd_cap < conns) conns = s->fd_cap;
+    atomic_store(&s->conn_cap, conns);
+    atomic_store(&s->sse_cap, c->sse_max);
+}
+
 /* Builds a new state per worker; swaps all of them in, or none. */
 int server_reload(server *s, char *err, size_t errlen)
 {
@@ -275,7 +292,11 @@ int server_reload(server *s, char *err, size_t errlen)
         for (int i = 0; i < s->nworkers; i++) if (next[i]) { next[i]->closing = 1; appstate_release(next[i]); }
         free(next);
         atomic_fetch_add(&s->reload_failures, 1);
+        pthread_mutex_lock(&s->reload_lock);
         snprintf(s->last_reload_error, sizeof s->last_reload_error, "%s", err);
+        s->last_reload_wall = wall_now();
+        atomic_store(&s->last_reload_ok, 0);
+        pthread_mutex_unlock(&s->reload_lock);
         log_msg(LOG_ERROR, "reload rejected, nothing changed:\n%s", err);
         return -1;
     }
@@ -297,6 +318,7 @@ int server_reload(server *s, char *err, size_t errlen)
     }
     s->cfg0 = nc;
     atomic_store(&s->metrics_max_channels, nc->metrics_max_channels);
+    publish_caps(s, nc);
     /* wait until every worker runs the new code (bounded: a worker busy in a long Lua call) */
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
@@ -307,7 +329,11 @@ int server_reload(server *s, char *err, size_t errlen)
     pthread_mutex_unlock(&s->lock);
     free(next);
     atomic_fetch_add(&s->reloads, 1);
+    pthread_mutex_lock(&s->reload_lock);
     s->last_reload_error[0] = 0;
+    s->last_reload_wall = wall_now();
+    atomic_store(&s->last_reload_ok, 1);
+    pthread_mutex_unlock(&s->reload_lock);
     log_msg(LOG_INFO, "reloaded %s on %d worker(s)", s->config_path, s->nworkers);
     return 0;
 }
@@ -345,59 +371,93 @@ static void stop_cb(struct ev_loop *loop, ev_signal *sw, int revents)
     ev_timer_start(loop, &shutdown_deadline);
 }
 
-/* `sluice reload` connects here: "reload\n" -> "ok\n" or "error\n<messages>". */
-static int admin_fd = -1;
-static ev_io admin_w;
-static char admin_path[108];
-
-static void admin_cb(struct ev_loop *loop, ev_io *io, int revents)
+static void fmt_duration(double s, char *out, size_t n)
 {
-    int fd = accept4(admin_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) return;
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char cmd[64] = "";
-    ssize_t n = read(fd, cmd, sizeof cmd - 1);
-    if (n > 0 && strncmp(cmd, "reload", 6) == 0) {
-        char err[8192];
-        if (server_reload(the_server, err, sizeof err) == 0) {
-            ssize_t w = write(fd, "ok\n", 3);
-            (void)w;
+    long t = (long)s;
+    if (t >= 86400) snprintf(out, n, "%ldd %ldh %ldm", t / 86400, t % 86400 / 3600, t % 3600 / 60);
+    else if (t >= 3600) snprintf(out, n, "%ldh %ldm %lds", t / 3600, t % 3600 / 60, t % 60);
+    else if (t >= 60) snprintf(out, n, "%ldm %lds", t / 60, t % 60);
+    else snprintf(out, n, "%lds", t);
+}
+
+static void fmt_bytes(double b, char *out, size_t n)
+{
+    if (b >= 1073741824.0) snprintf(out, n, "%.1f GB", b / 1073741824.0);
+    else snprintf(out, n, "%.1f MB", b / 1048576.0);
+}
+
+/* The summary `sluice status` prints (main thread: reads the workers like the metrics do). */
+static void status_text(server *s, buf *b)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char up[64], rss[32], lim[32];
+    fmt_duration((double)ts.tv_sec + ts.tv_nsec / 1e9 - s->started, up, sizeof up);
+    unsigned long long streams = 0;
+    if (s->ssehub) { sse_stats st; sse_hub_stats(s->ssehub, &st); streams = st.subscribers; }
+    metrics_res r;
+    metrics_resources(s, &r);
+    fmt_bytes(r.rss_bytes, rss, sizeof rss);
+    fmt_bytes(r.mem_limit_bytes, lim, sizeof lim);
+    metrics_health h;
+    metrics_readiness_all(s, &h);
+    buf_printf(b, "pid:          %d\n", (int)getpid());
+    char real[PATH_MAX];
+    buf_printf(b, "config:       %s\n", realpath(s->config_path, real) ? real : s->config_path);
+    buf_printf(b, "port:         %d\n", s->port);
+    buf_printf(b, "uptime:       %s\n", up);
+    buf_printf(b, "workers:      %d\n", s->nworkers);
+    buf_printf(b, "connections:  %d (limit %u)\n", atomic_load(&s->nconns), atomic_load(&s->conn_cap));
+    buf_printf(b, "streams:      %llu SSE (limit %u)\n", streams, atomic_load(&s->sse_cap));
+    buf_printf(b, "ready:        %s%s\n", h.ready ? "yes" : "no: ", h.ready ? "" : h.reason);
+    if (s->last_reload_wall > 0) {
+        time_t t = (time_t)s->last_reload_wall;
+        struct tm tm;
+        char when[64];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        if (atomic_load(&s->last_reload_ok)) {
+            buf_printf(b, "last reload:  %s, ok\n", when);
         } else {
-            char out[8300];
-            int m = snprintf(out, sizeof out, "error\n%s\n", err);
-            ssize_t w = write(fd, out, (size_t)m);
-            (void)w;
+            char first[400];
+            snprintf(first, sizeof first, "%s", s->last_reload_error);
+            first[strcspn(first, "\n")] = 0;
+            buf_printf(b, "last reload:  %s, rejected: %s\n", when, first);
         }
     } else {
-        ssize_t w = write(fd, "error\nunknown command\n", 22);
-        (void)w;
+        buf_puts(b, "last reload:  none\n");
     }
-    close(fd);
+    buf_printf(b, "reloads:      %llu ok, %llu rejected\n", (unsigned long long)atomic_load(&s->reloads),
+               (unsigned long long)atomic_load(&s->reload_failures));
+    buf_printf(b, "memory:       %s RSS of %s (%.1f%%, %s limit)\n", rss, lim, r.mem_ratio * 100,
+               r.mem_cgroup ? "cgroup" : "machine");
+    buf_printf(b, "cpu:          %.1f%% of %.2g cores over 10 s (%s limit)\n", r.cpu_ratio * 100, r.cpus,
+               r.cpu_cgroup ? "cgroup" : "machine");
+    db_totals db;
+    db_pool_totals(s, &db);
+    if (db.configured)
+        buf_printf(b, "db pool:      %d in use, %d idle, %d waiting, cap %d\n", db.in_use, db.idle, db.waiting, db.cap);
+    buf_printf(b, "control:      %s\npid file:     %s\n", control_socket_path(), control_pid_path());
 }
 
-void server_admin_socket_path(int port, char *out, size_t n)
+/* What the control socket's commands do (control.c carries them). */
+static void control_cmd(void *ud, const char *cmd, buf *out)
 {
-    const char *dir = getenv("XDG_RUNTIME_DIR");
-    snprintf(out, n, "%s/sluice-%d.sock", dir && *dir ? dir : "/tmp", port);
-}
-
-static void open_admin_socket(int port)
-{
-    server_admin_socket_path(port, admin_path, sizeof admin_path);
-    unlink(admin_path);
-    admin_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", admin_path);
-    if (admin_fd < 0 || bind(admin_fd, (struct sockaddr *)&sa, sizeof sa) || listen(admin_fd, 8)) {
-        log_msg(LOG_WARN, "admin socket %s: %s (sluice reload will not reach this server; SIGHUP still works)", admin_path, strerror(errno));
-        if (admin_fd >= 0) close(admin_fd);
-        admin_fd = -1;
-        return;
+    server *s = ud;
+    if (strcmp(cmd, "reload") == 0) {
+        char err[8192];
+        if (server_reload(s, err, sizeof err) == 0) buf_puts(out, "ok\n");
+        else buf_printf(out, "error\n%s\n", err);
+    } else if (strcmp(cmd, "status json") == 0) {
+        metrics_health h;
+        metrics_readiness_all(s, &h);
+        metrics_status_json(s, &h, out);
+        buf_puts(out, "\n");
+    } else if (strcmp(cmd, "status") == 0) {
+        status_text(s, out);
+    } else {
+        buf_puts(out, "error\nunknown command (reload, status, status json)\n");
     }
-    chmod(admin_path, 0600);
-    ev_io_init(&admin_w, admin_cb, admin_fd, EV_READ);
-    ev_io_start(EV_DEFAULT, &admin_w);
 }
 
 /* --watch: inotify on the config directory and scripts/; reload 150 ms after the last change. */
@@ -450,6 +510,9 @@ static void open_watch(server *s)
     log_msg(LOG_INFO, "--watch: reloading when a .lua file changes under %s", dir);
 }
 
+static ev_timer usage_w;      /* CPU samples every second: the CPU ratio over the last 10 s */
+static void usage_cb(struct ev_loop *loop, ev_timer *t, int revents) { metrics_sample_usage(the_server); }
+
 static ev_timer housekeeping_w;
 static void housekeeping_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -489,6 +552,7 @@ int server_run(const char *config_path, int watch)
     s->watch = watch;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->reload_lock, NULL);
     char err[8192];
     appstate *first = appstate_new(config_path, NULL, 0, err, sizeof err);
     if (!first) { fprintf(stderr, "%s\n", err); return 1; }
@@ -530,7 +594,11 @@ int server_run(const char *config_path, int watch)
         appstate *a = appstate_new(config_path, w, 0, err, sizeof err);
         if (!a) { fprintf(stderr, "%s\n", err); return 1; }
         if (worker_setup(s, w, i, a)) { fprintf(stderr, "worker %d: setup failed\n", i); return 1; }
-        if (i == 0) { s->cfg0 = a->cfg; atomic_store(&s->metrics_max_channels, a->cfg->metrics_max_channels); }
+        if (i == 0) {
+            s->cfg0 = a->cfg;
+            atomic_store(&s->metrics_max_channels, a->cfg->metrics_max_channels);
+            publish_caps(s, a->cfg);
+        }
         w->lfd = open_listener(cfg->host, cfg->port, i == 0, err, sizeof err);
         if (w->lfd < 0) { fprintf(stderr, "sluice: %s\n", err); return 1; }
         ev_io_init(&w->accept_w, conn_accept_cb, w->lfd, EV_READ);
@@ -546,8 +614,11 @@ int server_run(const char *config_path, int watch)
     ev_signal_start(main_loop, &intr);
     ev_async_init(&reload_async, reload_async_cb);
     ev_async_start(main_loop, &reload_async);
-    open_admin_socket(cfg->port);
+    s->port = cfg->port;
+    control_open(s->config_path, s->port, main_loop, control_cmd, s);   /* socket + pid file, found from the config's path */
     if (watch) open_watch(s);
+    ev_timer_init(&usage_w, usage_cb, 1., 1.);
+    ev_timer_start(main_loop, &usage_w);
     ev_init(&housekeeping_w, housekeeping_cb);
     ev_timer_set(&housekeeping_w, cfg->metrics_interval, 0);
     ev_timer_start(main_loop, &housekeeping_w);
@@ -585,7 +656,7 @@ int server_run(const char *config_path, int watch)
         dl.tv_sec += 2;
         if (pthread_timedjoin_np(s->workers[i].thread, NULL, &dl)) stuck = 1;
     }
-    if (admin_fd >= 0) { close(admin_fd); unlink(admin_path); }
+    control_close();
     if (stuck) {
         log_msg(LOG_WARN, "a worker did not stop in time: exiting without cleanup");
         _exit(0);

@@ -52,6 +52,8 @@ struct conn {
     char reqid[40];
     appstate *sse_app;              /* state holding the stream's on_close callback */
     int sse_close_ref;
+    uint16_t mroute;                /* metrics: route label id of the current request (routestats.h) */
+    uint8_t mmethod;                /* metrics: its method index (RM_*, 7 = other) */
     uint32_t client_ip_gen;
     char client_ip[64];
     char ipkey[64];                 /* rate-limit key of the peer address, computed once */
@@ -100,6 +102,7 @@ struct worker {
     /* counters (read by other threads with relaxed loads) */
     atomic_ullong requests, responses_5xx, responses_4xx, bytes_out, lua_errors, rate_limited;
     atomic_ullong sse_slow_closed, sse_dropped;
+    atomic_ullong sse_subscribes, sse_refused_handler;  /* streams admitted; refused by the app.sse handler */
     void *metrics;                  /* per-worker metrics block */
     void *sse;                      /* per-worker SSE side */
     void *db;                       /* per-worker database pool */
@@ -132,6 +135,11 @@ struct server {
     void *metrics;
     const sconfig *cfg0;            /* config of worker 0's current state (main thread only) */
     atomic_uint metrics_max_channels;   /* copied from the config for readers on any thread */
+    atomic_uint sse_cap, conn_cap;      /* sse.max_connections, effective limits.max_connections (same) */
+    int port;                           /* the port listened on (PORT or the config's) */
+    pthread_mutex_t reload_lock;        /* guards the three below: the main thread writes, status readers copy */
+    double last_reload_wall;            /* wall-clock time of the last reload attempt, 0 = none */
+    atomic_int last_reload_ok;          /* its outcome */
     /* --- added for multi-instance (rbus.c, lua_cache.c) --- */
     void *rbus;                     /* shared Redis settings and counters (NULL without Redis) */
     void *ssebus;                   /* ssebus.c: catch-up state of the Redis subscriber (NULL without Redis) */
@@ -145,8 +153,6 @@ int server_run(const char *config_path, int watch);
 int server_reload(server *s, char *err, size_t errlen);
 /* Asks the main thread for a reload (any thread). */
 void server_request_reload(server *s);
-/* Where `sluice reload` finds the running server for a port. */
-void server_admin_socket_path(int port, char *out, size_t n);
 /* Worker set-up shared with the spec runner's single-worker mode. */
 int worker_setup(server *s, worker *w, int idx, appstate *a);
 void worker_teardown(worker *w);
