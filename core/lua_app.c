@@ -26,6 +26,9 @@ int luaopen_sluice_core(lua_State *L);
 int luaopen_sluice_cache(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
+int luaopen_sluice_crypto(lua_State *L);
+int luaopen_sluice_password(lua_State *L);
+int luaopen_sluice_log(lua_State *L);
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -104,6 +107,8 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
+    lua_pushcfunction(L, luaopen_sluice_crypto);
+    lua_setfield(L, -2, "sluice.crypto");
     if (a) {
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_core, 1);
@@ -114,6 +119,12 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_testing, 1);
         lua_setfield(L, -2, "sluice.testing");
+        lua_pushlightuserdata(L, a);
+        lua_pushcclosure(L, luaopen_sluice_password, 1);
+        lua_setfield(L, -2, "sluice.password");
+        lua_pushlightuserdata(L, a);
+        lua_pushcclosure(L, luaopen_sluice_log, 1);
+        lua_setfield(L, -2, "sluice.log");
     }
     lua_pop(L, 1);
     /* insert the embedded loader right after preload */

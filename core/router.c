@@ -2,18 +2,25 @@
 #include "router.h"
 
 #include <http_parser.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+/* A route's target and the pattern it was added with (router_pattern recovers it). */
+typedef struct rslot {
+    route_target t;
+    char *pattern;
+} rslot;
+
 typedef struct rnode rnode;
 struct rnode {
     char *seg;            /* static segment text, or param name (without ':'), or "*" */
     size_t seglen;
     int type;             /* 0 static, 1 param, 2 wildcard */
-    route_target t[RM_COUNT];
+    rslot t[RM_COUNT];
     int has_target;
     rnode **kids;
     size_t nkids;
@@ -23,7 +30,7 @@ typedef struct exact {
     char *path;
     size_t len;
     uint64_t hash;
-    route_target t[RM_COUNT];
+    rslot t[RM_COUNT];
 } exact;
 
 struct router {
@@ -41,8 +48,14 @@ static uint64_t hash_bytes(const char *s, size_t n)
 
 router *router_new(void) { return calloc(1, sizeof(router)); }
 
+static void slots_free(rslot *t)
+{
+    for (int i = 0; i < RM_COUNT; i++) free(t[i].pattern);
+}
+
 static void node_free(rnode *n)
 {
+    slots_free(n->t);
     for (size_t i = 0; i < n->nkids; i++) { node_free(n->kids[i]); free(n->kids[i]); }
     free(n->kids);
     free(n->seg);
@@ -52,7 +65,10 @@ void router_free(router *r)
 {
     if (!r) return;
     node_free(&r->root);
-    for (size_t i = 0; i < r->tabsize; i++) free(r->tab[i].path);
+    for (size_t i = 0; i < r->tabsize; i++) {
+        free(r->tab[i].path);
+        slots_free(r->tab[i].t);
+    }
     free(r->tab);
     free(r);
 }
@@ -144,7 +160,7 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
         return -1;
     }
     if (rm < 0 || rm >= RM_COUNT) { snprintf(err, errlen, "bad method for %s", pat); return -1; }
-    route_target *slot;
+    rslot *slot;
     if (!strchr(pat, ':') && !strchr(pat, '*')) {
         exact *e = exact_insert(r, pat, len);
         if (!e) { snprintf(err, errlen, "out of memory"); return -1; }
@@ -172,20 +188,28 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
         n->has_target = 1;
         slot = &n->t[rm];
     }
-    if (slot->ref) {
+    if (slot->t.ref) {
         snprintf(err, errlen, "duplicate route %s %s", rm == RM_ANY ? "*" : "", pat);
         return -1;
     }
-    *slot = t;
+    char *copy = strdup(pat);
+    if (!copy) { snprintf(err, errlen, "out of memory"); return -1; }
+    slot->t = t;
+    slot->pattern = copy;
     return 0;
 }
 
-static const route_target *pick(const route_target *t, int rm, unsigned *allowed)
+const char *router_pattern(const route_target *t)
 {
-    for (int i = 0; i < RM_COUNT; i++) if (t[i].ref) *allowed |= 1u << i;
-    if (t[rm].ref) return &t[rm];
-    if (rm == RM_HEAD && t[RM_GET].ref) return &t[RM_GET];
-    if (t[RM_ANY].ref) return &t[RM_ANY];
+    return ((const rslot *)((const char *)t - offsetof(rslot, t)))->pattern;
+}
+
+static const route_target *pick(const rslot *t, int rm, unsigned *allowed)
+{
+    for (int i = 0; i < RM_COUNT; i++) if (t[i].t.ref) *allowed |= 1u << i;
+    if (t[rm].t.ref) return &t[rm].t;
+    if (rm == RM_HEAD && t[RM_GET].t.ref) return &t[RM_GET].t;
+    if (t[RM_ANY].t.ref) return &t[RM_ANY].t;
     return NULL;
 }
 

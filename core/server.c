@@ -29,6 +29,7 @@
 #include "ratelimit.h"
 #include "sse.h"
 #include "ssestream.h"
+#include "workpool.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -230,6 +231,8 @@ void worker_teardown(worker *w)
         free(c);
     }
     w->freelist = NULL;
+    wp_inbox_free(w->wpinbox);          /* waits for this worker's running jobs */
+    w->wpinbox = NULL;
     db_worker_free(w);
     limiter_worker_free(w);
     rbus_worker_free(w);
@@ -279,6 +282,7 @@ int server_reload(server *s, char *err, size_t errlen)
     sse_limits l = sse_limits_of(nc);
     sse_hub_set_limits(s->ssehub, &l);
     log_set_level(nc->log_level);
+    log_set_format(nc->log_json);
     pthread_mutex_lock(&s->lock);
     unsigned long long target[256];
     for (int i = 0; i < s->nworkers; i++) {
@@ -488,6 +492,7 @@ int server_run(const char *config_path, int watch)
     if (!first) { fprintf(stderr, "%s\n", err); return 1; }
     const sconfig *cfg = first->cfg;
     log_set_level(cfg->log_level);
+    log_set_format(cfg->log_json);
     s->nworkers = cfg->workers;
     if (cfg->db_url && db_check_url(cfg->db_url, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
@@ -589,6 +594,7 @@ int server_run(const char *config_path, int watch)
     metrics_server_free(s);
     rbus_server_free(s);
     lua_cache_server_free(s);
+    workpool_free(atomic_load(&s->workpool));
     log_msg(LOG_INFO, "sluice stopped");
     return 0;
 }

@@ -13,6 +13,7 @@
 #include "http.h"
 #include "sconfig.h"
 #include "timerwheel.h"
+#include "tracectx.h"
 
 typedef struct server server;
 typedef struct worker worker;
@@ -60,6 +61,9 @@ struct conn {
         const struct sc_policy *pol;
         uint64_t limit, remaining, window_s, reset_s, retry_after_s;
     } lv;                           /* rate-limit outcome, for the RateLimit headers */
+    const char *route;              /* the matched route's pattern (router-owned), NULL when none */
+    tracectx trace;                 /* W3C trace context, filled on first use (web_trace) */
+    uint32_t trace_gen;             /* gen + 1 of the request trace belongs to; 0 = not yet */
 };
 
 struct worker {
@@ -110,6 +114,7 @@ struct worker {
     /* --- added for multi-instance (rbus.c) --- */
     void *rbus;                     /* this worker's Redis connections (NULL without Redis) */
     void *limiter;                  /* limiter.c: rate-limit decisions waiting for Redis */
+    struct wp_inbox *wpinbox;       /* workpool.c: completions of this worker's jobs (created on first use) */
 };
 
 struct server {
@@ -133,6 +138,7 @@ struct server {
     /* --- added for multi-instance (rbus.c, lua_cache.c) --- */
     void *rbus;                     /* shared Redis settings and counters (NULL without Redis) */
     void *_Atomic cache;            /* app.cache's in-process table, created on first use */
+    struct workpool *_Atomic workpool;  /* password hashing threads, created on first use */
 };
 
 /* --- server.c --- */

@@ -61,6 +61,38 @@ void web_request_id(conn *c)
     memcpy(c->reqid, id, 29);
 }
 
+/* ---------------------------------------------------------------- trace context */
+
+const tracectx *web_trace(conn *c)
+{
+    if (c->trace_gen != c->gen + 1) {        /* first use in this request */
+        size_t n = 0;
+        const char *v = http_req_header(&c->req, "traceparent", &n);
+        tracectx_begin(&c->trace, v, n);
+        c->trace_gen = c->gen + 1;
+    }
+    return &c->trace;
+}
+
+size_t web_traceparent(conn *c, char out[TRACEPARENT_LEN + 1])
+{
+    return tracectx_traceparent(web_trace(c), out);
+}
+
+int web_lua_req_field(lua_State *L, conn *c, const char *k)
+{
+    if (strcmp(k, "trace_id") == 0) lua_pushstring(L, web_trace(c)->trace_id);
+    else if (strcmp(k, "span_id") == 0) lua_pushstring(L, web_trace(c)->span_id);
+    else if (strcmp(k, "traceparent") == 0) {
+        char tp[TRACEPARENT_LEN + 1];
+        lua_pushlstring(L, tp, web_traceparent(c, tp));
+    } else if (strcmp(k, "route") == 0) {
+        if (!c->route) return 0;
+        lua_pushstring(L, c->route);
+    } else return 0;
+    return 1;
+}
+
 /* ---------------------------------------------------------------- CORS */
 
 static int origin_allowed(const sconfig *cfg, const char *o, size_t n, int *wildcard)
