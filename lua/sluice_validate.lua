@@ -138,7 +138,7 @@ function validate_value(s, v, path, ctx)
       if type(d) == "function" then d = d() end
       return d
     end
-    if s.required then return fail("is required") end
+    if s.required then add(ctx, path, "is required") end   -- never replaced by s.message
     return nil
   end
   if v == null then
