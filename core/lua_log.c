@@ -4,6 +4,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
@@ -35,21 +36,26 @@ static void text_value(buf *b, const char *s, size_t n)
     buf_append(b, "\"", 1);
 }
 
-/* Encodes the fields table at idx into b; returns NULL or an error message. */
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+#define MAX_FIELDS 64
+
+/* Encodes the fields table at idx into b, names in byte order; returns NULL or an error message. */
 static const char *encode_fields(lua_State *L, int idx, buf *b, int json)
 {
+    const char *names[MAX_FIELDS];
+    int n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        char kbuf[64];
-        const char *k;
-        if (lua_type(L, -2) == LUA_TSTRING) k = lua_tostring(L, -2);
-        else if (lua_type(L, -2) == LUA_TNUMBER) {
-            snprintf(kbuf, sizeof kbuf, "%.14g", lua_tonumber(L, -2));
-            k = kbuf;
-        } else {
-            lua_pop(L, 2);
-            return "field names must be strings";
-        }
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); return "field names must be strings"; }
+        if (n == MAX_FIELDS) { lua_pop(L, 1); return "more than 64 fields"; }
+        names[n++] = lua_tostring(L, -1);   /* stays valid: the key lives in the table */
+    }
+    qsort(names, (size_t)n, sizeof names[0], cmp_str);
+    for (int i = 0; i < n; i++) {
+        const char *k = names[i];
+        lua_getfield(L, idx, k);
         const char *pre = reserved(k) ? "_" : "";
         char esc[512];
         size_t el = log_json_escape(esc, sizeof esc, k, strlen(k));
@@ -57,19 +63,19 @@ static const char *encode_fields(lua_State *L, int idx, buf *b, int json)
         if (json) {
             buf_printf(b, ",\"%s%.*s\":", pre, (int)el, esc);
             const char *e = json_encode(L, lua_gettop(L), b);
-            if (e) { lua_pop(L, 2); return e; }
+            if (e) { lua_pop(L, 1); return e; }
         } else {
             buf_printf(b, " %s%.*s=", pre, (int)el, esc);
             if (vt == LUA_TSTRING || vt == LUA_TNUMBER) {
-                size_t n;
-                const char *s = lua_tolstring(L, -1, &n);   /* a copy on the stack: the key stays intact */
-                text_value(b, s, n);
+                size_t sl;
+                const char *s = lua_tolstring(L, -1, &sl);  /* the value's own slot: the key stays intact */
+                text_value(b, s, sl);
             } else if (vt == LUA_TBOOLEAN) {
                 buf_puts(b, lua_toboolean(L, -1) ? "true" : "false");
             } else {
                 buf tmp = {0};
                 const char *e = json_encode(L, lua_gettop(L), &tmp);
-                if (e) { buf_free(&tmp); lua_pop(L, 2); return e; }
+                if (e) { buf_free(&tmp); lua_pop(L, 1); return e; }
                 text_value(b, tmp.data ? tmp.data : "", tmp.len);
                 buf_free(&tmp);
             }

@@ -160,6 +160,7 @@ end
 local error_mt = { __tostring = function(e) return tostring(e.message) end }
 function app.error(status, message, fields)
   if type(message) == "table" and fields == nil then message, fields = "validation failed", message end
+  if message == nil then message = "error" end
   error(setmetatable({ status = status, message = message, fields = fields }, error_mt), 2)
 end
 

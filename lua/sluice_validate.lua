@@ -209,6 +209,7 @@ end
 function M.validate(schema, value)
   if type(schema) ~= "table" then error("app.validate: schema must be a table", 2) end
   check_schema(schema, "")
+  if value == nil and schema.default == nil then return nil, { ["$"] = "is required" } end
   local ctx = { errors = {}, n = 0, root = value }
   local out = validate_value(schema, value, "$", ctx)
   if ctx.n > 0 then return nil, ctx.errors end
