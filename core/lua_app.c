@@ -109,6 +109,9 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson.safe");
     lua_pushcfunction(L, luaopen_sluice_crypto);
     lua_setfield(L, -2, "sluice.crypto");
+    lua_pushlightuserdata(L, a);                 /* a NULL state (sluice lua): hashes run inline */
+    lua_pushcclosure(L, luaopen_sluice_password, 1);
+    lua_setfield(L, -2, "sluice.password");
     if (a) {
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_core, 1);
@@ -119,9 +122,6 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_testing, 1);
         lua_setfield(L, -2, "sluice.testing");
-        lua_pushlightuserdata(L, a);
-        lua_pushcclosure(L, luaopen_sluice_password, 1);
-        lua_setfield(L, -2, "sluice.password");
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_log, 1);
         lua_setfield(L, -2, "sluice.log");

@@ -15,6 +15,7 @@
 #define KEY_MT "sluice.crypto.key"
 #define RANDOM_MAX (1 << 20)          /* largest random_bytes(n) */
 #define POOL_QUEUE 1024               /* password jobs waiting for a thread, per process */
+#define POOL_NICE 10                  /* hashing yields the core to the event loops */
 
 static int check_md(lua_State *L, int idx)
 {
@@ -497,7 +498,7 @@ static int pw_start(lua_State *L, pwjob *p, int threads)
     }
     worker *w = a->w;
     if (!w->wpinbox) {
-        workpool *pool = workpool_shared(&w->srv->workpool, threads, POOL_QUEUE);
+        workpool *pool = workpool_shared(&w->srv->workpool, threads, POOL_QUEUE, POOL_NICE);
         w->wpinbox = pool ? wp_inbox_new(pool, w->loop) : NULL;
     }
     p->job.run = pw_run;

@@ -5,6 +5,9 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 struct workpool {
     pthread_mutex_t mu;
@@ -13,6 +16,7 @@ struct workpool {
     size_t nqueued, max_queue;
     int stop;
     int nthreads;
+    int nice;
     pthread_t *threads;
 };
 
@@ -31,6 +35,9 @@ struct wp_inbox {
 static void *pool_thread(void *arg)
 {
     workpool *p = arg;
+    /* Linux applies nice per thread; raising it needs no privilege. A failure only costs the
+     * loops some latency while hashing, so it is ignored. */
+    if (p->nice > 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), p->nice)) { /* keep default */ }
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (!p->head && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
@@ -59,9 +66,9 @@ static void *pool_thread(void *arg)
     return NULL;
 }
 
-workpool *workpool_new(int nthreads, size_t max_queue)
+workpool *workpool_new(int nthreads, size_t max_queue, int nice)
 {
-    if (nthreads < 1 || nthreads > 64 || max_queue < 1) return NULL;
+    if (nthreads < 1 || nthreads > 64 || max_queue < 1 || nice < 0 || nice > 19) return NULL;
     workpool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->threads = calloc((size_t)nthreads, sizeof *p->threads);
@@ -69,6 +76,7 @@ workpool *workpool_new(int nthreads, size_t max_queue)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->max_queue = max_queue;
+    p->nice = nice;
     /* signals belong to the main thread: the pool threads start with all of them blocked */
     sigset_t all, old;
     sigfillset(&all);
@@ -83,11 +91,11 @@ workpool *workpool_new(int nthreads, size_t max_queue)
     return p;
 }
 
-workpool *workpool_shared(workpool *_Atomic *slot, int nthreads, size_t max_queue)
+workpool *workpool_shared(workpool *_Atomic *slot, int nthreads, size_t max_queue, int nice)
 {
     workpool *p = atomic_load(slot);
     if (p) return p;
-    p = workpool_new(nthreads, max_queue);
+    p = workpool_new(nthreads, max_queue, nice);
     if (!p) return NULL;
     workpool *expected = NULL;
     if (!atomic_compare_exchange_strong(slot, &expected, p)) {   /* another thread won */

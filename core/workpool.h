@@ -22,11 +22,13 @@ struct wp_job {
     wp_job *next;
 };
 
-/* A pool of nthreads threads (1..64) and room for max_queue waiting jobs. NULL on failure. */
-workpool *workpool_new(int nthreads, size_t max_queue);
-/* The pool in *slot, created with these sizes by the first caller (any thread, lock-free);
+/* A pool of nthreads threads (1..64) and room for max_queue waiting jobs; its threads run at
+ * this nice value (0..19, above the event loops' so that a core busy hashing still gives the
+ * loops their turn first). NULL on failure. */
+workpool *workpool_new(int nthreads, size_t max_queue, int nice);
+/* The pool in *slot, created with these settings by the first caller (any thread, lock-free);
  * later callers get the same pool whatever they ask for. NULL when it cannot be created. */
-workpool *workpool_shared(workpool *_Atomic *slot, int nthreads, size_t max_queue);
+workpool *workpool_shared(workpool *_Atomic *slot, int nthreads, size_t max_queue, int nice);
 /* Stops the threads after the job each one is running; queued jobs are dropped without done().
  * Free every inbox first. */
 void workpool_free(workpool *p);

@@ -26,7 +26,7 @@ local function b64u(s) return c.b64encode(s, true) end
 ---------------------------------------------------------------------------------------------
 
 local str_cache, str_count = {}, 0          -- PEM text / secret -> key object (bounded)
-local tab_cache = setmetatable({}, { __mode = "k" })   -- JWK / JWKS table -> parsed set
+local tab_cache = setmetatable({}, { __mode = "k" })   -- JWK / JWKS table, key object -> parsed set
 
 -- One entry of a key set: { key = key object, kid =, alg =, use = }.
 local function entry_of(jwk)
@@ -54,8 +54,12 @@ end
 local function resolve(keys)
   local t = type(keys)
   if t == "userdata" then
+    local hit = tab_cache[keys]
+    if hit then return hit end
     if not crypto.is_key(keys) then error("app.jwt: not a key object", 3) end
-    return { { key = keys } }
+    local list = { { key = keys } }
+    tab_cache[keys] = list
+    return list
   end
   if t == "string" then
     local hit = str_cache[keys]
@@ -298,9 +302,16 @@ function jwt.decode_unverified(token)
 end
 
 -- app.jwt.bearer(req) -> the token of an "Authorization: Bearer <token>" header, or nil
+-- (No pattern over the whole token: this runs on every request of an API; verify rejects a
+-- token with characters base64url does not have.)
 function jwt.bearer(req)
   local h = req.headers.authorization
-  return type(h) == "string" and h:match("^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-_.]+)%s*$") or nil
+  if type(h) ~= "string" or #h < 8 then return nil end
+  local scheme = h:sub(1, 7)
+  if scheme ~= "Bearer " and scheme:lower() ~= "bearer " then return nil end
+  local t = h:sub(8)
+  if t:byte(1) == 32 or t:byte(-1) == 32 then t = t:match("^ *(.-) *$") end
+  return t ~= "" and t or nil
 end
 
 ---------------------------------------------------------------------------------------------

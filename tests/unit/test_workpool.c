@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@ typedef struct job {
     int done;
     pthread_t done_thread;
     sem_t *gate;                 /* run() waits on it when set */
+    int nice;                    /* the pool thread's nice value while it ran */
 } job;
 
 static struct ev_loop *loop;
@@ -28,6 +31,7 @@ static void sq_run(wp_job *w)
 {
     job *j = (job *)w;
     if (j->gate) sem_wait(j->gate);
+    j->nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
     j->out = j->in * j->in;
     atomic_store(&j->ran, 1);
 }
@@ -85,13 +89,13 @@ static void *post_when_empty(void *arg)
 
 static void *race(void *arg)
 {
-    return workpool_shared(arg, 2, 16);
+    return workpool_shared(arg, 2, 16, 0);
 }
 
 int main(void)
 {
     loop = ev_loop_new(EVFLAG_AUTO);
-    workpool *p = workpool_new(2, 64);
+    workpool *p = workpool_new(2, 64, 0);
     ok(p && workpool_threads(p) == 2, "pool with two threads");
     wp_inbox *in = wp_inbox_new(p, loop);
 
@@ -123,7 +127,7 @@ int main(void)
     ok(slow.done == 1 && slow.out == 49 && ticks >= 3, "it finished after the loop ran %d timer ticks", ticks);
 
     /* 3. the queue bound: one thread held, max_queue 2 */
-    workpool *small = workpool_new(1, 2);
+    workpool *small = workpool_new(1, 2, 5);
     wp_inbox *sin = wp_inbox_new(small, loop);
     sem_t hold;
     sem_init(&hold, 0, 0);
@@ -146,6 +150,7 @@ int main(void)
     wp_inbox_free(sin);
     pthread_join(poster, NULL);
     ok(atomic_load(&h.ran) && h.done == 0, "the running job finished, without done()");
+    is_int(h.nice, 5, "the pool's threads run at the nice value asked for");
     ok(!atomic_load(&q1.ran) && !atomic_load(&q2.ran), "queued jobs were withdrawn, never run");
     workpool_free(small);
 
@@ -158,12 +163,12 @@ int main(void)
     pthread_join(t1, &r1);
     pthread_join(t2, &r2);
     ok(r1 && r1 == r2 && r1 == atomic_load(&slot), "both racers got the same pool");
-    ok(workpool_shared(&slot, 8, 1) == r1, "later callers get it too");
+    ok(workpool_shared(&slot, 8, 1, 0) == r1, "later callers get it too");
     workpool_free(atomic_load(&slot));
 
     wp_inbox_free(in);
     workpool_free(p);
-    ok(workpool_new(0, 1) == NULL && workpool_new(2, 0) == NULL, "bad sizes are refused");
+    ok(workpool_new(0, 1, 0) == NULL && workpool_new(2, 0, 0) == NULL && workpool_new(1, 1, 20) == NULL, "bad sizes are refused");
     ev_loop_destroy(loop);
     sem_destroy(&hold);
     sem_destroy(&tick_gate);
