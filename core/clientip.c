@@ -328,11 +328,12 @@ static int present(const char *s, size_t len)
     return 0;
 }
 
-int clientip_resolve(const clientip_trust *t, const struct sockaddr *peer, const char *xff,
-                     size_t xfflen, const char *forwarded, size_t fwdlen, char *out,
-                     size_t outlen)
+int clientip_resolve_how(const clientip_trust *t, const struct sockaddr *peer, const char *xff,
+                         size_t xfflen, const char *forwarded, size_t fwdlen, char *out,
+                         size_t outlen, clientip_how *how)
 {
     addr a;
+    clientip_how h0 = CLIENTIP_PEER;
     if (!peer) return -1;
     if (peer->sa_family == AF_INET) {
         memcpy(a.b, v4mapped, 12);
@@ -342,18 +343,42 @@ int clientip_resolve(const clientip_trust *t, const struct sockaddr *peer, const
     } else {
         return -1;
     }
+    int has_xff = present(xff, xfflen), has_fwd = present(forwarded, fwdlen);
+    if (has_xff || has_fwd) h0 = CLIENTIP_UNRESOLVED;
     if (trusted(t, &a)) {
         clientip_header h = t->header;
-        int has_xff = present(xff, xfflen), has_fwd = present(forwarded, fwdlen);
         walk w = {.t = t};
+        int walked = 1;
         if (has_xff && (h == CLIENTIP_HDR_XFF || h == CLIENTIP_HDR_AUTO))
             walk_xff(&w, xff, xff + xfflen);
         else if (has_fwd && (h == CLIENTIP_HDR_FORWARDED || (h == CLIENTIP_HDR_AUTO && !has_xff)))
             walk_forwarded(&w, forwarded, forwarded + fwdlen);
+        else
+            walked = 0;
         addr c;
         if (walk_end(&w, &c)) a = c;
+        /* states 0 (every hop trusted) and 1 (an untrusted, well-formed hop) name the client;
+         * 2 and 3 fell back because the deciding hop was malformed */
+        if (walked && (w.state == 0 || w.state == 1) && w.n > 0) h0 = CLIENTIP_HOP;
     }
+    if (how) *how = h0;
     return format_addr(&a, out, outlen);
+}
+
+int clientip_resolve(const clientip_trust *t, const struct sockaddr *peer, const char *xff,
+                     size_t xfflen, const char *forwarded, size_t fwdlen, char *out,
+                     size_t outlen)
+{
+    return clientip_resolve_how(t, peer, xff, xfflen, forwarded, fwdlen, out, outlen, NULL);
+}
+
+int clientip_is_loopback(const char *ip)
+{
+    addr a;
+    if (!ip || parse_addr(ip, strlen(ip), &a) != 0) return 0;
+    if (is_v4(&a)) return a.b[12] == 127;
+    static const uint8_t one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    return memcmp(a.b, one, 16) == 0;
 }
 
 int clientip_key(const char *ip, unsigned v6_prefix, char *out, size_t outlen)

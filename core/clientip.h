@@ -54,6 +54,24 @@ int clientip_resolve(const clientip_trust *t, const struct sockaddr *peer, const
                      size_t xfflen, const char *forwarded, size_t fwdlen, char *out,
                      size_t outlen);
 
+/* How clientip_resolve_how found its answer. */
+typedef enum clientip_how {
+    CLIENTIP_PEER = 0,   /* no forwarding header present: the socket peer */
+    CLIENTIP_HOP,        /* a well-formed hop of the honoured header (or the leftmost, all trusted) */
+    CLIENTIP_UNRESOLVED, /* a forwarding header is present but does not name the client: the peer is
+                          * not trusted, the header is not the honoured one, or the deciding hop is
+                          * malformed. The answer is the fallback clientip_resolve gives. */
+} clientip_how;
+
+/* clientip_resolve that also says how the answer was found (how may be NULL). Used where a
+ * wrong answer is worse than no answer (the admin area refuses CLIENTIP_UNRESOLVED). */
+int clientip_resolve_how(const clientip_trust *t, const struct sockaddr *peer, const char *xff,
+                         size_t xfflen, const char *forwarded, size_t fwdlen, char *out,
+                         size_t outlen, clientip_how *how);
+
+/* Is this textual address a loopback one (127.0.0.0/8, ::1, ::ffff:127.x)? 1/0. */
+int clientip_is_loopback(const char *ip);
+
 /* Rate-limit key for a client address: IPv4 as is, IPv6 masked to v6_prefix bits (1..128,
  * 0 = 64) as "net/prefix", e.g. "2001:db8:1:2::/64". Returns the length, -1 on bad input
  * or a too small out (64 bytes always suffices). */

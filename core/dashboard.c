@@ -1,4 +1,4 @@
-/* dashboard.c: a self-contained live dashboard: polls /_sluice/status every 2 s (same token). */
+/* dashboard.c: a self-contained live dashboard: polls /_sluice/status every 2 s, sending the page's ?token= as Authorization: Bearer. */
 #include "dashboard.h"
 
 const char dashboard_html[] =
@@ -18,7 +18,7 @@ const char dashboard_html[] =
 "const hdr=tok?{Authorization:'Bearer '+tok}:{};\n"
 "function card(k,v){return `<div class=card><div class=k>${k}</div><div class=v id='c-${k}'>${v}</div></div>`}\n"
 "function esc(s){return String(s).replace(/[&<>]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]))}\n"
-"async function tick(){try{const r=await fetch('/_sluice/status'+(tok?'?token='+encodeURIComponent(tok):''),{headers:hdr});\n"
+"async function tick(){try{const r=await fetch('/_sluice/status',{headers:hdr});\n"
 "const s=await r.json();document.getElementById('state').textContent='live, up '+Math.round(s.uptime)+' s';\n"
 "document.getElementById('cards').innerHTML=[card('connections',s.connections),card('requests',s.requests),"
 "card('5xx',s.errors_5xx),card('p50 ms',s.latency_ms.p50.toFixed(2)),card('p95 ms',s.latency_ms.p95.toFixed(2)),"

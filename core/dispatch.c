@@ -102,6 +102,7 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
     }
     if (builtin) {
         admin_answer(c, builtin);
+        if (c->state == CS_HANDLING) return;   /* answered later (the publish endpoint waits for Redis) */
         finish(c);
         return;
     }
@@ -284,8 +285,16 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
         const char *route = http_req_url(&c->req);
         int client_error = st != 0 && t->err_status >= 400 && t->err_status < 500;   /* app.error(4xx) */
         if (!client_error) {
-            log_request_error(c, route, err);
-            metrics_error(w, c, err);
+            char logged[sizeof ebuf + 300];
+            const char *lm = err;
+            if (st == 0) {         /* the value could not be sent: the log says which handler returned it */
+                char where[256];
+                app_task_where(t, where, sizeof where);
+                snprintf(logged, sizeof logged, "%s: %s", where, err);
+                lm = logged;
+            }
+            log_request_error(c, route, lm);
+            metrics_error(w, c, lm);
         }
         if (client_error && error_fields(c, t, err)) {
             /* app.error(422, { field = "message" }): answered with the fields */
@@ -308,6 +317,12 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
         if (c->state != CS_CLOSING) c->state = CS_READING;
         conn_resume(c);
     }
+}
+
+void dispatch_async_done(conn *c)
+{
+    finish(c);
+    if (!c->closed && !c->task) conn_resume(c);
 }
 
 void dispatch_timeout(conn *c)
@@ -348,86 +363,3 @@ void dispatch_conn_gone(conn *c)
 }
 
 int dispatch_sse_pending(conn *c) { return ssestream_flush(c); }
-
-static int cookie_token_ok(const char *s, size_t n)
-{
-    if (!n) return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch)) return 0;
-    }
-    return 1;
-}
-
-static int cookie_value_ok(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch < 0x21 || ch > 0x7e || ch == '"' || ch == ',' || ch == ';' || ch == '\\') return 0;
-    }
-    return 1;
-}
-
-static int attr_ok(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch < 0x20 || ch == 0x7f || ch == ';') return 0;
-    }
-    return 1;
-}
-
-const char *dispatch_cookies(resp *r, lua_State *co, int idx, char *etext, size_t elen)
-{
-    lua_getfield(co, idx, "cookies");
-    if (lua_isnil(co, -1)) { lua_pop(co, 1); return NULL; }
-    if (!lua_istable(co, -1)) { lua_pop(co, 1); return "response cookies must be a list of tables"; }
-    int list = lua_gettop(co);
-    int n = (int)lua_objlen(co, list);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(co, list, i);
-        int ck = lua_gettop(co);
-        if (!lua_istable(co, ck)) { lua_settop(co, list - 1); return "each cookie must be a table { name =, value = }"; }
-        size_t nl = 0, vl = 0;
-        lua_getfield(co, ck, "name");
-        const char *name = lua_tolstring(co, -1, &nl);
-        lua_getfield(co, ck, "value");
-        const char *value = lua_isnil(co, -1) ? "" : lua_tolstring(co, -1, &vl);
-        if (!name || !cookie_token_ok(name, nl) || !value || !cookie_value_ok(value, vl)) {
-            snprintf(etext, elen, "invalid cookie %.60s: the name must be a token and the value printable ASCII without space, \", comma, ; or \\", name ? name : "(no name)");
-            lua_settop(co, list - 1);
-            return etext;
-        }
-        char line[4096];
-        int m = snprintf(line, sizeof line, "%.*s=%.*s", (int)nl, name, (int)vl, value);
-        static const char *strs[] = {"path", "Path", "domain", "Domain", "samesite", "SameSite", "expires", "Expires"};
-        for (int k = 0; k < 8; k += 2) {
-            lua_getfield(co, ck, strs[k]);
-            size_t al;
-            const char *av = lua_tolstring(co, -1, &al);
-            if (av) {
-                if (!attr_ok(av, al)) {
-                    snprintf(etext, elen, "invalid cookie %.60s: attribute %s contains ';' or a control character", name, strs[k]);
-                    lua_settop(co, list - 1);
-                    return etext;
-                }
-                m += snprintf(line + m, sizeof line - (size_t)m, "; %s=%.*s", strs[k + 1], (int)al, av);
-            }
-            lua_pop(co, 1);
-        }
-        lua_getfield(co, ck, "max_age");
-        if (lua_isnumber(co, -1)) m += snprintf(line + m, sizeof line - (size_t)m, "; Max-Age=%lld", (long long)lua_tonumber(co, -1));
-        lua_pop(co, 1);
-        lua_getfield(co, ck, "httponly");
-        if (lua_toboolean(co, -1)) m += snprintf(line + m, sizeof line - (size_t)m, "; HttpOnly");
-        lua_pop(co, 1);
-        lua_getfield(co, ck, "secure");
-        if (lua_toboolean(co, -1)) m += snprintf(line + m, sizeof line - (size_t)m, "; Secure");
-        lua_pop(co, 1);
-        if (m >= (int)sizeof line) { lua_settop(co, list - 1); return "cookie too long"; }
-        if (resp_header(r, "Set-Cookie", 10, line, (size_t)m)) { lua_settop(co, list - 1); return "invalid cookie"; }
-        lua_settop(co, list);
-    }
-    lua_settop(co, list - 1);
-    return NULL;
-}

@@ -2,8 +2,6 @@
 #ifndef SLUICE_DISPATCH_H
 #define SLUICE_DISPATCH_H
 
-#include <lua.h>
-
 #include "server.h"
 
 /* Handles one complete request on c (the response is queued now or when its handler resumes). */
@@ -12,13 +10,14 @@ void dispatch_request(conn *c);
 void dispatch_task_done(conn *c, task *t, int st, const char *etext);
 /* The handler did not finish within request_timeout. */
 void dispatch_timeout(conn *c);
+/* A request answered later than dispatch returned (the connection waited in CS_HANDLING): access
+ * log, keep-alive bookkeeping, then the pipeline goes on. */
+void dispatch_async_done(conn *c);
 /* SSE heartbeat timer fired. */
 void dispatch_heartbeat(conn *c);
 /* The connection is closing: detach handler tasks and SSE subscriptions. */
 void dispatch_conn_gone(conn *c);
 /* SSE: writes queued events; returns 1 while some remain queued. */
 int dispatch_sse_pending(conn *c);
-/* Writes Set-Cookie headers from the response table's `cookies` list (table at idx). */
-const char *dispatch_cookies(resp *r, lua_State *co, int idx, char *etext, size_t elen);
 
 #endif

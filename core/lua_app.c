@@ -15,8 +15,10 @@
 
 #include "dispatch.h"
 #include "json.h"
+#include "lua_guard.h"
 #include "log.h"
 #include "lua_db.h"
+#include "lua_pgurl.h"
 #include "web.h"
 
 struct sluice_embedded { const char *name; const char *src; size_t len; };
@@ -59,34 +61,15 @@ static int embedded_loader(lua_State *L)
     return 1;
 }
 
-/* The watchdog: a count hook checks that Lua has not run past its deadline without yielding.
+/* The watchdog (lua_guard.c): a count hook checks that Lua has not run past its deadline
+ * without yielding, and the state's allocator refuses memory past it or past the budget.
  * An instruction hook also keeps LuaJIT from recording traces (a compiled loop would never
  * see the hook), so limits.script_timeout = 0 trades the watchdog for the JIT. */
-static __thread double run_deadline;
+#define MB (1024.0 * 1024.0)
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static double mono_now(void) { return lua_guard_now(); }
 
-static void watchdog_hook(lua_State *L, lua_Debug *ar)
-{
-    if (run_deadline > 0 && mono_now() > run_deadline) {
-        /* a handler that catches the error with pcall gets a short grace to answer; if it
-         * keeps looping the hook fires again */
-        run_deadline = mono_now() + 0.05;
-        luaL_error(L, "script ran too long without yielding (limits.script_timeout)");
-    }
-}
-
-double app_set_deadline(double d)
-{
-    double old = run_deadline;
-    run_deadline = d;
-    return old;
-}
+double app_set_deadline(double d) { return lua_guard_set_deadline(d); }
 
 static int traceback(lua_State *L)
 {
@@ -107,6 +90,8 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
+    lua_pushcfunction(L, luaopen_sluice_pgurl);    /* config.lua validates URLs with the pool's parser */
+    lua_setfield(L, -2, "sluice.pgurl");
     lua_pushcfunction(L, luaopen_sluice_crypto);
     lua_setfield(L, -2, "sluice.crypto");
     lua_pushlightuserdata(L, a);                 /* a NULL state (sluice lua): hashes run inline */
@@ -160,6 +145,15 @@ static void first_line(char *out, size_t outlen, const char *msg)
     out[n] = 0;
 }
 
+/* A load the guard stopped inside a C call: LuaJIT only says "not enough memory" (and runs no
+ * traceback handler for it), so say which file and which limit. */
+static void load_stopped(appstate *a, const char *file, char *err, size_t errlen)
+{
+    char b[1024];
+    lua_guard_load_error(&a->guard, file, b, sizeof b);
+    errappend(err, errlen, b);
+}
+
 appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen)
 {
     err[0] = 0;
@@ -172,9 +166,11 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     if (!a) { snprintf(err, errlen, "out of memory"); return NULL; }
     a->w = w;
     a->refs = 1;
-    lua_State *L = a->L = luaL_newstate();
+    /* config.lua runs under the default budget; the scripts under the configured one */
+    lua_State *L = a->L = lua_guard_newstate(&a->guard, (size_t)(LUA_MEMORY_DEFAULT_MB * MB));
     if (!L) { free(a); snprintf(err, errlen, "cannot create a Lua state (out of memory)"); return NULL; }
     luaL_openlibs(L);
+    lua_guard_disable_exit(L);
     char base[PATH_MAX];
     snprintf(base, sizeof base, "%s", abs);
     char *slash = strrchr(base, '/');
@@ -184,8 +180,9 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     /* loading has a deadline too: a script looping at top level must not hang a reload.
      * Compiled traces never run hooks, so the JIT stays off while the watchdog is on. */
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    lua_sethook(L, watchdog_hook, LUA_MASKCOUNT, 1000);
-    double saved_deadline = app_set_deadline(mono_now() + 10);
+    lua_sethook(L, lua_guard_hook, LUA_MASKCOUNT, 1000);
+    double saved_deadline = app_set_deadline(mono_now() + LUA_GUARD_LOAD_DEADLINE);
+    lua_guard_set_loading("loading took longer than the 10 s load deadline (a script's top level must not loop or wait)");
 
     lua_pushcfunction(L, traceback);
     a->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -201,7 +198,11 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_getfield(L, -1, "getenv");
     lua_setfield(L, -3, "lookup_env");
     lua_pop(L, 1);
-    if (lua_pcall(L, 2, 2, 0)) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
+    a->guard.enforce = 1;       /* refusals only inside the protected calls that run user code */
+    int cst = lua_pcall(L, 2, 2, 0);
+    a->guard.enforce = 0;
+    if (cst) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
+    if (a->guard.stopped) { load_stopped(a, abs, err, errlen); goto fail; }
     if (lua_isnil(L, -2)) {
         int n = (int)lua_objlen(L, -1);
         for (int i = 1; i <= n; i++) {
@@ -217,6 +218,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     char cerr[512];
     a->cfg = sconfig_from_lua(L, lua_gettop(L), cerr, sizeof cerr);
     if (!a->cfg) { errappend(err, errlen, cerr); goto fail; }
+    a->guard.limit = (size_t)(a->cfg->lua_memory_mb * MB);
     lua_settop(L, 0);
     a->rt = router_new();
 
@@ -257,7 +259,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     }
     a->keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    for (size_t i = 0; i < a->cfg->nscripts; i++) {
+    for (size_t i = 0; !(test_mode & APPSTATE_NO_SCRIPTS) && i < a->cfg->nscripts; i++) {
         const char *path = a->cfg->scripts[i];
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->traceback_ref);
         if (luaL_loadfile(L, path)) {
@@ -271,14 +273,20 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
             }
             goto fail;
         }
-        if (lua_pcall(L, 0, 0, -2)) {
+        a->guard.enforce = 1;
+        int sst = lua_pcall(L, 0, 0, -2);
+        a->guard.enforce = 0;
+        if (sst) {
             char line[1024];
-            first_line(line, sizeof line, lua_tostring(L, -1));
+            const char *m = lua_tostring(L, -1);
+            if (a->guard.stopped && m && strstr(m, "not enough memory")) { load_stopped(a, path, err, errlen); goto fail; }
+            first_line(line, sizeof line, m ? m : "(error object is not a string)");
             errappend(err, errlen, line);
             goto fail;
         }
         lua_settop(L, 0);
     }
+    lua_guard_set_loading(NULL);
     app_set_deadline(saved_deadline);
     a->script_timeout = test_mode && a->cfg->script_timeout <= 0 ? 5 : a->cfg->script_timeout;
     if (a->script_timeout <= 0) {            /* no watchdog: the JIT compiles hot handlers */
@@ -287,6 +295,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     }
     return a;
 fail:
+    lua_guard_set_loading(NULL);
     app_set_deadline(saved_deadline);
     if (!err[0]) snprintf(err, errlen, "%s: failed to load", abs);
     a->closing = 1;
@@ -320,7 +329,7 @@ void appstate_retire(appstate *a)
 void appstate_release(appstate *a)
 {
     if (--a->refs > 0) return;
-    if (a->L) lua_close(a->L);
+    if (a->L) lua_guard_close(a->L, &a->guard);
     web_mounts_free(a);
     free(a->base_dir);
     router_free(a->rt);
@@ -423,7 +432,13 @@ static void task_run(task *t, int nargs)
     t->waiting = 0;
     double dl = t->deadline > 0 ? t->deadline : a->script_timeout > 0 ? mono_now() + a->script_timeout : 0;
     double saved_dl = app_set_deadline(dl);
+    int saved_enforce = a->guard.enforce, saved_stopped = a->guard.stopped;
+    a->guard.enforce = 1;
+    a->guard.stopped = 0;
     int st = lua_resume(t->co, nargs);
+    t->stopped = a->guard.stopped;
+    a->guard.enforce = saved_enforce;
+    a->guard.stopped = saved_stopped;
     app_set_deadline(saved_dl);
     a->running = saved;
     if (st == LUA_YIELD) {
@@ -478,7 +493,12 @@ static void task_finish(task *t, int st)
             lua_pop(t->co, 1);
         }
         task_error_text(t, etext, sizeof etext);
+        if (t->stopped) lua_guard_error_text(t->co, &a->guard, t->stopped, etext, sizeof etext);
         if (a->w) atomic_fetch_add(&a->w->lua_errors, 1);
+    }
+    if (t->stopped) {            /* the run's memory goes back now, not at the next GC cycle */
+        if (st != 0) lua_settop(t->co, 0);   /* (a run that recovered keeps its answer) */
+        lua_guard_collect(a->L, &a->guard);
     }
     if (t->on_done) {
         t->on_done(t, st, st ? etext : NULL);
@@ -600,6 +620,7 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     t->c = c;
     t->gen = c->gen;
     t->route_kind = rt->kind;
+    t->route_ref = rt->ref;
     int nargs = 1;
     if (a->pipeline_ref) {            /* middleware: pipeline(handler, req, is_sse) */
         lua_rawgeti(co, LUA_REGISTRYINDEX, a->pipeline_ref);
@@ -646,144 +667,22 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     task_run(t, nargs);
 }
 
+void app_task_where(const task *t, char *out, size_t outlen)
+{
+    lua_State *L = t->app->L;
+    lua_Debug ar;
+    snprintf(out, outlen, "?");
+    if (!t->route_ref) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->route_ref);
+    if (!lua_isfunction(L, -1)) { lua_pop(L, 1); return; }
+    if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)      /* ">" pops the function */
+        snprintf(out, outlen, "%s:%d", ar.short_src, ar.linedefined);
+}
+
 void app_conn_gone(conn *c)
 {
     task *t = c->task;
     if (!t) return;
     c->task = NULL;
     t->c = NULL;         /* the handler runs on; its answer goes nowhere */
-}
-
-/* ---------------------------------------------------------------- result -> response */
-
-static int header_value_str(lua_State *co, int idx, const char **v, size_t *vl)
-{
-    int ty = lua_type(co, idx);
-    if (ty != LUA_TSTRING && ty != LUA_TNUMBER) return -1;
-    *v = lua_tolstring(co, idx, vl);
-    return 0;
-}
-
-/* Writes the handler's return value (at co[1]) as the response. Returns NULL, or an error
- * message (constant or in etext) when the value cannot be sent. */
-const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
-                             void (*extra)(resp *r, void *ud), void *ud)
-{
-    int top = lua_gettop(co);
-    int ty = top ? lua_type(co, 1) : LUA_TNIL;
-    resp r;
-    if (ty == LUA_TSTRING) {
-        size_t n;
-        const char *s = lua_tolstring(co, 1, &n);
-        resp_begin(&r, c, 200);
-        if (extra) extra(&r, ud);
-        resp_finish(&r, "text/plain; charset=utf-8", s, n);
-        return NULL;
-    }
-    if (ty == LUA_TNUMBER) {
-        int st = (int)lua_tointeger(co, 1);
-        if (st < 100 || st > 999) return "handler returned an invalid status number";
-        resp_begin(&r, c, st);
-        if (extra) extra(&r, ud);
-        const char *reason = http_reason(st);
-        char body[64];
-        int n = snprintf(body, sizeof body, "%s\n", reason);
-        resp_finish(&r, "text/plain; charset=utf-8", body, (size_t)n);
-        return NULL;
-    }
-    if (ty == LUA_TNIL) {
-        resp_begin(&r, c, 204);
-        if (extra) extra(&r, ud);
-        resp_finish(&r, NULL, "", 0);
-        return NULL;
-    }
-    if (ty != LUA_TTABLE) return "handler must return a string, a status number or a response table";
-
-    /* field lookups with pre-interned keys: no string hashing per response */
-    lua_rawgeti(co, LUA_REGISTRYINDEX, a->keys_ref);
-    int K = lua_gettop(co);
-#define FIELD(i) (lua_rawgeti(co, K, (i)), lua_rawget(co, 1))
-    FIELD(KEY_STATUS);
-    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
-    lua_pop(co, 1);
-    if (st < 100 || st > 999) return "response status must be a number between 100 and 999";
-
-    const char *body = "";
-    size_t blen = 0;
-    const char *ctype = NULL;
-    int body_idx = 0;
-    FIELD(KEY_JSON);
-    if (!lua_isnil(co, -1)) {
-        buf *jb = &c->w->jsonbuf;      /* encoded straight into a reused buffer: no Lua string */
-        buf_reset(jb);
-        const char *je = json_encode(co, lua_gettop(co), jb);
-        if (je) {
-            snprintf(etext, elen, "response json cannot be encoded: %s", je);
-            lua_settop(co, top);
-            return etext;
-        }
-        body = jb->data ? jb->data : "";
-        blen = jb->len;
-        ctype = "application/json";
-    } else {
-        lua_pop(co, 1);
-        FIELD(KEY_BODY);
-        if (lua_type(co, -1) == LUA_TSTRING) {
-            body = lua_tolstring(co, -1, &blen);
-            body_idx = lua_gettop(co);
-            ctype = "text/plain; charset=utf-8";
-        } else if (!lua_isnil(co, -1)) {
-            lua_settop(co, top);
-            return "response body must be a string (use json = ... for tables)";
-        }
-    }
-    (void)body_idx;
-    size_t mark = c->out.len;
-    resp_begin(&r, c, st);
-    FIELD(KEY_HEADERS);
-    if (lua_type(co, -1) == LUA_TTABLE) {
-        int h = lua_gettop(co);
-        lua_pushnil(co);
-        while (lua_next(co, h)) {
-            size_t nl;
-            const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nl) : NULL;
-            if (!name) { c->out.len = mark; lua_settop(co, top); return "response header names must be strings"; }
-            const char *v;
-            size_t vl;
-            int bad = 0;
-            if (lua_type(co, -1) == LUA_TTABLE) {
-                int n = (int)lua_objlen(co, -1);
-                for (int i = 1; i <= n && !bad; i++) {
-                    lua_rawgeti(co, -1, i);
-                    bad = header_value_str(co, -1, &v, &vl) || resp_header(&r, name, nl, v, vl);
-                    lua_pop(co, 1);
-                }
-            } else {
-                bad = header_value_str(co, -1, &v, &vl) || resp_header(&r, name, nl, v, vl);
-            }
-            if (bad) {
-                c->out.len = mark;
-                snprintf(etext, elen, "invalid response header \"%.100s\": names must be tokens, values strings without CR, LF or NUL", name);
-                lua_settop(co, top);
-                return etext;
-            }
-            lua_pop(co, 1);
-        }
-    } else if (!lua_isnil(co, -1)) {
-        c->out.len = mark;
-        lua_settop(co, top);
-        return "response headers must be a table";
-    }
-    lua_pop(co, 1);
-    if (extra) extra(&r, ud);
-    FIELD(KEY_COOKIES);
-    int has_cookies = !lua_isnil(co, -1);
-    lua_pop(co, 1);
-#undef FIELD
-    const char *cerr = has_cookies ? dispatch_cookies(&r, co, 1, etext, elen) : NULL;
-    if (cerr) { c->out.len = mark; lua_settop(co, top); return cerr; }
-    resp_finish(&r, ctype, body, blen);
-    if (c->w->jsonbuf.cap > (1 << 20)) buf_free(&c->w->jsonbuf);   /* one huge answer keeps no memory */
-    lua_settop(co, top);
-    return NULL;
 }

@@ -4,6 +4,7 @@
 
 #include <lua.h>
 
+#include "lua_guard.h"
 #include "router.h"
 #include "server.h"
 #include "timerwheel.h"
@@ -22,6 +23,7 @@ struct task {
     conn *c;                 /* TASK_REQUEST: the connection, NULL once it went away */
     uint32_t gen;
     int route_kind;          /* 0 handler, 1 SSE authorizer */
+    int route_ref;           /* TASK_REQUEST: registry ref of the route's handler function */
     int waiting;             /* set by a primitive that yielded and arranged a wake-up */
     tw_entry tmo;            /* app.sleep, awaits with a deadline */
     void (*cancel)(task *t); /* undo the pending wait (connection gone, state closing) */
@@ -33,6 +35,7 @@ struct task {
     void *db_conn, *db_pool; /* lua_db.c: connection pinned by app.db.transaction */
     int db_savepoint;
     int err_status;          /* status carried by an error table ({status = 503}) */
+    int stopped;             /* GUARD_* when the last run was stopped by the memory budget or deadline */
     void (*on_done)(task *t, int st, const char *etext);   /* before the task is recycled */
     double deadline;         /* child tasks: real-time limit for the count hook */
     void *ud;
@@ -62,11 +65,17 @@ struct appstate {
     int nmounts;
     int pipeline_ref;        /* Lua middleware runner (app.before/after), 0 when none */
     double script_timeout;   /* seconds Lua may run without yielding; 0 = no watchdog (JIT on) */
+    lua_guard guard;         /* the state's allocator: memory budget (limits.lua_memory) and deadline */
 };
+
+/* limits.lua_memory when config.lua does not set it, and the budget config.lua itself runs under */
+#define LUA_MEMORY_DEFAULT_MB 512
 
 /* Builds a state: runs config_path, validates and normalizes it, loads the scripts.
  * w may be NULL (check/reload validation). On failure returns NULL and "file:line: message"
  * lines in err. */
+/* A flag for test_mode: load config.lua only, not the handler scripts (`sluice migrate`). */
+#define APPSTATE_NO_SCRIPTS 2
 appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen);
 /* Makes the state live on its worker: arms timers the scripts created while loading. */
 void appstate_activate(appstate *a);
@@ -84,6 +93,8 @@ void app_conn_gone(conn *c);
  * Returns NULL or an error message (constant, or written to etext). */
 const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
                              void (*extra)(resp *r, void *ud), void *ud);
+/* "file:line" where the request task's handler function is defined ("?" when unknown). */
+void app_task_where(const task *t, char *out, size_t outlen);
 /* app.timer / app.sleep primitives (called by sluice.core). */
 int app_timer_new(lua_State *L, appstate *a, double seconds, int fn_idx, int repeat);
 int app_sleep(lua_State *L, double seconds);

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "lua_app.h"
 #include "server.h"
 #include "testing.h"
@@ -26,6 +27,10 @@ static void usage(FILE *f)
             "  sluice test   [--config config.lua] [paths...] [--filter PATTERN] [--junit FILE] [--timeout S]\n"
             "                                                  run Lua specs (default tests/**/*_spec.lua)\n"
             "  sluice migrate [--config config.lua] [dir]      apply migrations/*.sql in order (idempotent)\n"
+            "  sluice migrate status [dir]                     list applied, pending and changed migrations\n"
+            "  sluice migrate new NAME [dir]                   create the next numbered migration file\n"
+            "  sluice routes [--config config.lua]             the route table: method, path, file:line, rate limit\n"
+            "  sluice new    DIR                               create a runnable project in DIR\n"
             "  sluice lua    FILE [args...]                    run a Lua file with sluice's libraries\n"
             "  sluice version\n");
 }
@@ -121,7 +126,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check") == 0) return cmd_check(cfg);
     if (strcmp(cmd, "reload") == 0) return cmd_reload(cfg);
     if (strcmp(cmd, "test") == 0) return testing_main(cfg, argc, argv);
-    if (strcmp(cmd, "migrate") == 0) return testing_exec(cfg, "migrate", argc, argv);
+    int rc = cli_main(cmd, cfg, argc, argv);  /* new, routes, migrate: core/cli.c */
+    if (rc >= 0) return rc;
     fprintf(stderr, "sluice: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

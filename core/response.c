@@ -122,6 +122,14 @@ static int gzip_body(worker *w, int level, const char *body, size_t len)
     return 0;
 }
 
+int resp_gzip(worker *w, const char *body, size_t len, const char **out, size_t *outlen)
+{
+    if (gzip_body(w, w->app_cfg->gzip_level, body, len)) return -1;
+    *out = w->scratch.data;
+    *outlen = w->scratch.len;
+    return 0;
+}
+
 static void end_headers(resp *r);
 
 void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
@@ -130,7 +138,9 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
     buf *b = &c->out;
-    int no_body = r->status == 204 || r->status == 304 || r->status < 200;
+    /* RFC 9110: 204, 304 (and 1xx) have no content and no Content-Length; 205 has no content,
+     * but it is not in RFC 9112's list of bodiless responses, so it says Content-Length: 0 */
+    int no_body = r->status == 204 || r->status == 205 || r->status == 304 || r->status < 200;
     web_response_headers(r);
     if (!r->has_ctype && ctype && !no_body) {
         LIT(b, "Content-Type: ");
@@ -150,10 +160,12 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
         LIT(b, "Content-Length: ");
         buf_putu(b, len);
         LIT(b, "\r\n");
+    } else if (r->status == 205) {
+        LIT(b, "Content-Length: 0\r\n");
     }
     end_headers(r);
     if (!no_body && !c->req.head) buf_append(b, body, len);
-    c->resp_bytes = len;
+    c->resp_bytes = no_body ? 0 : len;
 }
 
 /* Status line and headers are in place; Date, Connection and the blank line end them. */

@@ -101,6 +101,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
 
     int lim = sub(L, t, "limits");
     c->max_connections = (unsigned)num(L, lim, "max_connections", 10000);
+    c->max_output_buffer = (size_t)num(L, lim, "max_output_buffer", 1048576);
     c->request_timeout = num(L, lim, "request_timeout", 30);
     c->header_timeout = num(L, lim, "header_timeout", 10);
     c->keepalive_timeout = num(L, lim, "keepalive_timeout", 75);
@@ -109,6 +110,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->lim.url_size = (size_t)num(L, lim, "url_size", 8192);
     c->lim.max_headers = (unsigned)num(L, lim, "max_headers", 100);
     c->script_timeout = num(L, lim, "script_timeout", 5);
+    c->lua_memory_mb = num(L, lim, "lua_memory", 512);
     lua_pop(L, 1);
     int co = sub(L, t, "cors");
     int x = sub(L, co, "origins");
@@ -253,6 +255,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     char *sp = str(L, ss, "slow_policy");
     c->sse_drop_oldest = sp && strcmp(sp, "drop_oldest") == 0;
     free(sp);
+    c->sse_slow_timeout = num(L, ss, "slow_timeout", 5);
     c->sse_heartbeat = num(L, ss, "heartbeat", 30);
     c->sse_retention_seconds = num(L, ss, "retention_seconds", 0);
     c->sse_cleanup = num(L, ss, "cleanup_interval", 300);

@@ -41,7 +41,9 @@ typedef struct sconfig {
 
     http_limits lim;
     unsigned max_connections;
+    size_t max_output_buffer;       /* unsent bytes at which a connection stops reading (limits) */
     double request_timeout, header_timeout, keepalive_timeout, shutdown_timeout, script_timeout;
+    double lua_memory_mb;   /* limits.lua_memory: per-state Lua budget in MB, 0 = none */
     char **cors_origins, **cors_methods, **cors_headers, **cors_expose;
     size_t ncors_origins, ncors_methods, ncors_headers, ncors_expose;
     int cors_credentials, cors_max_age;
@@ -69,6 +71,7 @@ typedef struct sconfig {
 
     unsigned sse_max, sse_per_user, sse_per_channel, sse_retention, sse_max_queue;
     int sse_drop_oldest;            /* sse.slow_policy = "drop_oldest" (else disconnect) */
+    double sse_slow_timeout;        /* s a stream may stay over max_queue without progress */
     double sse_heartbeat, sse_retention_seconds, sse_cleanup;
     char *publish_token, *publish_path;
 

@@ -13,6 +13,8 @@
 #include "lua_app.h"
 #include "rbus.h"
 #include "sse.h"
+#include "ssebus.h"
+#include "sseenc.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -23,6 +25,7 @@ typedef struct ssestream {
     size_t head, len, cap;
     size_t off;                     /* bytes of q[head] already written */
     uint64_t last_progress_ms;
+    uint64_t behind_since_ms;       /* when the queue last went over the bound (0: under it) */
     int dirty;
     struct ssestream *dirty_next;
     /* cross-instance (Redis): see admit_redis */
@@ -109,13 +112,23 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
         conn_flush(c);                      /* a burst in one drain: give the socket a chance first */
         if (c->closed || c->sse != s) return;
     }
-    if (s->len >= bound) {                  /* the client does not read fast enough: bounded memory */
-        if (!cfg->sse_drop_oldest) {
-            log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, sse.max_queue): closing", c->ip, bound);
+    if (s->len >= bound && !cfg->sse_drop_oldest) {
+        /* Over the bound is not yet slow: a burst published at once (one inbox drain) outruns the
+         * socket buffers of a client that reads as fast as it can. The client is slow when it stays
+         * over the bound without taking any bytes for sse.slow_timeout, or when the queue reaches
+         * the hard cap (4 x the bound: memory stays bounded either way). */
+        uint64_t now_ms = worker_now_us(c->w) / 1000;
+        if (!s->behind_since_ms) s->behind_since_ms = now_ms;
+        uint64_t since = s->behind_since_ms > s->last_progress_ms ? s->behind_since_ms : s->last_progress_ms;
+        size_t hard = bound * 4;
+        if (s->len >= hard || (double)(now_ms - since) >= cfg->sse_slow_timeout * 1000) {
+            log_msg(LOG_WARN, "SSE client %s too slow (%zu events queued, over sse.max_queue %zu for %.1f s): closing",
+                    c->ip, s->len, bound, (double)(now_ms - s->behind_since_ms) / 1000);
             atomic_fetch_add_explicit(&c->w->sse_slow_closed, 1, memory_order_relaxed);
             conn_close(c);
             return;
         }
+    } else if (s->len >= bound) {           /* drop_oldest: the queue stays at the bound */
         /* drop the oldest whole event (never one already half on the wire) and signal it */
         size_t at = s->off ? 1 : 0;
         if (s->len > at) {
@@ -149,6 +162,37 @@ static void deliver(sse_sub *sub, sse_event *e, void *ud)
 static void refuse(conn *c, int status, const char *msg)
 {
     resp_error(c, status, msg, 0);
+}
+
+/* Which argument sse_worker_subscribe refused (SSE_ERR_ARG) and why, for the 400 (and the log:
+ * a bad channel name is the authorizer's mistake, not the client's). */
+static void arg_reason(char *msg, size_t n, const ssestream *s, const char *lastid)
+{
+    uint64_t id;
+    if (lastid && lastid[0] && sseenc_parse_id(lastid, &id)) {
+        snprintf(msg, n, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 "
+                         "(send back the id of the last event received, or no Last-Event-ID)");
+        return;
+    }
+    for (size_t i = 0; i < s->nch; i++) {
+        const char *ch = s->chans[i];
+        size_t l = strlen(ch);
+        for (size_t k = 0; k < l && l <= SSE_MAX_CHANNEL_LEN; k++)
+            if ((unsigned char)ch[k] < 0x20 || ch[k] == 0x7f) l = SSE_MAX_CHANNEL_LEN + 1;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(ch, s->chans[j])) {
+                snprintf(msg, n, "the SSE handler returned channel \"%.60s\" twice (list each channel once)", ch);
+                log_msg(LOG_WARN, "SSE %s", msg);
+                return;
+            }
+        if (l == 0 || l > SSE_MAX_CHANNEL_LEN) {
+            snprintf(msg, n, "the SSE handler returned a bad channel name (channels are 1 to %d bytes without control characters)",
+                     SSE_MAX_CHANNEL_LEN);
+            log_msg(LOG_WARN, "SSE %s", msg);
+            return;
+        }
+    }
+    snprintf(msg, n, "bad SSE subscription");
 }
 
 /* ---------------------------------------------------------------- Redis: caps and replay */
@@ -298,9 +342,10 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
     int rc = sse_worker_subscribe(side->sw, &s->sub, s->chans, s->nch, s->user, lastid && lastid[0] ? lastid : NULL,
                                   worker_now_us(w) / 1000, deliver, s);
     if (rc != SSE_OK) {
+        char msg[256];
+        if (rc == SSE_ERR_ARG) arg_reason(msg, sizeof msg, s, lastid); /* before s is freed */
         c->out.len = mark;
         drop_stream(c, s);
-        char msg[160];
         switch (rc) {
         case SSE_ERR_USER:
             snprintf(msg, sizeof msg, "too many event streams for this user (sse.per_user = %u)", cfg->sse_per_user);
@@ -313,7 +358,7 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
             refuse(c, 503, "channel subscriber limit reached");
             break;
         case SSE_ERR_ARG:
-            refuse(c, 400, "bad channel name or Last-Event-ID");
+            refuse(c, 400, msg);
             break;
         default:
             refuse(c, 503, sse_strerror(rc));
@@ -368,7 +413,12 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     write_headers(c);
     char lid[24];
     const char *lastid = s->lastid[0] ? s->lastid : NULL;
-    if (verdict == 0 && lastid && r->elements == 1 + 2 * s->nch) {
+    const redisReply *ep = r && r->elements == 2 + 2 * s->nch ? r->element[1 + 2 * s->nch] : NULL;
+    /* Redis's streams replay only when they are the history this instance knows; after Redis
+     * lost its data they would look complete while they are not: then the hub alone replays
+     * (it has what this instance received and marks what it missed) */
+    if (verdict == 0 && lastid && ep && ep->type == REDIS_REPLY_STRING &&
+        ssebus_redis_replay_ok(w->srv, ep->str, strtoull(lastid, NULL, 10))) {
         uint64_t upto = replay(c, s, r, strtoull(lastid, NULL, 10));
         snprintf(lid, sizeof lid, "%llu", (unsigned long long)upto);
         lastid = lid;
@@ -377,6 +427,8 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     }
     if (subscribe_local(c, s, mark, lastid)) finish_async(c);
     else {
+        /* the hub's replay gaps were superseded by Redis's; a gap from now on is news */
+        if (!c->closed && c->sse == s) s->drop_gaps = 0;
         /* admitted after the access log was written: as on the local path (dispatch.c), the
          * request and its read buffer go, so an idle stream costs ~2 KB with Redis too */
         http_req_free(&c->req);
@@ -420,9 +472,10 @@ static int admit_send(conn *c, ssestream *s)
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
     const char *prefix = rbus_prefix(w->srv);
-    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16];
+    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16], epoch[96];
+    snprintf(epoch, sizeof epoch, "%ssse:epoch", prefix);
     char streams[SSE_MAX_SUB_CHANNELS][320];
-    const char *av[9 + SSE_MAX_SUB_CHANNELS];
+    const char *av[10 + SSE_MAX_SUB_CHANNELS];
     int nk = 2, na = 0;
     snprintf(total, sizeof total, "%ssse:conns", prefix);
     user_key(w->srv, s, ukey, sizeof ukey);
@@ -445,6 +498,7 @@ static int admit_send(conn *c, ssestream *s)
     av[na++] = s->user ? "1" : "0";
     av[na++] = s->lastid;
     av[na++] = rmax;
+    av[na++] = epoch;
     s->op = rbus_eval(w, RBUS_SSE_ADMIT, nk, na, av, NULL, ADMIT_DEADLINE, admit_cb, s);
     return s->op != NULL;
 }
@@ -472,9 +526,10 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     if (lua_isstring(co, -1)) chans[nch++] = lua_tostring(co, -1);
     lua_getfield(co, 1, "channels");
     if (lua_istable(co, -1)) {
-        size_t n = lua_objlen(co, -1);
+        int list = lua_gettop(co);              /* -1 moves as the names are pushed */
+        size_t n = lua_objlen(co, list);
         for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(co, -1, (int)i);
+            lua_rawgeti(co, list, (int)i);
             if (!lua_isstring(co, -1) || nch == SSE_MAX_SUB_CHANNELS) {
                 snprintf(err, errlen, "SSE channels must be strings, at most %d per stream", SSE_MAX_SUB_CHANNELS);
                 return -1;
@@ -505,7 +560,7 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
             else bad_id = 1;
         }
     }
-    if (bad_id) { refuse(c, 400, "bad channel name or Last-Event-ID"); return 1; }
+    if (bad_id) { refuse(c, 400, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 (this one is over 63 bytes)"); return 1; }
 
     ssestream *s = calloc(1, sizeof *s);
     if (!s) { refuse(c, 503, "out of memory"); return 1; }
@@ -596,6 +651,7 @@ int ssestream_flush(conn *c)
                 left = 0;
             }
         }
+        if (!s->len) s->behind_since_ms = 0;       /* caught up */
         if (s->len || s->notice_len) return 1;
     }
     if (c->state == CS_CLOSING) { conn_close(c); return 0; }

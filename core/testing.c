@@ -597,6 +597,11 @@ static void root_done(task *t, int st, const char *etext)
 
 int testing_exec(const char *config_path, const char *module, int argc, char **argv)
 {
+    return testing_exec_flags(config_path, module, 0, argc, argv);
+}
+
+int testing_exec_flags(const char *config_path, const char *module, int flags, int argc, char **argv)
+{
     signal(SIGPIPE, SIG_IGN);
     char err[8192];
     server *s = calloc(1, sizeof *s);
@@ -607,7 +612,7 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     w->test_mode = 1;
-    appstate *a = appstate_new(config_path, w, 1, err, sizeof err);
+    appstate *a = appstate_new(config_path, w, 1 | flags, err, sizeof err);
     if (!a) { fprintf(stderr, "%s\n", err); return 2; }
     a->cfg->access_log = 0;
     s->cfg0 = a->cfg;

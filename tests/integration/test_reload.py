@@ -151,7 +151,7 @@ def sighup_and_admin_request_reload():
                 time.sleep(0.05)
             all_workers_say(srv.port, b"v3\n")
             write(d, "scripts/app.lua", APP_V1.replace("v1", "v4"))
-            st, _, body = post(srv.port, "/_sluice/reload", b"")
+            st, _, body = post(srv.port, "/_sluice/reload", b"", {"X-Sluice-Admin": "1"})
             check(st == 202, "status %d %r" % (st, body))
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and get(srv.port, "/v")[2] != b"v4\n":

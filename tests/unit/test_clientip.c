@@ -173,10 +173,57 @@ static void test_key(void)
     ok(clientip_key("2001:db8:1:2::1", 64, small, sizeof small) == -1, "small buffer -> -1");
 }
 
+/* How an answer was found: the admin area refuses anything but PEER and a clean HOP. */
+static clientip_how how(const clientip_trust *t, const char *ip, const char *xff, const char *fwd)
+{
+    clientip_how h = (clientip_how)-1;
+    clientip_resolve_how(t, peer(ip), xff, xff ? strlen(xff) : 0, fwd, fwd ? strlen(fwd) : 0, out,
+                         sizeof out, &h);
+    return h;
+}
+
+static void test_how(void)
+{
+    char err[128];
+    const char *lo[] = {"127.0.0.1"};
+    clientip_trust *t = clientip_trust_parse(lo, 1, err, sizeof err);
+    ok(how(t, "127.0.0.1", NULL, NULL) == CLIENTIP_PEER, "no header: PEER");
+    ok(how(t, "127.0.0.1", "   ", NULL) == CLIENTIP_PEER, "blank header counts as absent");
+    ok(how(t, "127.0.0.1", "203.0.113.5", NULL) == CLIENTIP_HOP && strcmp(out, "203.0.113.5") == 0,
+       "trusted peer, clean XFF: HOP 203.0.113.5");
+    ok(how(t, "127.0.0.1", "127.0.0.1", NULL) == CLIENTIP_HOP && clientip_is_loopback(out),
+       "every hop trusted: HOP, the leftmost (loopback)");
+    ok(how(t, "127.0.0.1", "garbage", NULL) == CLIENTIP_UNRESOLVED && strcmp(out, "127.0.0.1") == 0,
+       "garbage XFF: UNRESOLVED (falls back to the peer)");
+    ok(how(t, "127.0.0.1", "203.0.113.5, nope, 127.0.0.1", NULL) == CLIENTIP_UNRESOLVED,
+       "malformed hop right of the untrusted one: UNRESOLVED");
+    ok(how(t, "127.0.0.1", "nope, 203.0.113.5", NULL) == CLIENTIP_HOP && strcmp(out, "203.0.113.5") == 0,
+       "malformed hop left of the client does not matter: HOP");
+    ok(how(t, "127.0.0.1", ",", NULL) == CLIENTIP_UNRESOLVED, "empty list items: UNRESOLVED");
+    ok(how(t, "127.0.0.1", NULL, "for=203.0.113.5") == CLIENTIP_HOP, "Forwarded: HOP");
+    ok(how(t, "127.0.0.1", NULL, "for=unknown") == CLIENTIP_UNRESOLVED, "Forwarded for=unknown: UNRESOLVED");
+    ok(how(NULL, "127.0.0.1", "127.0.0.1", NULL) == CLIENTIP_UNRESOLVED && strcmp(out, "127.0.0.1") == 0,
+       "no trust set but a header: UNRESOLVED");
+    ok(how(t, "10.9.9.9", "127.0.0.1", NULL) == CLIENTIP_UNRESOLVED && strcmp(out, "10.9.9.9") == 0,
+       "untrusted peer with a header: UNRESOLVED, the peer");
+    clientip_trust_set_header(t, CLIENTIP_HDR_XFF);
+    ok(how(t, "127.0.0.1", NULL, "for=127.0.0.1") == CLIENTIP_UNRESOLVED,
+       "pinned XFF, only Forwarded present: UNRESOLVED");
+    clientip_trust_free(t);
+
+    ok(clientip_is_loopback("127.0.0.1") && clientip_is_loopback("127.200.3.4") &&
+           clientip_is_loopback("::1") && clientip_is_loopback("::ffff:127.0.0.1"),
+       "loopback: 127/8, ::1, v4-mapped 127");
+    ok(!clientip_is_loopback("128.0.0.1") && !clientip_is_loopback("::2") && !clientip_is_loopback("local") &&
+           !clientip_is_loopback("") && !clientip_is_loopback(NULL) && !clientip_is_loopback("10.0.0.1"),
+       "not loopback: other addresses, text, empty, NULL");
+}
+
 int main(void)
 {
     test_parse();
     test_resolve();
+    test_how();
     test_key();
     return tap_done();
 }

@@ -23,7 +23,7 @@ describe("runtime", function()
     end)
 
     it("an invalid status number, a boolean or a table body give 500 with the reason", function()
-      H.is_error(get("/badstatus"), 500, "handler returned an invalid status number")
+      H.is_error(get("/badstatus"), 500, "invalid response status 42: a handler's status must be an integer 200-599")
       H.is_error(get("/badtype"), 500, "handler must return a string, a status number or a response table")
       H.is_error(get("/badbody"), 500, "response body must be a string (use json = ... for tables)")
       H.still_works("/ok")

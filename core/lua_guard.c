@@ -1,0 +1,155 @@
+/* lua_guard.c: per-state memory budget and run deadline: a counting allocator and the watchdog hook. */
+#include "lua_guard.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* The deadline of the Lua code this thread is running (a request, a timer, a load). */
+static __thread double run_deadline;
+static __thread const char *loading_what;
+
+double lua_guard_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+double lua_guard_set_deadline(double d)
+{
+    double old = run_deadline;
+    run_deadline = d;
+    return old;
+}
+
+void lua_guard_set_loading(const char *what) { loading_what = what; }
+
+/* Reading the clock on every allocation would cost more than the allocation: big ones (which
+ * is where long C calls spend their time) always look, small ones every 64th. */
+#define GUARD_BIG 4096
+#define GUARD_EVERY 63u
+
+static void *guard_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+    lua_guard *g = ud;
+    size_t old = p ? osize : 0;
+    if (nsize > old && g->enforce) {        /* a free or a shrink is never refused */
+        if (g->limit && g->used - old + nsize > g->limit) {
+            g->stopped = GUARD_MEMORY;
+            return NULL;
+        }
+        if (run_deadline > 0 && (nsize >= GUARD_BIG || (++g->ticks & GUARD_EVERY) == 0)) {
+            double now = lua_guard_now();
+            if (now > run_deadline) {
+                /* like the hook: a handler that catches the error gets a short grace to answer */
+                run_deadline = now + 0.05;
+                g->stopped = GUARD_DEADLINE;
+                return NULL;
+            }
+        }
+    }
+    void *q = g->f(g->ud, p, osize, nsize);
+    if (q || nsize == 0) g->used = g->used - old + nsize;
+    return q;
+}
+
+lua_State *lua_guard_newstate(lua_guard *g, size_t limit)
+{
+    memset(g, 0, sizeof *g);
+    lua_State *L = luaL_newstate();
+    if (!L) return NULL;
+    g->f = lua_getallocf(L, &g->ud);
+    /* what the state holds already (LuaJIT's own count, in KB and bytes) */
+    g->used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    g->limit = limit;
+    lua_setallocf(L, guard_alloc, g);
+    return L;
+}
+
+void lua_guard_close(lua_State *L, lua_guard *g)
+{
+    if (!L) return;
+    g->enforce = 0;
+    /* LuaJIT destroys its arena at lua_close only when its own allocator is installed */
+    lua_setallocf(L, g->f, g->ud);
+    lua_close(L);
+}
+
+static int full_gc(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+void lua_guard_collect(lua_State *L, lua_guard *g)
+{
+    int e = g->enforce;
+    g->enforce = 0;
+    /* protected: a finalizer that raises must not take the process down */
+    lua_cpcall(L, full_gc, NULL);
+    g->enforce = e;
+}
+
+void lua_guard_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (run_deadline <= 0 || lua_guard_now() <= run_deadline) return;
+    void *ud;
+    if (lua_getallocf(L, &ud) == guard_alloc) ((lua_guard *)ud)->stopped = GUARD_DEADLINE;
+    run_deadline = lua_guard_now() + 0.05;   /* a grace for a handler that catches it with pcall */
+    if (loading_what) {
+        luaL_where(L, 0);
+        lua_pushstring(L, loading_what);
+        lua_concat(L, 2);
+        lua_error(L);
+    }
+    luaL_error(L, "script ran too long without yielding (limits.script_timeout)");
+}
+
+static int os_exit_disabled(lua_State *L)
+{
+    return luaL_error(L, "os.exit is disabled in sluice's Lua states: return an error status (or call "
+                         "app.error) from a handler; stop the server with SIGTERM. It works in `sluice lua` scripts");
+}
+
+void lua_guard_disable_exit(lua_State *L)
+{
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, os_exit_disabled);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
+}
+
+#define MB (1024.0 * 1024.0)
+
+void lua_guard_error_text(lua_State *co, const lua_guard *g, int stopped, char *etext, size_t elen)
+{
+    if (strncmp(etext, "not enough memory", 17) != 0) return;
+    char where[300] = "";
+    lua_Debug ar;
+    for (int lv = 0; lua_getstack(co, lv, &ar); lv++)
+        if (lua_getinfo(co, "Sl", &ar) && (ar.currentline > 0 || ar.linedefined > 0)) {
+            /* a refusal inside a VM instruction leaves no current line: the function's will do */
+            snprintf(where, sizeof where, "%s:%d: ", ar.short_src, ar.currentline > 0 ? ar.currentline : ar.linedefined);
+            break;
+        }
+    const char *tb = strchr(etext, '\n');
+    char rest[3000];
+    snprintf(rest, sizeof rest, "%s", tb ? tb : "");
+    if (stopped == GUARD_MEMORY)
+        snprintf(etext, elen, "%sLua memory budget exceeded (limits.lua_memory = %.0f MB): the run was stopped and its memory collected%s",
+                 where, (double)g->limit / MB, rest);
+    else
+        snprintf(etext, elen, "%sscript ran too long without yielding (limits.script_timeout)%s", where, rest);
+}
+
+void lua_guard_load_error(const lua_guard *g, const char *file, char *out, size_t outlen)
+{
+    if (g->stopped == GUARD_MEMORY)
+        snprintf(out, outlen, "%s: loading stopped: over the Lua memory budget (limits.lua_memory = %.0f MB)", file,
+                 (double)g->limit / MB);
+    else
+        snprintf(out, outlen, "%s: loading took longer than the %.0f s load deadline", file, LUA_GUARD_LOAD_DEADLINE);
+}
