@@ -1,5 +1,5 @@
 -- sluice_session: app.session (sessions in app.cache or in a signed cookie) and app.csrf, both
--- keyed by session.keys from config.lua (docs/sessions.md). Signing is HMAC-SHA256 with the first
+-- keyed by session.keys from config.lua (docs/toolkit.md#sessions-and-csrf). Signing is HMAC-SHA256 with the first
 -- key; every key verifies, so a key is rotated by putting the new one first for a while.
 local c = require "sluice.crypto"
 local cjson = require "cjson.safe"
