@@ -22,7 +22,8 @@ const tracectx *web_trace(conn *c);
 /* The traceparent header value for an outbound call made on behalf of c (this request's span
  * is the callee's parent). Writes TRACEPARENT_LEN characters and a NUL; returns the length. */
 size_t web_traceparent(conn *c, char out[TRACEPARENT_LEN + 1]);
-/* Request table fields computed here (req.trace_id, req.span_id, req.traceparent, req.route):
+/* Request table fields computed here (req.trace_id, req.span_id, req.traceparent, req.route,
+ * and the method req:header(name)):
  * pushes the value and returns 1, or returns 0 for other keys. For lua_core.c's __index. */
 int web_lua_req_field(lua_State *L, conn *c, const char *k);
 /* CORS: answers a preflight (returns 1) or marks the request so its response carries the

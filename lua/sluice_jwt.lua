@@ -215,48 +215,84 @@ local function check_claims(cl, opts)
   return nil
 end
 
-local EMPTY = {}
 local CACHE_MAX = 1024
 
--- A token this key set verified before, when the algorithm is still allowed: its claims are
--- checked again (time, audience, ...), the signature and the JSON are not.
-local function cached(entries, token, algs)
-  local cache = entries.verified
-  local hit = cache and cache[token]
-  if hit and has(algs or hit.algs, hit.alg) then return hit end
-  return nil
+-- Option tables made by app.jwt.options: read-only, so a verification that passed with one of
+-- them stays valid until the claims' own times say otherwise.
+local sealed = setmetatable({}, { __mode = "k" })
+local EMPTY = {}
+sealed[EMPTY] = true
+
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = deep_copy(x) end
+  return t
 end
 
-local function remember(entries, token, cl, h, alg, algs)
+-- app.jwt.options(opts) -> a read-only copy of verify's options. Use it for the options a route
+-- passes on every request: a token verified before with the same options object then costs a
+-- table lookup and a clock read.
+function jwt.options(o)
+  if type(o) ~= "table" then error("app.jwt.options: expected a table of verify options", 2) end
+  local p = setmetatable({}, {
+    __index = deep_copy(o),
+    __newindex = function() error("app.jwt.options: read-only (make another with app.jwt.options)", 2) end,
+    __metatable = "jwt options",
+  })
+  sealed[p] = true
+  return p
+end
+
+-- [from, to]: the times at which check_claims passes for cl under opts (apart from the time,
+-- everything it checks depends on cl and opts only).
+local function window(cl, opts)
+  local leeway = opts.leeway or 30
+  local from, to = -math.huge, math.huge
+  local exp, nbf, iat = cl.exp, cl.nbf, cl.iat
+  if type(exp) == "number" then to = exp + leeway end
+  if type(iat) == "number" then
+    from = iat - leeway
+    if opts.max_age then to = math.min(to, iat + opts.max_age + leeway) end
+  end
+  if type(nbf) == "number" then from = math.max(from, nbf - leeway) end
+  return from, to
+end
+
+-- A token this key set verified before (under this cache key): with the same sealed options, a
+-- clock check inside its validity window; otherwise the algorithm and every claim are checked
+-- again. The signature and the JSON are never redone. -> claims, header | false, reason | nil
+local function from_cache(entries, ckey, opts)
+  if opts.cache == false then return nil end
+  local cache = entries.verified
+  local hit = cache and cache[ckey]
+  if not hit then return nil end
+  if hit.opts == opts then
+    local now = opts.now or os.time()
+    if now >= hit.from and now <= hit.to then return hit.cl, hit.h end
+  end
+  if not has(opts.algs or hit.algs, hit.alg) then return nil end
+  local why = check_claims(hit.cl, opts)
+  if why then return false, why end
+  if sealed[opts] then hit.opts, hit.from, hit.to = opts, window(hit.cl, opts) end
+  return hit.cl, hit.h
+end
+
+local function remember(entries, ckey, cl, h, alg, algs, opts)
   local cache = entries.verified
   if not cache or entries.nverified >= CACHE_MAX then
     cache = {}
     entries.verified, entries.nverified = cache, 0
   end
-  cache[token] = { cl = cl, h = h, alg = alg, algs = algs }
+  local hit = { cl = cl, h = h, alg = alg, algs = algs }
+  if sealed[opts] then hit.opts, hit.from, hit.to = opts, window(cl, opts) end
+  cache[ckey] = hit
   entries.nverified = entries.nverified + 1
 end
 
--- app.jwt.verify(token, keys [, opts]) -> claims | nil, reason. opts: algs = { "RS256", ... }
--- (default: each key's own), aud = "x" | {...}, iss = "x" | {...}, sub =, leeway = 30 (s),
--- max_age = (s since iat), require = { "exp", ... }, max_size = 8192 (bytes), now = (unix s).
--- reasons: "token too large", "malformed token", "alg not allowed", "unsupported header: crit",
--- "no matching key", "bad signature", "expired", "not yet valid", "wrong audience",
--- "wrong issuer", "wrong subject", "missing claim: x", "malformed claims: x", and the key set's
--- own error (a JWKS that cannot be fetched).
-function jwt.verify(token, keys, opts)
-  opts = opts or EMPTY
-  if type(token) ~= "string" then return nil, "malformed token" end
-  local entries, kerr = resolve(keys)
-  if not entries then return nil, kerr end
-  if opts.cache ~= false then
-    local hit = cached(entries, token, opts.algs)
-    if hit then
-      local why = check_claims(hit.cl, opts)
-      if why then return nil, why end
-      return hit.cl, hit.h
-    end
-  end
+-- The checks after a cache miss; remembers a success under ckey (the token, or the whole
+-- Authorization header value for verify_bearer).
+local function verify_core(token, entries, keys, opts, ckey)
   local hjson, pjson, ilen, sig = c.jws_split(token, opts.max_size or 8192)
   if not hjson then return nil, pjson end
   local h = cjson.decode(hjson)
@@ -277,7 +313,7 @@ function jwt.verify(token, keys, opts)
           if type(cl) ~= "table" or pjson:match("^%s*%[") then return nil, "malformed token" end
           local why = check_claims(cl, opts)
           if why then return nil, why end
-          if opts.cache ~= false then remember(entries, token, cl, h, alg, opts.algs or algs) end
+          if opts.cache ~= false then remember(entries, ckey, cl, h, alg, opts.algs or algs, opts) end
           return cl, h
         end
       end
@@ -290,6 +326,80 @@ function jwt.verify(token, keys, opts)
   return nil, "bad signature"
 end
 
+-- app.jwt.verify(token, keys [, opts]) -> claims, header | nil, reason. opts: algs = { "RS256", ... }
+-- (default: each key's own), aud = "x" | {...}, iss = "x" | {...}, sub =, leeway = 30 (s),
+-- max_age = (s since iat), require = { "exp", ... }, max_size = 8192 (bytes), now = (unix s),
+-- cache = false (no verified-token cache). Reasons: "token too large", "malformed token", "alg
+-- not allowed", "unsupported header: crit", "no matching key", "bad signature", "expired", "not
+-- yet valid", "wrong audience", "wrong issuer", "wrong subject", "missing claim: x", "malformed
+-- claims: x", and a key set's own error (a JWKS that cannot be fetched).
+function jwt.verify(token, keys, opts)
+  opts = opts or EMPTY
+  if type(token) ~= "string" then return nil, "malformed token" end
+  local entries, kerr = resolve(keys)
+  if not entries then return nil, kerr end
+  local cl, h = from_cache(entries, token, opts)
+  if cl then return cl, h end
+  if cl == false then return nil, h end
+  return verify_core(token, entries, keys, opts, token)
+end
+
+-- One header's value, without building req.headers when it has not been built yet.
+local function header(req, name)
+  local all = rawget(req, "headers")
+  if all then return all[name] end
+  local f = req.header
+  if f then return f(req, name) end
+  return req.headers[name]
+end
+
+-- "Bearer <token>" -> token (any case for the scheme; no pattern over the token: this runs on
+-- every request of an API, and verify rejects characters base64url does not have)
+local function bearer_of(h)
+  if type(h) ~= "string" or #h < 8 then return nil end
+  local scheme = h:sub(1, 7)
+  if scheme ~= "Bearer " and scheme:lower() ~= "bearer " then return nil end
+  local t = h:sub(8)
+  if t:byte(1) == 32 or t:byte(-1) == 32 then t = t:match("^ *(.-) *$") end
+  return t ~= "" and t or nil
+end
+
+-- app.jwt.bearer(req) -> the token of an "Authorization: Bearer <token>" header, or nil
+function jwt.bearer(req)
+  return bearer_of(header(req, "authorization"))
+end
+
+-- app.jwt.verify_bearer(req, keys [, opts]) -> claims, header | nil, reason: verify on the
+-- request's bearer token ("no bearer token" without one). The cheap form for APIs: a token seen
+-- before costs a table lookup and the claims check, no string made from the header.
+local os_time = os.time
+function jwt.verify_bearer(req, keys, opts)
+  opts = opts or EMPTY
+  local hv = rawget(req, "headers")
+  if hv then hv = hv.authorization else hv = header(req, "authorization") end
+  if type(hv) ~= "string" then return nil, "no bearer token" end
+  local entries = tab_cache[keys] or str_cache[keys]
+  -- the common case inline (this runs on every request of an API): a token verified before
+  -- with these sealed options, inside its validity window
+  local cache = entries and entries.verified
+  local hit = cache and cache[hv]
+  if hit and hit.opts == opts then
+    local now = opts.now or os_time()
+    if now >= hit.from and now <= hit.to then return hit.cl, hit.h end
+  end
+  local kerr
+  if not entries then
+    entries, kerr = resolve(keys)
+    if not entries then return nil, kerr end
+  end
+  local cl, h = from_cache(entries, hv, opts)
+  if cl then return cl, h end
+  if cl == false then return nil, h end
+  local token = bearer_of(hv)
+  if not token then return nil, "no bearer token" end
+  return verify_core(token, entries, keys, opts, hv)
+end
+
 -- app.jwt.decode_unverified(token) -> header, claims | nil, reason. NOT a check: for logging
 -- or picking a key set (by iss) before verify.
 function jwt.decode_unverified(token)
@@ -299,19 +409,6 @@ function jwt.decode_unverified(token)
   local h, cl = cjson.decode(hjson), cjson.decode(pjson)
   if type(h) ~= "table" or type(cl) ~= "table" then return nil, "malformed token" end
   return h, cl
-end
-
--- app.jwt.bearer(req) -> the token of an "Authorization: Bearer <token>" header, or nil
--- (No pattern over the whole token: this runs on every request of an API; verify rejects a
--- token with characters base64url does not have.)
-function jwt.bearer(req)
-  local h = req.headers.authorization
-  if type(h) ~= "string" or #h < 8 then return nil end
-  local scheme = h:sub(1, 7)
-  if scheme ~= "Bearer " and scheme:lower() ~= "bearer " then return nil end
-  local t = h:sub(8)
-  if t:byte(1) == 32 or t:byte(-1) == 32 then t = t:match("^ *(.-) *$") end
-  return t ~= "" and t or nil
 end
 
 ---------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ local app = require "sluice"
 
 local n = 0
 local KEY = app.crypto.secret(os.getenv("BENCH_JWT_SECRET") or "bench-secret-of-at-least-thirty-two-bytes")
-local OPTS = { aud = "api", algs = { "HS256" } }
-local NOCACHE = { aud = "api", algs = { "HS256" }, cache = false }
+local OPTS = app.jwt.options({ aud = "api", algs = { "HS256" } })
+local NOCACHE = app.jwt.options({ aud = "api", algs = { "HS256" }, cache = false })
 
 app.get("/hello", function(req) return "hello world\n" end)
 
@@ -15,14 +15,14 @@ app.get("/json", function(req)
 end)
 
 app.get("/json-jwt", function(req)
-  local claims = app.jwt.verify(app.jwt.bearer(req), KEY, OPTS)
+  local claims = app.jwt.verify_bearer(req, KEY, OPTS)
   if not claims then return 401 end
   n = n + 1
   return { json = { ok = true, id = n, name = "x" } }
 end)
 
 app.get("/json-jwt-nocache", function(req)
-  local claims = app.jwt.verify(app.jwt.bearer(req), KEY, NOCACHE)
+  local claims = app.jwt.verify_bearer(req, KEY, NOCACHE)
   if not claims then return 401 end
   n = n + 1
   return { json = { ok = true, id = n, name = "x" } }

@@ -49,6 +49,15 @@ app.get("/me", function(req)
   return { json = { sub = claims.sub } }
 end)
 
+app.get("/me-bearer", function(req)
+  local claims, why = app.jwt.verify_bearer(req, API_KEY, { aud = "api" })
+  if not claims then return { status = 401, json = { error = why } } end
+  return { json = { sub = claims.sub } }
+end)
+app.get("/header", function(req)
+  return { json = { thing = req:header("X-Thing") or app.null, missing = req:header("x-missing") or app.null } }
+end)
+
 -- the public half of the RFC keys, as a JWK set endpoint
 app.get("/jwks.json", function() return { json = { keys = { V.rsa_public, V.ec_public, V.ed_public } } } end)
 

@@ -225,6 +225,20 @@ describe("app.jwt", function()
     assert.is_table(jwt.verify(tok, V.secret))
   end)
 
+  it("seals options with app.jwt.options, and still expires a remembered token", function()
+    local raw = { aud = "api", leeway = 0 }
+    local o = jwt.options(raw)
+    raw.aud = "web"                                   -- the sealed copy does not follow
+    assert.has_error(function() o.aud = "web" end, "app.jwt.options: read-only (make another with app.jwt.options)")
+    local tok = jwt.sign({ sub = "s", aud = "api", exp = os.time() + 1 }, V.secret)
+    assert.are.equal("s", assert(jwt.verify(tok, V.secret, o)).sub)
+    assert.are.equal("s", assert(jwt.verify(tok, V.secret, o)).sub, "remembered, inside its window")
+    assert.are.same({ nil, "wrong audience" }, { jwt.verify(tok, V.secret, jwt.options({ aud = "web" })) })
+    local t0 = os.time()
+    while os.time() <= t0 + 1 do app.sleep(0.1) end   -- past exp (real seconds: the token's clock)
+    assert.are.same({ nil, "expired" }, { jwt.verify(tok, V.secret, o) })
+  end)
+
   it("protects a route with a bearer token", function()
     local tok = post("/token", { sub = "ann" }):json().token
     local res = request("GET", "/me", { headers = { authorization = "Bearer " .. tok } })
@@ -239,6 +253,28 @@ describe("app.jwt", function()
     local expired = post("/token", { sub = "ann", ttl = -100 }):json().token
     assert.are.same({ error = "expired" }, request("GET", "/me", { headers = { authorization = "Bearer " .. expired } }):json())
     H.still_works()
+  end)
+
+  it("verifies the request's bearer token with verify_bearer", function()
+    local tok = post("/token", { sub = "bo" }):json().token
+    local function me(h) return request("GET", "/me-bearer", { headers = h }) end
+    assert.are.same({ sub = "bo" }, me({ authorization = "Bearer " .. tok }):json())
+    assert.are.same({ sub = "bo" }, me({ authorization = "bearer  " .. tok .. " " }):json(), "scheme in any case, spaces")
+    assert.are.same({ error = "no bearer token" }, me({}):json())
+    assert.are.same({ error = "no bearer token" }, me({ authorization = "Basic Ym86eA==" }):json())
+    assert.are.same({ error = "malformed token" }, me({ authorization = "Bearer " .. tok .. "!" }):json())
+    -- a cached header value still gets its claims checked
+    local hv = "Bearer " .. jwt.sign({ sub = "x", aud = "api", exp = os.time() + 100 }, V.secret)
+    local req = { headers = { authorization = hv } }
+    assert.is_table(jwt.verify_bearer(req, V.secret, { aud = "api" }))
+    assert.are.same({ nil, "expired" }, { jwt.verify_bearer(req, V.secret, { aud = "api", now = os.time() + 200 }) })
+    assert.are.same({ nil, "wrong audience" }, { jwt.verify_bearer(req, V.secret, { aud = "web" }) })
+    assert.are.same({ nil, "bad signature" }, { jwt.verify_bearer(req, "another-secret-of-thirty-two-bytes!!") })
+  end)
+
+  it("reads one header with req:header", function()
+    local j = request("GET", "/header", { headers = { ["x-thing"] = "yes" } }):json()
+    assert.are.same({ thing = "yes", missing = app.null }, j)
   end)
 
   it("fetches a JWK set over HTTP with app.jwt.jwks", function()
