@@ -133,6 +133,7 @@ if [ "${BENCH_CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null; then
   echo "3b. user-space instructions per request (callgrind, wrk -t1 -c10 2 s per route)"
   for route in json json-jwt json-jwt-nocache; do
     cport=$((PORT + 1)); out="$TMP/cg.$route"
+    if ss -Htln "sport = :$cport" | grep -q .; then bench_die "port $cport is in use (set BENCH_PORT)"; fi
     env PORT=$cport BENCH_JWT_SECRET="$SECRET" "${PRIO[@]}" taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
       --toggle-collect=ev_invoke_pending "$TMP/server-under-test" run --config "$APP/config.lua" >"$out.log" 2>&1 &
     cpid=$!; PIDS+=("$cpid")

@@ -376,7 +376,11 @@ local os_time = os.time
 function jwt.verify_bearer(req, keys, opts)
   opts = opts or EMPTY
   local hv = rawget(req, "headers")
-  if hv then hv = hv.authorization else hv = header(req, "authorization") end
+  if hv then hv = hv.authorization
+  else
+    local f = req.header                -- C, reads the one header (nil once the request is over)
+    if f then hv = f(req, "authorization") else hv = req.headers.authorization end
+  end
   if type(hv) ~= "string" then return nil, "no bearer token" end
   local entries = tab_cache[keys] or str_cache[keys]
   -- the common case inline (this runs on every request of an API): a token verified before
