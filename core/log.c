@@ -15,6 +15,14 @@
 static int log_level = LOG_INFO;
 static int log_fd = 2;
 static int log_format_json;
+static void (*log_tap)(const char *line, unsigned long len, void *ud);
+static void *log_tap_ud;
+
+void log_set_tap(void (*tap)(const char *line, unsigned long len, void *ud), void *ud)
+{
+    log_tap = tap;
+    log_tap_ud = ud;
+}
 
 static const char *const tags[] = {"debug", "info", "warn", "error"};
 
@@ -98,6 +106,7 @@ static void json_str(char *line, size_t *n, size_t cap, const char *key, const c
 static void write_line(char *line, size_t n)
 {
     line[n++] = '\n';
+    if (log_tap) { log_tap(line, (unsigned long)n, log_tap_ud); return; }
     ssize_t w = write(log_fd, line, n);
     (void)w;
 }

@@ -33,6 +33,10 @@ typedef struct log_ctx {
 void log_event(int level, const log_ctx *ctx, const char *msg, size_t msglen);
 /* log_event without context, printf-style. */
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hands every line log_event and log_msg write to tap(line, len, ud) instead of the log file
+ * (the spec runner keeps each test's server log and shows it under a failing test); NULL
+ * restores the file. Set it before worker threads start: the pointer is not synchronized. */
+void log_set_tap(void (*tap)(const char *line, unsigned long len, void *ud), void *ud);
 /* Writes a pre-formatted line (access log) as is. */
 void log_raw(const char *line, unsigned long len);
 /* Parses "debug"/"info"/"warn"/"error"; -1 when unknown. */

@@ -28,11 +28,12 @@ int luaopen_sluice_core(lua_State *L);
 int luaopen_sluice_cache(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
+void lua_http_preload(lua_State *L, appstate *a);
 int luaopen_sluice_crypto(lua_State *L);
 int luaopen_sluice_password(lua_State *L);
 int luaopen_sluice_log(lua_State *L);
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 /* ---------------------------------------------------------------- module loading */
 
@@ -107,6 +108,7 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_testing, 1);
         lua_setfield(L, -2, "sluice.testing");
+        lua_http_preload(L, a);
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_log, 1);
         lua_setfield(L, -2, "sluice.log");

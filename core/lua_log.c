@@ -1,6 +1,7 @@
 /* lua_log.c: the `sluice.log` module behind app.log: one line with the caller's file:line, the
  * request's id, route and trace id when called while handling a request, and a table of fields
- * (JSON members in log.format = "json", key=value pairs in text). Misuse raises. */
+ * (JSON members in log.format = "json", key=value pairs in text); and the running request's
+ * traceparent for outbound calls (app.http's header hook). Misuse raises. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
@@ -124,6 +125,18 @@ static int l_write(lua_State *L)
     return 0;
 }
 
+/* traceparent() -> the running request's outbound traceparent, or nil outside a request */
+static int l_traceparent(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    task *t = a ? task_current(a, L) : NULL;
+    conn *c = t && t->kind == TASK_REQUEST ? t->c : NULL;
+    if (!c || c->closed) return 0;
+    char tp[TRACEPARENT_LEN + 1];
+    lua_pushlstring(L, tp, web_traceparent(c, tp));
+    return 1;
+}
+
 static int l_json(lua_State *L)
 {
     lua_pushboolean(L, log_json());
@@ -140,7 +153,9 @@ static int l_enabled(lua_State *L)
 
 int luaopen_sluice_log(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"write", l_write}, {"json", l_json}, {"enabled", l_enabled}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"write", l_write}, {"json", l_json}, {"enabled", l_enabled}, {"traceparent", l_traceparent}, {NULL, NULL},
+    };
     lua_newtable(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     luaL_setfuncs(L, fns, 1);

@@ -26,9 +26,11 @@ local function fail(fmt, ...)
   return 1
 end
 
--- The directory of config.lua: the runtime puts "<base>/?.lua" first on package.path.
+-- The directory of config.lua: the runtime puts "<base>/?.lua;<base>/scripts/?.lua" on
+-- package.path (first, unless `sluice test --lpath` prepended more).
 local function base_dir()
-  return package.path:match("^([^;]*)/%?%.lua;") or "."
+  return package.path:match("^([^;]*)/%?%.lua;%1/scripts/%?%.lua")
+    or package.path:match(";([^;]*)/%?%.lua;%1/scripts/%?%.lua") or "."
 end
 
 local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end

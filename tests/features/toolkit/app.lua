@@ -140,4 +140,14 @@ app.get("/badlog", function(req)
   app.log("warn", "bad", { f = print })
   return "unreachable"
 end)
+-- trace context passed on: an outbound call to this same instance echoes the traceparent it got
+app.get("/echo-traceparent", function(req) return { json = { got = req.headers.traceparent or app.null } } end)
+app.get("/outbound", function(req)
+  local url = "http://127.0.0.1:" .. req.query.port .. "/echo-traceparent"
+  local res, err = app.http.get(url)
+  if not res then return { status = 502, json = { error = err } } end
+  local own, err2 = app.http.get(url, { headers = { traceparent = "00-11111111111111111111111111111111-2222222222222222-01" } })
+  if not own then return { status = 502, json = { error = err2 } } end
+  return { json = { trace_id = req.trace_id, span_id = req.span_id, sent = res:json().got, own = own:json().got } }
+end)
 app.get("/items/:id/trace", function(req) return { json = { trace_id = req.trace_id, span_id = req.span_id, route = req.route } } end)
