@@ -161,7 +161,7 @@ hello_run() { # label
   LAT+=("$1|$req|$dur|$p50|$p99")
   printf '  %-14s %9.0f req/s  p50 %s ms  p99 %s ms\n' "$1" "$(awk -v r="$req" -v d="$dur" 'BEGIN { print r / d }')" "$p50" "$p99"
 }
-# the server may use both cores here (its hashing threads run at nice 10)
+# the server may use both cores here (its hashing threads run at nice 5)
 taskset -p -a -c 0,1 "${SRV_PID[sluice]}" >/dev/null
 hello_run idle
 python3 "$APP/logins.py" "$PORT" 50 "$((SECS + 2))" >"$TMP/logins.txt" &
@@ -233,7 +233,7 @@ if [ "${BENCH_RESULTS:-1}" = 1 ]; then
       done
     fi
     echo
-    echo "**4. /hello while logins hash** (server unpinned on both cores, 1 worker, 2 hashing threads at nice 10;"
+    echo "**4. /hello while logins hash** (server unpinned on both cores, 1 worker, 2 hashing threads at nice 5;"
     echo "\`wrk -t1 -c4 --latency\` ${SECS} s; logins by \`bench/toolkit-app/logins.py\`, 50 always in flight): $LOGINS"
     echo "logins answered in $((SECS + 2)) s."
     echo

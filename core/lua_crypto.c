@@ -15,7 +15,7 @@
 #define KEY_MT "sluice.crypto.key"
 #define RANDOM_MAX (1 << 20)          /* largest random_bytes(n) */
 #define POOL_QUEUE 1024               /* password jobs waiting for a thread, per process */
-#define POOL_NICE 10                  /* hashing yields the core to the event loops */
+#define POOL_NICE 5                   /* hashing yields the core to the event loops (weight 1/3 of nice 0) */
 
 static int check_md(lua_State *L, int idx)
 {
