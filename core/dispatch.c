@@ -14,6 +14,11 @@
 #include "routestats.h"
 #include "ssestream.h"
 #include "web.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
+#include "clock.h"
 
 static void write_access_log(conn *c, const sconfig *cfg, uint64_t us) __attribute__((noinline));
 

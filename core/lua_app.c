@@ -31,6 +31,9 @@ int luaopen_sluice_testing(lua_State *L);
 void lua_http_preload(lua_State *L, appstate *a);
 
 #include "util.h"
+#include "response.h"
+#include "conn.h"
+#include "worker.h"
 
 /* ---------------------------------------------------------------- module loading */
 
