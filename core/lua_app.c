@@ -34,6 +34,9 @@ int luaopen_sluice_password(lua_State *L);
 int luaopen_sluice_log(lua_State *L);
 
 #include "util.h"
+#include "response.h"
+#include "conn.h"
+#include "worker.h"
 
 /* ---------------------------------------------------------------- module loading */
 

@@ -4,8 +4,11 @@
  * Misuse raises; input that is merely wrong (bad base64, a PEM that is not a key) returns nil, msg. */
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "lua_crypto.h"
 
 #include "crypto.h"
 #include "jws.h"
@@ -434,6 +437,15 @@ int luaopen_sluice_crypto(lua_State *L)
 
 /* ---------------------------------------------------------------- sluice.password */
 
+/* The hashing threads: one pool for the process (every worker's state hashes on it), created by
+ * the first hash that needs it, freed by lua_password_shutdown. */
+static workpool *_Atomic password_pool;
+
+void lua_password_shutdown(void)
+{
+    workpool_free(atomic_exchange(&password_pool, NULL));
+}
+
 typedef struct pwjob {
     wp_job job;
     task *t;
@@ -498,7 +510,7 @@ static int pw_start(lua_State *L, pwjob *p, int threads)
     }
     worker *w = a->w;
     if (!w->wpinbox) {
-        workpool *pool = workpool_shared(&w->srv->workpool, threads, POOL_QUEUE, POOL_NICE);
+        workpool *pool = workpool_shared(&password_pool, threads, POOL_QUEUE, POOL_NICE);
         w->wpinbox = pool ? wp_inbox_new(pool, w->loop) : NULL;
     }
     p->job.run = pw_run;

@@ -2,25 +2,27 @@
 #include "router.h"
 
 #include <http_parser.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-/* A route's target and the pattern it was added with (router_pattern recovers it). */
-typedef struct rslot {
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+/* What a route slot holds: the caller's target, plus the pattern and a label word for metrics. */
+typedef struct rtarget {
     route_target t;
     char *pattern;
-} rslot;
+    unsigned label;
+} rtarget;
 
 typedef struct rnode rnode;
 struct rnode {
     char *seg;            /* static segment text, or param name (without ':'), or "*" */
     size_t seglen;
     int type;             /* 0 static, 1 param, 2 wildcard */
-    rslot t[RM_COUNT];
+    rtarget t[RM_COUNT];
     int has_target;
     rnode **kids;
     size_t nkids;
@@ -30,7 +32,7 @@ typedef struct exact {
     char *path;
     size_t len;
     uint64_t hash;
-    rslot t[RM_COUNT];
+    rtarget t[RM_COUNT];
 } exact;
 
 struct router {
@@ -48,14 +50,14 @@ static uint64_t hash_bytes(const char *s, size_t n)
 
 router *router_new(void) { return calloc(1, sizeof(router)); }
 
-static void slots_free(rslot *t)
+static void targets_free(rtarget *t)
 {
     for (int i = 0; i < RM_COUNT; i++) free(t[i].pattern);
 }
 
 static void node_free(rnode *n)
 {
-    slots_free(n->t);
+    targets_free(n->t);
     for (size_t i = 0; i < n->nkids; i++) { node_free(n->kids[i]); free(n->kids[i]); }
     free(n->kids);
     free(n->seg);
@@ -66,8 +68,8 @@ void router_free(router *r)
     if (!r) return;
     node_free(&r->root);
     for (size_t i = 0; i < r->tabsize; i++) {
+        if (r->tab[i].path) targets_free(r->tab[i].t);
         free(r->tab[i].path);
-        slots_free(r->tab[i].t);
     }
     free(r->tab);
     free(r);
@@ -162,7 +164,7 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
     }
     if (rm < 0 || rm >= RM_COUNT) { snprintf(err, errlen, "bad method for %s", pat); return -1; }
     /* Every message says what to write instead: it is shown at the script line that added the route. */
-    rslot *slot;
+    rtarget *slot;
     if (!strchr(pat, ':') && !strchr(pat, '*')) {
         exact *e = exact_insert(r, pat, len);
         if (!e) { snprintf(err, errlen, "out of memory"); return -1; }
@@ -211,15 +213,11 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
     if (!copy) { snprintf(err, errlen, "out of memory"); return -1; }
     slot->t = t;
     slot->pattern = copy;
+    slot->label = 0;
     return 0;
 }
 
-const char *router_pattern(const route_target *t)
-{
-    return ((const rslot *)((const char *)t - offsetof(rslot, t)))->pattern;
-}
-
-static const route_target *pick(const rslot *t, int rm, unsigned *allowed)
+static const route_target *pick(const rtarget *t, int rm, unsigned *allowed)
 {
     for (int i = 0; i < RM_COUNT; i++) if (t[i].t.ref) *allowed |= 1u << i;
     if (t[rm].t.ref) return &t[rm].t;
@@ -227,6 +225,10 @@ static const route_target *pick(const rslot *t, int rm, unsigned *allowed)
     if (t[RM_ANY].t.ref) return &t[RM_ANY].t;
     return NULL;
 }
+
+const char *router_pattern(const route_target *t) { return container_of(t, rtarget, t)->pattern; }
+
+unsigned *router_label_slot(const route_target *t) { return &container_of((route_target *)t, rtarget, t)->label; }
 
 static const route_target *walk(const rnode *n, int rm, const char *p, const char *end,
                                 router_param *ps, int *np, unsigned *allowed)

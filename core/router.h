@@ -29,13 +29,15 @@ int router_method_name(const char *s);
 /* Adds a route; pattern segments ":name" capture one segment, a final "*" captures the rest
  * (as param "*"). Returns 0, or -1 with a message (bad pattern, duplicate route). */
 int router_add(router *r, int rm, const char *pattern, route_target t, char *err, size_t errlen);
-/* The pattern a target returned by router_match was registered with ("/items/:id"), owned by
- * the router. */
-const char *router_pattern(const route_target *t);
 /* Finds the handler for method+path. Static segments win over :params, which win over *.
  * HEAD falls back to GET. Returns NULL when none; *allowed gets a bitmask of methods that
  * would match the path (for 405 and OPTIONS). */
 const route_target *router_match(const router *r, int rm, const char *path, size_t len,
                                  router_param *params, int *nparams, unsigned *allowed);
+/* The pattern a matched target was added with (owned by the router), for metrics labels. */
+const char *router_pattern(const route_target *t);
+/* A per-target word the caller may use to cache a label id for the target (0 until set);
+ * the router is one worker's, so no locking. */
+unsigned *router_label_slot(const route_target *t);
 
 #endif

@@ -631,6 +631,20 @@ local TOP = record({
     url = F(optional_string(pg_url), env_default("DATABASE_URL")),
     replica_urls = F(replicas_check, {}),
     statement_timeout = F(number(0, DAY), 30),
+    health_interval = F(number(0, 3600), 5),
+  }), {}),
+  health = F(record({
+    -- nil: the database when one is configured, and Redis when limiter.redis_failure = "closed"
+    ready_requires = F(function(v, path, ctx)
+      local list = array(enum("database", "redis"), 'dependency names ("database", "redis")')(v, path, ctx)
+      if not list then return nil end
+      local seen = {}
+      for i, d in ipairs(list) do
+        if seen[d] then ctx:err(child(path, i), "duplicate of " .. quote(d)) end
+        seen[d] = true
+      end
+      return list
+    end),
   }), {}),
   redis = F(record({
     url = F(optional_string(redis_url), env_default("REDIS_URL")),

@@ -92,6 +92,8 @@ do
   eq(cfg.database.url, nil, "database.url")
   ok(deep_eq(cfg.database.replica_urls, {}), "database.replica_urls empty")
   eq(cfg.database.statement_timeout, 30, "database.statement_timeout")
+  eq(cfg.database.health_interval, 5, "database.health_interval")
+  eq(cfg.health.ready_requires, nil, "health.ready_requires: not set (the C side picks the default)")
   eq(cfg.redis.url, nil, "redis.url")
   eq(cfg.redis.prefix, "sluice:", "redis.prefix")
   eq(cfg.admin.token, nil, "admin.token")
@@ -234,6 +236,17 @@ bad({ log = { access = true } }, 'config.lua: log.access: must be one of "off", 
 bad({ metrics = { retention = 50 } }, "config.lua: metrics.retention: must be an integer 100..1000 (got number 50)", "metrics")
 bad({ limiter = { ipv6_prefix = 129 } }, "config.lua: limiter.ipv6_prefix: must be an integer 1..128 (got number 129)", "v6 prefix")
 bad({ shutdown_timeout = -1 }, "config.lua: shutdown_timeout: must be a number 0..3600 (got number -1)", "shutdown")
+do
+  local cfg = good({ health = { ready_requires = {} } }, nil, "ready_requires = {}")
+  ok(cfg and deep_eq(cfg.health.ready_requires, {}), "ready_requires {} kept (nothing required)")
+  cfg = good({ health = { ready_requires = { "redis", "database" } } }, nil, "ready_requires both")
+  ok(cfg and deep_eq(cfg.health.ready_requires, { "redis", "database" }), "ready_requires list kept")
+end
+bad({ health = { ready_requires = { "database", "database" } } },
+    'config.lua: health.ready_requires[2]: duplicate of "database"', "ready_requires duplicate")
+bad({ health = { ready_requires = "database" } },
+    'config.lua: health.ready_requires: must be an array of dependency names ("database", "redis") (got string "database")', "ready_requires string")
+bad({ database = { health_interval = -1 } }, "config.lua: database.health_interval: must be a number 0..3600 (got number -1)", "health_interval")
 bad({ admin = { loopback_only = false } },
     "config.lua: admin.token: required when admin.loopback_only = false", "admin without token")
 bad({ admin = { token = 42 } }, "config.lua: admin.token: must be a non-empty string (got number 42)", "admin token type")
