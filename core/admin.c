@@ -18,6 +18,10 @@
 #include "dispatch.h"
 #include "sse.h"
 #include "ssebus.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
 
 /* forwarding headers longer than this are not judged: the admin area is refused */
 #define HTTP_ADMIN_HDR_MAX 8192

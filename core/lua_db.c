@@ -13,6 +13,8 @@
 #include "pglisten.h"
 #include "pgpool.h"
 #include "pgresult.h"
+#include "server.h"
+#include "worker.h"
 
 /* Registry key of the current state's { [channel] = fn } table filled by app.db.listen. */
 #define LISTEN_KEY "sluice.db.listen"

@@ -5,7 +5,7 @@
 #include <lua.h>
 #include <stddef.h>
 
-#include "server.h"
+#include "worker.h"
 
 /* Creates the worker's pools from its config (no-op without database.url); connects one in the
  * background so /ready knows early whether the database is reachable. */

@@ -19,6 +19,9 @@
 #include "routestats.h"
 #include "sse.h"
 #include "sysres.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
 
 typedef struct wmetrics {
     histwin recent;                 /* sliding window: 6 x 10 s, for percentiles */

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "server.h"
+#include "worker.h"
 
 /*
  * Threading: a worker's connection and its ops are used only from that worker's thread (the
