@@ -705,9 +705,7 @@ def ready_case(stall):
     print("     /ready 503 on both workers %.2f s after the stop, 200 %.2f s after the start" % (down, up))
 
 
-@case("ready-follows-postgresql", xfail="intermittent: pgpool.c retry_cb: a probe that fails while another "
-                                        "connection is still open leaves the pool 'not down'; the last connection's loss "
-                                        "then starts no probe, so /ready says 200 for up to health_interval (5 s)")
+@case("ready-follows-postgresql")
 def _():
     ready_case(stall=False)
 
