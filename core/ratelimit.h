@@ -40,6 +40,19 @@
 
 typedef struct ratelimit ratelimit;
 
+/* A key in the table's stored form (verbatim, or its digest) with its hash: made once by
+ * ratelimit_key and then checked any number of times without hashing again, e.g. a
+ * connection's peer address for the life of the connection. Plain data the caller owns;
+ * valid only with the table and the policy id it was made for. hint remembers where the
+ * key was last found; it is verified under the shard's lock before use, never trusted. */
+typedef struct rl_key {
+    uint64_t hash;
+    uint32_t policy;
+    uint32_t hint;                  /* node index + 1, 0 = unknown */
+    uint8_t len;
+    uint8_t bytes[RL_KEY_INLINE];
+} rl_key;
+
 /* A policy is plain data; the caller owns it. id separates policies sharing a key. */
 typedef struct rl_policy {
     uint32_t id;
@@ -47,6 +60,15 @@ typedef struct rl_policy {
     uint64_t window_ms; /* >= 1 */
     uint64_t burst;     /* bucket capacity; 0 = limit */
 } rl_policy;
+
+/* A policy's GCRA constants, computed once by ratelimit_gcra (so a check divides only once,
+ * for `remaining`). */
+typedef struct rl_gcra {
+    uint32_t id;
+    uint64_t T;  /* emission interval, ns (rounded up) */
+    uint64_t B;  /* burst */
+    uint64_t BT; /* B * T, ns */
+} rl_gcra;
 
 typedef struct rl_result {
     int allowed;
@@ -83,6 +105,18 @@ int ratelimit_check(ratelimit *rl, const rl_policy *p, const char *key, size_t k
  * (remaining, reset) without consuming or creating the key. */
 int ratelimit_check_n(ratelimit *rl, const rl_policy *p, const char *key, size_t keylen,
                       uint64_t cost, uint64_t now_ms, rl_result *out);
+
+/* Fills *out with the constants of p. Returns 0, or -1 for an invalid policy. */
+int ratelimit_gcra(const rl_policy *p, rl_gcra *out);
+
+/* Fills *out with the stored form and hash of (policy_id, key) for ratelimit_check_key. */
+void ratelimit_key(const ratelimit *rl, uint32_t policy_id, const char *key, size_t keylen,
+                   rl_key *out);
+
+/* As ratelimit_check_n for a prepared policy and key (no hashing; with a valid hint no chain
+ * walk either); updates k->hint. Returns 0, or -1 if k was made for another policy id. */
+int ratelimit_check_key(ratelimit *rl, const rl_gcra *g, rl_key *k, uint64_t cost,
+                        uint64_t now_ms, rl_result *out);
 
 /* Forget (policy_id, key): its bucket is full again. Returns 1 if it existed. For admin/tests. */
 int ratelimit_reset_key(ratelimit *rl, uint32_t policy_id, const char *key, size_t keylen);

@@ -11,6 +11,7 @@
 
 #include "buf.h"
 #include "http.h"
+#include "ratelimit.h"
 #include "sconfig.h"
 #include "timerwheel.h"
 
@@ -56,6 +57,8 @@ struct conn {
     char client_ip[64];
     char ipkey[64];                 /* rate-limit key of the peer address, computed once */
     uint8_t ipkey_len;
+    uint8_t rlk_set;                /* rlk holds ipkey prepared (hashed) for policy rlk.policy */
+    rl_key rlk;
     struct limiter_verdict_s {
         const char *policy;
         const struct sc_policy *pol;
