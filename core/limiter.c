@@ -134,30 +134,37 @@ static __attribute__((noinline)) long policy_key_fn(conn *c, const sc_policy *p,
     return -1;
 }
 
-/* v in decimal at o, two digits per step; returns the end. Stores 20 bytes at o (the caller
- * has room): a fixed-size copy, of which only the digits count. */
-static char *put_dec(char *o, uint64_t v)
+static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                            "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                            "8081828384858687888990919293949596979899";
+
+/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room): fixed-size
+ * copies, of which only the digits count. A 32-bit value (every count a client sees in practice)
+ * is split into five digit pairs without a loop; larger ones take a slower loop. */
+static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
 {
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                                "8081828384858687888990919293949596979899";
-    char tmp[40];
-    char *e = tmp + 20, *d = e;
-    for (; v > UINT32_MAX; v /= 100) memcpy(d -= 2, pairs + (v % 100) * 2, 2);
-    uint32_t u = (uint32_t)v;       /* the rest in 32-bit arithmetic, four digits a step: cheaper */
-    for (; u >= 10000; u /= 10000) {
-        uint32_t r = u % 10000;
-        memcpy(d -= 4, pairs + (r / 100) * 2, 2);
-        memcpy(d + 2, pairs + (r % 100) * 2, 2);
+    static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
+    char t[40];
+    if (v < 10) {
+        *o = (char)('0' + v);
+        return o + 1;
     }
-    if (u >= 100) {
-        memcpy(d -= 2, pairs + (u % 100) * 2, 2);
-        u /= 100;
+    if (v > UINT32_MAX) {
+        char *e = t + 20, *d = e;
+        for (; v; v /= 10) *--d = (char)('0' + v % 10);
+        memcpy(o, d, 20);
+        return o + (e - d);
     }
-    if (u >= 10) memcpy(d -= 2, pairs + u * 2, 2);
-    else *--d = (char)('0' + u);
-    memcpy(o, d, 20);
-    return o + (e - d);
+    uint32_t u = (uint32_t)v, hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
+    memcpy(t, pairs + hi * 2, 2);
+    memcpy(t + 2, pairs + a / 100 * 2, 2);
+    memcpy(t + 4, pairs + a % 100 * 2, 2);
+    memcpy(t + 6, pairs + b / 100 * 2, 2);
+    memcpy(t + 8, pairs + b % 100 * 2, 2);
+    unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
+    n += u >= p10[n];
+    memcpy(o, t + 10 - n, 16);
+    return o + n;
 }
 
 /* Both fields are built by the core from config-validated names and numbers, straight into the
@@ -207,7 +214,7 @@ static uint64_t next_unit_s(const sc_policy *p, uint64_t reset_ms)
 }
 
 /* The verdict of an admitted request (only the RateLimit fields read it). */
-static inline int admitted(const sconfig *cfg, const sc_policy *p, const rl_result *res, limiter_verdict *v)
+static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, const rl_result *res, limiter_verdict *v)
 {
     v->policy = cfg->ratelimit_headers ? p->name : NULL;
     v->pol = p;
@@ -215,7 +222,8 @@ static inline int admitted(const sconfig *cfg, const sc_policy *p, const rl_resu
     v->window_s = 0;
     v->remaining = res->remaining;
     v->retry_after_s = 0;
-    v->reset_s = next_unit_s(p, res->reset_ms);     /* t: the time until the next request drips back */
+    /* t: the time until the next request drips back (within T; an admitted request always owes) */
+    v->reset_s = t1 && res->reset_ms ? 1 : next_unit_s(p, res->reset_ms);
     return 1;
 }
 
@@ -223,7 +231,7 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    if (res->allowed) return admitted(cfg, p, res, v);
+    if (res->allowed) return admitted(cfg, p, 0, res, v);
     v->policy = p->name;
     v->pol = p;
     v->limit = p->limit;
@@ -263,49 +271,117 @@ typedef struct rlwait {
     struct rlwait *prev, *next;
 } rlwait;
 
-/* A policy's GCRA constants, kept per worker so that a check does not divide to find T; keyed by
- * the policy's index and checked against its numbers (a reload may change them). */
+/* A policy's GCRA constants, kept per worker so that a check does not divide to find T. A
+ * configuration never changes once loaded, and the worker counts its swaps (reloads): so the
+ * policy's index and the swap count name the policy exactly. */
 typedef struct gcra_slot {
-    uint32_t id;
+    const sc_policy *pol;
+    unsigned long long gen;         /* w->swapped_gen when filled */
     int ok;
-    uint64_t limit, window_ms, burst;
+    int t1;                         /* T <= 1 s: the RateLimit t of an admitted request is 1 */
     rl_gcra g;
 } gcra_slot;
 #define GCRA_SLOTS 8
+
+/* Leases (ratelimit.h): the worker takes several admissions of a busy key in one table decision
+ * and spends them on that key's next requests of the same millisecond, from any of its
+ * connections; what is left goes back before the loop sleeps (the flush, once per loop
+ * iteration). A pipelined batch then costs one table decision instead of one per request, and
+ * workers sharing a hot key (every client behind one proxy address) no longer pass its cache line
+ * back and forth on every request. A slot per key hash; a lease is sized by its key's demand: the
+ * requests of the previous loop iteration, doubled when the lease runs dry, 1 (a plain check)
+ * for a key seen once, so that little is ever handed back. */
+typedef struct lease_slot {
+    rl_lease ls;
+    uint64_t hash;                  /* the slot's key (hash and policy: enough to size leases) */
+    uint32_t policy;
+    uint32_t want;                  /* admissions the next lease takes */
+    uint32_t demand;                /* requests for the key in this loop iteration */
+} lease_slot;
+#define LEASE_SLOTS 16
+#define LEASE_MAX 64
 
 typedef struct rlside {
     rlwait *pending;                /* decisions in flight (few: each lasts < 250 ms) */
     rlwait *free;
     gcra_slot gcra[GCRA_SLOTS];
+    worker *w;
+    ev_prepare flush_w;             /* hands the leases back before the loop waits */
+    uint32_t touched;               /* bit i: lease[i] was used in this loop iteration */
+    lease_slot lease[LEASE_SLOTS];
 } rlside;
+
+static void lease_flush_cb(struct ev_loop *loop, ev_prepare *pw, int revents)
+{
+    (void)loop, (void)revents;
+    rlside *sd = (rlside *)((char *)pw - offsetof(rlside, flush_w));
+    for (uint32_t m = sd->touched; m; m &= m - 1) {
+        lease_slot *e = &sd->lease[__builtin_ctz(m)];
+        if (e->ls.left) ratelimit_lease_end(sd->w->srv->rl, &e->ls);
+        e->want = e->demand < LEASE_MAX ? e->demand : LEASE_MAX;
+        e->demand = 0;
+    }
+    sd->touched = 0;
+}
 
 /* The worker's limiter state, made on first use (once per worker). */
 static rlside *side(worker *w)
 {
-    if (!w->limiter) w->limiter = calloc(1, sizeof(rlside));
-    return w->limiter;
+    if (w->limiter) return w->limiter;
+    rlside *sd = calloc(1, sizeof(rlside));
+    if (!sd) return NULL;
+    sd->w = w;
+    ev_prepare_init(&sd->flush_w, lease_flush_cb);
+    ev_prepare_start(w->loop, &sd->flush_w);
+    ev_unref(w->loop);              /* does not keep the loop alive */
+    return w->limiter = sd;
+}
+
+/* One decision for prepared key k at the worker's clock: from the worker's lease of the key when
+ * it has one for this millisecond, else from the table (taking a lease when the key is busy). */
+static inline __attribute__((always_inline)) int table_check(worker *w, ratelimit *rl, const rl_gcra *g, rl_key *k, rl_result *res)
+{
+    uint64_t now_ms = worker_now_us(w) / 1000;
+    rlside *sd = w->limiter;        /* made by policy_gcra; NULL only without memory */
+    if (!sd) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
+    unsigned i = (unsigned)(k->hash >> 7) % LEASE_SLOTS;
+    lease_slot *e = &sd->lease[i];
+    if (e->hash != k->hash || e->policy != k->policy) {
+        /* another key's slot: while that key holds a lease, this one is checked plainly */
+        if (e->ls.left) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
+        e->hash = k->hash, e->policy = k->policy, e->want = 1, e->demand = 0;
+    }
+    e->demand++;
+    sd->touched |= 1u << i;
+    if (e->ls.left) {
+        if (ratelimit_lease_take(g, k, now_ms, &e->ls, res)) return 0;
+        ratelimit_lease_end(rl, &e->ls);    /* another millisecond, policy or table epoch */
+    }
+    if (e->demand > e->want) e->want = e->want * 2 < LEASE_MAX ? e->want * 2 : LEASE_MAX;
+    if (e->want <= 1) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
+    return ratelimit_lease(rl, g, k, e->want, now_ms, res, &e->ls);
 }
 
 /* The GCRA constants of policy pi (into tmp when there is no cache); NULL for an invalid policy. */
-static __attribute__((noinline)) const rl_gcra *policy_gcra_fill(worker *w, int pi, const sc_policy *p,
-                                                                  rl_gcra *tmp)
+static __attribute__((noinline)) const gcra_slot *policy_gcra_fill(worker *w, int pi, const sc_policy *p,
+                                                                   gcra_slot *tmp)
 {
     rl_policy pol = {p->id, p->limit, p->window_ms, p->burst};
     rlside *sd = side(w);
-    if (!sd) return ratelimit_gcra(&pol, tmp) == 0 ? tmp : NULL;
-    gcra_slot *e = &sd->gcra[(unsigned)pi % GCRA_SLOTS];
+    gcra_slot *e = sd ? &sd->gcra[(unsigned)pi % GCRA_SLOTS] : tmp;
     e->ok = ratelimit_gcra(&pol, &e->g) == 0;
-    e->id = p->id, e->limit = p->limit, e->window_ms = p->window_ms, e->burst = p->burst;
-    return e->ok ? &e->g : NULL;
+    e->t1 = e->ok && e->g.T <= 1000000000u;
+    e->pol = p;
+    e->gen = w->swapped_gen;
+    return e->ok ? e : NULL;
 }
 
-static inline const rl_gcra *policy_gcra(worker *w, int pi, const sc_policy *p, rl_gcra *tmp)
+static inline const gcra_slot *policy_gcra(worker *w, int pi, const sc_policy *p, gcra_slot *tmp)
 {
     const rlside *sd = w->limiter;
     if (sd) {
         const gcra_slot *e = &sd->gcra[(unsigned)pi % GCRA_SLOTS];
-        if (e->ok && e->id == p->id && e->limit == p->limit && e->window_ms == p->window_ms && e->burst == p->burst)
-            return &e->g;
+        if (e->pol == p && e->gen == w->swapped_gen) return e->ok ? e : NULL;
     }
     return policy_gcra_fill(w, pi, p, tmp);
 }
@@ -421,6 +497,9 @@ void limiter_worker_free(worker *w)
 {
     rlside *sd = w->limiter;
     if (!sd) return;
+    lease_flush_cb(w->loop, &sd->flush_w, 0);
+    ev_ref(w->loop);
+    ev_prepare_stop(w->loop, &sd->flush_w);
     while (sd->pending) {
         rbus_cancel(sd->pending->op);
         wait_unlink(sd, sd->pending);
@@ -450,16 +529,16 @@ static __attribute__((noinline)) int check_general(conn *c, int pi, const sc_pol
         rbus_count(w->srv, RBC_RL_FALLBACK);
         if (cfg->redis_fail_closed) return refuse_unavailable(c);
     }
-    rl_gcra gtmp;
-    const rl_gcra *g = policy_gcra(w, pi, p, &gtmp);
-    if (!g) return 0;
+    gcra_slot gtmp;
+    const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
+    if (!gs) return 0;
     rl_key ktmp, *k = &ktmp;
     if (kl >= 0) ratelimit_key(rl, p->id, key, (size_t)kl, &ktmp);
     else if (!cfg->trust) k = peer_key(c, rl, p->id);  /* the same for the whole connection */
     else ratelimit_key(rl, p->id, buf, client_key(c, buf, sizeof buf), &ktmp);
     rl_result res;
-    if (ratelimit_check_key(rl, g, k, 1, worker_now_us(w) / 1000, &res) < 0) return 0;
-    return res.allowed ? admitted(cfg, p, &res, v) : decide(c, p, &res, v);
+    if (table_check(w, rl, &gs->g, k, &res) < 0) return 0;
+    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
 }
 
 /* The common case kept short (issue 21: pipelined requests pay it each): a policy keyed by the
@@ -474,12 +553,11 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     if (pi < 0) return 0;
     const sc_policy *p = &cfg->policies[pi];
     if (p->key_kind != RLKEY_IP || cfg->trust || (done && w->rbus)) return check_general(c, pi, p, v, done);
-    rl_gcra gtmp;
-    const rl_gcra *g = policy_gcra(w, pi, p, &gtmp);
+    gcra_slot gtmp;
+    const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
     rl_result res;
-    if (!g || ratelimit_check_key(rl, g, peer_key(c, rl, p->id), 1, worker_now_us(w) / 1000, &res) < 0)
-        return 0;
-    return res.allowed ? admitted(cfg, p, &res, v) : decide(c, p, &res, v);
+    if (!gs || table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) < 0) return 0;
+    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
 }
 
 int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)

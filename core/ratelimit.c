@@ -18,19 +18,23 @@
 
 /* One key. 64 bytes = one cache line, so a lookup of a known key touches the
  * bucket head and one line per chain step (with a valid rl_key hint: only this line).
- * len and key[] are laid out as in rl_key, zero-padded, so identity is one 48-byte compare. */
+ * policy, len and key[] (the identity) are laid out as in rl_key, zero-padded: comparing
+ * two identities is a few word compares. */
 typedef struct rl_node {
-    uint64_t tat; /* ns, caller's clock */
-    uint32_t policy;
+    uint64_t tat;   /* ns, caller's clock */
     uint32_t next;
+    uint32_t ver;   /* bumped by every write of tat and every (un)link: leases check it */
+    uint32_t policy;
     uint8_t len;
     uint8_t key[RL_KEY_INLINE];
 } rl_node;
 
+#define ID_BYTES (4 + 1 + RL_KEY_INLINE) /* policy + len + key */
 _Static_assert(sizeof(rl_node) == 64, "rl_node should be one cache line");
-_Static_assert(offsetof(rl_node, key) - offsetof(rl_node, len) == offsetof(rl_key, bytes) - offsetof(rl_key, len) &&
-               sizeof(((rl_node *)0)->key) == sizeof(((rl_key *)0)->bytes), "rl_node and rl_key key layouts differ");
-#define ID_BYTES (1 + RL_KEY_INLINE) /* len + key */
+_Static_assert(ID_BYTES % 8 == 0 && offsetof(rl_node, key) + RL_KEY_INLINE == sizeof(rl_node),
+               "the identity should be whole words at the end of rl_node");
+_Static_assert(offsetof(rl_node, key) - offsetof(rl_node, policy) == offsetof(rl_key, bytes) - offsetof(rl_key, policy) &&
+               offsetof(rl_key, bytes) + RL_KEY_INLINE <= sizeof(rl_key), "rl_node and rl_key identities differ");
 
 /* A lock stripe with its own slice of the capacity. Aligned so two shards never
  * share a cache line (their locks and counters are written by different threads).
@@ -53,6 +57,7 @@ typedef struct shard {
 } shard;
 
 struct ratelimit {
+    _Atomic uint32_t epoch; /* bumped by clear and reset_key: ends every lease */
     shard *shards;
     unsigned nshards;
     size_t max_keys;
@@ -177,16 +182,18 @@ static inline shard *shard_of(const ratelimit *rl, uint64_t hash)
     return &rl->shards[((hash >> 32) * rl->nshards) >> 32];
 }
 
-/* len and key[] compared word by word, no call. Both sides are zero-padded and the first word
- * holds len, so only the words up to k's last key byte need comparing. */
-static inline int node_is(const rl_node *n, const rl_key *k)
+/* Two identities (policy, len, key) compared word by word, no call. Both are zero-padded and
+ * the first word holds policy and len, so only the words up to b's last key byte count. */
+static inline int id_eq(const uint8_t *a, const rl_key *k)
 {
-    const uint8_t *a = &n->len, *b = &k->len;
-    size_t end = 1 + (k->len == LEN_DIGEST ? 16 : k->len);
-    uint64_t d = n->policy ^ k->policy;
+    const uint8_t *b = (const uint8_t *)&k->policy;
+    size_t end = 5 + (k->len == LEN_DIGEST ? 16 : k->len);
+    uint64_t d = 0;
     for (size_t i = 0; i < end; i += 8) d |= load64le(a + i) ^ load64le(b + i);
     return d == 0;
 }
+
+static inline int node_is(const rl_node *n, const rl_key *k) { return id_eq((const uint8_t *)&n->policy, k); }
 
 /* Returns the link (head slot or a node's next) that points at the key, or NULL. */
 static uint32_t *find_link(shard *s, const rl_key *k)
@@ -205,6 +212,7 @@ static void unlink_node(shard *s, uint32_t *link)
     uint32_t i = *link;
     *link = s->nodes[i].next;
     s->nodes[i].len = LEN_FREE;
+    s->nodes[i].ver++;
     s->nodes[i].next = s->free_head;
     s->free_head = i;
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) - 1,
@@ -252,6 +260,7 @@ ratelimit *ratelimit_new(size_t max_keys, unsigned shards)
     if (!rl) return NULL;
     rl->nshards = shards;
     rl->max_keys = max_keys;
+    atomic_init(&rl->epoch, 0);
     if (getrandom(&rl->k0, sizeof rl->k0, 0) != sizeof rl->k0 ||
         getrandom(&rl->k1, sizeof rl->k1, 0) != sizeof rl->k1) {
         /* No entropy source: still a valid table, just a guessable hash key. */
@@ -294,6 +303,7 @@ ratelimit *ratelimit_new(size_t max_keys, unsigned shards)
         for (uint32_t j = 0; j < s->cap; j++) {
             s->nodes[j].next = j + 1 < s->cap ? j + 1 : NIL;
             s->nodes[j].len = LEN_FREE;
+            s->nodes[j].ver = 0;
         }
         s->free_head = 0;
         s->min_tat = UINT64_MAX;
@@ -350,6 +360,7 @@ static __attribute__((noinline)) int check_locked(ratelimit *rl, shard *s, const
         tat = now + BT;
         if (n && cost) {
             n->tat = tat;
+            n->ver++;
             if (tat < s->min_tat) s->min_tat = tat;
         }
     }
@@ -398,8 +409,7 @@ static __attribute__((noinline)) int check_locked(ratelimit *rl, shard *s, const
         uint32_t i = s->free_head;
         n = &s->nodes[i];
         s->free_head = n->next;
-        n->policy = k->policy;
-        memcpy(&n->len, &k->len, ID_BYTES);
+        memcpy(&n->policy, &k->policy, ID_BYTES);
         uint32_t *head = &s->heads[k->hash & s->mask];
         n->next = *head;
         *head = i;
@@ -407,6 +417,7 @@ static __attribute__((noinline)) int check_locked(ratelimit *rl, shard *s, const
         bump(&s->used, 1);
     }
     n->tat = new_tat;
+    n->ver++;
     if (new_tat < s->min_tat) s->min_tat = new_tat;
     shard_unlock(s);
 
@@ -443,6 +454,7 @@ int ratelimit_check_key(ratelimit *rl, const rl_gcra *g, rl_key *k, uint64_t cos
         return check_locked(rl, s, g, k, n, cost, now, out);
     bump(&s->checks, 1);
     n->tat = new_tat;
+    n->ver++;
     if (new_tat < s->min_tat) s->min_tat = new_tat;
     shard_unlock(s);
 
@@ -453,6 +465,90 @@ int ratelimit_check_key(ratelimit *rl, const rl_gcra *g, rl_key *k, uint64_t cos
     out->retry_after_ms = 0;
     out->reset_ms = ceil_ms(new_tat - now);
     return 0;
+}
+
+/* ---- leases ---- */
+
+/* The key's node if the hint still names it (caller holds s's lock). */
+static inline rl_node *hinted(shard *s, const rl_key *k, uint32_t hint)
+{
+    uint32_t local = hint - 1 - s->first;
+    return hint && local < s->cap && node_is(&s->nodes[local], k) ? &s->nodes[local] : NULL;
+}
+
+int ratelimit_lease(ratelimit *rl, const rl_gcra *g, rl_key *k, uint32_t want, uint64_t now_ms,
+                    rl_result *out, rl_lease *ls)
+{
+    ls->left = 0;
+    if (want <= 1) return ratelimit_check_key(rl, g, k, 1, now_ms, out);
+    if (k->policy != g->id) return -1;
+    const uint64_t T = g->T;
+    uint64_t now = now_ms > TIME_MAX / NS_PER_MS ? TIME_MAX : now_ms * NS_PER_MS;
+    shard *s = shard_of(rl, k->hash);
+    uint32_t epoch = atomic_load_explicit(&rl->epoch, memory_order_relaxed);
+
+    shard_lock(s);
+    rl_node *n = hinted(s, k, k->hint);
+    if (!n) {
+        uint32_t *link = find_link(s, k);
+        /* a key new to the table gets one admission, no lease: most keys are seen once */
+        if (!link) return check_locked(rl, s, g, k, NULL, 1, now, out);
+        n = &s->nodes[*link];
+        k->hint = s->first + *link + 1;
+    }
+    uint64_t tat = n->tat, limit_at = now + g->BT;
+    uint64_t base = tat > now ? tat : now;
+    if (tat > limit_at || base + T > limit_at) return check_locked(rl, s, g, k, n, 1, now, out);
+    /* conform >= 1 admissions fit; take at most half of them (at least this request's one),
+     * so that a lease never empties a bucket other threads may be using */
+    uint64_t conform = (limit_at - base) / T, half = conform / 2;
+    uint64_t take = want < half ? want : half ? half : 1;
+    bump(&s->checks, 1);
+    n->tat = base + take * T;
+    n->ver++;
+    if (n->tat < s->min_tat) s->min_tat = n->tat;
+    ls->ver = n->ver;
+    shard_unlock(s);
+
+    /* this request is the first admission; the others wait in the lease */
+    out->allowed = 1;
+    out->table_full = 0;
+    out->limit = g->B;
+    out->remaining = conform - 1;
+    out->retry_after_ms = 0;
+    out->reset_ms = ceil_ms(base + T - now);
+    ls->key = *k;
+    ls->now_ms = now_ms;
+    ls->now_ns = now;
+    ls->T = T;
+    ls->B = g->B;
+    ls->next_tat = base + 2 * T;
+    ls->remaining = conform - 2;
+    ls->left = (uint32_t)(take - 1);
+    ls->epoch = epoch;
+    ls->epoch_now = &rl->epoch;
+    return 0;
+}
+
+uint32_t ratelimit_lease_end(ratelimit *rl, rl_lease *ls)
+{
+    uint32_t left = ls->left;
+    ls->left = 0;
+    if (!left || atomic_load_explicit(&rl->epoch, memory_order_relaxed) != ls->epoch) return left;
+    shard *s = shard_of(rl, ls->key.hash);
+    shard_lock(s);
+    rl_node *n = hinted(s, &ls->key, ls->key.hint);
+    /* untouched since the lease: taking back the unspent admissions leaves exactly the TAT of a
+     * lease of the spent ones (the others were never used). Touched: they stay charged, since the
+     * writes between may have been decided against them (never more admitted, maybe fewer). */
+    if (n && n->ver == ls->ver) {
+        n->tat -= left * ls->T;
+        n->ver++;
+        if (n->tat < s->min_tat) s->min_tat = n->tat;
+        left = 0;
+    }
+    shard_unlock(s);
+    return left;
 }
 
 int ratelimit_check_n(ratelimit *rl, const rl_policy *p, const char *key, size_t keylen,
@@ -476,6 +572,7 @@ int ratelimit_reset_key(ratelimit *rl, uint32_t policy_id, const char *key, size
     if (!rl || (!key && keylen)) return 0;
     rl_key k;
     ratelimit_key(rl, policy_id, key, keylen, &k);
+    atomic_fetch_add_explicit(&rl->epoch, 1, memory_order_relaxed);
     shard *s = shard_of(rl, k.hash);
     shard_lock(s);
     uint32_t *link = find_link(s, &k);
@@ -500,6 +597,7 @@ size_t ratelimit_sweep(ratelimit *rl, uint64_t now_ms)
 void ratelimit_clear(ratelimit *rl)
 {
     if (!rl) return;
+    atomic_fetch_add_explicit(&rl->epoch, 1, memory_order_relaxed);
     for (unsigned i = 0; i < rl->nshards; i++) {
         shard *s = &rl->shards[i];
         shard_lock(s);

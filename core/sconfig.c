@@ -333,14 +333,21 @@ void sconfig_free(sconfig *c)
     free(c);
 }
 
+/* Prefixes are short ("/api"): a byte loop, no call (this runs for every request). */
+static inline int has_prefix(const char *path, const char *prefix, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (path[i] != prefix[i]) return 0;
+    return 1;
+}
+
 int sconfig_policy_for(const sconfig *c, int method, const char *path, size_t len)
 {
     unsigned bit = method >= 0 && method < 31 ? 1u << method : 0;
     for (size_t i = 0; i < c->nprefixes; i++) {
         const sc_prefix *p = &c->prefixes[i];
         if (p->methods && !(p->methods & bit)) continue;
-        if (len < p->len || path[0] != p->prefix[0] || (p->len > 1 && memcmp(path + 1, p->prefix + 1, p->len - 1) != 0))
-            continue;
+        if (len < p->len || !has_prefix(path, p->prefix, p->len)) continue;
         if (len == p->len || p->prefix[p->len - 1] == '/' || path[p->len] == '/') return p->policy;
     }
     return -1;
