@@ -174,10 +174,11 @@ static void put_fields(resp *r, const limiter_verdict *v)
     buf *b = &r->c->out;
     const sc_policy *p = v->pol;
     if (!p || !p->fields_head) return;
-    size_t need = p->fields_head_len + 20 + 3 + 20 + 2;
+    size_t hl = p->fields_head_len, need = (hl > 64 ? hl : 64) + 20 + 3 + 20 + 2;
     if (b->cap - b->len < need && buf_reserve(b, need)) return;
     char *o = b->data + b->len;
-    memcpy(o, p->fields_head, p->fields_head_len);
+    if (hl <= 64) memcpy(o, p->fields_head, 64);   /* fixed size, no call: the head has room (sconfig.h) */
+    else memcpy(o, p->fields_head, hl);
     o = put_dec(o + p->fields_head_len, v->remaining);
     memcpy(o, ";t=", 3);
     o = put_dec(o + 3, v->reset_s);

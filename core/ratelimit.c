@@ -11,7 +11,7 @@
 #include <time.h>
 
 #define NIL UINT32_MAX
-#define LEN_DIGEST 0xFF    /* node->len marker: key[] holds a 16-byte digest */
+#define LEN_DIGEST RL_LEN_DIGEST /* node->len marker: key[] holds a 16-byte digest */
 #define LEN_FREE 0xFE      /* node->len of a node on the free list: matches no key (hints) */
 #define NS_PER_MS 1000000u
 #define TIME_MAX (UINT64_C(1) << 62) /* ns; keeps now + B*T + c*T far from overflow */

@@ -39,6 +39,7 @@
  */
 
 #define RL_KEY_INLINE 43 /* fits "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128" */
+#define RL_LEN_DIGEST 0xFF /* rl_key.len of a long key: bytes holds its 16-byte digest */
 
 typedef struct ratelimit ratelimit;
 
@@ -176,12 +177,14 @@ void ratelimit_stats(const ratelimit *rl, rl_stats *out);
 
 /* ---- inline parts (internal) ---- */
 
-/* Same key (hash and identity: policy, len, zero-padded bytes). */
+/* Same key (hash and identity: policy, len, zero-padded bytes; the first word holds policy and
+ * len, so only the words up to b's last byte count). */
 static inline int rl_key_same(const rl_key *a, const rl_key *b)
 {
     const unsigned char *x = (const unsigned char *)&a->policy, *y = (const unsigned char *)&b->policy;
+    size_t end = 4 + 1 + (b->len == RL_LEN_DIGEST ? 16 : b->len);
     uint64_t d = a->hash ^ b->hash;
-    for (size_t i = 0; i < 4 + 1 + RL_KEY_INLINE; i += 8) {
+    for (size_t i = 0; i < end; i += 8) {
         uint64_t u, v;
         memcpy(&u, x + i, 8);
         memcpy(&v, y + i, 8);

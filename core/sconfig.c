@@ -173,7 +173,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
             const char *ff = "RateLimit-Policy: \"%s\";q=%llu;w=%llu\r\nRateLimit: \"%s\";r=";
             unsigned long long fq = pol->limit, fw = (pol->window_ms + 999) / 1000;
             int ln = snprintf(NULL, 0, ff, pol->name, fq, fw, pol->name);
-            if (ln > 0 && (pol->fields_head = malloc((size_t)ln + 1))) {
+            if (ln > 0 && (pol->fields_head = calloc(1, (size_t)ln + 1 < 64 ? 64 : (size_t)ln + 1))) {
                 snprintf(pol->fields_head, (size_t)ln + 1, ff, pol->name, fq, fw, pol->name);
                 pol->fields_head_len = (size_t)ln;
             }

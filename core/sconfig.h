@@ -19,7 +19,8 @@ typedef struct sc_policy {
     char *key_header;       /* lower-case header name for RLKEY_HEADER */
     int key_fn_ref;         /* Lua registry ref for RLKEY_FUNC */
     char *fields_head;      /* "RateLimit-Policy: ...\r\nRateLimit: \"name\";r=": the constant part of
-                               both fields, built once (NULL if out of memory: no fields sent) */
+                               both fields, built once (NULL if out of memory: no fields sent);
+                               at least 64 bytes allocated, so short heads copy in one fixed size */
     size_t fields_head_len;
 } sc_policy;
 
