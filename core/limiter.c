@@ -173,11 +173,11 @@ static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
 
 /* Both fields are built by the core from config-validated names and numbers, straight into the
  * output buffer: the constant head is precomputed per policy, the two numbers formatted here. */
-static void put_fields(resp *r, const limiter_verdict *v)
+static inline __attribute__((always_inline)) void put_fields(resp *r, const limiter_verdict *v)
 {
     buf *b = &r->c->out;
-    const sc_policy *p = v->pol;
-    if (!p || !p->fields_head) return;
+    const sc_policy *p = v->pol;        /* set whenever v->policy is */
+    if (!p->fields_head) return;
     size_t hl = p->fields_head_len, need = (hl > 64 ? hl : 64) + 20 + 3 + 20 + 2;
     if (b->cap - b->len < need && buf_reserve(b, need)) return;
     char *o = b->data + b->len;
@@ -218,15 +218,13 @@ static uint64_t next_unit_s(const sc_policy *p, uint64_t reset_ms)
     return ((rem ? rem : t_us) + 999999) / 1000000;
 }
 
-/* The verdict of an admitted request (only the RateLimit fields read it). */
+/* The verdict of an admitted request: what the RateLimit fields read (limit, window_s and
+ * retry_after_s are a 429's). */
 static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, const rl_result *res, limiter_verdict *v)
 {
     v->policy = cfg->ratelimit_headers ? p->name : NULL;
     v->pol = p;
-    v->limit = p->limit;
-    v->window_s = 0;
     v->remaining = res->remaining;
-    v->retry_after_s = 0;
     /* t: the time until the next request drips back (within T; an admitted request always owes) */
     v->reset_s = t1 && res->reset_ms ? 1 : next_unit_s(p, res->reset_ms);
     return 1;
