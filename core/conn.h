@@ -17,6 +17,7 @@
 #include "http.h"
 #include "ratelimit.h"
 #include "timerwheel.h"
+#include "tracectx.h"
 
 typedef struct worker worker;
 typedef struct conn conn;
@@ -70,6 +71,9 @@ struct conn {
         const struct sc_policy *pol;
         uint64_t limit, remaining, window_s, reset_s, retry_after_s;
     } lv;                           /* rate-limit outcome, for the RateLimit headers */
+    const char *route;              /* the matched route's pattern (router-owned), NULL when none */
+    tracectx trace;                 /* W3C trace context, filled on first use (web_trace) */
+    uint32_t trace_gen;             /* gen + 1 of the request trace belongs to; 0 = not yet */
 };
 
 /* Accepts connections on the worker's listener. */

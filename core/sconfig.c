@@ -146,6 +146,10 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->log_level = lvl ? log_level_parse(lvl) : LOG_INFO;
     if (c->log_level < 0) c->log_level = LOG_INFO;
     free(lvl);
+    char *fmt = str(L, lg, "format");
+    c->log_json = fmt && strcmp(fmt, "json") == 0;
+    free(fmt);
+    if (c->log_json && c->access_log) c->access_log = 2;   /* JSON mode: the access log too */
     lua_pop(L, 1);
 
     /* rate-limit policies and their path prefixes (precomputed by config.policy_routes) */

@@ -58,6 +58,7 @@ typedef struct sconfig {
 
     int access_log;         /* 0 off, 1 text, 2 json */
     int log_level;          /* 0 debug .. 3 error */
+    int log_json;           /* log.format = "json": every line is a JSON object */
 
     sc_policy *policies;
     size_t npolicies;
