@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "http.h"
+#include "ratelimit.h"
 #include "timerwheel.h"
 #include "tracectx.h"
 
@@ -63,6 +64,8 @@ struct conn {
     char client_ip[64];
     char ipkey[64];                 /* rate-limit key of the peer address, computed once */
     uint8_t ipkey_len;
+    uint8_t rlk_set;                /* rlk holds ipkey prepared (hashed) for policy rlk.policy */
+    rl_key rlk;
     struct limiter_verdict_s {
         const char *policy;
         const struct sc_policy *pol;
