@@ -14,7 +14,7 @@
 #include "log.h"
 #include "server.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 #define READ_CHUNK 16384
 #define FREELIST_KEEP_BUFFERS 1024  /* parked connections that keep a small request buffer */
 

@@ -12,6 +12,7 @@
 #include "hist.h"
 #include "lua_app.h"
 #include "lua_db.h"
+#include "httpc.h"
 #include "ratelimit.h"
 #include "rbus.h"
 #include "sse.h"
@@ -256,6 +257,10 @@ void metrics_render(server *s, buf *b)
         for (int i = 0; i < s->nworkers; i++) db_metrics(&s->workers[i], b, i == 0);
     }
     rbus_metrics(s, b);
+    httpc *hc[256];                 /* outbound requests (app.http): every worker's client */
+    int nhc = s->nworkers < 256 ? s->nworkers : 256;
+    for (int i = 0; i < nhc; i++) hc[i] = s->workers[i].httpc;
+    httpc_metrics(hc, nhc, b);
     double rss, cpu;
     proc_usage(&rss, &cpu);
     struct timespec ts;

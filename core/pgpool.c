@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "util.h"
 
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 2.0

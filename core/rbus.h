@@ -36,6 +36,9 @@ enum rbus_script {
     RBUS_NSCRIPTS
 };
 
+/* The source of each script (rbus_scripts.c); internal to the rbus module. */
+extern const char *const rbus_script_src[RBUS_NSCRIPTS];
+
 /* Counters shown in /metrics and the status JSON. */
 enum rbus_counter {
     RBC_ERRORS,          /* error replies and lost connections */

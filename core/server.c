@@ -22,6 +22,7 @@
 #include "log.h"
 #include "lua_app.h"
 #include "lua_db.h"
+#include "httpc.h"
 #include "limiter.h"
 #include "lua_cache.h"
 #include "metrics.h"
@@ -31,7 +32,7 @@
 #include "ssebus.h"
 #include "ssestream.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 static server *the_server;          /* for the main thread's signal watchers only */
 static ev_async reload_async;       /* workers ask the main thread for a reload */
@@ -216,6 +217,7 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
     ev_check_init(&w->reap_w, worker_reap_cb);
     ev_check_start(w->loop, &w->reap_w);
     if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w)) return -1;
+    if (!(w->httpc = httpc_new(w->loop, NULL))) return -1;   /* app.http; limits from each state */
     return 0;
 }
 
@@ -231,6 +233,8 @@ void worker_teardown(worker *w)
         free(c);
     }
     w->freelist = NULL;
+    httpc_free(w->httpc);           /* app.http tasks still waiting resume with "cancelled" */
+    w->httpc = NULL;
     db_worker_free(w);
     limiter_worker_free(w);
     ssebus_worker_free(w);

@@ -111,6 +111,7 @@ struct worker {
     /* --- added for multi-instance (rbus.c) --- */
     void *rbus;                     /* this worker's Redis connections (NULL without Redis) */
     void *limiter;                  /* limiter.c: rate-limit decisions waiting for Redis */
+    void *httpc;                    /* lua_http.c: outbound HTTP client (httpc.c) */
 };
 
 struct server {

@@ -16,7 +16,7 @@
 #include "ssebus.h"
 #include "sseenc.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 typedef struct ssestream {
     sse_sub sub;

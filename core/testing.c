@@ -24,7 +24,7 @@
 #include "sse.h"
 #include "testclient.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 static double real_now(void)
 {

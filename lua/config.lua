@@ -582,6 +582,26 @@ local TOP = record({
       return v
     end, "sluice:"),
   }), {}),
+  http_client = F(record({                         -- app.http (docs/http-client.md)
+    max_concurrent = F(integer(1, 1e6), 256),      -- per worker; more wait FIFO
+    queue_timeout = F(number(0, DAY), 5),
+    max_per_host = F(integer(0, 1e6), 64),         -- requests in flight per host and worker, 0 = no cap
+    max_idle = F(integer(1, 1e6), 64),             -- idle keep-alive connections kept per worker
+    timeout = F(number(0, DAY), 10),               -- 0 = none
+    connect_timeout = F(number(0, DAY), 3),
+    max_body = F(integer(0, 2 ^ 40), 10485760),    -- 0 = no limit
+    follow_redirects = F(boolean, false),
+    max_redirects = F(integer(0, 100), 5),
+    verify_tls = F(boolean, true),
+    decompress = F(boolean, true),
+    ca_file = F(file_check),
+    client_cert = F(file_check),
+    client_key = F(file_check),
+    key_password = F(optional_string(nonempty_string)),
+    proxy = F(optional_string(nonempty_string)),   -- unset: https_proxy / HTTPS_PROXY / http_proxy
+    no_proxy = F(optional_string(nonempty_string)),
+    user_agent = F(nonempty_string, "sluice"),
+  }), {}),
   admin = F(admin_check, {}),
   metrics = F(record({
     retention = F(integer(100, 1000), 300),

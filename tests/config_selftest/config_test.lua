@@ -327,6 +327,23 @@ bad({ redis = { url = "redis://" } },
     'config.lua: redis.url: must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path (got string "redis://")',
     "redis url without host")
 
+-- http_client (app.http): defaults, paths resolved against config.lua, strict types
+do
+  local cfg = good({}, nil, "http_client defaults")
+  local h = cfg.http_client
+  ok(h.max_concurrent == 256 and h.queue_timeout == 5 and h.max_per_host == 64 and h.max_idle == 64 and
+     h.timeout == 10 and h.connect_timeout == 3 and h.max_body == 10485760 and h.follow_redirects == false and
+     h.max_redirects == 5 and h.verify_tls == true and h.decompress == true and h.user_agent == "sluice" and
+     h.ca_file == nil and h.proxy == nil, "http_client defaults", show(h.max_concurrent))
+  cfg = good({ http_client = { ca_file = "certs/ca.pem", proxy = "", timeout = 0 } }, { file = "/srv/app/config.lua" }, "http_client")
+  eq(cfg.http_client.ca_file, "/srv/app/certs/ca.pem", "http_client.ca_file resolved")
+  eq(cfg.http_client.proxy, nil, "http_client.proxy \"\" = unset")
+  eq(cfg.http_client.timeout, 0, "http_client.timeout 0 = none")
+  bad({ http_client = { timeout = "5" } }, 'config.lua: http_client.timeout: must be a number 0..86400 (got string "5")', "http_client.timeout")
+  bad({ http_client = { max_concurrent = 0 } }, "config.lua: http_client.max_concurrent: must be an integer 1..1000000 (got number 0)", "http_client.max_concurrent")
+  bad({ http_client = { timout = 5 } }, "config.lua: http_client.timout: unknown key (did you mean timeout?)", "http_client typo")
+end
+
 -- config.lua must return a table
 do
   local cfg, errs = config.normalize(nil, { file = "x/config.lua" })
