@@ -502,8 +502,12 @@ def restart_under_load_fast_503s_refill_no_fd_leak():
                 # pool_timeout (1 s) plus room for a loaded machine, well under the 5 s outage
                 check(slowest <= pool_timeout + 2.0, "a request waited %.2f s (pool_timeout %.1f s, server down %.0f s)"
                       % (slowest, pool_timeout, down_s))
-                # the pool refills and the listener comes back
-                wait_for(lambda: get(srv.port, "/pk")[0] == 200, 15, "pool refilled")
+                # the pool refills and the listener comes back: on both workers, each of which
+                # probes the server on its own backoff (at most 2.5 s apart), so one 200 is not it
+                def refilled():
+                    with ThreadPoolExecutor(16) as ex:
+                        return all(r[0] == 200 for r in ex.map(hit, range(16)))
+                wait_for(refilled, 15, "pool refilled on both workers")
                 after = load(1.0)
                 check(all(r[0] == 200 for r in after), "after the restart: %r" % [r for r in after if r[0] != 200][:5])
                 wait_for(lambda: metric(srv.port, "sluice_db_listen_up") == 1, 15, "listener reconnected")
