@@ -110,6 +110,13 @@ class Clusters:
         base = self.user_url.replace("127.0.0.1:%d" % self.p1, "127.0.0.1:%d,127.0.0.1:%d" % (self.p1, self.p2))
         return base + "?" + params
 
+    def standby_sql(self, sql):
+        """One value from the standby (over its unix socket), "" on error."""
+        db = self.user_url.rsplit("/", 1)[1]
+        r = as_pg(BIN + "/psql", "-h", self.standby, "-p", str(self.p2), "-U", "postgres", "-d", db, "-XAtqc", sql,
+                  timeout=30)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
     def stop_primary(self):
         r = as_pg(BIN + "/pg_ctl", "-D", os.path.join(self.primary, "data"), "-m", "immediate", "-w", "stop")
         check(r.returncode == 0, "stop primary: " + r.stderr)
@@ -144,6 +151,10 @@ def primary_failover_requests_recover_after_promotion():
         with Server(d, env=env) as srv:
             st, _, body = get(srv.port, "/setup")
             check(st == 200, (st, body))
+            # the standby has the table before the primary goes: replication is asynchronous, and
+            # on a loaded machine the standby can lag (or still be connecting) for a while
+            wait_for(lambda: cl.standby_sql("select to_regclass('fo_items') is not null") == "t", 60,
+                     "the standby to replay the table's creation")
             results, stop = [], threading.Event()
             lock = threading.Lock()
 
