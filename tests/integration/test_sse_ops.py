@@ -136,7 +136,8 @@ def a_pause_shorter_than_slow_timeout_does_not_cut_a_client():
 def drop_oldest_keeps_the_stream_and_tells_the_client():
     with Server("fixtures/sse_ops", env={"FIX_MAX_QUEUE": "8", "FIX_RETENTION": "2", "FIX_SLOW_POLICY": "drop_oldest"}) as s:
         slow = open_stream(s.port, rcvbuf=4096)
-        check(post(s.port, "/burst/150", b"")[0] == 200, "publish")
+        st, _, body = post(s.port, "/burst/150", b"", timeout=scaled(60))
+        check(st == 200, "publish: %r %r" % (st, body[:300]))
         time.sleep(0.2)
         data = slow.read_until(b"event: sluice-dropped\ndata: ")   # now read everything that is left
         data += slow.read_until(b"\n\n")
