@@ -7,13 +7,24 @@
 #include <strings.h>
 
 #include "admin.h"
+#include "json.h"
 #include "limiter.h"
 #include "log.h"
 #include "lua_app.h"
 #include "metrics.h"
+#include "routestats.h"
 #include "ssestream.h"
 #include "web.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
+#include "clock.h"
 
+static void write_access_log(conn *c, const sconfig *cfg, uint64_t us) __attribute__((noinline));
+
+/* Every answered request: its metrics, then the access log line when it is on (a function of
+ * its own, so the usual path does not set up the line's 2 KB stack frame). */
 static void access_log(conn *c)
 {
     worker *w = c->w;
@@ -21,24 +32,35 @@ static void access_log(conn *c)
     uint64_t real = mono_us();                              /* the one uncached clock read */
     uint64_t end = real + w->vclock_offset_us;
     uint64_t us = end > c->req_start_us ? end - c->req_start_us : 0;
-    metrics_observe(w, c->status, us, real / 1000000u);
-    if (!cfg->access_log) return;
+    metrics_observe(w, c->mroute, c->mmethod, c->status, us, real / 1000000u);
+    if (cfg->access_log) write_access_log(c, cfg, us);
+}
+
+static void write_access_log(conn *c, const sconfig *cfg, uint64_t us)
+{
+    worker *w = c->w;
     char line[2048];
     int n;
     const http_req *r = &c->req;
     int ul = (int)(r->url_len > 1000 ? 1000 : r->url_len);
     worker_update_date(w);
-    if (cfg->access_log == 2) {
+    if (cfg->access_log == 2) {        /* one JSON object, the same shape as log.format = "json" lines */
+        char t[LOG_TIME_LEN];
+        log_time_iso(t);
         n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s\",\"ip\":\"%s\",\"method\":\"%s\",\"url\":\"", w->date, c->ip,
-                     http_method_str((enum http_method)r->method));
-        for (int i = 0; i < ul && n < (int)sizeof line - 100; i++) {
-            unsigned char ch = (unsigned char)http_req_url(r)[i];
-            if (ch == '"' || ch == '\\') line[n++] = '\\';
-            line[n++] = ch < 0x20 ? '?' : (char)ch;
+                     "{\"time\":\"%s\",\"level\":\"info\",\"msg\":\"access\",\"request_id\":\"%s\",\"ip\":\"%s\","
+                     "\"method\":\"%s\",\"url\":\"",
+                     t, c->reqid, c->ip, http_method_str((enum http_method)r->method));
+        n += (int)log_json_escape(line + n, sizeof line - (size_t)n - 400, http_req_url(r), (size_t)ul);
+        n += snprintf(line + n, sizeof line - (size_t)n, "\",\"status\":%d,\"bytes\":%zu,\"ms\":%.3f,\"trace_id\":\"%s\"",
+                      c->status, c->resp_bytes, (double)us / 1000.0, web_trace(c)->trace_id);
+        if (c->route) {
+            n += snprintf(line + n, sizeof line - (size_t)n, ",\"route\":\"");
+            n += (int)log_json_escape(line + n, sizeof line - (size_t)n - 4, c->route, strlen(c->route));
+            line[n++] = '"';
         }
-        n += snprintf(line + n, sizeof line - (size_t)n, "\",\"status\":%d,\"bytes\":%zu,\"ms\":%.3f}\n",
-                      c->status, c->resp_bytes, (double)us / 1000.0);
+        line[n++] = '}';
+        line[n++] = '\n';
     } else {
         n = snprintf(line, sizeof line, "%s [%s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3fms\n", c->ip, w->date,
                      http_method_str((enum http_method)r->method), ul, http_req_url(r), r->http_major,
@@ -62,6 +84,22 @@ typedef struct match {
     router_param ps[ROUTER_MAX_PARAMS];
 } match;
 
+/* The metrics label of what a request matched: built-in endpoints have fixed ids; a route's id
+ * is looked up once per route target (the router belongs to this worker's state, so the write
+ * is single-threaded) and then read from the target. */
+static void label_request(conn *c, const match *m)
+{
+    static const uint16_t builtin_ids[] = {[ADMIN_HEALTH] = RS_HEALTH, [ADMIN_READY] = RS_READY,
+                                           [ADMIN_METRICS] = RS_METRICS, [ADMIN_AREA] = RS_ADMIN,
+                                           [ADMIN_PUBLISH] = RS_PUBLISH};
+    c->mmethod = (uint8_t)(m->rm >= 0 ? m->rm : RS_METHODS - 1);
+    if (m->builtin) { c->mroute = builtin_ids[m->builtin]; return; }
+    if (!m->t) { c->mroute = RS_UNMATCHED; return; }
+    unsigned *id = router_label_slot(m->t);
+    if (!*id) *id = metrics_route_id(c->w->srv, router_pattern(m->t));
+    c->mroute = (uint16_t)*id;
+}
+
 static void match_request(conn *c, match *m)
 {
     worker *w = c->w;
@@ -73,6 +111,8 @@ static void match_request(conn *c, match *m)
     m->allowed = 0;
     m->t = NULL;
     if (!m->builtin && m->rm >= 0) m->t = router_match(w->app->rt, m->rm, path, plen, m->ps, &m->np, &m->allowed);
+    c->route = m->t ? router_pattern(m->t) : NULL;
+    label_request(c, m);
 }
 
 /* The request after its rate-limit decision (limited: 0 no policy, 1 admitted, -1 rejected). */
@@ -160,6 +200,9 @@ void dispatch_request(conn *c)
     size_t plen = r->path_len;
 
     web_request_id(c);
+    c->route = NULL;
+    c->mroute = RS_UNMATCHED;    /* until matched (a CORS preflight is answered before routing) */
+    c->mmethod = RS_METHODS - 1;
     if (web_cors(c)) {           /* preflight answered */
         finish(c);
         return;
@@ -172,6 +215,68 @@ void dispatch_request(conn *c)
     int limited = (m.t && m.t->kind == 1) ? 0 : limiter_check_async(c, path, plen, &lv, dispatch_limit_done);
     if (limited == 2) return;          /* Redis decides; dispatch_limit_done continues */
     dispatch_routed(c, &m, limited, &lv);
+}
+
+/* A handler's error in the error log, with the request's id, route and trace in JSON mode and the
+ * Lua "file:line" of the message as src. */
+static void log_request_error(conn *c, const char *route, const char *err)
+{
+    if (!log_enabled(LOG_ERROR)) return;
+    char msg[6144];
+    int n = snprintf(msg, sizeof msg, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
+                     route, err);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
+    log_ctx lc = {0};
+    char src[256];
+    if (log_json()) {
+        lc.reqid = c->reqid;
+        lc.route = c->route;
+        lc.trace_id = web_trace(c)->trace_id;
+        size_t sl = strcspn(err, " \n");      /* "scripts/app.lua:12: boom" */
+        if (sl > 1 && sl < sizeof src && err[sl - 1] == ':' && err[sl] == ' ') {
+            memcpy(src, err, sl - 1);
+            src[sl - 1] = 0;
+            if (strchr(src, ':')) lc.src = src;
+        }
+    }
+    log_event(LOG_ERROR, &lc, msg, (size_t)n);
+}
+
+/* app.error(status, message, fields): a 4xx whose error table carries a fields table answers
+ * {"error": message, "status": N, "fields": {...}}. Returns 1 when it answered. */
+static int error_fields(conn *c, task *t, const char *err)
+{
+    lua_State *co = t->co;
+    /* the error object is on top, or under the message its __tostring gave */
+    int top = lua_gettop(co);
+    int idx = top >= 1 && lua_istable(co, top) ? top : top >= 2 && lua_istable(co, top - 1) ? top - 1 : 0;
+    if (!idx) return 0;
+    lua_getfield(co, idx, "fields");
+    if (!lua_istable(co, -1)) { lua_pop(co, 1); return 0; }
+    buf b = {0};
+    char esc[1200];
+    const char *nl = strchr(err, '\n');
+    size_t ml = nl ? (size_t)(nl - err) : strlen(err);
+    size_t el = log_json_escape(esc, sizeof esc, err, ml > 1000 ? 1000 : ml);
+    buf_printf(&b, "{\"error\":\"%.*s\",\"status\":%d,\"fields\":", (int)el, esc, t->err_status);
+    const char *je = json_encode(co, lua_gettop(co), &b);
+    lua_pop(co, 1);
+    if (je) { buf_free(&b); return 0; }
+    buf_append(&b, "}", 2);               /* with the NUL resp_simple wants */
+    resp_simple(c, t->err_status, "application/json", b.data, 0);
+    buf_free(&b);
+    return 1;
+}
+
+/* The app.sse handler returned { status = ... } itself (a refusal that is not a cap's). */
+static int handler_refused(lua_State *co)
+{
+    if (!lua_istable(co, 1)) return 0;
+    lua_getfield(co, 1, "status");
+    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
+    lua_pop(co, 1);
+    return st != 200;
 }
 
 static void add_limit_headers(resp *r, void *ud)
@@ -191,7 +296,10 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
         err = etext;
     } else if (t->route_kind == 1) {
         int rc = ssestream_start(c, a, t->co, ebuf, sizeof ebuf);
+        if (rc == 1 && c->status != 200 && handler_refused(t->co))
+            atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
         if (rc == 0) {
+            atomic_fetch_add_explicit(&w->sse_subscribes, 1, memory_order_relaxed);
             lua_getfield(t->co, 1, "on_open");    /* presence: called once the stream is admitted */
             if (lua_isfunction(t->co, -1)) {
                 lua_xmove(t->co, a->L, 1);
@@ -232,11 +340,12 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
                 snprintf(logged, sizeof logged, "%s: %s", where, err);
                 lm = logged;
             }
-            log_msg(LOG_ERROR, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
-                    route, lm);
+            log_request_error(c, route, lm);
             metrics_error(w, c, lm);
         }
-        if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
+        if (client_error && error_fields(c, t, err)) {
+            /* app.error(422, { field = "message" }): answered with the fields */
+        } else if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
             char first[400];
             const char *nl = strchr(err, '\n');
             snprintf(first, sizeof first, "%.*s", (int)(nl ? nl - err : (long)strlen(err)), err);

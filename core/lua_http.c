@@ -17,6 +17,8 @@
 #include "lua_app.h"
 #include "lua_http_int.h"
 #include "util.h"
+#include "conn.h"
+#include "worker.h"
 
 #define CFG_KEY "sluice.config"
 

@@ -18,6 +18,8 @@
 #include "sse.h"                    /* SSE_ID_PER_MS only: the floor starts at the hub's first id */
 
 #include "util.h"
+#include "server.h"
+#include "worker.h"
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 5.0
 #define CONNECT_TIMEOUT 2.0
@@ -704,6 +706,12 @@ int rbus_ready(worker *w)
 {
     rbus_w *rw = w->rbus;
     return rw && rw->cmd.up && !rw->stopping;
+}
+
+int rbus_links_up(server *s)
+{
+    rbus_srv *rs = s->rbus;
+    return rs ? atomic_load(&rs->conns_up) : 0;
 }
 
 

@@ -146,6 +146,10 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->log_level = lvl ? log_level_parse(lvl) : LOG_INFO;
     if (c->log_level < 0) c->log_level = LOG_INFO;
     free(lvl);
+    char *fmt = str(L, lg, "format");
+    c->log_json = fmt && strcmp(fmt, "json") == 0;
+    free(fmt);
+    if (c->log_json && c->access_log) c->access_log = 2;   /* JSON mode: the access log too */
     lua_pop(L, 1);
 
     /* rate-limit policies and their path prefixes (precomputed by config.policy_routes) */
@@ -262,6 +266,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     int db = sub(L, t, "database");
     c->db_url = str(L, db, "url");
     c->statement_timeout = num(L, db, "statement_timeout", 30);
+    c->db_health_interval = num(L, db, "health_interval", 5);
     int rep = sub(L, db, "replica_urls");
     size_t nrep;
     char **reps = strlist(L, rep, &nrep);
@@ -273,6 +278,21 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     }
     for (size_t i = 0; i < nrep; i++) free(reps[i]);
     free(reps);
+    lua_pop(L, 2);
+
+    int he = sub(L, t, "health");
+    lua_getfield(L, he, "ready_requires");
+    c->ready_requires = -1;
+    if (lua_istable(L, -1)) {
+        c->ready_requires = 0;
+        for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, i);
+            const char *d = lua_tostring(L, -1);
+            if (d && strcmp(d, "database") == 0) c->ready_requires |= SC_READY_DATABASE;
+            if (d && strcmp(d, "redis") == 0) c->ready_requires |= SC_READY_REDIS;
+            lua_pop(L, 1);
+        }
+    }
     lua_pop(L, 2);
 
     int rd = sub(L, t, "redis");

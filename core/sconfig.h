@@ -10,6 +10,7 @@
 struct lua_State;
 
 enum { RLKEY_IP, RLKEY_USER, RLKEY_HEADER, RLKEY_FUNC };
+enum { SC_READY_DATABASE = 1, SC_READY_REDIS = 2 };
 
 typedef struct sc_policy {
     char *name;
@@ -55,6 +56,7 @@ typedef struct sconfig {
 
     int access_log;         /* 0 off, 1 text, 2 json */
     int log_level;          /* 0 debug .. 3 error */
+    int log_json;           /* log.format = "json": every line is a JSON object */
 
     sc_policy *policies;
     size_t npolicies;
@@ -76,6 +78,8 @@ typedef struct sconfig {
 
     char *db_url, *db_replicas;
     double statement_timeout;
+    double db_health_interval;      /* database.health_interval: s between health checks of the pool */
+    int ready_requires;             /* health.ready_requires as SC_READY_* bits; -1 = not set (the default) */
     char *redis_url, *redis_prefix;
     char *admin_token;
     int admin_loopback_only;

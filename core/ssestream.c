@@ -17,6 +17,10 @@
 #include "sseenc.h"
 
 #include "util.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
 
 typedef struct ssestream {
     sse_sub sub;

@@ -25,6 +25,7 @@
 #include "testclient.h"
 
 #include "util.h"
+#include "worker.h"
 
 static double real_now(void)
 {

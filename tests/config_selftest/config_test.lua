@@ -92,6 +92,8 @@ do
   eq(cfg.database.url, nil, "database.url")
   ok(deep_eq(cfg.database.replica_urls, {}), "database.replica_urls empty")
   eq(cfg.database.statement_timeout, 30, "database.statement_timeout")
+  eq(cfg.database.health_interval, 5, "database.health_interval")
+  eq(cfg.health.ready_requires, nil, "health.ready_requires: not set (the C side picks the default)")
   eq(cfg.redis.url, nil, "redis.url")
   eq(cfg.redis.prefix, "sluice:", "redis.prefix")
   eq(cfg.admin.token, nil, "admin.token")
@@ -234,6 +236,17 @@ bad({ log = { access = true } }, 'config.lua: log.access: must be one of "off", 
 bad({ metrics = { retention = 50 } }, "config.lua: metrics.retention: must be an integer 100..1000 (got number 50)", "metrics")
 bad({ limiter = { ipv6_prefix = 129 } }, "config.lua: limiter.ipv6_prefix: must be an integer 1..128 (got number 129)", "v6 prefix")
 bad({ shutdown_timeout = -1 }, "config.lua: shutdown_timeout: must be a number 0..3600 (got number -1)", "shutdown")
+do
+  local cfg = good({ health = { ready_requires = {} } }, nil, "ready_requires = {}")
+  ok(cfg and deep_eq(cfg.health.ready_requires, {}), "ready_requires {} kept (nothing required)")
+  cfg = good({ health = { ready_requires = { "redis", "database" } } }, nil, "ready_requires both")
+  ok(cfg and deep_eq(cfg.health.ready_requires, { "redis", "database" }), "ready_requires list kept")
+end
+bad({ health = { ready_requires = { "database", "database" } } },
+    'config.lua: health.ready_requires[2]: duplicate of "database"', "ready_requires duplicate")
+bad({ health = { ready_requires = "database" } },
+    'config.lua: health.ready_requires: must be an array of dependency names ("database", "redis") (got string "database")', "ready_requires string")
+bad({ database = { health_interval = -1 } }, "config.lua: database.health_interval: must be a number 0..3600 (got number -1)", "health_interval")
 bad({ admin = { loopback_only = false } },
     "config.lua: admin.token: required when admin.loopback_only = false", "admin without token")
 bad({ admin = { token = 42 } }, "config.lua: admin.token: must be a non-empty string (got number 42)", "admin token type")
@@ -512,6 +525,36 @@ do
   local b = good({ port = 1, workers = 2, limits = { body_size = 5 } }, nil, "restart")
   ok(deep_eq(config.restart_keys(a, b), { "port", "workers" }), "restart_keys")
   ok(deep_eq(config.restart_keys(a, config.defaults()), {}), "restart_keys none")
+end
+
+-- the handler toolkit's keys: log.format, password, session
+do
+  local d = config.defaults()
+  eq(d.log.format, "text", "log.format default")
+  eq(d.password.ops_limit, 2, "password.ops_limit default")
+  eq(d.password.mem_limit_kb, 19456, "password.mem_limit_kb default")
+  eq(d.password.threads, 2, "password.threads default")
+  eq(d.session.store, "cache", "session.store default")
+  eq(d.session.cookie, "sluice_sid", "session.cookie default")
+  eq(d.session.keys, nil, "no session keys by default")
+  eq(d.session.secure, false, "session.secure in development")
+  eq(config.defaults("production").session.secure, true, "session.secure in production")
+  local k32, k40 = string.rep("a", 32), string.rep("b", 40)
+  local c = good({ session = { keys = { k40, k32 } } }, nil, "two keys")
+  ok(deep_eq(c.session.keys, { k40, k32 }), "keys kept in order")
+  c = good({}, { file = "config.lua", lookup_env = function(n) return n == "SLUICE_SESSION_KEYS" and (k40 .. "," .. k32) or nil end }, "keys from env")
+  ok(deep_eq(c.session.keys, { k40, k32 }), "SLUICE_SESSION_KEYS is comma-separated")
+  bad({ session = { keys = { "short" } } },
+      "config.lua: session.keys[1]: must be a string of at least 32 bytes (got 5 bytes); make one with: head -c 32 /dev/urandom | base64",
+      "short key (and its value is not shown)")
+  bad({ session = { keys = {} } }, "config.lua: session.keys: must be an array of 1..4 key strings, newest first (or a comma-separated string)", "no keys")
+  bad({ session = { store = "cookie" } }, 'config.lua: session.keys: required when session.store = "cookie" (or set SLUICE_SESSION_KEYS)', "cookie store without keys")
+  bad({ session = { samesite = "None", secure = false } },
+      'config.lua: session.secure: must be true when session.samesite = "None" (browsers drop the cookie otherwise)', "SameSite=None needs Secure")
+  bad({ session = { cookie = "bad name" } }, "config.lua: session.cookie: must be a cookie name (letters, digits and !#$%&'*+.^_`|~-) (got string \"bad name\")", "cookie name")
+  bad({ password = { mem_limit_kb = 4 } }, "config.lua: password.mem_limit_kb: must be an integer 8..4194304 (got number 4)", "password memory")
+  bad({ password = { ops_limit = 0 } }, "config.lua: password.ops_limit: must be an integer 1..100 (got number 0)", "password passes")
+  bad({ log = { format = "JSON" } }, 'config.lua: log.format: must be one of "text", "json" (got string "JSON") (did you mean "json"?)', "log.format")
 end
 
 print(string.format("%d passed, %d failed", passed, failed))
