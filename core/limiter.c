@@ -282,6 +282,7 @@ typedef struct gcra_slot {
     unsigned long long gen;         /* w->swapped_gen when filled */
     int ok;
     int t1;                         /* T <= 1 s: the RateLimit t of an admitted request is 1 */
+    size_t hlen;                    /* strlen(pol->key_header), 0 without one */
     rl_gcra g;
 } gcra_slot;
 #define GCRA_SLOTS 8
@@ -374,6 +375,7 @@ static __attribute__((noinline)) const gcra_slot *policy_gcra_fill(worker *w, in
     gcra_slot *e = sd ? &sd->gcra[(unsigned)pi % GCRA_SLOTS] : tmp;
     e->ok = ratelimit_gcra(&pol, &e->g) == 0;
     e->t1 = e->ok && e->g.T <= 1000000000u;
+    e->hlen = p->key_header ? strlen(p->key_header) : 0;
     e->pol = p;
     e->gen = w->swapped_gen;
     return e->ok ? e : NULL;
@@ -544,6 +546,62 @@ static __attribute__((noinline)) int check_general(conn *c, int pi, const sc_pol
     return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
 }
 
+/* n equal bytes (few: a header name), without a call. */
+static inline int same_bytes(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y, u, v;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8), memcpy(&y, b + i, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a + n - 8, 8), memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t p, q, r, t;
+        memcpy(&p, a, 4), memcpy(&q, b, 4), memcpy(&r, a + n - 4, 4), memcpy(&t, b + n - 4, 4);
+        return p == q && r == t;
+    }
+    u = v = 0;
+    for (size_t i = 0; i < n; i++) u = u << 8 | (uint8_t)a[i], v = v << 8 | (uint8_t)b[i];
+    return u == v;
+}
+
+/* The first value of the lower-case header name (nlen bytes), as http_req_header finds it. */
+static inline const char *find_header(const http_req *r, const char *name, size_t nlen, size_t *vlen)
+{
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const http_header *h = &r->headers[i];
+        if (h->nlen == nlen && same_bytes(http_hname(r, h), name, nlen)) {
+            *vlen = h->vlen;
+            return http_hvalue(r, h);
+        }
+    }
+    return NULL;
+}
+
+/* A policy keyed by a request header, decided by the local table (issue 21: with many clients
+ * every request brings another key, so the key is prepared per request): the header found with
+ * the policy's cached name length, the key prepared straight from the value. Without the header
+ * (the client address is the key) or with Redis: check_general. */
+static inline int check_header(conn *c, int pi, const sc_policy *p, limiter_verdict *v, void (*done)(conn *c, int rc))
+{
+    worker *w = c->w;
+    ratelimit *rl = w->srv->rl;
+    gcra_slot gtmp;
+    const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
+    if (!gs) return 0;
+    size_t n = 0;
+    const char *val = find_header(&c->req, p->key_header, gs->hlen, &n);
+    if (!val || !n) return check_general(c, pi, p, v, done);
+    rl_key k;
+    ratelimit_key(rl, p->id, val, n < 255 ? n : 255, &k);   /* cut as policy_key cuts */
+    rl_result res;
+    if (table_check(w, rl, &gs->g, &k, &res) < 0) return 0;
+    return res.allowed ? admitted(w->app_cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
+}
+
 /* The common case kept short (issue 21: pipelined requests pay it each): a policy keyed by the
  * socket peer, decided by the local table with the connection's prepared key. */
 static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, void (*done)(conn *c, int rc))
@@ -555,7 +613,9 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     int pi = sconfig_policy_for(cfg, c->req.method, path, plen);
     if (pi < 0) return 0;
     const sc_policy *p = &cfg->policies[pi];
-    if (p->key_kind != RLKEY_IP || cfg->trust || (done && w->rbus)) return check_general(c, pi, p, v, done);
+    if (done && w->rbus) return check_general(c, pi, p, v, done);
+    if (p->key_kind == RLKEY_HEADER && p->key_header) return check_header(c, pi, p, v, done);
+    if (p->key_kind != RLKEY_IP || cfg->trust) return check_general(c, pi, p, v, done);
     gcra_slot gtmp;
     const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
     rl_result res;

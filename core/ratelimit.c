@@ -158,14 +158,63 @@ static inline void shard_unlock(shard *s) { atomic_store_explicit(&s->lock, 0, m
 
 /* ---- keys ---- */
 
+/* n <= RL_KEY_INLINE bytes of src into the zeroed d, in a few fixed-size moves (no call). */
+static inline void copy_short(uint8_t *d, const char *src, size_t n)
+{
+    if (n >= 16) {
+        memcpy(d, src, 16);
+        if (n > 32) memcpy(d + 16, src + 16, 16);
+        memcpy(d + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, src, 8);
+        memcpy(d + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, src, 4);
+        memcpy(d + n - 4, src + n - 4, 4);
+    } else if (n) {
+        d[0] = (uint8_t)src[0];
+        d[n / 2] = (uint8_t)src[n / 2];
+        d[n - 1] = (uint8_t)src[n - 1];
+    }
+}
+
+/* SipHash-1-3 of the first n bytes of the zero-padded identity bytes (the same value as siphash()
+ * over those n bytes): the last partial word is one load, since the bytes after n are zero. */
+static inline uint64_t hash_padded(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n)
+{
+    size_t full = n & ~(size_t)7;
+    if (full + 8 > RL_KEY_INLINE) {    /* the load would leave bytes[]: the general code */
+        uint64_t h[2];
+        siphash(k0, k1, p, n, 1, 3, 0, h);
+        return h[0];
+    }
+    uint64_t v0 = k0 ^ UINT64_C(0x736f6d6570736575), v1 = k1 ^ UINT64_C(0x646f72616e646f6d);
+    uint64_t v2 = k0 ^ UINT64_C(0x6c7967656e657261), v3 = k1 ^ UINT64_C(0x7465646279746573);
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = load64le(p + i);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = ((uint64_t)n << 56) | load64le(p + full);
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
 void ratelimit_key(const ratelimit *rl, uint32_t policy, const char *key, size_t keylen, rl_key *k)
 {
-    uint64_t h[2];
     memset(k->bytes, 0, sizeof k->bytes); /* zero padding: identity is a fixed-size compare */
     if (keylen <= RL_KEY_INLINE) {
         k->len = (uint8_t)keylen;
-        if (keylen) memcpy(k->bytes, key, keylen);
+        copy_short(k->bytes, key, keylen);
     } else {
+        uint64_t h[2];
         siphash(rl->k0, rl->k1, key, keylen, 2, 4, 1, h);
         memcpy(k->bytes, h, 16);
         k->len = LEN_DIGEST;
@@ -173,8 +222,7 @@ void ratelimit_key(const ratelimit *rl, uint32_t policy, const char *key, size_t
     size_t n = k->len == LEN_DIGEST ? 16 : k->len;
     /* The policy id and the digest flag go into the hash key, so equal bytes under
      * two policies (or a short key equal to some digest) land independently. */
-    siphash(rl->k0 ^ policy, rl->k1 ^ ((uint64_t)k->len << 32), k->bytes, n, 1, 3, 0, h);
-    k->hash = h[0];
+    k->hash = hash_padded(rl->k0 ^ policy, rl->k1 ^ ((uint64_t)k->len << 32), k->bytes, n);
     k->policy = policy;
     k->hint = 0;
 }

@@ -133,6 +133,34 @@ static void test_sizes(void)
     is_int(bad, 0, "tables of 1..40 keys: full at capacity, every key found after any one is removed");
 }
 
+/* Keys of every length (inline up to RL_KEY_INLINE, digests beyond): the same bytes from another
+ * buffer are the same key; a key differing in any one byte is another key. */
+static void test_key_lengths(void)
+{
+    rl_policy p = {.id = 3, .limit = 1, .window_ms = 1000};
+    rl_result r;
+    char a[80], b[80];
+    int bad = 0;
+    for (size_t len = 0; len <= 70; len++) {
+        for (size_t pos = 0; pos < (len ? len : 1); pos++) {
+            ratelimit *rl = ratelimit_new(16, 1);
+            for (size_t i = 0; i < len; i++) a[i] = b[i] = (char)('a' + (i * 7 + len) % 26);
+            a[len] = 'X', b[len] = 'Y'; /* bytes after the key never count */
+            ratelimit_check(rl, &p, a, len, 0, &r);
+            bad += !r.allowed;
+            ratelimit_check(rl, &p, b, len, 0, &r);     /* same bytes, another buffer: exhausted */
+            bad += r.allowed;
+            if (len) {
+                b[pos] = (char)(b[pos] ^ 0x20);
+                ratelimit_check(rl, &p, b, len, 0, &r); /* one byte differs: a fresh bucket */
+                bad += !r.allowed;
+            }
+            ratelimit_free(rl);
+        }
+    }
+    is_int(bad, 0, "keys of 0..70 bytes: equal bytes are one key, any one byte changed is another");
+}
+
 /* ---- threads: exact counts while other threads' removals move keys ---- */
 
 typedef struct {
@@ -200,6 +228,7 @@ int main(void)
 {
     test_model();
     test_sizes();
+    test_key_lengths();
     test_threads_moving_keys();
     return tap_done();
 }
