@@ -220,13 +220,20 @@ static uint64_t next_unit_s(const sc_policy *p, uint64_t reset_ms)
 
 /* The verdict of an admitted request: what the RateLimit fields read (limit, window_s and
  * retry_after_s are a 429's). */
-static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, const rl_result *res, limiter_verdict *v)
+static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, uint64_t t_us, const rl_result *res,
+                           limiter_verdict *v)
 {
     v->policy = cfg->ratelimit_headers ? p->name : NULL;
     v->pol = p;
     v->remaining = res->remaining;
-    /* t: the time until the next request drips back (within T; an admitted request always owes) */
-    v->reset_s = t1 && res->reset_ms ? 1 : next_unit_s(p, res->reset_ms);
+    /* t: the time until the next request drips back (within T; an admitted request always owes).
+     * t_us: T in microseconds when the caller has it (0: next_unit_s computes it) */
+    if (!res->reset_ms) v->reset_s = 0;
+    else if (t1) v->reset_s = 1;
+    else if (t_us) {
+        uint64_t rem = (res->reset_ms * 1000) % t_us;
+        v->reset_s = ((rem ? rem : t_us) + 999999) / 1000000;
+    } else v->reset_s = next_unit_s(p, res->reset_ms);
     return 1;
 }
 
@@ -234,7 +241,7 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    if (res->allowed) return admitted(cfg, p, 0, res, v);
+    if (res->allowed) return admitted(cfg, p, 0, 0, res, v);
     v->policy = p->name;
     v->pol = p;
     v->limit = p->limit;
@@ -282,6 +289,7 @@ typedef struct gcra_slot {
     unsigned long long gen;         /* w->swapped_gen when filled */
     int ok;
     int t1;                         /* T <= 1 s: the RateLimit t of an admitted request is 1 */
+    uint64_t t_us;                  /* T in us, rounded up as next_unit_s rounds it */
     size_t hlen;                    /* strlen(pol->key_header), 0 without one */
     rl_gcra g;
 } gcra_slot;
@@ -351,9 +359,14 @@ static inline __attribute__((always_inline)) int table_check(worker *w, ratelimi
     unsigned i = (unsigned)(k->hash >> 7) % LEASE_SLOTS;
     lease_slot *e = &sd->lease[i];
     if (e->hash != k->hash || e->policy != k->policy) {
-        /* another key's slot: while that key holds a lease, this one is checked plainly */
-        if (e->ls.left) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
-        e->hash = k->hash, e->policy = k->policy, e->want = 1, e->demand = 0;
+        /* another key's slot: while that key holds a lease, this one is checked plainly; else the
+         * slot is this key's from now on, and its first request is a plain check (with many
+         * clients, most keys come once per loop iteration) */
+        if (!e->ls.left) {
+            e->hash = k->hash, e->policy = k->policy, e->want = 1, e->demand = 1;
+            sd->touched |= 1u << i;
+        }
+        return ratelimit_check_key(rl, g, k, 1, now_ms, res);
     }
     e->demand++;
     sd->touched |= 1u << i;
@@ -375,6 +388,8 @@ static __attribute__((noinline)) const gcra_slot *policy_gcra_fill(worker *w, in
     gcra_slot *e = sd ? &sd->gcra[(unsigned)pi % GCRA_SLOTS] : tmp;
     e->ok = ratelimit_gcra(&pol, &e->g) == 0;
     e->t1 = e->ok && e->g.T <= 1000000000u;
+    e->t_us = (p->window_ms * 1000 + p->limit - 1) / (p->limit ? p->limit : 1);
+    if (!e->t_us) e->t_us = 1;
     e->hlen = p->key_header ? strlen(p->key_header) : 0;
     e->pol = p;
     e->gen = w->swapped_gen;
@@ -543,7 +558,7 @@ static __attribute__((noinline)) int check_general(conn *c, int pi, const sc_pol
     else ratelimit_key(rl, p->id, buf, client_key(c, buf, sizeof buf), &ktmp);
     rl_result res;
     if (table_check(w, rl, &gs->g, k, &res) < 0) return 0;
-    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
+    return res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 /* n equal bytes (few: a header name), without a call. */
@@ -599,7 +614,7 @@ static inline int check_header(conn *c, int pi, const sc_policy *p, limiter_verd
     ratelimit_key(rl, p->id, val, n < 255 ? n : 255, &k);   /* cut as policy_key cuts */
     rl_result res;
     if (table_check(w, rl, &gs->g, &k, &res) < 0) return 0;
-    return res.allowed ? admitted(w->app_cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
+    return res.allowed ? admitted(w->app_cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 /* The common case kept short (issue 21: pipelined requests pay it each): a policy keyed by the
@@ -620,7 +635,7 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
     rl_result res;
     if (!gs || table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) < 0) return 0;
-    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
+    return res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)
