@@ -142,33 +142,39 @@ static const char pairs[] = "000102030405060708091011121314151617181920212223242
                             "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                             "8081828384858687888990919293949596979899";
 
-/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room): fixed-size
- * copies, of which only the digits count. A 32-bit value (every count a client sees in practice)
- * is split into five digit pairs without a loop; larger ones take a slower loop. */
+/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room). A 32-bit
+ * value (every count a client sees in practice) is written two digits at a time from its end (the
+ * digit count from the bit length, no loop); larger ones take a slower loop. */
 static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
 {
     static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
-    char t[40];
     if (v < 10) {
         *o = (char)('0' + v);
         return o + 1;
     }
+    if (v < 100) {
+        memcpy(o, pairs + v * 2, 2);
+        return o + 2;
+    }
     if (v > UINT32_MAX) {
-        char *e = t + 20, *d = e;
+        char t[20], *e = t + 20, *d = e;
         for (; v; v /= 10) *--d = (char)('0' + v % 10);
-        memcpy(o, d, 20);
+        memcpy(o, d, (size_t)(e - d));
         return o + (e - d);
     }
-    uint32_t u = (uint32_t)v, hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
-    memcpy(t, pairs + hi * 2, 2);
-    memcpy(t + 2, pairs + a / 100 * 2, 2);
-    memcpy(t + 4, pairs + a % 100 * 2, 2);
-    memcpy(t + 6, pairs + b / 100 * 2, 2);
-    memcpy(t + 8, pairs + b % 100 * 2, 2);
+    uint32_t u = (uint32_t)v;
     unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
-    n += u >= p10[n];
-    memcpy(o, t + 10 - n, 16);
-    return o + n;
+    n += u >= p10[n];                                                /* digits */
+    char *e = o + n, *d = e;
+    while (u >= 100) {
+        uint32_t q = u / 100;
+        d -= 2;
+        memcpy(d, pairs + (u - q * 100) * 2, 2);
+        u = q;
+    }
+    if (u >= 10) memcpy(d - 2, pairs + u * 2, 2);
+    else d[-1] = (char)('0' + u);
+    return e;
 }
 
 /* Both fields are built by the core from config-validated names and numbers, straight into the
