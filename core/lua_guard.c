@@ -6,22 +6,18 @@
 #include <string.h>
 #include <time.h>
 
-/* The deadline of the Lua code this thread is running (a request, a timer, a load). */
-static __thread double run_deadline;
 static __thread const char *loading_what;
+
+/* The hook's message. The state keeps it anchored (lua_guard_newstate): pushing an interned
+ * string allocates nothing, so the hook can still raise it when, after the grace, every
+ * allocation is refused. */
+#define HOOK_MSG "script ran too long without yielding (limits.script_timeout)"
 
 double lua_guard_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-double lua_guard_set_deadline(double d)
-{
-    double old = run_deadline;
-    run_deadline = d;
-    return old;
 }
 
 void lua_guard_set_loading(const char *what) { loading_what = what; }
@@ -40,14 +36,12 @@ static void *guard_alloc(void *ud, void *p, size_t osize, size_t nsize)
             g->stopped = GUARD_MEMORY;
             return NULL;
         }
-        if (run_deadline > 0 && (nsize >= GUARD_BIG || (++g->ticks & GUARD_EVERY) == 0)) {
-            double now = lua_guard_now();
-            if (now > run_deadline) {
-                /* like the hook: a handler that catches the error gets a short grace to answer */
-                run_deadline = now + 0.05;
-                g->stopped = GUARD_DEADLINE;
-                return NULL;
-            }
+        /* past the deadline (like the hook, a handler that catches the first refusal gets a
+         * short grace to answer; after it, every allocation fails) */
+        if (g->watch && (nsize >= GUARD_BIG || (++g->ticks & GUARD_EVERY) == 0) &&
+            lua_watch_overdue(g->watch, lua_guard_now(), NULL)) {
+            g->stopped = GUARD_DEADLINE;
+            return NULL;
         }
     }
     void *q = g->f(g->ud, p, osize, nsize);
@@ -65,7 +59,32 @@ lua_State *lua_guard_newstate(lua_guard *g, size_t limit)
     g->used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
     g->limit = limit;
     lua_setallocf(L, guard_alloc, g);
+    lua_pushliteral(L, HOOK_MSG);
+    lua_setfield(L, LUA_REGISTRYINDEX, "sluice.guard.hookmsg");
+    lua_watchdog_set_hook(lua_guard_hook);
     return L;
+}
+
+void lua_guard_run_begin(lua_guard *g, lua_guard_run *save, lua_State *L, double deadline, void *ctx)
+{
+    lua_watch *w = lua_watch_self();
+    save->watch = g->watch;
+    save->enforce = g->enforce;
+    save->stopped = g->stopped;
+    g->watch = w;
+    g->enforce = 1;
+    g->stopped = 0;
+    lua_watch_begin(w, &save->w, L, deadline, ctx);
+}
+
+int lua_guard_run_end(lua_guard *g, const lua_guard_run *save)
+{
+    lua_watch_end(g->watch, &save->w);
+    int stopped = g->stopped;
+    g->watch = save->watch;
+    g->enforce = save->enforce;
+    g->stopped = save->stopped;
+    return stopped;
 }
 
 void lua_guard_close(lua_State *L, lua_guard *g)
@@ -95,17 +114,22 @@ void lua_guard_collect(lua_State *L, lua_guard *g)
 void lua_guard_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    if (run_deadline <= 0 || lua_guard_now() <= run_deadline) return;
+    lua_watch *w = lua_watch_self();
+    /* progress the watchdog can see: the hook is running, so it will stop the run */
+    atomic_store_explicit(&w->hooks, atomic_load_explicit(&w->hooks, memory_order_relaxed) + 1, memory_order_relaxed);
+    int first = 0;
+    if (!lua_watch_overdue(w, lua_guard_now(), &first)) return;
     void *ud;
     if (lua_getallocf(L, &ud) == guard_alloc) ((lua_guard *)ud)->stopped = GUARD_DEADLINE;
-    run_deadline = lua_guard_now() + 0.05;   /* a grace for a handler that catches it with pcall */
     if (loading_what) {
         luaL_where(L, 0);
         lua_pushstring(L, loading_what);
         lua_concat(L, 2);
         lua_error(L);
     }
-    luaL_error(L, "script ran too long without yielding (limits.script_timeout)");
+    if (first) luaL_error(L, HOOK_MSG);
+    lua_pushliteral(L, HOOK_MSG);       /* interned already: no allocation */
+    lua_error(L);
 }
 
 static int os_exit_disabled(lua_State *L)

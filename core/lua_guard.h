@@ -1,8 +1,9 @@
 /* lua_guard.h: the limits a Lua state runs under: a memory budget and a run deadline, held by a
- * counting allocator wrapped around LuaJIT's own and by the watchdog's count hook.
+ * counting allocator wrapped around LuaJIT's own and by the hook the watchdog (lua_watchdog.c)
+ * sets on a run once it is overdue.
  *
- * Why the allocator: a long C call (string.rep, gsub, cjson.decode) never runs the count hook,
- * so the hook alone lets it run far past its deadline and grow without bound. Every allocation
+ * Why the allocator: a long C call (string.rep, gsub, cjson.decode) never runs the hook, so the
+ * hook alone lets it run far past its deadline and grow without bound. Every allocation
  * of the state passes through lua_guard_alloc, which refuses it (LuaJIT then raises "not enough
  * memory", a normal Lua error) when it would take the state over its budget or when the run's
  * deadline has passed. Refusals happen only inside a guarded run (a request, a timer, loading):
@@ -16,6 +17,8 @@
 #include <lua.h>
 #include <stddef.h>
 
+#include "lua_watchdog.h"
+
 /* Why a guarded run was stopped. */
 enum { GUARD_NONE = 0, GUARD_MEMORY, GUARD_DEADLINE };
 
@@ -27,7 +30,15 @@ typedef struct lua_guard {
     int enforce;       /* inside a guarded run: refusals allowed */
     int stopped;       /* GUARD_* of the current run: set by a refusal or the deadline hook */
     unsigned ticks;    /* small allocations since the last clock read */
+    lua_watch *watch;  /* the running thread's deadline, inside a guarded run */
 } lua_guard;
+
+/* What lua_guard_run_begin saves of the run it nests in. */
+typedef struct lua_guard_run {
+    lua_watch_saved w;
+    lua_watch *watch;
+    int enforce, stopped;
+} lua_guard_run;
 
 /* Seconds config.lua and the scripts may take to load (start-up and every reload). */
 #define LUA_GUARD_LOAD_DEADLINE 10.0
@@ -41,15 +52,20 @@ void lua_guard_close(lua_State *L, lua_guard *g);
 /* After a stopped run: a full collection, so the memory the run held is returned now. */
 void lua_guard_collect(lua_State *L, lua_guard *g);
 
-/* This thread's Lua run deadline (monotonic seconds, 0 = none); returns the old one. */
-double lua_guard_set_deadline(double d);
+/* A guarded run of L on this thread (a request's resume, a timer, a load) begins: refusals are
+ * allowed (g->enforce) and the watchdog holds the deadline (monotonic seconds, 0 = none). ctx
+ * says what the run is, for the watchdog's last-resort message. Runs nest; no system call. */
+void lua_guard_run_begin(lua_guard *g, lua_guard_run *save, lua_State *L, double deadline, void *ctx);
+/* The run ends; returns how it was stopped (GUARD_*), and restores the run it nested in. */
+int lua_guard_run_end(lua_guard *g, const lua_guard_run *save);
 /* CLOCK_MONOTONIC_COARSE in seconds. */
 double lua_guard_now(void);
 /* What the deadline hook says while a state loads (NULL: the handler message). The text is
  * "loading took longer than ..." after the hook's "file:line: ". */
 void lua_guard_set_loading(const char *what);
-/* The watchdog: install with lua_sethook(L, lua_guard_hook, LUA_MASKCOUNT, 1000). Raises
- * "script ran too long without yielding (limits.script_timeout)" past the deadline. */
+/* The hook the watchdog sets on an overdue run (never set otherwise: the JIT stays on). Raises
+ * "script ran too long without yielding (limits.script_timeout)" past the deadline; after the
+ * grace, at every instruction. */
 void lua_guard_hook(lua_State *L, lua_Debug *ar);
 
 /* Replaces os.exit in a server state with a function that raises (it would end the process at
