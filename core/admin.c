@@ -15,7 +15,9 @@
 #include "lua_app.h"
 #include "lua_db.h"
 #include "metrics.h"
+#include "dispatch.h"
 #include "sse.h"
+#include "ssebus.h"
 
 /* forwarding headers longer than this are not judged: the admin area is refused */
 #define HTTP_ADMIN_HDR_MAX 8192
@@ -230,14 +232,10 @@ static void publish(conn *c)
     const char *data = lua_tolstring(L, t + 3, &dl);
     const char *id = lua_tostring(L, t + 4);
     if (!ch) { lua_settop(L, top); resp_error(c, 400, "channel is required", 0); return; }
-    const char *err = NULL;
-    uint64_t eid = sse_hub_publish(w->srv->ssehub, ch, chl, ev, data ? data : "", dl, id, -1,
-                                   worker_now_us(w) / 1000, &err);
+    /* the same path as app.publish (ssebus.c): through Redis to every instance when configured */
+    ssebus_msg m = { ch, chl, ev, data ? data : "", dl, id, -1 };
+    ssebus_http_publish(c, &m, dispatch_async_done);
     lua_settop(L, top);
-    if (!eid) { resp_error(c, 400, err ? err : "publish rejected", 0); return; }
-    buf b = {0};
-    buf_printf(&b, "{\"id\":%llu}", (unsigned long long)eid);
-    send_buf(c, 201, "application/json", &b);
 }
 
 enum { AREA_NONE, AREA_STATUS, AREA_DASHBOARD, AREA_RELOAD };

@@ -56,9 +56,32 @@ static void set_events(conn *c, int ev)
 static void update_events(conn *c)
 {
     int ev = 0;
-    if (c->state == CS_READING || c->state == CS_SSE) ev |= EV_READ;
+    if ((c->state == CS_READING && !c->out_paused) || c->state == CS_SSE) ev |= EV_READ;
     if (c->writing) ev |= EV_WRITE;
     set_events(c, ev);
+}
+
+/* Output backpressure: a client that pipelines requests but does not read their responses
+ * must not make the server buffer them without bound. Above limits.max_output_buffer unsent
+ * bytes the connection stops parsing and reading (the kernel's receive window then stops the
+ * client); below half of it, it goes on with what is buffered. */
+static int out_full(const conn *c)
+{
+    size_t max = c->w->app_cfg->max_output_buffer;
+    return max && buf_pending(&c->out) >= max;
+}
+
+static int out_drained(const conn *c)
+{
+    return buf_pending(&c->out) <= c->w->app_cfg->max_output_buffer / 2;
+}
+
+/* A client that reads slowly but steadily never lets the buffer empty, so written bytes would
+ * pile up at its front: move the unsent rest down once the written part dominates. Only called
+ * where no response is being assembled (its start offset would move). */
+static void out_compact(conn *c)
+{
+    if (c->out.off >= 65536 && c->out.off >= buf_pending(&c->out)) buf_compact(&c->out);
 }
 
 void conn_set_timeout(conn *c, int kind, double seconds)
@@ -214,11 +237,23 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *iow, int revents)
     conn *c = container_of(iow, conn, io);
     if (revents & EV_WRITE) {
         int had_file = c->file_fd >= 0;
+        size_t before = buf_pending(&c->out);
         conn_flush(c);
         if (c->closed) return;
+        out_compact(c);
+        if (c->out_paused) {
+            /* the client reads again: the stall timeout restarts with each bit of progress */
+            if (buf_pending(&c->out) < before) conn_set_timeout(c, TMO_IDLE, c->w->app_cfg->request_timeout);
+            if (out_drained(c) && c->file_fd < 0) {
+                c->out_paused = 0;
+                conn_set_timeout(c, TMO_HEADER, c->w->app_cfg->header_timeout);
+                process_input(c);
+                return;
+            }
+        }
         if (had_file && c->file_fd < 0 && c->state == CS_READING && buf_pending(&c->in)) { process_input(c); return; }
     }
-    if (!(revents & EV_READ)) return;
+    if (!(revents & EV_READ) || c->out_paused) return;
     if (c->state == CS_SSE) {            /* a stream only reads to notice the client leaving */
         char sink[512];
         ssize_t n = recv(c->fd, sink, sizeof sink, 0);
@@ -249,7 +284,7 @@ static void process_input(conn *c)
 {
     worker *w = c->w;
 again:
-    while (c->state == CS_READING && c->file_fd < 0 && buf_pending(&c->in)) {
+    while (c->state == CS_READING && c->file_fd < 0 && buf_pending(&c->in) && !out_full(c)) {
         int fresh = !c->mid_request;
         if (fresh) c->hp.lim = w->app_cfg->lim;   /* the current config's limits, per request */
         size_t used = 0;
@@ -288,9 +323,17 @@ again:
         if (c->in.off == c->in.len) buf_reset(&c->in);
         else if (c->in.off > c->in.cap / 2) buf_compact(&c->in);
         conn_flush(c);
+        if (c->closed) return;
+        out_compact(c);
         /* a file body that went out at once frees the pipeline: go on with what is buffered */
-        if (!c->closed && c->file_fd < 0 && c->state == CS_READING && buf_pending(&c->in)) goto again;
-        if (!c->closed) update_events(c);
+        if (c->file_fd < 0 && c->state == CS_READING && buf_pending(&c->in) && !out_full(c)) goto again;
+        if (c->state == CS_READING && out_full(c) && !c->out_paused) {
+            /* the client does not read: stop reading and parsing until it does (bounded by a
+             * stall timeout, refreshed whenever it takes some bytes) */
+            c->out_paused = 1;
+            conn_set_timeout(c, TMO_IDLE, w->app_cfg->request_timeout);
+        }
+        update_events(c);
     }
 }
 
@@ -380,10 +423,13 @@ void conn_reap(worker *w)
          * generation on access, which must stay readable memory. Buffers are released, so a
          * parked connection costs ~1 KB; the peak connection count bounds the total. */
         if (w->nfree < FREELIST_KEEP_BUFFERS) {
-            buf_shrink(&c->in, 0);
-            buf_shrink(&c->out, 0);
+            /* what a closed connection left unsent or unparsed is garbage now: without the
+             * resets, buf_shrink would keep a buffer that still "holds" bytes */
+            buf_free(&c->in);
+            buf_free(&c->out);
             buf_reset(&c->req.store);
             buf_shrink(&c->req.store, 8192);
+            buf_reset(&c->req.body);
             buf_shrink(&c->req.body, 0);
         } else {
             buf_free(&c->in);

@@ -94,6 +94,7 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
     }
     if (builtin) {
         admin_answer(c, builtin);
+        if (c->state == CS_HANDLING) return;   /* answered later (the publish endpoint waits for Redis) */
         finish(c);
         return;
     }
@@ -254,6 +255,12 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
         if (c->state != CS_CLOSING) c->state = CS_READING;
         conn_resume(c);
     }
+}
+
+void dispatch_async_done(conn *c)
+{
+    finish(c);
+    if (!c->closed && !c->task) conn_resume(c);
 }
 
 void dispatch_timeout(conn *c)

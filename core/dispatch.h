@@ -10,6 +10,9 @@ void dispatch_request(conn *c);
 void dispatch_task_done(conn *c, task *t, int st, const char *etext);
 /* The handler did not finish within request_timeout. */
 void dispatch_timeout(conn *c);
+/* A request answered later than dispatch returned (the connection waited in CS_HANDLING): access
+ * log, keep-alive bookkeeping, then the pipeline goes on. */
+void dispatch_async_done(conn *c);
 /* SSE heartbeat timer fired. */
 void dispatch_heartbeat(conn *c);
 /* The connection is closing: detach handler tasks and SSE subscriptions. */

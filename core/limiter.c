@@ -129,6 +129,18 @@ static int refuse_unavailable(conn *c)
     return -1;
 }
 
+/* The RateLimit field's t (draft-ietf-httpapi-ratelimit-headers: seconds until more quota is
+ * available) for an admitted request: GCRA gives one more request back every T = window/limit, and
+ * the next one arrives when the debt reset_ms falls to the multiple of T below it. 0 = bucket full. */
+static uint64_t next_unit_s(const sc_policy *p, uint64_t reset_ms)
+{
+    if (!reset_ms || !p->limit) return 0;
+    uint64_t t_us = (p->window_ms * 1000 + p->limit - 1) / p->limit;
+    if (!t_us) t_us = 1;
+    uint64_t rem = (reset_ms * 1000) % t_us;
+    return ((rem ? rem : t_us) + 999999) / 1000000;
+}
+
 static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_verdict *v)
 {
     worker *w = c->w;
@@ -138,8 +150,11 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
     v->limit = p->limit;
     v->window_s = (p->window_ms + 999) / 1000;
     v->remaining = res->remaining;
-    v->reset_s = (res->reset_ms + 999) / 1000;
     v->retry_after_s = res->retry_after_ms == UINT64_MAX ? v->window_s : (res->retry_after_ms + 999) / 1000;
+    if (!v->retry_after_s) v->retry_after_s = 1;
+    /* t: on a 429 the wait Retry-After gives (the same value, so a client reading either waits
+     * the same); admitted, the time until the next request drips back */
+    v->reset_s = res->allowed ? next_unit_s(p, res->reset_ms) : v->retry_after_s;
     if (res->allowed) {
         if (!cfg->ratelimit_headers) v->policy = NULL;
         return 1;
@@ -148,7 +163,7 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
     resp r;
     resp_begin(&r, c, 429);
     char ra[32];
-    int n = snprintf(ra, sizeof ra, "%llu", (unsigned long long)(v->retry_after_s ? v->retry_after_s : 1));
+    int n = snprintf(ra, sizeof ra, "%llu", (unsigned long long)v->retry_after_s);
     resp_header(&r, "Retry-After", 11, ra, (size_t)n);
     put_fields(&r, v);
     char body[512];

@@ -11,6 +11,14 @@
 
 static int log_level = LOG_INFO;
 static int log_fd = 2;
+static void (*log_tap)(const char *line, unsigned long len, void *ud);
+static void *log_tap_ud;
+
+void log_set_tap(void (*tap)(const char *line, unsigned long len, void *ud), void *ud)
+{
+    log_tap = tap;
+    log_tap_ud = ud;
+}
 
 void log_set_level(int level) { log_level = level; }
 
@@ -49,6 +57,7 @@ void log_msg(int level, const char *fmt, ...)
     n += m;
     if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
     line[n++] = '\n';
+    if (log_tap) { log_tap(line, (unsigned long)n, log_tap_ud); return; }
     ssize_t w = write(log_fd, line, (size_t)n);
     (void)w;
 }

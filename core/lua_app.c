@@ -18,6 +18,7 @@
 #include "lua_guard.h"
 #include "log.h"
 #include "lua_db.h"
+#include "lua_pgurl.h"
 #include "web.h"
 
 struct sluice_embedded { const char *name; const char *src; size_t len; };
@@ -105,6 +106,8 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
+    lua_pushcfunction(L, luaopen_sluice_pgurl);    /* config.lua validates URLs with the pool's parser */
+    lua_setfield(L, -2, "sluice.pgurl");
     if (a) {
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_core, 1);
@@ -267,7 +270,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     }
     a->keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    for (size_t i = 0; i < a->cfg->nscripts; i++) {
+    for (size_t i = 0; !(test_mode & APPSTATE_NO_SCRIPTS) && i < a->cfg->nscripts; i++) {
         const char *path = a->cfg->scripts[i];
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->traceback_ref);
         if (luaL_loadfile(L, path)) {

@@ -74,6 +74,8 @@ struct appstate {
 /* Builds a state: runs config_path, validates and normalizes it, loads the scripts.
  * w may be NULL (check/reload validation). On failure returns NULL and "file:line: message"
  * lines in err. */
+/* A flag for test_mode: load config.lua only, not the handler scripts (`sluice migrate`). */
+#define APPSTATE_NO_SCRIPTS 2
 appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen);
 /* Makes the state live on its worker: arms timers the scripts created while loading. */
 void appstate_activate(appstate *a);

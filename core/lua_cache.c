@@ -1,5 +1,5 @@
 /* lua_cache.c: `sluice.cache` primitives (Redis or a bounded in-process LRU table with TTLs) and the
- * Redis path of app.publish. Values arrive already encoded by lua/sluice.lua (strings only here).
+ * binding of app.publish (to ssebus.c). Values arrive already encoded by lua/sluice.lua (strings only here).
  * Runtime failures return nil, message; misuse raises. */
 #include "lua_cache.h"
 
@@ -11,10 +11,9 @@
 
 #include "log.h"
 #include "rbus.h"
-#include "sse.h"
+#include "ssebus.h"
 
 #define CACHE_TIMEOUT 0.5           /* s: a cache call that takes longer is a miss */
-#define PUBLISH_TIMEOUT 2.0         /* s: then the event is published on this instance only */
 
 /* ------------------------------------------------------------------ in-process table */
 
@@ -374,105 +373,49 @@ int luaopen_sluice_cache(lua_State *L)
     return 1;
 }
 
-/* ------------------------------------------------------------------ app.publish through Redis */
+/* ------------------------------------------------------------------ app.publish */
 
-typedef struct pubop {
-    task *t;                        /* NULL: nobody waits (called outside a task) */
-    worker *w;
-    int retry;
-    size_t chl, evl, dl;
-    char *ch, *ev, *data;           /* point into the same allocation */
-} pubop;
-
-static uint64_t publish_local(pubop *p, const char **err)
+/* A PENDING publish resumes the parked task with (id) or (nil, message, code). */
+static void pub_done(void *ud, int st, uint64_t id, const char *err)
 {
-    server *s = p->w->srv;
-    uint64_t id = sse_hub_publish(s->ssehub, p->ch, p->chl, p->evl ? p->ev : NULL, p->data, p->dl, NULL, p->retry,
-                                  worker_now_us(p->w) / 1000, err);
-    if (id) {
-        rbus_note_id(s, id);
-        rbus_count(s, RBC_PUB_LOCAL);
+    task *t = ud;
+    if (st == SSEBUS_DONE) {
+        lua_pushnumber(t->co, (double)id);
+        task_resume(t, 1);
+        return;
     }
-    return id;
-}
-
-static void pub_cb(void *ud, const redisReply *r, const char *err)
-{
-    pubop *p = ud;
-    server *s = p->w->srv;
-    uint64_t id = 0;
-    const char *perr = NULL;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        id = strtoull(r->str, NULL, 10);
-        rbus_note_id(s, id);
-        rbus_count(s, RBC_PUB_REDIS);
-    } else if (r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "greater")) {
-        perr = "id must be greater than the last id issued";
-    } else {
-        /* Redis failed or is too slow: this instance's subscribers still get the event. If the
-         * script did run after all (a timeout), local subscribers may see it twice; the id
-         * differs, so clients can tell. */
-        id = publish_local(p, &perr);
-    }
-    if (p->t) {
-        if (id) {
-            lua_pushnumber(p->t->co, (double)id);
-            task_resume(p->t, 1);
-        } else {
-            resume_err(p->t, perr ? perr : "rejected");
-        }
-    }
-    free(p);
+    lua_pushnil(t->co);
+    lua_pushstring(t->co, err ? err : "rejected");
+    if (st == SSEBUS_UNAVAILABLE) lua_pushliteral(t->co, "unreachable");
+    else lua_pushnil(t->co);
+    task_resume(t, 3);
 }
 
 int lua_cache_publish(lua_State *L, appstate *a, const char *ch, size_t chl, const char *data, size_t dl,
-                      const char *event, const char *id_override, int retry, int *ret)
+                      const char *event, const char *id_override, int retry)
 {
-    worker *w = a->w;
-    if (!w || !rbus_sse_ready(w)) return 0;
-    const sconfig *cfg = w->app_cfg;
-    size_t evl = event ? strlen(event) : 0;
-    if (evl > 200 || chl > SSE_MAX_CHANNEL_LEN) return 0;      /* let the hub report it */
-    pubop *p = malloc(sizeof *p + chl + evl + dl + 3);
-    if (!p) return 0;
-    p->t = task_current(a, L);
-    p->w = w;
-    p->retry = retry;
-    p->ch = (char *)(p + 1);
-    p->ev = p->ch + chl + 1;
-    p->data = p->ev + evl + 1;
-    p->chl = chl, p->evl = evl, p->dl = dl;
-    memcpy(p->ch, ch, chl), p->ch[chl] = 0;
-    if (evl) memcpy(p->ev, event, evl);
-    p->ev[evl] = 0;
-    if (dl) memcpy(p->data, data, dl);
-    p->data[dl] = 0;
-
-    const char *prefix = rbus_prefix(w->srv);
-    char counter[96], stream[320], pubchan[96], floor[32], rs[16], ml[16], ttl[24];
-    size_t streaml = (size_t)snprintf(stream, sizeof stream, "%ssse:s:%.*s", prefix, (int)chl, ch);
-    snprintf(counter, sizeof counter, "%ssse:id", prefix);
-    snprintf(pubchan, sizeof pubchan, "%ssse", prefix);
-    snprintf(floor, sizeof floor, "%llu", (unsigned long long)rbus_id_floor(w->srv) + 1);
-    snprintf(rs, sizeof rs, "%d", retry < 0 ? -1 : retry);
-    snprintf(ml, sizeof ml, "%u", cfg->sse_retention);
-    snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)(cfg->sse_retention_seconds > 0
-                                                               ? (uint64_t)(cfg->sse_retention_seconds * 1000) + 1000
-                                                               : 86400000ull));
-    const char *av[] = {counter, stream, floor, id_override ? id_override : "", ch, event ? event : "", data ? data : "",
-                        rs, rbus_instance(w->srv), ml, pubchan, ttl};
-    size_t al[12];
-    for (int i = 0; i < 12; i++) al[i] = strlen(av[i]);
-    al[1] = streaml;
-    al[4] = chl;
-    al[6] = dl;
-    rbus_op *op = rbus_eval(w, RBUS_PUBLISH, 2, 12, av, al, PUBLISH_TIMEOUT, pub_cb, p);
-    if (!op) { free(p); return 0; }
-    if (!p->t) {                    /* a coroutine of the script's own: cannot wait for the id */
-        lua_pushboolean(L, 1);
-        *ret = 1;
+    task *t = task_current(a, L);
+    ssebus_msg m = { ch, chl, event, data, dl, id_override, retry };
+    uint64_t id;
+    const char *err;
+    switch (ssebus_publish(a->w, &m, t ? pub_done : NULL, t, &id, &err)) {
+    case SSEBUS_DONE:
+        lua_pushnumber(L, (double)id);
         return 1;
+    case SSEBUS_PENDING:
+        if (!t) {                   /* a coroutine of the script's own: cannot wait for the id */
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        return task_yield(L, t);    /* lua_yield's value (-1) must reach the VM unchanged */
+    case SSEBUS_UNAVAILABLE:
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        lua_pushliteral(L, "unreachable");
+        return 3;
+    default:
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "rejected");
+        return 2;
     }
-    *ret = task_yield(L, p->t);     /* lua_yield's value (-1) must reach the VM unchanged */
-    return 1;
 }

@@ -215,7 +215,7 @@ static int l_req_index(lua_State *L)
     return 1;
 }
 
-/* core.publish(channel, data, event, id, retry) -> id | nil, err */
+/* core.publish(channel, data, event, id, retry) -> id | nil, err [, code] */
 static int l_publish(lua_State *L)
 {
     appstate *a = app_of(L);
@@ -226,20 +226,9 @@ static int l_publish(lua_State *L)
     const char *id = luaL_optstring(L, 4, NULL);
     int retry = (int)luaL_optinteger(L, 5, -1);
     if (!a->w || !a->w->srv->ssehub) { lua_pushnil(L); lua_pushstring(L, "SSE is not running"); return 2; }
-    /* With Redis: every instance (this one too) delivers the event from its subscriber, under
-     * one global id; the task waits for the id. Without it, or while it is down: this hub only. */
-    int ret;
-    if (a->w->rbus && lua_cache_publish(L, a, ch, chl, data, dl, ev, id, retry, &ret)) return ret;
-    const char *err = NULL;
-    uint64_t eid = sse_hub_publish(a->w->srv->ssehub, ch, chl, ev, data, dl, id, retry,
-                                   worker_now_us(a->w) / 1000, &err);
-    if (!eid) return luaL_error(L, "app.publish: %s", err ? err : "rejected");
-    if (a->w->rbus) {
-        rbus_note_id(a->w->srv, eid);
-        rbus_count(a->w->srv, RBC_PUB_LOCAL);
-    }
-    lua_pushnumber(L, (double)eid);
-    return 1;
+    /* the one publish path (ssebus.c): with Redis every instance, this one too, delivers the
+     * event under one global id and the task waits for it; Redis down: nil, message, "unreachable" */
+    return lua_cache_publish(L, a, ch, chl, data, dl, ev, id, retry);
 }
 
 static int l_sleep(lua_State *L)

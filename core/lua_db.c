@@ -61,7 +61,7 @@ int db_check_url(const char *url, char *err, size_t errlen)
     pgpool_config cfg;
     char e[512];
     if (pgpool_parse_url(url, &cfg, e, sizeof e) == 0) return 0;
-    snprintf(err, errlen, "DATABASE_URL: %s (expected postgresql://user:password@host:5432/dbname?connection_limit=50&pool_timeout=20)", e);
+    snprintf(err, errlen, "DATABASE_URL: %s", e);
     return -1;
 }
 
@@ -438,7 +438,8 @@ static int opens_tx(const char *s)
 static int park(lua_State *L, appstate *a, int kind, int read_only, int first_param)
 {
     task *t = task_current(a, L);
-    if (!t || !a->w) return luaL_error(L, "app.db: only inside a handler, timer or spec (not at load time)");
+    if (!t || !a->w) return luaL_error(L, "app.db: only inside a handler, timer or spec, not while the script loads "
+                                          "(move it into a handler, or into app.timer(0, fn) to run once the server is up)");
     dbside *d = a->w->db;
     if (!d) {
         lua_pushnil(L);

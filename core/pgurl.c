@@ -1,4 +1,7 @@
-/* pgurl.c: DATABASE_URL parsing for the pool: Prisma-style parameters are ours, everything else goes to libpq. */
+/* pgurl.c: DATABASE_URL parsing for the pool: Prisma-style parameters are ours, everything else goes to libpq.
+ * The one validation of a database URL: `sluice check` (lua/config.lua, through sluice.pgurl) and the
+ * pool at `sluice run` both call pgurl_parse, so check rejects exactly what run would. Messages name
+ * no variable: the caller knows whether the URL came from DATABASE_URL, database.url or a replica list. */
 #include "pgurl.h"
 
 #include <libpq-fe.h>
@@ -6,6 +9,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Parameters sluice reads itself (see pgurl.h); everything else must be a libpq keyword. */
+static const char *const OURS[] = {
+    "connection_limit", "pool_timeout", "connect_timeout", "idle_timeout", "max_idle_connection_lifetime",
+    "max_lifetime", "max_connection_lifetime", "statement_timeout", "health_check_interval", "schema",
+    "pgbouncer", "socket_timeout", "sslaccept", "statement_cache_size", NULL,
+};
+
+/* Optimal-string-alignment distance (insert, delete, substitute, swap neighbours), capped at 3. */
+static int distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63 || (la > lb ? la - lb : lb - la) > 2) return 3;
+    int d[64][64];
+    for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[la][lb];
+}
+
+/* The known parameter closest to an unknown one (ours or libpq's), or NULL. */
+static const char *suggest(const char *key, char *buf, size_t buflen)
+{
+    int best = 3;
+    buf[0] = 0;
+    size_t kl = strlen(key);
+    for (const char *const *o = OURS; *o; o++) {
+        int d = distance(key, *o);
+        if (d < best && (size_t)d < kl) { best = d; snprintf(buf, buflen, "%s", *o); }
+    }
+    PQconninfoOption *defs = PQconndefaults();
+    for (PQconninfoOption *o = defs; o && o->keyword; o++) {
+        int d = distance(key, o->keyword);
+        if (d < best && (size_t)d < kl) { best = d; snprintf(buf, buflen, "%s", o->keyword); }
+    }
+    if (defs) PQconninfoFree(defs);
+    return buf[0] ? buf : NULL;
+}
 
 static int hexval(int ch)
 {
@@ -53,17 +102,17 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
     out->statement_timeout = 30;
     out->health_interval = 30;
     if (!url || !*url) {
-        snprintf(err, errlen, "DATABASE_URL is empty; set it to postgresql://user:password@host:5432/dbname");
+        snprintf(err, errlen, "empty; set it to postgresql://user:password@host:5432/dbname");
         return -1;
     }
     if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0) {
-        snprintf(err, errlen, "DATABASE_URL must start with postgresql:// or postgres:// (got '%.12s...')", url);
+        snprintf(err, errlen, "must start with postgresql:// or postgres:// (got '%.12s...')", url);
         return -1;
     }
     const char *q = strchr(url, '?');
     size_t baselen = q ? (size_t)(q - url) : strlen(url);
     if (baselen >= sizeof out->conninfo) {
-        snprintf(err, errlen, "DATABASE_URL is too long (over %zu characters)", sizeof out->conninfo - 1);
+        snprintf(err, errlen, "too long (over %zu characters)", sizeof out->conninfo - 1);
         return -1;
     }
     memcpy(out->conninfo, url, baselen);
@@ -81,7 +130,7 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
             char *e;
             long n = strtol(val, &e, 10);
             if (!*val || *e || n < 1 || n > 1000) {
-                snprintf(err, errlen, "DATABASE_URL: connection_limit=%s is not an integer from 1 to 1000", val);
+                snprintf(err, errlen, "connection_limit=%s is not an integer from 1 to 1000", val);
                 return -1;
             }
             out->connection_limit = (int)n;
@@ -99,7 +148,7 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
             bad = parse_duration(val, 0, &out->health_interval);
         } else if (!strcmp(key, "schema")) {
             if (strlen(val) >= sizeof out->search_path) {
-                snprintf(err, errlen, "DATABASE_URL: schema is longer than %zu characters", sizeof out->search_path - 1);
+                snprintf(err, errlen, "schema is longer than %zu characters", sizeof out->search_path - 1);
                 return -1;
             }
             memcpy(out->search_path, val, strlen(val) + 1);
@@ -110,14 +159,14 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
             ours = 0;
         }
         if (bad) {
-            snprintf(err, errlen, "DATABASE_URL: %s=%s is not a duration (seconds, or e.g. 500ms / 20s%s)", key, val,
+            snprintf(err, errlen, "%s=%s is not a duration (seconds, or e.g. 500ms / 20s%s)", key, val,
                      strcmp(key, "statement_timeout") ? "" : "; a bare number is milliseconds");
             return -1;
         }
         if (!ours) {
             size_t n = (size_t)(end - p);
             if (len + n + 2 >= sizeof out->conninfo) {
-                snprintf(err, errlen, "DATABASE_URL is too long (over %zu characters)", sizeof out->conninfo - 1);
+                snprintf(err, errlen, "too long (over %zu characters)", sizeof out->conninfo - 1);
                 return -1;
             }
             out->conninfo[len++] = kept++ ? '&' : '?';
@@ -130,13 +179,19 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(out->conninfo, &perr);
     if (!opts) {
-        char msg[200] = "out of memory";
+        char msg[200] = "out of memory", bad[64], near[64];
         if (perr) {
             snprintf(msg, sizeof msg, "%s", perr);
             msg[strcspn(msg, "\n")] = 0;
             PQfreemem(perr);
         }
-        snprintf(err, errlen, "DATABASE_URL is not valid: %s; expected postgresql://user:password@host:5432/dbname?connection_limit=N&pool_timeout=S",
+        /* a misspelt parameter: say which known one was meant, as config keys do */
+        if (sscanf(msg, "invalid URI query parameter: \"%63[^\"]\"", bad) == 1) {
+            if (suggest(bad, near, sizeof near)) snprintf(err, errlen, "unknown parameter \"%s\" (did you mean %s?)", bad, near);
+            else snprintf(err, errlen, "unknown parameter \"%s\" (neither sluice's, listed in docs/database.md, nor libpq's)", bad);
+            return -1;
+        }
+        snprintf(err, errlen, "not a valid URL: %s; expected postgresql://user:password@host:5432/dbname?connection_limit=N&pool_timeout=S",
                  msg);
         return -1;
     }

@@ -19,7 +19,9 @@ typedef struct pgpool_config {
 
 /* Parse a postgresql:// or postgres:// URL: take out our parameters (connection_limit, pool_timeout,
  * connect_timeout, idle_timeout, max_lifetime, statement_timeout, schema, pgbouncer, ...) and validate
- * the rest with libpq. Returns 0, or -1 with a one-line reason in err. out is always reset first. */
+ * the rest with libpq. Returns 0, or -1 with a one-line reason in err that names no variable (the caller
+ * prefixes "DATABASE_URL: ", "database.url: ", ...); a misspelt parameter gets "did you mean". out is
+ * always reset first. This is the only validation of a database URL: lua/config.lua calls it too. */
 int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen);
 
 #endif

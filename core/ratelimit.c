@@ -392,6 +392,27 @@ size_t ratelimit_sweep(ratelimit *rl, uint64_t now_ms)
     return total;
 }
 
+void ratelimit_clear(ratelimit *rl)
+{
+    if (!rl) return;
+    for (unsigned i = 0; i < rl->nshards; i++) {
+        shard *s = &rl->shards[i];
+        pthread_mutex_lock(&s->mu);
+        if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
+            for (uint32_t b = 0; b <= s->mask; b++) {
+                uint32_t *link = &s->heads[b];
+                while (*link != NIL) unlink_node(s, link);
+            }
+        }
+        s->min_tat = UINT64_MAX;
+        atomic_store_explicit(&s->evictions, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->table_full, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->checks, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->rejections, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
 void ratelimit_stats(const ratelimit *rl, rl_stats *out)
 {
     memset(out, 0, sizeof *out);

@@ -87,6 +87,11 @@ int ratelimit_check_n(ratelimit *rl, const rl_policy *p, const char *key, size_t
 /* Forget (policy_id, key): its bucket is full again. Returns 1 if it existed. For admin/tests. */
 int ratelimit_reset_key(ratelimit *rl, uint32_t policy_id, const char *key, size_t keylen);
 
+/* Forget every key and zero the counters, as a new table would be (the hash key stays).
+ * Costs O(bucket heads) for each shard that holds keys, nothing for an empty one: the
+ * spec runner calls it after every test. Locks one shard at a time. */
+void ratelimit_clear(ratelimit *rl);
+
 /* Evict every key whose bucket is full at now_ms (optional housekeeping from a timer,
  * keeps `keys` meaningful). Locks one shard at a time. Returns the number evicted. */
 size_t ratelimit_sweep(ratelimit *rl, uint64_t now_ms);

@@ -1,6 +1,7 @@
 /* rbus.c: hiredis async connections driven by each worker's libev loop, the cross-instance SSE
  * subscriber (worker 0), the Redis-side Lua scripts, deadlines, reconnects and counters. */
 #include "rbus.h"
+#include "sentinel.h"
 
 #include <hiredis/async.h>
 #include <hiredis/adapters/libev.h>
@@ -14,7 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "sse.h"
+#include "sse.h"                    /* SSE_ID_PER_MS only: the floor starts at the hub's first id */
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 #define BACKOFF_MIN 0.1
@@ -129,6 +130,7 @@ static const char *const script_src[RBUS_NSCRIPTS] = {
         "      out[#out + 1] = {}\n"
         "    end\n"
         "  end\n"
+        "  out[#out + 1] = redis.call('GET', ARGV[8]) or ''\n"    /* the history's epoch (RBUS_CATCHUP) */
         "end\n"
         "return out\n",
     [RBUS_SSE_TOUCH] =
@@ -153,6 +155,34 @@ static const char *const script_src[RBUS_NSCRIPTS] = {
         "else v = redis.call('INCRBY', KEYS[1], ARGV[1]) end\n"
         "if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
         "return v\n",
+    /* After the subscriber was cut off: what the streams hold past the last id this instance
+     * saw. The epoch key names Redis's history: a Redis that lost its data (restart without
+     * persistence) gets a new one, so the instance knows the streams no longer reach back. */
+    [RBUS_CATCHUP] =
+        "local ep = redis.call('GET', KEYS[1])\n"
+        "if not ep then ep = ARGV[3]; redis.call('SET', KEYS[1], ep) end\n"
+        "local out = {ep, redis.call('GET', KEYS[2]) or '0'}\n"
+        "local last = tonumber(ARGV[1])\n"
+        "for i = 3, #KEYS do\n"
+        "  local gap = 0\n"
+        "  local info = redis.pcall('XINFO', 'STREAM', KEYS[i])\n"
+        "  if type(info) == 'table' and not info.err then\n"
+        "    for j = 1, #info - 1, 2 do\n"
+        "      if info[j] == 'max-deleted-entry-id' then\n"
+        "        local md = tonumber(string.match(info[j + 1], '^(%d+)'))\n"
+        "        if md and md > last then gap = 1 end\n"
+        "      end\n"
+        "    end\n"
+        "    local ents = redis.call('XRANGE', KEYS[i], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])\n"
+        "    if #ents >= tonumber(ARGV[2]) then gap = 1 end\n"
+        "    out[#out + 1] = gap\n"
+        "    out[#out + 1] = ents\n"
+        "  else\n"
+        "    out[#out + 1] = 0\n"
+        "    out[#out + 1] = {}\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
 };
 
 /* ------------------------------------------------------------------ state */
@@ -169,12 +199,20 @@ typedef struct rbus_srv {
     _Atomic uint64_t floor;
     atomic_ullong counters[RBC_N];
     atomic_int logged_down;             /* one log line per outage */
+    rbus_handlers bus;                  /* set before the workers start, read on worker 0 */
+    /* redis-sentinel:// : the master's address comes from the discovery thread (sentinel.h) */
+    sentinel *sent;
+    char sent_desc[300];                /* "sentinel master <name>" for log lines */
+    pthread_mutex_t reg_lock;           /* guards reg: the workers to tell about a switch */
+    struct rbus_w *reg[64];
+    int nreg;
 } rbus_srv;
 
 typedef struct rconn {
     struct rbus_w *rw;
     redisAsyncContext *ac;
     int up, sub;                        /* connected (after AUTH/SELECT were queued); subscriber */
+    unsigned epoch;                     /* Sentinel: the master epoch this connection was made to */
     double backoff;
     ev_timer retry_w;                   /* reconnect after backoff / connect deadline */
     int ever_up;
@@ -188,6 +226,8 @@ typedef struct rbus_w {
     rbus_op *free_ops;
     int nfree;
     int stopping;
+    ev_async switch_w;                  /* Sentinel: the master changed (posted by its thread) */
+    unsigned epoch_seen;                /* the last master epoch switch_cb acted on */
 } rbus_w;
 
 struct rbus_op {
@@ -200,6 +240,9 @@ struct rbus_op {
 };
 
 static void conn_start(rconn *rc);
+static void master_changed(void *ud);
+static void switch_cb(struct ev_loop *loop, ev_async *aw, int revents);
+static void role_cb(redisAsyncContext *ac, void *reply, void *privdata);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -308,9 +351,36 @@ int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen)
     rbus_srv *rs = calloc(1, sizeof *rs);
     if (!rs) { snprintf(err, errlen, "out of memory"); return -1; }
     const char *e = NULL;
-    if (rbus_parse_url(cfg->redis_url, rs->host, sizeof rs->host, &rs->port, rs->pass, sizeof rs->pass,
+    pthread_mutex_init(&rs->reg_lock, NULL);
+    if (sentinel_is_url(cfg->redis_url)) {
+        sentinel_cfg sc;
+        if (sentinel_parse_url(cfg->redis_url, &sc, err, errlen) < 0) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "REDIS_URL: %s (expected redis-sentinel://host:26379[,host:port...]/master-name"
+                     "[?db=N&password=P&sentinel_password=S])", why);
+            pthread_mutex_destroy(&rs->reg_lock);
+            free(rs);
+            return -1;
+        }
+        snprintf(rs->pass, sizeof rs->pass, "%s", sc.pass);
+        snprintf(rs->user, sizeof rs->user, "%s", sc.user);
+        rs->db = sc.db;
+        rs->port = -1;                  /* the address is the Sentinels' answer, per connection */
+        snprintf(rs->sent_desc, sizeof rs->sent_desc, "the master '%s' (via %d Sentinel%s)", sc.master, sc.naddrs,
+                 sc.naddrs == 1 ? "" : "s");
+        snprintf(rs->host, sizeof rs->host, "%s", rs->sent_desc);
+        rs->sent = sentinel_start(&sc, master_changed, rs);
+        if (!rs->sent) {
+            snprintf(err, errlen, "REDIS_URL: cannot start the Sentinel discovery thread");
+            pthread_mutex_destroy(&rs->reg_lock);
+            free(rs);
+            return -1;
+        }
+    } else if (rbus_parse_url(cfg->redis_url, rs->host, sizeof rs->host, &rs->port, rs->pass, sizeof rs->pass,
                        rs->user, sizeof rs->user, &rs->db, &e)) {
         snprintf(err, errlen, "REDIS_URL: %s (expected redis://[:password@]host:6379[/db])", e);
+        pthread_mutex_destroy(&rs->reg_lock);
         free(rs);
         return -1;
     }
@@ -326,15 +396,29 @@ int rbus_server_init(server *s, const sconfig *cfg, char *err, size_t errlen)
     /* The hub's ids start at the wall-clock ms of its creation, which is before now. */
     atomic_store(&rs->floor, wall_ms() * SSE_ID_PER_MS);   /* the local hub's first id */
     s->rbus = rs;
-    log_msg(LOG_INFO, "redis: %s%s%d (instance %s, prefix \"%s\")", rs->host, rs->port ? ":" : "",
-            rs->port, rs->instance, rs->prefix);
+    if (rs->sent) log_msg(LOG_INFO, "redis: %s (instance %s, prefix \"%s\")", rs->sent_desc, rs->instance, rs->prefix);
+    else log_msg(LOG_INFO, "redis: %s%s%d (instance %s, prefix \"%s\")", rs->host, rs->port ? ":" : "",
+                 rs->port, rs->instance, rs->prefix);
     return 0;
 }
 
 void rbus_server_free(server *s)
 {
-    free(s->rbus);
+    rbus_srv *rs = s->rbus;
+    if (rs) {
+        sentinel_stop(rs->sent);        /* joins the thread: no master_changed() after this */
+        pthread_mutex_destroy(&rs->reg_lock);
+    }
+    free(rs);
     s->rbus = NULL;
+}
+
+int rbus_sentinel_state(server *s, char *host, size_t hostlen, int *port)
+{
+    rbus_srv *rs = s->rbus;
+    if (!rs || !rs->sent) return -1;
+    if (!sentinel_master(rs->sent, host, hostlen, port)) return 0;
+    return sentinel_reachable(rs->sent) ? 2 : 1;
 }
 
 /* ------------------------------------------------------------------ ops */
@@ -462,10 +546,29 @@ static void auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_ERROR, "redis: %s: %s", (const char *)privdata, r->str);
 }
 
-/* The subscriber feeds each event into the local hub with its global id. */
+/* Sentinel: after every (re)connect the node must say it is the master; a demoted old master or
+ * a stale answer from the Sentinels sends the connection back to ask again. */
+static void role_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply *r = reply;
+    rconn *rc = privdata;
+    if (!r || ac->data != rc) return;
+    int master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
+                 strcmp(r->element[0]->str, "master") == 0;
+    if (master) return;
+    rbus_w *rw = rc->rw;
+    log_msg(LOG_WARN, "redis: the node the Sentinels named is not the master (ROLE says %s): asking again",
+            r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str
+                                                                                                 : "something else");
+    rbus_count(rw->w->srv, RBC_NOT_MASTER);
+    sentinel_refresh(rw->rs->sent);
+    redisAsyncDisconnect(ac);           /* on_disconnect: went_down, retry with backoff */
+}
+
+/* The subscriber hands each event, with its global id, to the bus user. */
 static void deliver_message(rbus_w *rw, const char *p, size_t n)
 {
-    server *s = rw->w->srv;
+    rbus_srv *rs = rw->rs;
     const char *nl = memchr(p, '\n', n);
     if (!nl || nl - p > 200) return;
     char head[256];
@@ -479,32 +582,29 @@ static void deliver_message(rbus_w *rw, const char *p, size_t n)
     const char *body = nl + 1;
     size_t blen = n - (size_t)(body - p);
     if (chl + evl > blen || chl == 0 || evl > 200) return;
-    char ev[256], ids[32];
-    memcpy(ev, body + chl, evl);
-    ev[evl] = 0;
-    snprintf(ids, sizeof ids, "%llu", id);
-    const char *data = body + chl + evl;
-    size_t dl = blen - chl - evl;
-    const char *err = NULL;
-    uint64_t now = (uint64_t)(ev_now(rw->w->loop) * 1000);
-    rbus_count(s, RBC_RECEIVED);
-    rbus_note_id(s, id);
-    uint64_t got = sse_hub_publish(s->ssehub, body, chl, evl ? ev : NULL, data, dl, ids, retry, now, &err);
-    if (!got && err && strstr(err, "greater")) {
-        /* this hub issued a higher id while it was cut off: deliver under a local id, and raise
-         * the shared counter so the next ids agree again */
-        rbus_count(s, RBC_ID_CONFLICTS);
-        got = sse_hub_publish(s->ssehub, body, chl, evl ? ev : NULL, data, dl, NULL, retry, now, &err);
-        if (got) {
-            rbus_note_id(s, got);
-            char fl[32];
-            snprintf(fl, sizeof fl, "%llu", (unsigned long long)rbus_id_floor(s));
-            const char *av[] = {rw->rs->counter, fl};
-            rbus_eval(rw->w, RBUS_FLOOR, 1, 2, av, NULL, 1.0, NULL, NULL);
-        }
-    }
-    if (!got) log_msg(LOG_WARN, "redis: cross-instance event on %.*s dropped: %s", (int)(chl > 60 ? 60 : chl), body,
-                      err ? err : "?");
+    rbus_count(rw->w->srv, RBC_RECEIVED);
+    rbus_note_id(rw->w->srv, id);
+    rbus_event ev = {
+        .id = id, .channel = body, .chlen = chl, .event = body + chl, .evlen = evl,
+        .data = body + chl + evl, .datalen = blen - chl - evl, .retry = retry, .origin = origin,
+    };
+    if (rs->bus.on_event) rs->bus.on_event(rs->bus.ud, rw->w, &ev);
+}
+
+void rbus_set_handlers(server *s, const rbus_handlers *h)
+{
+    rbus_srv *rs = s->rbus;
+    if (rs) rs->bus = *h;
+}
+
+void rbus_raise_floor(worker *w)
+{
+    rbus_w *rw = w->rbus;
+    if (!rw) return;
+    char fl[32];
+    snprintf(fl, sizeof fl, "%llu", (unsigned long long)rbus_id_floor(w->srv));
+    const char *av[] = {rw->rs->counter, fl};
+    rbus_eval(w, RBUS_FLOOR, 1, 2, av, NULL, 1.0, NULL, NULL);
 }
 
 static void sub_msg_cb(redisAsyncContext *ac, void *reply, void *privdata)
@@ -518,6 +618,7 @@ static void sub_msg_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (strcmp(kind->str, "subscribe") == 0) {
         atomic_store(&rw->rs->sub_up, 1);
         log_msg(LOG_INFO, "redis: subscribed to %s: cross-instance SSE is live", rw->rs->pubchan);
+        if (rw->rs->bus.on_link) rw->rs->bus.on_link(rw->rs->bus.ud, rw->w, 1);
         return;
     }
     if (strcmp(kind->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
@@ -539,7 +640,8 @@ static void went_down(rconn *rc, const char *why)
     rbus_w *rw = rc->rw;
     rbus_srv *rs = rw->rs;
     if (rc->up && !rc->sub) atomic_fetch_sub(&rs->conns_up, 1);
-    if (rc->sub) atomic_store(&rs->sub_up, 0);
+    if (rc->sub && atomic_exchange(&rs->sub_up, 0) && !rw->stopping && rs->bus.on_link)
+        rs->bus.on_link(rs->bus.ud, rw->w, 0);
     if (rc->up) rbus_count(rw->w->srv, RBC_ERRORS);
     rc->up = 0;
     rc->ac = NULL;
@@ -588,6 +690,7 @@ static void conn_prime(rconn *rc)
         else redisAsyncCommand(ac, auth_cb, "AUTH", "AUTH %s", rs->pass);
     }
     if (rs->db) redisAsyncCommand(ac, auth_cb, "SELECT", "SELECT %d", rs->db);
+    if (rs->sent) redisAsyncCommand(ac, role_cb, rc, "ROLE");
     if (rc->sub) {
         /* Raise the shared id counter above this hub's ids BEFORE listening, so every event
          * this instance receives from now on carries an id its hub accepts. */
@@ -617,11 +720,70 @@ static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!rc->ac) conn_start(rc);
 }
 
+/* On the Sentinel thread: a new master. Each worker moves its connections on its own loop. */
+static void master_changed(void *ud)
+{
+    rbus_srv *rs = ud;
+    pthread_mutex_lock(&rs->reg_lock);
+    for (int i = 0; i < rs->nreg; i++) ev_async_send(rs->reg[i]->w->loop, &rs->reg[i]->switch_w);
+    pthread_mutex_unlock(&rs->reg_lock);
+}
+
+static void switch_cb(struct ev_loop *loop, ev_async *aw, int revents)
+{
+    rbus_w *rw = container_of(aw, rbus_w, switch_w);
+    if (rw->stopping) return;
+    char host[256];
+    int port;
+    unsigned epoch = sentinel_master(rw->rs->sent, host, sizeof host, &port);
+    rconn *cs[2] = {&rw->cmd, &rw->sub};
+    int moved = 0;
+    for (int i = 0; i < 2; i++) {
+        rconn *rc = cs[i];
+        if (rc->sub && (rw->w->idx != 0 || rw->w->test_mode)) continue;
+        rc->backoff = BACKOFF_MIN;
+        if (rc->ac && rc->epoch != epoch) {     /* connected (or connecting) to the old master */
+            moved = 1;
+            if (rc->up) {
+                redisAsyncDisconnect(rc->ac);   /* on_disconnect -> went_down -> retry at once */
+            } else {
+                redisAsyncContext *ac = rc->ac;
+                rc->ac = NULL;
+                ac->data = NULL;
+                redisAsyncFree(ac);
+                conn_start(rc);
+            }
+        } else if (!rc->ac) {                   /* waiting out a backoff: try the new master now */
+            ev_timer_stop(loop, &rc->retry_w);
+            conn_start(rc);
+        }
+    }
+    /* the first answer is a discovery, not a switch; count each switch once per process */
+    if (rw->epoch_seen && epoch != rw->epoch_seen && rw->w->idx == 0) {
+        rbus_count(rw->w->srv, RBC_MASTER_SWITCHES);
+        log_msg(LOG_WARN, "redis: the Sentinels moved %s to %s:%d: %s", rw->rs->sent_desc, host, port,
+                moved ? "reconnecting" : "connecting there");
+    }
+    rw->epoch_seen = epoch;
+}
+
 static void conn_start(rconn *rc)
 {
     rbus_w *rw = rc->rw;
     rbus_srv *rs = rw->rs;
-    redisAsyncContext *ac = rs->port ? redisAsyncConnect(rs->host, rs->port) : redisAsyncConnectUnix(rs->host);
+    redisAsyncContext *ac;
+    if (rs->sent) {
+        char host[256];
+        int port;
+        rc->epoch = sentinel_master(rs->sent, host, sizeof host, &port);
+        if (!rc->epoch) {               /* no Sentinel has answered yet: master_changed() wakes us */
+            retry_later(rc);
+            return;
+        }
+        ac = redisAsyncConnect(host, port);
+    } else {
+        ac = rs->port ? redisAsyncConnect(rs->host, rs->port) : redisAsyncConnectUnix(rs->host);
+    }
     if (!ac || ac->err) {
         if (ac) redisAsyncFree(ac);
         retry_later(rc);
@@ -655,6 +817,16 @@ int rbus_worker_init(worker *w)
         cs[i]->backoff = BACKOFF_MIN;
         ev_init(&cs[i]->retry_w, retry_cb);
     }
+    if (rs->sent) {
+        char h[256];
+        int pt;
+        rw->epoch_seen = sentinel_master(rs->sent, h, sizeof h, &pt);   /* a later change is a switch */
+        ev_async_init(&rw->switch_w, switch_cb);
+        ev_async_start(w->loop, &rw->switch_w);
+        pthread_mutex_lock(&rs->reg_lock);
+        if (rs->nreg < (int)(sizeof rs->reg / sizeof rs->reg[0])) rs->reg[rs->nreg++] = rw;
+        pthread_mutex_unlock(&rs->reg_lock);
+    }
     conn_start(&rw->cmd);
     if (w->idx == 0 && !w->test_mode) conn_start(&rw->sub);
     return 0;
@@ -665,6 +837,14 @@ void rbus_worker_free(worker *w)
     rbus_w *rw = w->rbus;
     if (!rw) return;
     rw->stopping = 1;
+    if (rw->rs->sent) {
+        rbus_srv *rs = rw->rs;
+        pthread_mutex_lock(&rs->reg_lock);
+        for (int i = 0; i < rs->nreg; i++)
+            if (rs->reg[i] == rw) { rs->reg[i] = rs->reg[--rs->nreg]; break; }
+        pthread_mutex_unlock(&rs->reg_lock);
+        ev_async_stop(w->loop, &rw->switch_w);
+    }
     rconn *cs[2] = {&rw->cmd, &rw->sub};
     for (int i = 0; i < 2; i++) {
         ev_timer_stop(w->loop, &cs[i]->retry_w);
@@ -688,11 +868,6 @@ int rbus_ready(worker *w)
     return rw && rw->cmd.up && !rw->stopping;
 }
 
-int rbus_sse_ready(worker *w)
-{
-    rbus_w *rw = w->rbus;
-    return rw && rw->cmd.up && !rw->stopping && atomic_load(&rw->rs->sub_up);
-}
 
 /* ------------------------------------------------------------------ metrics */
 
@@ -703,13 +878,17 @@ static const char *const counter_names[RBC_N] = {
     [RBC_RL_REDIS] = "sluice_redis_ratelimit_decisions_total",
     [RBC_RL_FALLBACK] = "sluice_redis_ratelimit_fallbacks_total",
     [RBC_PUB_REDIS] = "sluice_redis_publishes_total",
-    [RBC_PUB_LOCAL] = "sluice_redis_publishes_local_only_total",
+    [RBC_PUB_FAILED] = "sluice_redis_publish_failures_total",
     [RBC_RECEIVED] = "sluice_redis_events_received_total",
+    [RBC_CAUGHT_UP] = "sluice_redis_sse_caught_up_total",
+    [RBC_BUS_GAPS] = "sluice_redis_sse_gaps_total",
     [RBC_ID_CONFLICTS] = "sluice_redis_event_id_conflicts_total",
     [RBC_SSE_ADMIT] = "sluice_redis_sse_admissions_total",
     [RBC_SSE_ADMIT_FALLBACK] = "sluice_redis_sse_admission_fallbacks_total",
     [RBC_SSE_REPLAYED] = "sluice_redis_sse_replayed_total",
     [RBC_CACHE_ERRORS] = "sluice_redis_cache_errors_total",
+    [RBC_MASTER_SWITCHES] = "sluice_redis_master_switches_total",
+    [RBC_NOT_MASTER] = "sluice_redis_not_master_total",
 };
 
 static const char *const counter_help[RBC_N] = {
@@ -719,13 +898,17 @@ static const char *const counter_help[RBC_N] = {
     [RBC_RL_REDIS] = "Rate-limit decisions made by the Redis script.",
     [RBC_RL_FALLBACK] = "Rate-limit decisions made locally because Redis did not answer.",
     [RBC_PUB_REDIS] = "SSE publishes that went through Redis.",
-    [RBC_PUB_LOCAL] = "SSE publishes delivered on this instance only (Redis down).",
+    [RBC_PUB_FAILED] = "SSE publishes refused because Redis was unreachable, or not confirmed in time.",
     [RBC_RECEIVED] = "SSE events received from Redis.",
+    [RBC_CAUGHT_UP] = "SSE events fetched from the Redis streams after the subscriber was cut off.",
+    [RBC_BUS_GAPS] = "sluice-gap notices sent because events missed during a cut-off could not be fetched.",
     [RBC_ID_CONFLICTS] = "Events from Redis renumbered locally (id not above the hub's last).",
     [RBC_SSE_ADMIT] = "SSE streams admitted through the shared Redis caps.",
     [RBC_SSE_ADMIT_FALLBACK] = "SSE streams admitted on local caps only (Redis did not answer).",
     [RBC_SSE_REPLAYED] = "SSE events replayed from the Redis history.",
     [RBC_CACHE_ERRORS] = "app.cache operations that failed.",
+    [RBC_MASTER_SWITCHES] = "Redis Sentinel announced a new master and the connections moved to it.",
+    [RBC_NOT_MASTER] = "Connections that found a node that is not the master (ROLE) and reconnected.",
 };
 
 void rbus_metrics(server *s, buf *out)

@@ -14,7 +14,8 @@
  * Threading: a worker's connection and its ops are used only from that worker's thread (the
  * libev adapter runs the callbacks on the worker's loop); the process-wide part (settings,
  * counters, the id floor, the subscriber's state) is atomics only. Nothing is queued between
- * threads: a cross-instance event arriving on worker 0 goes into the thread-safe SSE hub.
+ * threads: a cross-instance event arriving on worker 0 is handed to rbus_handlers.on_event
+ * (ssebus.c puts it into the thread-safe SSE hub); rbus itself knows nothing of SSE delivery.
  *
  * Every command has a deadline (hiredis has none). A callback runs exactly once, never from
  * inside the call that queued the command; a command that cannot be sent (not connected)
@@ -25,10 +26,13 @@
 enum rbus_script {
     RBUS_PUBLISH,   /* KEYS id counter, stream; ARGV floor, explicit id, channel, event, data, retry, origin, maxlen, pubsub channel, ttl ms */
     RBUS_GCRA,      /* KEYS bucket; ARGV T ns, B, cost [, now ms, tests only]: {allowed, remaining, retry_ms, reset_ms} */
-    RBUS_SSE_ADMIT, /* KEYS total zset, user zset (or ""), streams...; ARGV member, ttl ms, max total, per user, last id */
+    RBUS_SSE_ADMIT, /* KEYS total zset, user zset (or ""), streams...; ARGV member, ttl ms, max total, per user,
+                       user flag, last id, count, epoch key: {verdict[, per stream: gap, entries], epoch} */
     RBUS_SSE_TOUCH, /* KEYS total zset, user zset (or ""); ARGV member, ttl ms, remove (0/1) */
     RBUS_FLOOR,     /* KEYS id counter; ARGV floor: raise the counter to at least floor */
     RBUS_INCR,      /* KEYS key; ARGV by, ttl ms: INCRBY(FLOAT) and set the ttl on creation */
+    RBUS_CATCHUP,   /* KEYS epoch, id counter, streams...; ARGV after id, count, new epoch:
+                       {epoch, counter, per stream: gap (0/1), XRANGE (after, +]} */
     RBUS_NSCRIPTS
 };
 
@@ -40,13 +44,17 @@ enum rbus_counter {
     RBC_RL_REDIS,        /* rate-limit decisions made in Redis */
     RBC_RL_FALLBACK,     /* ... made by the local table because Redis failed */
     RBC_PUB_REDIS,       /* app.publish through Redis (cross-instance) */
-    RBC_PUB_LOCAL,       /* app.publish delivered on this instance only (Redis down) */
+    RBC_PUB_FAILED,      /* publishes refused (Redis down) or not confirmed in time */
     RBC_RECEIVED,        /* cross-instance events received by the subscriber */
+    RBC_CAUGHT_UP,       /* events brought in from the Redis streams after the subscriber was cut off */
+    RBC_BUS_GAPS,        /* sluice-gap notices sent because a cut-off could not be caught up */
     RBC_ID_CONFLICTS,    /* received events re-numbered locally (id below the hub's last) */
     RBC_SSE_ADMIT,       /* SSE streams admitted through Redis caps */
     RBC_SSE_ADMIT_FALLBACK, /* ... admitted on local caps only because Redis failed */
     RBC_SSE_REPLAYED,    /* events replayed to reconnecting clients from the Redis streams */
     RBC_CACHE_ERRORS,    /* app.cache calls that failed on Redis */
+    RBC_MASTER_SWITCHES, /* Sentinel: the master changed and the connections followed */
+    RBC_NOT_MASTER,      /* Sentinel: a connection found a non-master (ROLE) and reconnected */
     RBC_N
 };
 
@@ -66,10 +74,13 @@ int rbus_worker_init(worker *w);
 /* Drops the connections; pending commands are discarded without calling their callbacks. */
 void rbus_worker_free(worker *w);
 
+/* Sentinel mode: -1 when REDIS_URL is not redis-sentinel://; 0 while no Sentinel has answered;
+ * 1 master known but the last check reached no Sentinel; 2 master known and a Sentinel answered.
+ * host/port get the master's address when known. Any thread. */
+int rbus_sentinel_state(server *s, char *host, size_t hostlen, int *port);
+
 /* Whether this worker can send commands now (configured and connected). */
 int rbus_ready(worker *w);
-/* Whether cross-instance SSE is live: this worker's connection and the subscriber are up. */
-int rbus_sse_ready(worker *w);
 
 /* Sends a command (argv with lengths; lens NULL = strlen). NULL when it cannot be sent. */
 rbus_op *rbus_command(worker *w, int argc, const char **argv, const size_t *lens, double timeout_s,
@@ -94,6 +105,29 @@ void rbus_note_id(server *s, uint64_t id);
 void rbus_metrics(server *s, buf *out);
 /* `"redis":{...},` for the status JSON (with the trailing comma); nothing when not configured. */
 void rbus_status_json(server *s, buf *out);
+
+/* An SSE event as the subscriber received it (pointers into the message, valid during the call). */
+typedef struct rbus_event {
+    uint64_t id;
+    const char *channel, *event, *data;     /* event "" = none */
+    size_t chlen, evlen, datalen;
+    int retry;                              /* < 0: none */
+    const char *origin;                     /* instance id of the publisher */
+} rbus_event;
+
+/* What the bus tells its user (ssebus.c), on worker 0's thread. on_link: the subscription is
+ * confirmed (up = 1; messages flow from here on) or lost (up = 0; messages published meanwhile
+ * are missed and must be fetched from the streams or reported as a gap). */
+typedef struct rbus_handlers {
+    void (*on_event)(void *ud, worker *w, const rbus_event *ev);
+    void (*on_link)(void *ud, worker *w, int up);
+    void *ud;
+} rbus_handlers;
+
+/* Installs the handlers (before the workers start). Without them messages are dropped. */
+void rbus_set_handlers(server *s, const rbus_handlers *h);
+/* Raises the shared id counter to this instance's floor (fire and forget). */
+void rbus_raise_floor(worker *w);
 
 /* Parses redis://[[user]:password@]host[:port][/db], unix:///path or /path. Returns 0 or -1 with a
  * constant message in *err. host holds the socket path for unix sockets (port = 0). */

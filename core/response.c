@@ -122,6 +122,14 @@ static int gzip_body(worker *w, int level, const char *body, size_t len)
     return 0;
 }
 
+int resp_gzip(worker *w, const char *body, size_t len, const char **out, size_t *outlen)
+{
+    if (gzip_body(w, w->app_cfg->gzip_level, body, len)) return -1;
+    *out = w->scratch.data;
+    *outlen = w->scratch.len;
+    return 0;
+}
+
 static void end_headers(resp *r);
 
 void resp_finish(resp *r, const char *ctype, const char *body, size_t len)

@@ -71,9 +71,10 @@ int router_method(int m)
     }
 }
 
+static const char *const names[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"};
+
 int router_method_name(const char *s)
 {
-    static const char *names[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"};
     for (int i = 0; i < RM_COUNT; i++) if (strcasecmp(s, names[i]) == 0) return i;
     if (strcasecmp(s, "ANY") == 0) return RM_ANY;
     return -1;
@@ -140,10 +141,11 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
 {
     size_t len = strlen(pat);
     if (len == 0 || pat[0] != '/') {
-        snprintf(err, errlen, "route pattern must start with '/': \"%s\"", pat);
+        snprintf(err, errlen, "route pattern must start with '/': \"%s\" (write \"/%s\")", pat, pat);
         return -1;
     }
     if (rm < 0 || rm >= RM_COUNT) { snprintf(err, errlen, "bad method for %s", pat); return -1; }
+    /* Every message says what to write instead: it is shown at the script line that added the route. */
     route_target *slot;
     if (!strchr(pat, ':') && !strchr(pat, '*')) {
         exact *e = exact_insert(r, pat, len);
@@ -156,13 +158,25 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
             const char *end = strchr(p, '/');
             size_t sl = end ? (size_t)(end - p) : strlen(p);
             if (sl > 0 && p[0] == ':') {
-                if (sl == 1) { snprintf(err, errlen, "empty parameter name in \"%s\"", pat); return -1; }
+                if (sl == 1) { snprintf(err, errlen, "empty parameter name in \"%s\" (name it, e.g. \":id\")", pat); return -1; }
+                rnode *had = NULL;
+                for (size_t i = 0; i < n->nkids; i++) if (n->kids[i]->type == 1) had = n->kids[i];
+                /* one trie node per position: a second name there would silently get the first's */
+                if (had && (had->seglen != sl - 1 || memcmp(had->seg, p + 1, sl - 1) != 0)) {
+                    snprintf(err, errlen, "parameter \":%.*s\" in \"%s\" is \":%s\" in another route at the same position "
+                             "(routes sharing a path must name a parameter alike: use \":%s\")", (int)(sl - 1), p + 1, pat,
+                             had->seg, had->seg);
+                    return -1;
+                }
                 n = kid(n, p + 1, sl - 1, 1);
             } else if (sl == 1 && p[0] == '*') {
-                if (end) { snprintf(err, errlen, "'*' must be the last segment in \"%s\"", pat); return -1; }
+                if (end) { snprintf(err, errlen, "'*' must be the last segment in \"%s\" (use \":name\" for one segment)", pat); return -1; }
                 n = kid(n, "*", 1, 2);
             } else {
-                if (memchr(p, '*', sl)) { snprintf(err, errlen, "'*' must be a whole segment in \"%s\"", pat); return -1; }
+                if (memchr(p, '*', sl)) {
+                    snprintf(err, errlen, "'*' must be a whole segment in \"%s\" (e.g. \"/files/*\"; req.params[\"*\"] holds the rest)", pat);
+                    return -1;
+                }
                 n = kid(n, p, sl, 0);
             }
             if (!n) { snprintf(err, errlen, "out of memory"); return -1; }
@@ -173,7 +187,8 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
         slot = &n->t[rm];
     }
     if (slot->ref) {
-        snprintf(err, errlen, "duplicate route %s %s", rm == RM_ANY ? "*" : "", pat);
+        snprintf(err, errlen, "duplicate route %s %s (one handler per method and path: remove one, or change its path or method)",
+                 names[rm], pat);
         return -1;
     }
     *slot = t;

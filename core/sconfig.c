@@ -101,6 +101,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
 
     int lim = sub(L, t, "limits");
     c->max_connections = (unsigned)num(L, lim, "max_connections", 10000);
+    c->max_output_buffer = (size_t)num(L, lim, "max_output_buffer", 1048576);
     c->request_timeout = num(L, lim, "request_timeout", 30);
     c->header_timeout = num(L, lim, "header_timeout", 10);
     c->keepalive_timeout = num(L, lim, "keepalive_timeout", 75);

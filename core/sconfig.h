@@ -41,6 +41,7 @@ typedef struct sconfig {
 
     http_limits lim;
     unsigned max_connections;
+    size_t max_output_buffer;       /* unsent bytes at which a connection stops reading (limits) */
     double request_timeout, header_timeout, keepalive_timeout, shutdown_timeout, script_timeout;
     double lua_memory_mb;   /* limits.lua_memory: per-state Lua budget in MB, 0 = none */
     int jit;                /* limits.jit: handler states compile with LuaJIT's JIT */

@@ -28,6 +28,7 @@
 #include "rbus.h"
 #include "ratelimit.h"
 #include "sse.h"
+#include "ssebus.h"
 #include "ssestream.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
@@ -232,6 +233,7 @@ void worker_teardown(worker *w)
     w->freelist = NULL;
     db_worker_free(w);
     limiter_worker_free(w);
+    ssebus_worker_free(w);
     rbus_worker_free(w);
     if (w->app) { appstate_retire(w->app); appstate_release(w->app); w->app = NULL; }
     ssestream_worker_free(w);
@@ -510,6 +512,7 @@ int server_run(const char *config_path, int watch)
      * averaged under 10 events per ms, and 14 digits, so even Lua's tostring keeps them exact */
     s->ssehub = sse_hub_new(&l, (unsigned)s->nworkers, ((uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000) * SSE_ID_PER_MS);
     if (rbus_server_init(s, cfg, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (ssebus_server_init(s)) { fprintf(stderr, "out of memory\n"); return 1; }
     if (!s->rl || !s->ssehub || metrics_server_init(s, cfg->metrics_errors, cfg->metrics_retention)) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -587,6 +590,7 @@ int server_run(const char *config_path, int watch)
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);
     metrics_server_free(s);
+    ssebus_server_free(s);
     rbus_server_free(s);
     lua_cache_server_free(s);
     log_msg(LOG_INFO, "sluice stopped");

@@ -32,6 +32,7 @@ struct conn {
     enum conn_state state;
     unsigned want_close : 1, continue_sent : 1, writing : 1, closed : 1, reap : 1, counted : 1;
     unsigned mid_request : 1;       /* bytes of a request arrived and its response is not queued yet */
+    unsigned out_paused : 1;        /* unsent output over limits.max_output_buffer: not reading */
     uint32_t gen;                   /* bumps per request: stale Lua req handles see a mismatch */
     struct sockaddr_storage peer;
     char ip[48];
@@ -132,6 +133,7 @@ struct server {
     atomic_uint metrics_max_channels;   /* copied from the config for readers on any thread */
     /* --- added for multi-instance (rbus.c, lua_cache.c) --- */
     void *rbus;                     /* shared Redis settings and counters (NULL without Redis) */
+    void *ssebus;                   /* ssebus.c: catch-up state of the Redis subscriber (NULL without Redis) */
     void *_Atomic cache;            /* app.cache's in-process table, created on first use */
 };
 
@@ -194,6 +196,9 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len);
 void resp_simple(conn *c, int status, const char *ctype, const char *body, int close);
 /* Like resp_finish for a body sent separately (a file of len bytes): no gzip, no body here. */
 void resp_finish_headers(resp *r, const char *ctype, size_t len);
+/* Gzips body at compression.level into the worker's scratch buffer (valid until the next gzip):
+ * 0 with out and outlen set, -1 on failure. For callers that must know the encoding before the headers. */
+int resp_gzip(worker *w, const char *body, size_t len, const char **out, size_t *outlen);
 /* The JSON error body used for every error the core produces: {"error": msg, "status": N}
  * (an HTML page when the client prefers text/html). */
 void resp_error(conn *c, int status, const char *msg, int close);

@@ -242,7 +242,7 @@ static void chan_trim(sse_hub *h, hchan *c, uint64_t now_ms, uint32_t adding)
         int over = c->n + adding > keep;
         int stale = age && old->t_ms + age < now_ms;
         if (!over && !stale) break;
-        c->dropped_max = old->id;
+        if (old->id > c->dropped_max) c->dropped_max = old->id;   /* a hole may be marked past it */
         c->head = (c->head + 1) % c->cap;
         c->n--;
         h->evicted++;
@@ -259,7 +259,7 @@ static void chan_append(sse_hub *h, hchan *c, sse_event *e)
         sse_event **nr = ncap > c->cap ? malloc(ncap * sizeof *nr) : NULL;
         if (!nr) { /* OOM or already at the cap: replace the oldest instead */
             sse_event *old = c->ring[c->head];
-            c->dropped_max = old->id;
+            if (old->id > c->dropped_max) c->dropped_max = old->id;
             c->head = (c->head + 1) % c->cap;
             c->n--;
             h->evicted++;
@@ -277,22 +277,123 @@ static void chan_append(sse_hub *h, hchan *c, sse_event *e)
     c->n++;
 }
 
+/* Pushes e onto every worker's inbox (a ref each). Lock held: that keeps each inbox in id order. */
+static void post_all(sse_hub *h, sse_event *e)
+{
+    for (unsigned i = 0; i < h->nw; i++) {
+        sse_worker *w = h->workers[i];
+        if (!w) continue;
+        sse_event_ref(e);
+        q_push(w, &e->node[i]);
+        if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
+    }
+}
+
+int sse_hub_check(sse_hub *h, const char *channel, size_t chlen, const char *event, const char *data,
+                  size_t datalen, const char *id_override, int retry_ms, const char **err)
+{
+    *err = NULL;
+    if (!channel || chlen == 0) return *err = "empty channel", -1;
+    if (!valid_channel(channel, chlen)) return *err = "bad channel name (1-200 bytes, no control characters)", -1;
+    size_t evlen = event ? strlen(event) : 0;
+    if (evlen && strpbrk(event, "\r\n")) return *err = "CR or LF in event name", -1;
+    uint64_t ov = 0;
+    if (id_override && sseenc_parse_id(id_override, &ov)) return *err = "bad id (must be a decimal integer)", -1;
+    if (!data) datalen = 0;
+    size_t blen = sseenc_body_len(evlen, retry_ms, data, datalen);
+    if (blen + ID_RESERVE > h->lim.max_event_bytes) return *err = "event too large", -1;
+    return 0;
+}
+
+uint64_t sse_hub_last_id(sse_hub *h)
+{
+    pthread_mutex_lock(&h->mu);
+    uint64_t id = h->last_id;
+    pthread_mutex_unlock(&h->mu);
+    return id;
+}
+
+typedef struct each_ctx {
+    void (*fn)(void *ud, const char *name, size_t len);
+    void *ud;
+} each_ctx;
+
+static int each_subscribed(void *v, void *ud)
+{
+    hchan *c = v;
+    each_ctx *x = ud;
+    if (c->nsubs) {
+        size_t l;
+        const char *name = strmap_key(c, &l);
+        x->fn(x->ud, name, l);
+    }
+    return 0;
+}
+
+void sse_hub_each_subscribed(sse_hub *h, void (*fn)(void *ud, const char *name, size_t len), void *ud)
+{
+    each_ctx x = { fn, ud };
+    pthread_mutex_lock(&h->mu);
+    strmap_iterate(h->chans, each_subscribed, &x);
+    pthread_mutex_unlock(&h->mu);
+}
+
+typedef struct hole_ctx {
+    uint64_t upto;
+    int (*complete)(void *ud, const char *name, size_t len);
+    void *ud;
+} hole_ctx;
+
+static int hole_one(void *v, void *ud)
+{
+    hole_ctx *x = ud;
+    hchan *c = v;
+    size_t l;
+    const char *name = strmap_key(c, &l);
+    if (!(x->complete && x->complete(x->ud, name, l)) && c->dropped_max < x->upto) c->dropped_max = x->upto;
+    return 0;
+}
+
+void sse_hub_mark_hole(sse_hub *h, uint64_t upto, int (*complete)(void *ud, const char *name, size_t len), void *ud)
+{
+    hole_ctx x = { upto, complete, ud };
+    pthread_mutex_lock(&h->mu);
+    strmap_iterate(h->chans, hole_one, &x);
+    if (h->forgotten_max < upto) h->forgotten_max = upto;   /* channels made later know nothing before */
+    pthread_mutex_unlock(&h->mu);
+}
+
+static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest);
+
+int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, uint64_t oldest)
+{
+    if (!valid_channel(channel, chlen)) return -1;
+    sse_event *e = gap_alloc(h->nw, channel, chlen, last, oldest);
+    if (!e) return -1;
+    e->hash = strmap_hash(h->chans, channel, chlen);
+    pthread_mutex_lock(&h->mu);
+    hchan *c = strmap_get_hashed(h->chans, e->hash, channel, chlen);
+    if (c && c->nsubs) {
+        h->gaps++;
+        post_all(h, e);                 /* the same inboxes as events: order is kept */
+    }
+    pthread_mutex_unlock(&h->mu);
+    sse_event_unref(e);
+    return 0;
+}
+
 uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const char *event,
                          const char *data, size_t datalen, const char *id_override,
                          int retry_ms, uint64_t now_ms, const char **err)
 {
     const char *dummy;
     if (!err) err = &dummy;
-    *err = NULL;
-    if (!channel || chlen == 0) return *err = "empty channel", 0;
-    if (!valid_channel(channel, chlen)) return *err = "bad channel name (1-200 bytes, no control characters)", 0;
-    size_t evlen = event ? strlen(event) : 0;
-    if (evlen && strpbrk(event, "\r\n")) return *err = "CR or LF in event name", 0;
     uint64_t ov = 0;
-    if (id_override && sseenc_parse_id(id_override, &ov)) return *err = "bad id (must be a decimal integer)", 0;
     if (!data) datalen = 0;
+    if (sse_hub_check(h, channel, chlen, event, data, datalen, id_override, retry_ms, err)) return 0;
+    if (id_override) sseenc_parse_id(id_override, &ov);
+    size_t evlen = event ? strlen(event) : 0;
     size_t blen = sseenc_body_len(evlen, retry_ms, data, datalen);
-    if (blen + ID_RESERVE > h->lim.max_event_bytes) return *err = "event too large", 0;
 
     char *body;
     sse_event *e = ev_alloc(h->nw, channel, chlen, blen, &body);
@@ -331,15 +432,8 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
         c->last_pub_ms = now_ms;
         chan_trim(h, c, now_ms, h->lim.retention_count ? 1 : 0);
         if (h->lim.retention_count) chan_append(h, c, e);
-        else c->dropped_max = id;
-        if (c->nsubs)
-            for (unsigned i = 0; i < h->nw; i++) {
-                sse_worker *w = h->workers[i];
-                if (!w) continue;
-                sse_event_ref(e);
-                q_push(w, &e->node[i]);
-                if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
-            }
+        else if (id > c->dropped_max) c->dropped_max = id;
+        if (c->nsubs) post_all(h, e);
     }
     pthread_mutex_unlock(&h->mu);
     sse_event_unref(e);
@@ -530,7 +624,7 @@ static void deliver_local(sse_worker *w, sse_event *e)
     for (struct sse_sub_link *l = lc->head; l; l = lc->iter) {
         lc->iter = l->next;
         sse_sub *s = l->sub;
-        if (e->id > s->start_id_) {
+        if (e->id > s->start_id_ || !e->id) {      /* id 0: a gap notice (sse_hub_gap), for all */
             s->deliver_(s, e, s->ud_);
             n++;
         }
@@ -588,13 +682,11 @@ static int cmp_ev(const void *a, const void *b)
 }
 
 /* The synthetic "you lost events" notice: no id line, so the client's Last-Event-ID stays put. */
-static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
+static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest)
 {
-    size_t klen;
-    const char *name = strmap_key(c, &klen);
     size_t need = 130 + 2 * klen;
     char *body;
-    sse_event *e = ev_alloc(0, name, klen, need, &body);
+    sse_event *e = ev_alloc(nnodes, name, klen, need, &body);
     if (!e) return NULL;
     char *p = body;
     p += sprintf(p, "event: " SSE_GAP_EVENT "\ndata: {\"channel\":\"");
@@ -607,6 +699,13 @@ static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
     e->wire = body;
     e->len = (uint32_t)(p - body);
     return e;
+}
+
+static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
+{
+    size_t klen;
+    const char *name = strmap_key(c, &klen);
+    return gap_alloc(0, name, klen, last, oldest);
 }
 
 /* What a new subscriber missed: gap notices first, then events (sorted later). */
@@ -623,13 +722,24 @@ static void chan_snapshot(sse_hub *h, hchan *c, uint64_t L, uint64_t now_ms, rep
 {
     chan_trim(h, c, now_ms, 0);
     int foreign = L < h->id_base || L > h->last_id;
-    if (foreign || L < c->dropped_max) {
+    /* From a gap on, the replay is complete: events up to dropped_max that are still kept (a
+     * hole sse_hub_mark_hole recorded inside the history) are left out with the rest, so that
+     * the notice's "oldest" is the first id replayed and everything from there on is there. */
+    uint64_t from = L;
+    if (!foreign && L < c->dropped_max) {
+        from = c->dropped_max;
+        uint64_t oldest = 0;
+        for (uint32_t k = 0; k < c->n && !oldest; k++)
+            if (c->ring[(c->head + k) % c->cap]->id > from) oldest = c->ring[(c->head + k) % c->cap]->id;
+        if ((rp->gap[rp->ngap] = gap_event(c, L, oldest))) rp->ngap++;
+        h->gaps++;
+    } else if (foreign) {
         if ((rp->gap[rp->ngap] = gap_event(c, L, c->n ? c->ring[c->head]->id : 0))) rp->ngap++;
         h->gaps++;
     }
     for (uint32_t k = 0; k < c->n; k++) {
         sse_event *e = c->ring[(c->head + k) % c->cap];
-        if (foreign || e->id > L) {
+        if (foreign || e->id > from) {
             sse_event_ref(e);
             rp->ev[rp->nev++] = e;
         }

@@ -77,6 +77,26 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
                          const char *data, size_t datalen, const char *id_override,
                          int retry_ms, uint64_t now_ms, const char **err);
 
+/* The checks sse_hub_publish makes, without publishing (for a publish that goes elsewhere
+ * first, e.g. through Redis). 0, or -1 with *err a constant string. */
+int sse_hub_check(sse_hub *h, const char *channel, size_t chlen, const char *event, const char *data,
+                  size_t datalen, const char *id_override, int retry_ms, const char **err);
+/* The newest id the hub issued or accepted. */
+uint64_t sse_hub_last_id(sse_hub *h);
+/* Calls fn for each channel with at least one subscriber, under the hub lock (fn must not call
+ * the hub; copy the name). */
+void sse_hub_each_subscribed(sse_hub *h, void (*fn)(void *ud, const char *name, size_t len), void *ud);
+/* Posts an SSE_GAP_EVENT ({"channel", "last_event_id": last, "oldest"}) to every current
+ * subscriber of channel, in order with the events around it; not kept in the history. For a
+ * hole the hub learns of after the fact (events that could not be brought in). 0 or -1. */
+int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, uint64_t oldest);
+
+/* Records that the history of every channel for which complete(ud, name, len) is not 1 (complete
+ * may be NULL: all) may miss events with ids up to upto (which may be above the hub's last id:
+ * events it has not seen yet), and that channels created later know nothing before it: a replay
+ * from before upto then starts with a gap. complete runs under the hub lock. */
+void sse_hub_mark_hole(sse_hub *h, uint64_t upto, int (*complete)(void *ud, const char *name, size_t len), void *ud);
+
 /* Cleanup pass (cleanup_interval): trims history by age and frees channels with
  * no subscriber and no publish for idle_ms. Returns the number of channels freed. */
 size_t sse_hub_sweep(sse_hub *h, uint64_t now_ms, uint64_t idle_ms);

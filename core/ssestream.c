@@ -13,6 +13,8 @@
 #include "lua_app.h"
 #include "rbus.h"
 #include "sse.h"
+#include "ssebus.h"
+#include "sseenc.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -162,6 +164,37 @@ static void refuse(conn *c, int status, const char *msg)
     resp_error(c, status, msg, 0);
 }
 
+/* Which argument sse_worker_subscribe refused (SSE_ERR_ARG) and why, for the 400 (and the log:
+ * a bad channel name is the authorizer's mistake, not the client's). */
+static void arg_reason(char *msg, size_t n, const ssestream *s, const char *lastid)
+{
+    uint64_t id;
+    if (lastid && lastid[0] && sseenc_parse_id(lastid, &id)) {
+        snprintf(msg, n, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 "
+                         "(send back the id of the last event received, or no Last-Event-ID)");
+        return;
+    }
+    for (size_t i = 0; i < s->nch; i++) {
+        const char *ch = s->chans[i];
+        size_t l = strlen(ch);
+        for (size_t k = 0; k < l && l <= SSE_MAX_CHANNEL_LEN; k++)
+            if ((unsigned char)ch[k] < 0x20 || ch[k] == 0x7f) l = SSE_MAX_CHANNEL_LEN + 1;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(ch, s->chans[j])) {
+                snprintf(msg, n, "the SSE handler returned channel \"%.60s\" twice (list each channel once)", ch);
+                log_msg(LOG_WARN, "SSE %s", msg);
+                return;
+            }
+        if (l == 0 || l > SSE_MAX_CHANNEL_LEN) {
+            snprintf(msg, n, "the SSE handler returned a bad channel name (channels are 1 to %d bytes without control characters)",
+                     SSE_MAX_CHANNEL_LEN);
+            log_msg(LOG_WARN, "SSE %s", msg);
+            return;
+        }
+    }
+    snprintf(msg, n, "bad SSE subscription");
+}
+
 /* ---------------------------------------------------------------- Redis: caps and replay */
 
 static double member_ttl(const sconfig *cfg) { return cfg->sse_heartbeat * 3 + 10; }
@@ -309,9 +342,10 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
     int rc = sse_worker_subscribe(side->sw, &s->sub, s->chans, s->nch, s->user, lastid && lastid[0] ? lastid : NULL,
                                   worker_now_us(w) / 1000, deliver, s);
     if (rc != SSE_OK) {
+        char msg[256];
+        if (rc == SSE_ERR_ARG) arg_reason(msg, sizeof msg, s, lastid); /* before s is freed */
         c->out.len = mark;
         drop_stream(c, s);
-        char msg[160];
         switch (rc) {
         case SSE_ERR_USER:
             snprintf(msg, sizeof msg, "too many event streams for this user (sse.per_user = %u)", cfg->sse_per_user);
@@ -324,7 +358,7 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
             refuse(c, 503, "channel subscriber limit reached");
             break;
         case SSE_ERR_ARG:
-            refuse(c, 400, "bad channel name or Last-Event-ID");
+            refuse(c, 400, msg);
             break;
         default:
             refuse(c, 503, sse_strerror(rc));
@@ -379,7 +413,12 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     write_headers(c);
     char lid[24];
     const char *lastid = s->lastid[0] ? s->lastid : NULL;
-    if (verdict == 0 && lastid && r->elements == 1 + 2 * s->nch) {
+    const redisReply *ep = r && r->elements == 2 + 2 * s->nch ? r->element[1 + 2 * s->nch] : NULL;
+    /* Redis's streams replay only when they are the history this instance knows; after Redis
+     * lost its data they would look complete while they are not: then the hub alone replays
+     * (it has what this instance received and marks what it missed) */
+    if (verdict == 0 && lastid && ep && ep->type == REDIS_REPLY_STRING &&
+        ssebus_redis_replay_ok(w->srv, ep->str, strtoull(lastid, NULL, 10))) {
         uint64_t upto = replay(c, s, r, strtoull(lastid, NULL, 10));
         snprintf(lid, sizeof lid, "%llu", (unsigned long long)upto);
         lastid = lid;
@@ -388,6 +427,8 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     }
     if (subscribe_local(c, s, mark, lastid)) finish_async(c);
     else {
+        /* the hub's replay gaps were superseded by Redis's; a gap from now on is news */
+        if (!c->closed && c->sse == s) s->drop_gaps = 0;
         /* admitted after the access log was written: as on the local path (dispatch.c), the
          * request and its read buffer go, so an idle stream costs ~2 KB with Redis too */
         http_req_free(&c->req);
@@ -431,9 +472,10 @@ static int admit_send(conn *c, ssestream *s)
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
     const char *prefix = rbus_prefix(w->srv);
-    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16];
+    char total[96], ukey[400], ttl[24], maxt[16], peru[16], rmax[16], epoch[96];
+    snprintf(epoch, sizeof epoch, "%ssse:epoch", prefix);
     char streams[SSE_MAX_SUB_CHANNELS][320];
-    const char *av[9 + SSE_MAX_SUB_CHANNELS];
+    const char *av[10 + SSE_MAX_SUB_CHANNELS];
     int nk = 2, na = 0;
     snprintf(total, sizeof total, "%ssse:conns", prefix);
     user_key(w->srv, s, ukey, sizeof ukey);
@@ -456,6 +498,7 @@ static int admit_send(conn *c, ssestream *s)
     av[na++] = s->user ? "1" : "0";
     av[na++] = s->lastid;
     av[na++] = rmax;
+    av[na++] = epoch;
     s->op = rbus_eval(w, RBUS_SSE_ADMIT, nk, na, av, NULL, ADMIT_DEADLINE, admit_cb, s);
     return s->op != NULL;
 }
@@ -483,9 +526,10 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     if (lua_isstring(co, -1)) chans[nch++] = lua_tostring(co, -1);
     lua_getfield(co, 1, "channels");
     if (lua_istable(co, -1)) {
-        size_t n = lua_objlen(co, -1);
+        int list = lua_gettop(co);              /* -1 moves as the names are pushed */
+        size_t n = lua_objlen(co, list);
         for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(co, -1, (int)i);
+            lua_rawgeti(co, list, (int)i);
             if (!lua_isstring(co, -1) || nch == SSE_MAX_SUB_CHANNELS) {
                 snprintf(err, errlen, "SSE channels must be strings, at most %d per stream", SSE_MAX_SUB_CHANNELS);
                 return -1;
@@ -516,7 +560,7 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
             else bad_id = 1;
         }
     }
-    if (bad_id) { refuse(c, 400, "bad channel name or Last-Event-ID"); return 1; }
+    if (bad_id) { refuse(c, 400, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 (this one is over 63 bytes)"); return 1; }
 
     ssestream *s = calloc(1, sizeof *s);
     if (!s) { refuse(c, 503, "out of memory"); return 1; }

@@ -5,24 +5,24 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <limits.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <signal.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "log.h"
 #include "lua_app.h"
-#include "lua_db.h"
 #include "metrics.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "sse.h"
+#include "testclient.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -34,6 +34,11 @@ static double real_now(void)
 }
 
 /* ---------------------------------------------------------------- host.run: child tasks */
+
+/* The waiter a test is blocked on in wait() (its done callback): a timer callback that fails
+ * meanwhile (an assertion in it, typically) fails the test at once instead of at its timeout.
+ * Disarmed whenever a host.run child ends or is abandoned. */
+static struct twaiter *armed_waiter;
 
 typedef struct hostrun {
     ev_timer start, limit;
@@ -48,6 +53,7 @@ typedef struct hostrun {
 static void hr_resume_parent(hostrun *hr)
 {
     task *p = hr->parent;
+    armed_waiter = NULL;
     ev_timer_stop(hr->loop, &hr->start);
     ev_timer_stop(hr->loop, &hr->limit);
     lua_State *co = p->co;
@@ -144,378 +150,6 @@ static int l_run(lua_State *L)
     return task_yield(L, p);
 }
 
-/* ---------------------------------------------------------------- HTTP client */
-
-typedef struct tclient {
-    ev_io io;
-    ev_timer tmo;
-    int fd;
-    buf out;
-    http_parser p;
-    task *t;                        /* waiting task, or NULL */
-    int sse;                        /* subscribe(): resume at headers, keep reading events */
-    int headers_done, complete, failed;
-    int status;
-    buf hname, body, events;
-    int in_value;
-    lua_State *L;                   /* state holding the header table under construction */
-    int href;                       /* registry ref of the headers table */
-    appstate *a;
-    int closed;
-    int waiting_event;
-    int comments;
-    int selfref;
-} tclient;
-
-static int tc_header_field(http_parser *p, const char *at, size_t n)
-{
-    tclient *c = p->data;
-    if (c->in_value || !c->hname.len) {
-        if (c->in_value) { buf_append(&c->hname, "", 1); }
-        c->in_value = 0;
-        buf_reset(&c->hname);
-    }
-    for (size_t i = 0; i < n; i++) { char ch = at[i]; if (ch >= 'A' && ch <= 'Z') ch += 32; buf_append(&c->hname, &ch, 1); }
-    return 0;
-}
-
-static int tc_header_value(http_parser *p, const char *at, size_t n)
-{
-    tclient *c = p->data;
-    lua_State *L = c->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->href);
-    lua_pushlstring(L, c->hname.data, c->hname.len);
-    lua_rawget(L, -2);
-    if (!c->in_value) {
-        if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushlstring(L, at, n); }
-        else { lua_pushstring(L, ", "); lua_pushlstring(L, at, n); lua_concat(L, 3); }
-    } else {
-        lua_pushlstring(L, at, n);
-        lua_concat(L, 2);
-    }
-    lua_pushlstring(L, c->hname.data, c->hname.len);
-    lua_insert(L, -2);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-    c->in_value = 1;
-    return 0;
-}
-
-static void tc_finish(tclient *c);
-
-static int tc_headers_complete(http_parser *p)
-{
-    tclient *c = p->data;
-    c->status = p->status_code;
-    c->headers_done = 1;
-    return 0;
-}
-
-static int tc_body(http_parser *p, const char *at, size_t n)
-{
-    tclient *c = p->data;
-    buf_append(c->sse && c->status == 200 ? &c->events : &c->body, at, n);
-    return 0;
-}
-
-static int tc_complete(http_parser *p)
-{
-    tclient *c = p->data;
-    c->complete = 1;
-    return 0;
-}
-
-static const http_parser_settings tc_settings = {
-    .on_header_field = tc_header_field,
-    .on_header_value = tc_header_value,
-    .on_headers_complete = tc_headers_complete,
-    .on_body = tc_body,
-    .on_message_complete = tc_complete,
-};
-
-/* Pushes status, headers, body (gunzipped when the server compressed it) on L. */
-static int push_response(lua_State *L, tclient *c)
-{
-    lua_pushinteger(L, c->status);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->href);
-    lua_getfield(L, -1, "content-encoding");
-    int gz = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "gzip") == 0;
-    lua_pop(L, 1);
-    if (gz && c->body.len) {
-        z_stream z = {0};
-        buf out = {0};
-        inflateInit2(&z, 15 + 16);
-        z.next_in = (Bytef *)c->body.data;
-        z.avail_in = (uInt)c->body.len;
-        int rc;
-        do {
-            buf_reserve(&out, 65536);
-            z.next_out = (Bytef *)out.data + out.len;
-            z.avail_out = (uInt)(out.cap - out.len);
-            rc = inflate(&z, Z_NO_FLUSH);
-            out.len = out.cap - z.avail_out;
-        } while (rc == Z_OK);
-        inflateEnd(&z);
-        lua_pushlstring(L, out.data ? out.data : "", out.len);
-        buf_free(&out);
-    } else {
-        lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
-    }
-    lua_pushinteger(L, (lua_Integer)c->body.len);   /* bytes on the wire */
-    return 4;
-}
-
-static void tc_close(tclient *c)
-{
-    if (c->closed) return;
-    c->closed = 1;
-    ev_io_stop(c->a->w->loop, &c->io);
-    ev_timer_stop(c->a->w->loop, &c->tmo);
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
-}
-
-static void tc_wake(tclient *c, int n)
-{
-    task *t = c->t;
-    c->t = NULL;
-    ev_timer_stop(c->a->w->loop, &c->tmo);
-    task_resume(t, n);
-}
-
-/* A waiting task gets its answer: response, stream handle, event, or an error. */
-static void tc_finish(tclient *c)
-{
-    if (!c->t) return;
-    lua_State *co = c->t->co;
-    int selfref = c->selfref;
-    c->selfref = 0;
-    tc_close(c);
-    if (c->failed && !c->headers_done) {
-        lua_pushnil(co);
-        lua_pushstring(co, "request failed: connection closed before a response");
-        tc_wake(c, 2);
-    } else {
-        tc_wake(c, push_response(co, c));
-    }
-    if (selfref) luaL_unref(c->a->L, LUA_REGISTRYINDEX, selfref);
-}
-
-/* Extracts one complete event ("...\n\n") from c->events into a table on co; 0 when none. */
-static int pop_event(lua_State *co, tclient *c)
-{
-    for (;;) {
-        char *d = c->events.data + c->events.off;
-        size_t n = buf_pending(&c->events);
-        char *end = NULL;
-        for (size_t i = 0; i + 1 < n; i++) if (d[i] == '\n' && d[i + 1] == '\n') { end = d + i; break; }
-        if (!end) return 0;
-        size_t blen = (size_t)(end - d);
-        c->events.off += blen + 2;
-        lua_newtable(co);
-        int got = 0;
-        buf data = {0};
-        int ndata = 0;
-        for (char *line = d; line < d + blen;) {
-            char *nl = memchr(line, '\n', (size_t)(d + blen - line));
-            size_t ll = nl ? (size_t)(nl - line) : (size_t)(d + blen - line);
-            if (ll && line[0] != ':') {
-                char *colon = memchr(line, ':', ll);
-                size_t fl = colon ? (size_t)(colon - line) : ll;
-                const char *v = colon ? colon + 1 : line + ll;
-                if (colon && *v == ' ') v++;
-                size_t vl = (size_t)(line + ll - v);
-                if (fl == 4 && memcmp(line, "data", 4) == 0) {
-                    if (ndata++) buf_append(&data, "\n", 1);
-                    buf_append(&data, v, vl);
-                } else if (fl == 2 && memcmp(line, "id", 2) == 0) {
-                    lua_pushlstring(co, v, vl);
-                    lua_setfield(co, -2, "id");
-                } else if (fl == 5 && memcmp(line, "event", 5) == 0) {
-                    lua_pushlstring(co, v, vl);
-                    lua_setfield(co, -2, "event");
-                } else if (fl == 5 && memcmp(line, "retry", 5) == 0) {
-                    lua_pushlstring(co, v, vl);
-                    lua_setfield(co, -2, "retry");
-                }
-                got = 1;
-            }
-            line += ll + 1;
-        }
-        if (ndata) {
-            lua_pushlstring(co, data.data ? data.data : "", data.len);
-            lua_setfield(co, -2, "data");
-        }
-        buf_free(&data);
-        if (got) {
-            if (!ndata) { lua_pushliteral(co, ""); lua_setfield(co, -2, "data"); }
-            return 1;
-        }
-        lua_pop(co, 1);          /* comment-only block (heartbeat): skip */
-        c->comments++;
-    }
-}
-
-static void tc_io_cb(struct ev_loop *loop, ev_io *io, int revents)
-{
-    tclient *c = container_of(io, tclient, io);
-    if (revents & EV_WRITE) {
-        while (buf_pending(&c->out)) {
-            ssize_t n = send(c->fd, c->out.data + c->out.off, buf_pending(&c->out), MSG_NOSIGNAL);
-            if (n > 0) { c->out.off += (size_t)n; continue; }
-            if (n < 0 && (errno == EAGAIN || errno == EINPROGRESS)) return;
-            c->failed = 1;
-            tc_close(c);
-            tc_finish(c);
-            return;
-        }
-        ev_io_stop(loop, io);
-        ev_io_set(io, c->fd, EV_READ);
-        ev_io_start(loop, io);
-        return;
-    }
-    char b[65536];
-    ssize_t n = recv(c->fd, b, sizeof b, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    size_t used = http_parser_execute(&c->p, &tc_settings, b, n > 0 ? (size_t)n : 0);
-    if (n <= 0 || used != (size_t)n || HTTP_PARSER_ERRNO(&c->p) != HPE_OK) {
-        if (!c->complete && !c->headers_done) c->failed = 1;
-        tc_close(c);
-    }
-    if (!c->t) return;
-    if (c->sse) {
-        if (c->t->wait == (void *)c && c->waiting_event) {
-            if (pop_event(c->t->co, c)) { c->waiting_event = 0; tc_wake(c, 1); }
-            else if (c->closed) { c->waiting_event = 0; lua_pushnil(c->t->co); lua_pushstring(c->t->co, "stream closed"); tc_wake(c, 2); }
-            return;
-        }
-        if (c->headers_done || c->closed) {
-            if (c->status != 200 || c->closed) {     /* refused: wait for the whole answer */
-                if (c->complete || c->closed) tc_finish(c);
-                return;
-            }
-            lua_pushinteger(c->t->co, 200);
-            lua_rawgeti(c->t->co, LUA_REGISTRYINDEX, c->selfref);
-            tc_wake(c, 2);
-        }
-        return;
-    }
-    if (c->complete || c->closed) tc_finish(c);
-}
-
-static void tc_tmo_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    tclient *c = container_of(t, tclient, tmo);
-    if (!c->t) return;
-    if (c->waiting_event) {
-        c->waiting_event = 0;
-        lua_pushnil(c->t->co);
-        lua_pushstring(c->t->co, "timeout");
-        tc_wake(c, 2);
-        return;
-    }
-    tc_close(c);
-    lua_pushnil(c->t->co);
-    lua_pushstring(c->t->co, "request timed out (no complete response within 30 s)");
-    tc_wake(c, 2);
-}
-
-static int tc_gc(lua_State *L)
-{
-    tclient *c = luaL_checkudata(L, 1, "sluice.tclient");
-    tc_close(c);
-    buf_free(&c->out);
-    buf_free(&c->hname);
-    buf_free(&c->body);
-    buf_free(&c->events);
-    if (c->href) { luaL_unref(L, LUA_REGISTRYINDEX, c->href); c->href = 0; }
-    return 0;
-}
-
-/* testing.raw(bytes, sse) -> status, headers, body, wire_bytes | (sse) handle-status ; nil, err */
-static int l_raw(lua_State *L)
-{
-    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
-    size_t n;
-    const char *bytes = luaL_checklstring(L, 1, &n);
-    int sse = lua_toboolean(L, 2);
-    task *t = task_current(a, L);
-    if (!t) return luaL_error(L, "request(): only inside a spec (it/before_each/...)");
-    tclient *c = lua_newuserdata(L, sizeof *c);
-    memset(c, 0, sizeof *c);
-    c->fd = -1;
-    luaL_getmetatable(L, "sluice.tclient");
-    lua_setmetatable(L, -2);
-    c->a = a;
-    c->L = a->L;
-    lua_newtable(a->L);
-    c->href = luaL_ref(a->L, LUA_REGISTRYINDEX);
-    c->sse = sse;
-    http_parser_init(&c->p, HTTP_RESPONSE);
-    c->p.data = c;
-    buf_append(&c->out, bytes, n);
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)a->w->test_port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) && errno != EINPROGRESS) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "connect: %s", strerror(errno));
-        return 2;
-    }
-    ev_io_init(&c->io, tc_io_cb, c->fd, EV_WRITE);
-    ev_io_start(a->w->loop, &c->io);
-    ev_timer_init(&c->tmo, tc_tmo_cb, 30, 0);
-    ev_timer_start(a->w->loop, &c->tmo);
-    c->t = t;
-    t->wait = c;
-    /* the userdata must survive the yield: anchor it in the task's coroutine registry slot */
-    lua_pushvalue(L, -1);
-    c->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
-    return task_yield(L, t);
-}
-
-/* handle:next_event(timeout) -> event table | nil, "timeout" | nil, "stream closed" */
-static int l_next_event(lua_State *L)
-{
-    tclient *c = luaL_checkudata(L, 1, "sluice.tclient");
-    double timeout = luaL_optnumber(L, 2, 1);
-    appstate *a = c->a;
-    task *t = task_current(a, L);
-    if (!t) return luaL_error(L, "next_event: only inside a spec");
-    if (pop_event(L, c)) return 1;
-    if (c->closed) { lua_pushnil(L); lua_pushstring(L, "stream closed"); return 2; }
-    c->t = t;
-    c->waiting_event = 1;
-    t->wait = c;
-    ev_timer_stop(a->w->loop, &c->tmo);
-    ev_timer_set(&c->tmo, timeout, 0);
-    ev_timer_start(a->w->loop, &c->tmo);
-    return task_yield(L, t);
-}
-
-static int l_sub_close(lua_State *L)
-{
-    tclient *c = luaL_checkudata(L, 1, "sluice.tclient");
-    tc_close(c);
-    if (c->selfref) { luaL_unref(L, LUA_REGISTRYINDEX, c->selfref); c->selfref = 0; }
-    return 0;
-}
-
-static int l_comments(lua_State *L)
-{
-    tclient *c = luaL_checkudata(L, 1, "sluice.tclient");
-    lua_pushinteger(L, c->comments);
-    return 1;
-}
-
-/* testing.finish(handle): the request is over; drop the anchor */
-static int l_release(lua_State *L)
-{
-    tclient *c = luaL_checkudata(L, 1, "sluice.tclient");
-    if (c->selfref) { luaL_unref(L, LUA_REGISTRYINDEX, c->selfref); c->selfref = 0; }
-    return 0;
-}
-
 /* ---------------------------------------------------------------- clock */
 
 static int l_clock_now(lua_State *L)
@@ -535,20 +169,166 @@ static int l_clock_advance(lua_State *L)
     return 0;
 }
 
-/* testing.reset(): a fresh rate-limit table so specs do not see each other's buckets */
+/* testing.reset(): forget every rate-limit bucket so specs do not see each other's. Clearing
+ * costs microseconds (only shards holding keys are walked); reallocating the 100,000-key
+ * table after every test cost ~2 ms of page faults per test. */
 static int l_reset(lua_State *L)
 {
     appstate *a = lua_touserdata(L, lua_upvalueindex(1));
-    server *s = a->w->srv;
-    ratelimit *old = s->rl;
-    s->rl = ratelimit_new(a->cfg->limiter_max_keys, 4);
-    if (old) ratelimit_free(old);
+    ratelimit_clear(a->w->srv->rl);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the server log of a test */
+
+/* While specs run, log lines go here instead of stderr; the runner takes them after each test
+ * and shows them under a failure (a handler's error with its file:line and traceback). */
+#define TEST_LOG_MAX 65536
+static buf test_log;
+static size_t test_log_dropped;
+
+static void waiter_fail_from_log(const char *line, unsigned long len);
+
+static void test_log_tap(const char *line, unsigned long len, void *ud)
+{
+    (void)ud;
+    waiter_fail_from_log(line, len);
+    if (test_log.len + len > TEST_LOG_MAX) { test_log_dropped += len; return; }
+    buf_append(&test_log, line, len);
+}
+
+/* testing.take_log() -> the lines logged since the last call, or nil */
+static int l_take_log(lua_State *L)
+{
+    if (!test_log.len && !test_log_dropped) { lua_pushnil(L); return 1; }
+    lua_pushlstring(L, test_log.data ? test_log.data : "", test_log.len);
+    if (test_log_dropped) {
+        lua_pushfstring(L, "... (%d more bytes of log dropped)\n", (int)test_log_dropped);
+        lua_concat(L, 2);
+    }
+    buf_reset(&test_log);
+    test_log_dropped = 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- waiters (done callbacks) */
+
+/* testing.waiter(): a one-shot event a task can wait on and anything (another task, a timer
+ * callback, the same task earlier) can signal: w:wait() -> true | nil, err; w:wake([err]).
+ * The wake-up is posted through a zero timer so the waiting task never resumes inside the
+ * signaller's own call. */
+typedef struct twaiter {
+    ev_timer kick;
+    appstate *a;
+    task *t;                 /* the task inside wait(), or NULL */
+    int woken;
+    char *err;
+} twaiter;
+
+
+static void waiter_post(twaiter *w, const char *err, size_t errlen)
+{
+    if (w->woken) return;
+    w->woken = 1;
+    if (err) w->err = strndup(err, errlen);
+    if (armed_waiter == w) armed_waiter = NULL;
+    if (w->t) ev_timer_start(w->a->w->loop, &w->kick);
+}
+
+static void waiter_fail_from_log(const char *line, unsigned long len)
+{
+    static const char tag[] = "[error] timer callback failed: ";
+    if (!armed_waiter) return;
+    const char *p = memmem(line, len, tag, sizeof tag - 1);
+    if (!p) return;
+    p += sizeof tag - 1;
+    const char *end = line + len;
+    const char *tb = memmem(p, (size_t)(end - p), "\nstack traceback:", 17);
+    if (tb) end = tb;
+    while (end > p && end[-1] == '\n') end--;
+    char msg[1024];
+    int n = snprintf(msg, sizeof msg, "%.*s\n(raised in a callback while the test waited for done())", (int)(end - p), p);
+    waiter_post(armed_waiter, msg, n < (int)sizeof msg ? (size_t)n : sizeof msg - 1);
+}
+
+static void tw_kick_cb(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop, (void)revents;
+    twaiter *w = container_of(tm, twaiter, kick);
+    task *t = w->t;
+    w->t = NULL;
+    if (!t || !t->waiting || t->wait != w) return;
+    lua_State *co = t->co;
+    if (w->err) { lua_pushnil(co); lua_pushstring(co, w->err); task_resume(t, 2); }
+    else { lua_pushboolean(co, 1); task_resume(t, 1); }
+}
+
+static void tw_cancel(task *t)
+{
+    twaiter *w = t->wait;
+    if (w && w->t == t) w->t = NULL;
+    if (armed_waiter == w) armed_waiter = NULL;
+}
+
+static int l_waiter(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    twaiter *w = lua_newuserdata(L, sizeof *w);
+    memset(w, 0, sizeof *w);
+    w->a = a;
+    ev_timer_init(&w->kick, tw_kick_cb, 0, 0);
+    luaL_getmetatable(L, "sluice.twaiter");
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int l_waiter_wait(lua_State *L)
+{
+    twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
+    if (w->woken) {
+        if (w->err) { lua_pushnil(L); lua_pushstring(L, w->err); return 2; }
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    task *t = task_current(w->a, L);
+    if (!t) return luaL_error(L, "waiter:wait() only inside a spec");
+    if (w->t) return luaL_error(L, "waiter:wait(): another task is already waiting");
+    w->t = t;
+    t->wait = w;
+    t->cancel = tw_cancel;
+    armed_waiter = w;
+    return task_yield(L, t);
+}
+
+static int l_waiter_wake(lua_State *L)
+{
+    twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
+    size_t n = 0;
+    const char *err = lua_isnoneornil(L, 2) ? NULL : luaL_checklstring(L, 2, &n);
+    waiter_post(w, err, n);
+    return 0;
+}
+
+static int l_waiter_gc(lua_State *L)
+{
+    twaiter *w = luaL_checkudata(L, 1, "sluice.twaiter");
+    if (armed_waiter == w) armed_waiter = NULL;
+    if (w->a && w->a->w) ev_timer_stop(w->a->w->loop, &w->kick);
+    free(w->err);
+    w->err = NULL;
     return 0;
 }
 
 static int l_real_now(lua_State *L)
 {
     lua_pushnumber(L, real_now());
+    return 1;
+}
+
+/* testing.isatty(fd) -> whether fd (default 1, stdout) is a terminal: colours and prompts */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
     return 1;
 }
 
@@ -559,20 +339,87 @@ static int l_port(lua_State *L)
     return 1;
 }
 
+/* ---------------------------------------------------------------- stdin for the REPL */
+
+/* testing.readline() -> the next line of stdin (without "\n"), or nil at end of input. The task
+ * yields while it waits, so the instance stays live (timers, streams) as the user types. */
+static struct {
+    ev_io io;
+    task *t;
+    struct ev_loop *loop;
+    buf acc;
+    int eof, started;
+} rl;
+
+static int rl_take(lua_State *L)
+{
+    char *d = rl.acc.data ? rl.acc.data + rl.acc.off : NULL;
+    size_t n = buf_pending(&rl.acc);
+    char *nl = d ? memchr(d, '\n', n) : NULL;
+    if (nl) {
+        lua_pushlstring(L, d, (size_t)(nl - d));
+        rl.acc.off += (size_t)(nl - d) + 1;
+        return 1;
+    }
+    if (!rl.eof) return 0;
+    if (n) { lua_pushlstring(L, d, n); rl.acc.off += n; }
+    else lua_pushnil(L);
+    return 1;
+}
+
+static void rl_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    char b[4096];
+    ssize_t n = read(0, b, sizeof b);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n > 0) buf_append(&rl.acc, b, (size_t)n);
+    else rl.eof = 1;
+    task *t = rl.t;
+    if (!t || !t->waiting || t->wait != &rl) return;
+    if (rl_take(t->co)) {
+        ev_io_stop(loop, w);
+        rl.t = NULL;
+        task_resume(t, 1);
+    }
+}
+
+static void rl_cancel(task *t)
+{
+    if (rl.t == t) { ev_io_stop(rl.loop, &rl.io); rl.t = NULL; }
+}
+
+static int l_readline(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    if (rl_take(L)) return 1;
+    task *t = task_current(a, L);
+    if (!t) return luaL_error(L, "testing.readline: only inside a task");
+    if (!rl.started) { ev_io_init(&rl.io, rl_cb, 0, EV_READ); rl.started = 1; }
+    rl.loop = a->w->loop;
+    rl.t = t;
+    t->wait = &rl;
+    t->cancel = rl_cancel;
+    ev_io_start(rl.loop, &rl.io);
+    return task_yield(L, t);
+}
+
 int luaopen_sluice_testing(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"run", l_run},   {"raw", l_raw},           {"clock_now", l_clock_now}, {"clock_advance", l_clock_advance},
-        {"reset", l_reset}, {"port", l_port},       {"real_now", l_real_now}, {NULL, NULL},
+        {"run", l_run},   {"raw", testclient_raw},           {"clock_now", l_clock_now}, {"clock_advance", l_clock_advance},
+        {"reset", l_reset}, {"port", l_port},       {"real_now", l_real_now}, {"take_log", l_take_log},
+        {"waiter", l_waiter}, {"isatty", l_isatty}, {"readline", l_readline}, {NULL, NULL},
     };
-    static const luaL_Reg methods[] = {
-        {"next_event", l_next_event}, {"close", l_sub_close}, {"comments", l_comments}, {"release", l_release}, {NULL, NULL},
+    static const luaL_Reg waiter_methods[] = {
+        {"wait", l_waiter_wait}, {"wake", l_waiter_wake}, {NULL, NULL},
     };
-    if (luaL_newmetatable(L, "sluice.tclient")) {
+    testclient_register(L);
+    if (luaL_newmetatable(L, "sluice.twaiter")) {
         lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
+        luaL_setfuncs(L, waiter_methods, 0);
         lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, tc_gc);
+        lua_pushcfunction(L, l_waiter_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
@@ -591,11 +438,39 @@ static void root_done(task *t, int st, const char *etext)
 {
     root_finished = 1;
     if (st == 0) exit_status = lua_isnumber(t->co, -1) ? (int)lua_tointeger(t->co, -1) : 0;
-    else { fprintf(stderr, "sluice test: %s\n", etext); exit_status = 2; }
+    else { fprintf(stderr, "sluice: %s\n", etext); exit_status = 2; }
     ev_break(t->app->w->loop, EVBREAK_ALL);
 }
 
-int testing_exec(const char *config_path, const char *module, int argc, char **argv)
+/* The app under test: config_path's, or, when no config was named and ./config.lua does not
+ * exist, an app without scripts, so the specs of a plain Lua project (busted's spec/) run too. */
+static appstate *load_app(const char *config_path, int config_given, worker *w, int flags, char *err, size_t errlen)
+{
+    if (config_given || access(config_path, F_OK) == 0) return appstate_new(config_path, w, 1 | flags, err, errlen);
+    char dir[] = "/tmp/sluice-noconfig-XXXXXX", path[64];
+    if (!mkdtemp(dir)) { snprintf(err, errlen, "sluice: mkdtemp: %s", strerror(errno)); return NULL; }
+    snprintf(path, sizeof path, "%s/config.lua", dir);
+    FILE *f = fopen(path, "w");
+    if (f) { fputs("return { scripts = {} }\n", f); fclose(f); }
+    appstate *a = appstate_new(path, w, 1 | flags, err, errlen);
+    unlink(path);
+    rmdir(dir);
+    if (!a) return NULL;
+    /* the loaders put the (now removed) config directory on package.path: make it the cwd's */
+    lua_State *L = a->L;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    luaL_gsub(L, lua_tostring(L, -1), dir, ".");
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd)) { free(a->base_dir); a->base_dir = strdup(cwd); }
+    return a;
+}
+
+/* The test instance running require(module)(args) as its root task; flags are appstate_new's. */
+static int exec_app(const char *config_path, int config_given, const char *module, int plain, int flags,
+                    int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     char err[8192];
@@ -607,7 +482,7 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     w->test_mode = 1;
-    appstate *a = appstate_new(config_path, w, 1, err, sizeof err);
+    appstate *a = load_app(config_path, config_given, w, flags, err, sizeof err);
     if (!a) { fprintf(stderr, "%s\n", err); return 2; }
     a->cfg->access_log = 0;
     s->cfg0 = a->cfg;
@@ -617,7 +492,7 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
                     (uint32_t)(a->cfg->sse_retention_seconds * 1000), 0, 0};
     s->ssehub = sse_hub_new(&l, 1, 1000);
     metrics_server_init(s, a->cfg->metrics_errors, a->cfg->metrics_retention);
-    if (worker_setup(s, w, 0, a)) { fprintf(stderr, "sluice test: worker setup failed\n"); return 2; }
+    if (worker_setup(s, w, 0, a)) { fprintf(stderr, "sluice: worker setup failed\n"); return 2; }
     /* listen on an ephemeral loopback port */
     w->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -625,7 +500,7 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     socklen_t sl = sizeof sa;
     if (bind(w->lfd, (struct sockaddr *)&sa, sizeof sa) || listen(w->lfd, 512) ||
         getsockname(w->lfd, (struct sockaddr *)&sa, &sl)) {
-        fprintf(stderr, "sluice test: cannot listen on loopback: %s\n", strerror(errno));
+        fprintf(stderr, "sluice: cannot listen on loopback: %s\n", strerror(errno));
         return 2;
     }
     w->test_port = ntohs(sa.sin_port);
@@ -634,9 +509,21 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     appstate_activate(a);
 
     lua_State *L = a->L;
+    if (plain) {
+        /* `sluice lua`: a script or a REPL, not a handler: no watchdog, no memory budget, the
+         * JIT on, and os.exit back (luaopen_os registers the library's functions again) */
+        a->script_timeout = 0;
+        a->guard.limit = 0;
+        lua_sethook(L, NULL, 0, 0);
+        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
+        lua_pushcfunction(L, luaopen_os);
+        lua_call(L, 0, 0);
+    } else if (strcmp(module, "spec_host") == 0) {
+        log_set_tap(test_log_tap, NULL);   /* each test's server log goes into its report */
+    }
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
-    if (lua_pcall(L, 1, 1, 0)) { fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1)); return 2; }
+    if (lua_pcall(L, 1, 1, 0)) { log_set_tap(NULL, NULL); fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1)); return 2; }
     lua_createtable(L, argc, 0);
     for (int i = 0; i < argc; i++) { lua_pushstring(L, argv[i]); lua_rawseti(L, -2, i + 1); }
     task *root = task_prepare(a, TASK_CHILD, 1);
@@ -645,6 +532,10 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     task_resume(root, 1);
     if (!root_finished) ev_run(w->loop, 0);
     fflush(stdout);
+    log_set_tap(NULL, NULL);
+    buf_free(&test_log);
+    if (rl.started) ev_io_stop(w->loop, &rl.io);
+    buf_free(&rl.acc);
     worker_teardown(w);
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);
@@ -652,28 +543,22 @@ int testing_exec(const char *config_path, const char *module, int argc, char **a
     return exit_status;
 }
 
-int testing_main(const char *config_path, int argc, char **argv)
+int testing_exec(const char *config_path, int config_given, const char *module, int plain, int argc, char **argv)
 {
-    return testing_exec(config_path, "spec_host", argc, argv);
+    return exec_app(config_path, config_given, module, plain, 0, argc, argv);
 }
 
-/* ---------------------------------------------------------------- sluice lua */
-
-int testing_run_script(const char *path, int argc, char **argv)
+int testing_exec_flags(const char *config_path, const char *module, int flags, int argc, char **argv)
 {
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    app_setup_loaders(L, NULL, ".");
-    lua_createtable(L, argc, 1);
-    for (int i = 0; i < argc; i++) { lua_pushstring(L, argv[i]); lua_rawseti(L, -2, i); }
-    lua_setglobal(L, "arg");
-    lua_getglobal(L, "debug");
-    lua_getfield(L, -1, "traceback");
-    lua_remove(L, -2);
-    if (luaL_loadfile(L, path)) { fprintf(stderr, "%s\n", lua_tostring(L, -1)); lua_close(L); return 1; }
-    for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
-    int rc = lua_pcall(L, argc - 1, 0, -(argc + 1));
-    if (rc) fprintf(stderr, "%s\n", lua_tostring(L, -1));
-    lua_close(L);
-    return rc ? 1 : 0;
+    return exec_app(config_path, 1, module, 0, flags, argc, argv);
+}
+
+int testing_main(const char *config_path, int config_given, int argc, char **argv)
+{
+    return testing_exec(config_path, config_given, "spec_host", 0, argc, argv);
+}
+
+int testing_lua(const char *config_path, int config_given, int argc, char **argv)
+{
+    return testing_exec(config_path, config_given, "sluice_lua", 1, argc, argv);
 }

@@ -173,6 +173,19 @@ void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t l
     char lm[30];
     static_http_date(f.mtime, lm);
     int compressible = static_compressible(f.content_type);
+    const sconfig *cfg = c->w->app_cfg;
+    off_t start = 0, blen = f.size;
+    int range = f.gzip ? 0 : static_if_range(&f, http_req_header(rq, "if-range", NULL))
+                             ? static_range(http_req_header(rq, "range", NULL), f.size, &start, &blen) : 0;
+    /* Which representation: the .gz sibling (f.gzip), small compressible files gzipped here, or the
+     * file as is. Each has its own strong ETag (RFC 9110 8.8.3: "-gz" for both gzip forms), chosen
+     * before the conditionals so If-None-Match compares against the one this client would get;
+     * HEAD takes the same decision as GET, so it reports the same encoding and length. */
+    int fly = !f.gzip && !range && compressible && gz_ok && cfg->gzip_enabled && f.size >= (off_t)cfg->gzip_threshold &&
+              f.size <= (1 << 20);
+    size_t el = strlen(f.etag);
+    if (el < 2 || el + 3 >= sizeof f.etag) fly = 0;
+    if (fly) memcpy(f.etag + el - 1, "-gz\"", 5);
     if (static_not_modified(&f, http_req_header(rq, "if-none-match", NULL), http_req_header(rq, "if-modified-since", NULL))) {
         resp_begin(&r, c, 304);
         resp_header(&r, "ETag", 4, f.etag, strlen(f.etag));
@@ -183,9 +196,6 @@ void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t l
         static_close(&f);
         return;
     }
-    off_t start = 0, blen = f.size;
-    int range = f.gzip ? 0 : static_if_range(&f, http_req_header(rq, "if-range", NULL))
-                             ? static_range(http_req_header(rq, "range", NULL), f.size, &start, &blen) : 0;
     if (range < 0) {
         char cr[64];
         int k = snprintf(cr, sizeof cr, "bytes */%lld", (long long)f.size);
@@ -195,24 +205,26 @@ void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t l
         static_close(&f);
         return;
     }
-    const sconfig *cfg = c->w->app_cfg;
-    /* small compressible files without a .gz sibling: gzip on the fly like any response */
-    if (!range && !f.gzip && compressible && gz_ok && cfg->gzip_enabled && f.size >= (off_t)cfg->gzip_threshold &&
-        f.size <= (1 << 20) && rq->method == HTTP_GET) {
+    if (fly) {
         char *data = malloc((size_t)f.size);
         ssize_t got = data ? pread(f.fd, data, (size_t)f.size, 0) : -1;
-        if (got == f.size) {
+        const char *gz;
+        size_t gzlen;
+        if (got == f.size && resp_gzip(c->w, data, (size_t)f.size, &gz, &gzlen) == 0) {
             resp_begin(&r, c, 200);
             resp_header(&r, "ETag", 4, f.etag, strlen(f.etag));
             resp_header(&r, "Last-Modified", 13, lm, 29);
             resp_header(&r, "Cache-Control", 13, cc, strlen(cc));
-            resp_header(&r, "Accept-Ranges", 13, "bytes", 5);
-            resp_finish(&r, f.content_type, data, (size_t)f.size);
+            resp_header(&r, "Vary", 4, "Accept-Encoding", 15);
+            resp_header(&r, "Content-Encoding", 16, "gzip", 4);   /* resp_finish gzips nothing more */
+            resp_finish(&r, f.content_type, gz, gzlen);               /* HEAD: headers only */
             free(data);
             static_close(&f);
             return;
         }
         free(data);
+        f.etag[el - 1] = '"';                                        /* fall back to the file as is */
+        f.etag[el] = 0;
     }
     resp_begin(&r, c, range ? 206 : 200);
     resp_header(&r, "ETag", 4, f.etag, strlen(f.etag));

@@ -359,23 +359,18 @@ local function cidr_check(v, path, ctx)
   return v
 end
 
--- Query parameters sluice's pool reads from DATABASE_URL (Prisma semantics).
-local PG_PARAMS = {
-  connection_limit = { function(n) return is_int(n) and n >= 1 and n <= 10000 end, "an integer 1..10000" },
-  pool_timeout = { function(n) return n >= 0 and n <= 86400 end, "a number of seconds 0..86400" },
-}
+-- A database URL is checked by the pool's own parser (core/pgurl.c through sluice.pgurl), so
+-- `sluice check` rejects exactly what `sluice run` would, with the same message. Outside the
+-- runtime (plain LuaJIT) only the scheme is checked.
+local has_pgurl, pgurl = pcall(require, "sluice.pgurl")
 
 local function pg_url(v, path, ctx)
   if type(v) ~= "string" or not (v:lower():match("^postgres://") or v:lower():match("^postgresql://")) then
     ctx:err(path, "must be a URL starting with postgres:// or postgresql://" .. got(v)); return nil
   end
-  local query = v:match("%?(.*)$")
-  for kv in (query or ""):gmatch("[^&]+") do
-    local k, val = kv:match("^([^=]*)=?(.*)$")
-    local p, n = PG_PARAMS[k], tonumber(val)
-    if p and not (n and n == n and p[1](n)) then
-      ctx:err(path, k .. " must be " .. p[2] .. " (got " .. quote(val) .. ")")
-    end
+  if has_pgurl then
+    local ok, msg = pgurl.check(v)
+    if not ok then ctx:err(path, msg); return nil end
   end
   return v
 end
@@ -396,8 +391,9 @@ local function redis_url(v, path, ctx)
   if type(v) == "string" then
     local l = v:lower()
     if l:match("^rediss?://.") or l:match("^unix:///.") or v:match("^/.") then return v end
+    if l:match("^redis%-sentinel://[^/]+/[^/?#]") then return v end
   end
-  ctx:err(path, "must start with redis://, rediss:// or unix:// or be an absolute socket path" .. got(v))
+  ctx:err(path, "must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path" .. got(v))
   return nil
 end
 
@@ -513,6 +509,7 @@ local TOP = record({
   workers = F(workers_check, "auto"),
   env = F(enum("production", "development"), "development"),
   scripts = F(scripts_check, { "scripts/app.lua" }),
+  templates = F(file_check, "templates"),     -- app.render's directory, relative to config.lua
   limits = F(record({
     max_connections = F(integer(1, 1e7), 11000),   -- 10,000 SSE streams plus room for requests
     request_timeout = F(number(0, DAY, true), 30),
@@ -522,6 +519,7 @@ local TOP = record({
     header_size = F(integer(1024, 1048576), 16384),
     url_size = F(integer(64, 1048576), 8192),
     max_headers = F(integer(1, 10000), 100),
+    max_output_buffer = F(integer(16384, 2 ^ 31), 1048576),
     script_timeout = F(number(0, DAY), 5),
     lua_memory = F(integer(0, 1048576), 512),       -- MB per Lua state, 0 = no budget
     jit = F(boolean, true),                         -- false: interpreter only (every runaway stopped)

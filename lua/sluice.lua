@@ -15,12 +15,67 @@ function app.array(t) return setmetatable(t or {}, array_mt) end
 app.empty_array = app.array({})
 app.null = cjson.null
 
-local function route(method)
-  return function(pattern, fn)
-    if type(pattern) ~= "string" then error("route pattern must be a string", 2) end
-    if type(fn) ~= "function" then error("route handler must be a function", 2) end
-    core.route(method, pattern, fn)
+-- Load-time mistakes are reported at the user's line, never at a line of this file: raise(msg,
+-- level) is error() with level counted as error() counts it, the location taken from the full
+-- script path (as Lua reports syntax errors), and internal positions stripped from core messages.
+local function location(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if not info or (info.currentline or -1) < 0 then return "" end
+  local src = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
+  return src .. ":" .. info.currentline
+end
+
+local function raise(msg, level)
+  error(location((level or 1) + 1) .. ": " .. tostring(msg):gsub("^[^\n:]*:%d+: ", ""), 0)
+end
+
+-- A module found nowhere: one line at the script's line saying what to do, instead of require's
+-- list of every file it tried (of which only the first line, naming nothing, would be shown).
+package.loaders[#package.loaders + 1] = function(name)
+  return function()
+    raise(("module '%s' not found: put %s.lua in scripts/ or next to config.lua, or install it "
+           .. "(a Debian lua-* package or a pure-Lua rock for Lua 5.1; see docs/lua-api.md, \"Lua modules\")")
+          :format(name, (name:gsub("%.", "/"))), 3)
   end
+end
+
+-- The route table in definition order, for `sluice routes` and app.routes().
+local routes, route_at = {}, {}
+local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true, OPTIONS = true, ["*"] = true, ANY = true }
+
+-- Adds a route; `level` is the stack level of the user's call (as for error()).
+local function add_route(method, pattern, fn, kind, level)
+  level = level + 1
+  local what = kind == "sse" and "app.sse" or method == nil and "app.route" or ("app." .. tostring(method):lower())
+  if type(method) ~= "string" or not METHODS[method:upper()] then
+    raise(("app.route: unknown method %s (use GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD or \"*\" for any)")
+      :format(type(method) == "string" and ("\"" .. method .. "\"") or tostring(method)), level)
+  end
+  method = method:upper() == "ANY" and "*" or method:upper()
+  if type(pattern) ~= "string" then
+    raise(what .. ": the route pattern must be a string such as \"/items/:id\" (got " .. type(pattern) .. ")", level)
+  end
+  if type(fn) ~= "function" then
+    raise(what .. "(\"" .. pattern .. "\", fn): " .. (kind == "sse" and "the authorizer" or "the handler")
+          .. " must be a function (got " .. type(fn) .. ")", level)
+  end
+  -- one handler per method and pattern (parameter names do not count: "/u/:id" is "/u/:name")
+  local key = method .. " " .. pattern:gsub(":[^/]*", ":")
+  local here = location(level)
+  if route_at[key] then
+    raise(("duplicate route %s %s: %s %s is already defined at %s (one handler per method and path: remove one, or change its path or method)")
+      :format(method, pattern, route_at[key].method, route_at[key].pattern, route_at[key].where), level)
+  end
+  local ok, err = pcall(core.route, method, pattern, fn, kind)
+  if not ok then raise(err, level) end
+  local file, line = here:match("^(.*):(%d+)$")
+  local r = { method = method, pattern = pattern, kind = kind or "handler", file = file, line = tonumber(line), where = here }
+  routes[#routes + 1] = r
+  route_at[key] = r
+end
+
+local function route(method)
+  return function(pattern, fn) add_route(method, pattern, fn, nil, 2) end
 end
 
 app.get = route("GET")
@@ -30,16 +85,22 @@ app.patch = route("PATCH")
 app.delete = route("DELETE")
 app.options = route("OPTIONS")
 
-function app.route(method, pattern, fn)
-  if type(fn) ~= "function" then error("route handler must be a function", 2) end
-  core.route(method, pattern, fn)
-end
+function app.route(method, pattern, fn) add_route(method, pattern, fn, nil, 2) end
 
 -- app.sse(pattern, fn): fn(req) returns { channel = "x" | channels = {...}, user = "id" }
 -- to accept the subscriber, or { status = 401, json = ... } (any non-200) to refuse.
-function app.sse(pattern, fn)
-  if type(fn) ~= "function" then error("sse authorizer must be a function", 2) end
-  core.route("GET", pattern, fn, "sse")
+function app.sse(pattern, fn) add_route("GET", pattern, fn, "sse", 2) end
+
+-- app.routes() -> a copy of the route table in definition order: { method, pattern, kind
+-- ("handler", "sse" or "static"), file, line, dir (static) }.
+function app.routes()
+  local out = {}
+  for i, r in ipairs(routes) do
+    local c = {}
+    for k, v in pairs(r) do c[k] = v end
+    out[i] = c
+  end
+  return out
 end
 
 -- app.publish(channel, { event =, data =, id =, retry = }) -> event id.
@@ -52,7 +113,12 @@ function app.publish(channel, ev)
   elseif data ~= nil then data = tostring(data) end
   local id = ev.id and tostring(ev.id) or nil
   -- With Redis configured this waits for the cluster-wide id (every instance delivers the event).
-  local res, err = core.publish(channel, data or "", ev.event, id, ev.retry)
+  local res, err, code = core.publish(channel, data or "", ev.event, id, ev.retry)
+  if res == nil and code == "unreachable" then
+    -- the bus cannot take the event (Redis down or too slow): an error table like the database's,
+    -- so an uncaught one answers 503 with Retry-After; pcall it to decide yourself
+    error({ code = "unreachable", message = "app.publish: " .. err }, 2)
+  end
   if res == nil and err and err ~= "SSE is not running" then error("app.publish: " .. err, 2) end
   return res, err
 end
@@ -61,8 +127,43 @@ end
 -- (sendfile, ETag/Last-Modified/304, Range, .gz siblings, never outside dir).
 function app.static(prefix, dir, opts)
   opts = opts or {}
-  core.static(prefix, dir, opts.cache_control, opts.index)
+  if type(prefix) ~= "string" or prefix:sub(1, 1) ~= "/" then
+    raise("app.static(prefix, dir): prefix must be a path starting with '/', e.g. \"/assets\" (got " .. tostring(prefix) .. ")", 2)
+  end
+  if type(dir) ~= "string" then raise("app.static(prefix, dir): dir must be a directory name, e.g. \"public\" (got " .. type(dir) .. ")", 2) end
+  local ok, err = pcall(core.static, prefix, dir, opts.cache_control, opts.index)
+  if not ok then
+    err = tostring(err)
+    if err:find("cannot open directory", 1, true) then
+      err = err .. " (create it, or give a path relative to config.lua's directory)"
+    end
+    raise(err, 2)
+  end
+  local here = location(2)
+  local file, line = here:match("^(.*):(%d+)$")
+  local pat = (prefix:gsub("/+$", "")) .. "/*"
+  routes[#routes + 1] = { method = "GET", pattern = pat, kind = "static", dir = dir, file = file, line = tonumber(line), where = here }
+  route_at["GET " .. pat] = routes[#routes]
 end
+
+-- HTML templates (lua/template.lua): app.render(name, data [, status]) -> a text/html response
+-- from templates/<name>.html; app.render_string(name, data) -> the HTML. Escaped by default.
+local template
+local function render(name, data, level)
+  template = template or require "template"
+  local ok, html = pcall(template.render, app.config.templates or "templates", name, data)
+  if not ok then
+    if type(html) == "string" and html:match("^[^\n:]+:%d+: ") then error(html, 0) end  -- the template's line
+    raise(html, level + 1)                                                            -- the caller's line
+  end
+  return html
+end
+
+function app.render(name, data, status)
+  return { status = status or 200, headers = { ["content-type"] = "text/html; charset=utf-8" }, body = render(name, data, 2) }
+end
+
+function app.render_string(name, data) return render(name, data, 2) end
 
 -- Middleware. app.before([prefix,] fn): fn(req) runs before the handler; returning a
 -- response answers early. app.after([prefix,] fn): fn(req, res) runs after it with the
@@ -113,8 +214,8 @@ end
 local function add_hook(list, a, b)
   local prefix, fn = a, b
   if type(a) == "function" then prefix, fn = "/", a end
-  if type(prefix) ~= "string" or prefix:sub(1, 1) ~= "/" then error("middleware prefix must start with '/'", 3) end
-  if type(fn) ~= "function" then error("middleware must be a function", 3) end
+  if type(prefix) ~= "string" or prefix:sub(1, 1) ~= "/" then raise("middleware prefix must start with '/', e.g. app.before(\"/api\", fn) (got " .. tostring(prefix) .. ")", 3) end
+  if type(fn) ~= "function" then raise("middleware must be a function (got " .. type(fn) .. ")", 3) end
   list[#list + 1] = { prefix = prefix, fn = fn }
   core.set_pipeline(pipeline)
 end
@@ -128,7 +229,12 @@ app.worker = core.worker
 
 -- app.timer(seconds, fn [, repeat]): run fn after seconds (every seconds when repeat is true).
 function app.timer(seconds, fn, rep)
-  core.timer(seconds, fn, rep)
+  if type(seconds) ~= "number" or seconds < 0 then
+    raise("app.timer(seconds, fn [, repeat]): seconds must be a number >= 0 (got " .. tostring(seconds) .. ")", 2)
+  end
+  if type(fn) ~= "function" then raise("app.timer(seconds, fn [, repeat]): fn must be a function (got " .. type(fn) .. ")", 2) end
+  local ok, err = pcall(core.timer, seconds, fn, rep)
+  if not ok then raise(err, 2) end
 end
 
 -- app.log(level, fmt, ...) or app.log(message)
@@ -154,21 +260,22 @@ local db = {}
 app.db = db
 local cdb = core.db
 
-function db.query(sql, ...)
-  local rows, err = cdb.query(sql, ...)
-  if rows == nil then error(err, 2) end
+-- Misuse (no task, e.g. at load time; a bad parameter) raises from C: reported at the caller's line.
+local function misuse(ok, rows, err)
+  if not ok then raise(rows, 3) end
+  if rows == nil then error(err, 3) end
   return rows
 end
 
-function db.read(sql, ...)
-  local rows, err = cdb.read(sql, ...)
-  if rows == nil then error(err, 2) end
-  return rows
-end
+-- (not tail calls: misuse counts the frames up to the caller)
+function db.query(sql, ...) local rows = misuse(pcall(cdb.query, sql, ...)); return rows end
+function db.read(sql, ...) local rows = misuse(pcall(cdb.read, sql, ...)); return rows end
 
 -- app.db.transaction(fn): BEGIN; fn(); COMMIT — or ROLLBACK and re-raise when fn errors.
 function db.transaction(fn)
-  local ok, err = cdb.begin()
+  if type(fn) ~= "function" then raise("app.db.transaction(fn): fn must be a function (got " .. type(fn) .. ")", 2) end
+  local pok, ok, err = pcall(cdb.begin)
+  if not pok then raise(ok, 2) end
   if not ok then error(err, 2) end
   local res = { pcall(fn) }
   if res[1] then
@@ -184,7 +291,10 @@ db.configured = cdb.configured
 
 -- app.db.listen(channel, fn): at load time; fn(payload, channel) runs as a task for each NOTIFY.
 function db.listen(channel, fn)
-  cdb.listen(channel, fn)
+  if type(channel) ~= "string" then raise("app.db.listen(channel, fn): channel must be a string (got " .. type(channel) .. ")", 2) end
+  if type(fn) ~= "function" then raise("app.db.listen(channel, fn): fn must be a function (got " .. type(fn) .. ")", 2) end
+  local ok, err = pcall(cdb.listen, channel, fn)
+  if not ok then raise((tostring(err):gsub("bad argument #1 to '%?' %((.*)%)$", "app.db.listen: channel must be %1")), 2) end
 end
 
 -- Cache: app.cache.get/set/incr/del. Redis when redis.url is set (shared by every instance, keys

@@ -302,10 +302,18 @@ bad({ ratelimit = { a = { limit = 1, window = 1, paths = { "/x" }, methods = { "
 bad({ database = { url = "mysql://root:hunter2@db/x" } },
     'config.lua: database.url: must be a URL starting with postgres:// or postgresql:// (got string "mysql://root:***@db/x")',
     "bad database url, password hidden")
+-- the URL is checked by the pool's own parser (core/pgurl.c), so the messages are its messages
 bad({ database = { url = "postgres://h/db?connection_limit=0" } },
-    'config.lua: database.url: connection_limit must be an integer 1..10000 (got "0")', "connection_limit range")
+    'config.lua: database.url: connection_limit=0 is not an integer from 1 to 1000', "connection_limit range")
+bad({ database = { url = "postgres://h/db?connection_limit=5000" } },
+    'config.lua: database.url: connection_limit=5000 is not an integer from 1 to 1000', "connection_limit above the pool's cap")
 bad({ database = { url = "postgres://h/db?pool_timeout=soon" } },
-    'config.lua: database.url: pool_timeout must be a number of seconds 0..86400 (got "soon")', "pool_timeout")
+    'config.lua: database.url: pool_timeout=soon is not a duration (seconds, or e.g. 500ms / 20s)', "pool_timeout")
+bad({ database = { url = "postgres://h/db?conection_limit=5" } },
+    'config.lua: database.url: unknown parameter "conection_limit" (did you mean connection_limit?)', "misspelt parameter")
+bad({ database = { url = "postgres://h/db?statement_timeout=-5" } },
+    'config.lua: database.url: statement_timeout=-5 is not a duration (seconds, or e.g. 500ms / 20s; a bare number is milliseconds)',
+    "every pool parameter is checked, not only two")
 bad({ database = { replica_urls = "postgres://a/x, http://b/y" } },
     'config.lua: database.replica_urls[2]: must be a URL starting with postgres:// or postgresql:// (got string "http://b/y")',
     "bad replica in string")
@@ -313,10 +321,10 @@ bad({ database = { replica_urls = 5 } },
     "config.lua: database.replica_urls: must be an array of postgres:// URLs (or one comma-separated string) (got number 5)",
     "replica type")
 bad({ redis = { url = "http://localhost:6379" } },
-    'config.lua: redis.url: must start with redis://, rediss:// or unix:// or be an absolute socket path (got string "http://localhost:6379")',
+    'config.lua: redis.url: must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path (got string "http://localhost:6379")',
     "bad redis url")
 bad({ redis = { url = "redis://" } },
-    'config.lua: redis.url: must start with redis://, rediss:// or unix:// or be an absolute socket path (got string "redis://")',
+    'config.lua: redis.url: must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path (got string "redis://")',
     "redis url without host")
 
 -- config.lua must return a table

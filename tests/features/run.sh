@@ -48,6 +48,7 @@ run_suite() {
 check_runner() {
   local dir=tests/features/runner bad=0 t0=$SECONDS
   want() { grep -qF -- "$2" "$1" || { echo "    runner: $3: output lacks: $2"; bad=1; }; }
+  mk() { grep -n "MARK:$2" "$dir/$1" | cut -d: -f1; }
   timeout 60 "$BIN" test --timeout 1 --config "$dir/config.lua" "$dir/timeout.fixture.lua" >"$T/to.out" 2>&1
   local rc=$?
   [ $rc = 1 ] || { echo "    runner: timeout fixture: exit $rc, want 1"; bad=1; }
@@ -55,20 +56,36 @@ check_runner() {
   want "$T/to.out" "FAIL timeouts > waits for an event nobody publishes" timeouts
   want "$T/to.out" "timed out after 1" timeouts
   want "$T/to.out" "ok   timeouts > runs after them" timeouts
-  [ "$(tail -n 1 "$T/to.out")" = "1 passed, 2 failed" ] || { echo "    runner: timeouts: last line: $(tail -n 1 "$T/to.out")"; bad=1; }
+  want "$T/to.out" "timeout.fixture.lua:$(mk timeout.fixture.lua never): timed out after 1s waiting for done()" timeouts
+  [ "$(tail -n 1 "$T/to.out")" = "1 passed, 3 failed" ] || { echo "    runner: timeouts: last line: $(tail -n 1 "$T/to.out")"; bad=1; }
   timeout 60 "$BIN" test --config "$dir/config.lua" "$dir/details.fixture.lua" >"$T/de.out" 2>&1
   rc=$?
   [ $rc = 1 ] || { echo "    runner: details fixture: exit $rc, want 1"; bad=1; }
-  want "$T/de.out" "expected: 1" details
-  want "$T/de.out" "actual:   2" details
-  want "$T/de.out" "t.a.b: expected 1, got 2" details
+  want "$T/de.out" "details.fixture.lua:3: Expected objects to be equal." details
+  want "$T/de.out" "(number) 2" details
+  want "$T/de.out" "(number) 1" details
+  want "$T/de.out" "First difference: t.a.b: expected 1, got 2" details
+  # busted's language on the event loop: done() from timers, handler errors, stubs, pending()
+  timeout 60 "$BIN" test --config "$dir/config.lua" "$dir/busted.fixture.lua" >"$T/bu.out" 2>&1
+  rc=$?
+  [ $rc = 1 ] || { echo "    runner: busted fixture: exit $rc, want 1"; bad=1; }
+  want "$T/bu.out" "ok   on the event loop > waits for done() from a timer" busted
+  want "$T/bu.out" "ok   on the event loop > signs off tokens from several callbacks" busted
+  want "$T/bu.out" "ok   on the event loop > gets the real function back in the next test" busted
+  want "$T/bu.out" "skip on the event loop > can be left pending from inside: needs the v2 API" busted
+  want "$T/bu.out" "busted.fixture.lua:$(mk busted.fixture.lua status): Expected response status 500 to be 200." busted
+  want "$T/bu.out" "server log during the test:" busted
+  want "$T/bu.out" "[error] GET /boom: $(pwd -P)/$dir/app.lua:$(mk app.lua boom): attempt to index local 'cfg'" busted
+  want "$T/bu.out" "busted.fixture.lua:$(mk busted.fixture.lua cb): Expected objects to be equal." busted
+  want "$T/bu.out" "(raised in a callback while the test waited for done())" busted
+  [ "$(tail -n 1 "$T/bu.out")" = "4 passed, 2 failed, 1 skipped" ] || { echo "    runner: busted: last line: $(tail -n 1 "$T/bu.out")"; bad=1; }
   # the spec line the test was waiting on when its time ran out
   want "$T/to.out" "timeout.fixture.lua:4: timed out after 1s" timeouts
   if [ $bad = 0 ]; then
     printf '%-14s %-44s (%ds)\n' runner "runner checks passed" $((SECONDS - t0))
   else
     printf '%-14s %-44s (%ds)\n' runner "runner checks FAILED" $((SECONDS - t0))
-    sed 's/^/    /' "$T/to.out" "$T/de.out"
+    sed 's/^/    /' "$T/to.out" "$T/de.out" "$T/bu.out"
     failed=1
   fi
 }

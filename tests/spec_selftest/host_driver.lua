@@ -1,6 +1,6 @@
 -- host_driver.lua: runs the spec runner with a stand-in for the C host:
 -- host.run drives each body in a coroutine with a deadline (an instruction
--- hook, so a spinning test is stopped), plus globals, reset hooks, expand.
+-- hook counting CPU time, so a spinning test is stopped), plus globals and reset hooks.
 jit.off() -- compiled loops skip debug hooks; the stand-in timeout needs them
 local spec = require("spec")
 local resets = { n = 0 }
@@ -12,14 +12,6 @@ local host = {
     request = function(method, path) return { status = 200, body = method .. " " .. path } end,
   },
   isatty = function() return os.getenv("SPEC_TTY") == "1" end,
-  expand = function(pattern)
-    local dir = pattern:match("^(.*)/%*%*/%*_spec%.lua$")
-    local files = {}
-    local p = io.popen("find '" .. dir .. "' -name '*_spec.lua' | sort")
-    for l in p:lines() do files[#files + 1] = l end
-    p:close()
-    return files
-  end,
 }
 
 -- The traceback is taken inside the coroutine (xpcall handler, or the hook

@@ -722,10 +722,58 @@ static void bench_threads(void)
     sse_hub_free(h);
 }
 
+/* Holes the hub learns of after the fact (ssebus.c after a Redis cut-off): a live gap notice in
+ * order with the events, and a replay that leaves out the incomplete part behind a gap. */
+static void test_late_gaps_and_holes(void)
+{
+    fixture(&DEF, 0);
+    const char *err = NULL;
+    is_int(sse_hub_check(H, "a", 1, "ok", "d", 1, NULL, -1, &err), 0, "check: a good event");
+    ok(sse_hub_check(H, "a", 1, "bad\nname", "d", 1, NULL, -1, &err) == -1 && err, "check: CR/LF in the event name");
+    ok(sse_hub_check(H, "", 0, NULL, "d", 1, NULL, -1, &err) == -1, "check: empty channel");
+    ok(sse_hub_check(H, "a", 1, NULL, "d", 1, "x1", -1, &err) == -1, "check: bad id");
+    is_int(sse_hub_last_id(H), 0, "nothing checked was published");
+    sse_sub s;
+    rx r = { .n = 0 };
+    char data[256], ev[64], id[32];
+    is_int(sub1(&s, "a", NULL, NULL, &r), SSE_OK, "subscribe");
+    pub("a", NULL, "1", 0);
+    is_int(sse_hub_gap(H, "a", 1, 1, 0), 0, "post a gap");
+    is_int(sse_hub_gap(H, "nobody", 6, 1, 0), 0, "a gap on a channel without subscribers goes nowhere");
+    pub("a", NULL, "2", 0);
+    sse_worker_drain(W);
+    ok(r.n == 3 && sse_event_id(r.ev[0]) == 1 && sse_event_id(r.ev[1]) == 0 && sse_event_id(r.ev[2]) == 2,
+       "the gap arrives between the events around it (%d)", r.n);
+    parse_event(wire(&r, 1), data, ev, id);
+    is_str(data, "{\"channel\":\"a\",\"last_event_id\":1,\"oldest\":0}", "live gap data");
+    rx_clear(&r);
+    sse_worker_unsubscribe(W, &s);
+    pub("a", NULL, "3", 0);                        /* 3 */
+    sse_hub_mark_hole(H, 4, NULL, NULL);           /* ids up to 4 may be missing */
+    pub("a", NULL, "5", 0);                        /* 4: the hub's next id, inside the marked hole */
+    pub("a", NULL, "6", 0);                        /* 5 */
+    is_int(sub1(&s, "a", NULL, "2", &r), SSE_OK, "replay from before the hole");
+    parse_event(wire(&r, 0), data, ev, id);
+    is_str(data, "{\"channel\":\"a\",\"last_event_id\":2,\"oldest\":5}", "gap: complete from 5 on");
+    ok(r.n == 2 && sse_event_id(r.ev[1]) == 5, "events up to the hole's end are left out (%d)", r.n);
+    rx_clear(&r);
+    sse_worker_unsubscribe(W, &s);
+    is_int(sub1(&s, "a", NULL, "4", &r), SSE_OK, "replay from the hole's end");
+    ok(r.n == 1 && sse_event_id(r.ev[0]) == 5, "no gap, just the rest (%d)", r.n);
+    rx_clear(&r);
+    sse_worker_unsubscribe(W, &s);
+    is_int(sub1(&s, "b", NULL, "1", &r), SSE_OK, "a channel made after the hole");
+    ok(r.n == 1 && sse_event_id(r.ev[0]) == 0, "knows nothing before it: gap (%d)", r.n);
+    rx_clear(&r);
+    sse_worker_unsubscribe(W, &s);
+    teardown();
+}
+
 int main(void)
 {
     test_encoding();
     test_replay_gap_retention();
+    test_late_gaps_and_holes();
     test_multichannel();
     test_caps();
     test_unsub_in_callback();

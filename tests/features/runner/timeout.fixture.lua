@@ -11,3 +11,6 @@ describe("timeouts", function()
     assert.are.equal(200, request("GET", "/ok").status)
   end)
 end)
+describe("async", function()
+  it("never calls done", function(done) end) -- MARK:never
+end)

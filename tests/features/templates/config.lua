@@ -1,0 +1,2 @@
+-- templates feature suite: app.render over templates/ (lua/template.lua).
+return { scripts = { "app.lua" }, ratelimit = false }

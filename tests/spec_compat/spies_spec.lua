@@ -1,0 +1,72 @@
+-- luassert spies as busted users write them.
+describe("spies", function()
+  it("spy.new records calls and return values", function()
+    local s = spy.new(function(a, b) return a + b end)
+    assert.equal(3, s(1, 2))
+    s(3, 4)
+    assert.spy(s).was.called()
+    assert.spy(s).was.called(2)
+    assert.spy(s).was.called_with(1, 2)
+    assert.spy(s).was.called_with(3, 4)
+    assert.spy(s).was_not.called_with(5, 6)
+    assert.spy(s).returned_with(7)
+    assert.spy(s).was.called_at_least(1)
+    assert.spy(s).was.called_at_most(2)
+    assert.spy(s).was.called_more_than(1)
+    assert.spy(s).was.called_less_than(3)
+  end)
+
+  it("spy(fn) is spy.new(fn), spy() spies on nothing", function()
+    local s = spy()
+    s("x")
+    assert.spy(s).was.called_with("x")
+    assert.is_true(spy.is_spy(s))
+    assert.is_false(spy.is_spy(print))
+  end)
+
+  it("spy.on wraps a table's function and revert restores it", function()
+    local t = { greet = function(name) return "hi " .. name end }
+    local original = t.greet
+    local s = spy.on(t, "greet")
+    assert.equal("hi bob", t.greet("bob"))
+    assert.spy(t.greet).was.called_with("bob")
+    assert.spy(s).was.called(1)
+    s:revert()
+    assert.equal(original, t.greet)
+  end)
+
+  it("clear forgets the calls", function()
+    local s = spy.new(function() end)
+    s(1)
+    s:clear()
+    assert.spy(s).was_not.called()
+    s(2)
+    assert.spy(s).was.called_with(2)
+    assert.spy(s).was_not.called_with(1)
+  end)
+
+  it("called_with copies arguments at call time", function()
+    local s = spy.new(function() end)
+    local arg = { n = 1 }
+    s(arg)
+    arg.n = 2
+    assert.spy(s).was.called_with({ n = 1 })
+  end)
+
+  it("a failing spy assertion explains the calls", function()
+    local s = spy.new(function() end)
+    s(1)
+    assert.error_matches(function() assert.spy(s).was.called(2) end, "Expected to be called 2 time%(s%), but was called 1 time%(s%)")
+    assert.error_matches(function() assert.spy(s).was.called_with(9) end, "Function was never called with matching arguments")
+  end)
+
+  it("called works on a method through self", function()
+    local obj = { n = 0 }
+    function obj:inc() self.n = self.n + 1 end
+    local s = spy.on(obj, "inc")
+    obj:inc()
+    assert.spy(s).was.called_with(match.is_ref(obj))
+    assert.equal(1, obj.n)
+    s:revert()
+  end)
+end)
