@@ -42,8 +42,8 @@ STUCK_AFTER = 1.0            # LUA_WATCHDOG_STUCK
 EXIT_STUCK = 70              # LUA_WATCHDOG_EXIT
 
 
-def server(timeout=1, jit=True, fixture=FIX):
-    env = {}
+def server(timeout=1, jit=True, fixture=FIX, csort=False):
+    env = {"FIX_CSORT": "1"} if csort else {}
     if timeout is not None:
         env["FIX_SCRIPT_TIMEOUT"] = str(timeout)
     if not jit:
@@ -148,7 +148,7 @@ def a_long_c_call_is_not_mistaken_for_a_stuck_trace():
     # table.sort of 6M numbers: one C call, no Lua and no allocation, several seconds here (the
     # handler reports how long). The watchdog samples it outside compiled code, so it is never
     # judged stuck; once it returns, the overdue run is stopped at its next instruction.
-    with server(timeout=0.2) as s:
+    with server(timeout=0.2, csort=True) as s:
         st, body, took = timed_get(s, "/csort", timeout=120)
         check(st == 500 and RAN_TOO_LONG in error_of(body), "%d %r" % (st, body[:300]))
         check(took >= 0.2 + STUCK_AFTER + 0.5, "the sort took only %.2f s: too short to show anything (make the "
@@ -195,10 +195,14 @@ def a_reload_whose_script_loops_at_load_is_rejected_and_the_old_code_serves():
 
 
 @test
-def with_the_default_5_s_script_timeout():
+def with_the_default_5_s_script_timeout_runaways_are_stopped():
     with server(timeout=None) as s:
         stopped(s, "/run/find", 5.0)
         stopped(s, "/run/concat", 5.0)
+
+
+@test
+def with_the_default_5_s_script_timeout_a_stuck_trace_ends_the_process():
     ends_the_process("/stuck/for", 5)
 
 
