@@ -22,31 +22,45 @@ double lua_guard_now(void)
 
 void lua_guard_set_loading(const char *what) { loading_what = what; }
 
-/* Reading the clock on every allocation would cost more than the allocation: big ones (which
- * is where long C calls spend their time) always look, small ones every 64th. */
+/* Every allocation of the state comes through here, so the fast path is a few compares, the
+ * accounting and a tail call: the deadline is looked at (a clock read) only for big requests,
+ * where long C calls spend their time, and once the watchdog has flagged the run as late. */
 #define GUARD_BIG 4096
-#define GUARD_EVERY 63u
+
+/* The slow path: over the budget, a big request, or a run the watchdog flagged as late. */
+__attribute__((noinline)) static void *alloc_checked(lua_guard *g, void *p, size_t osize, size_t nsize, size_t old)
+{
+    if (g->limit && g->used - old + nsize > g->limit) {
+        g->stopped = GUARD_MEMORY;
+        return NULL;
+    }
+    lua_watch *w = g->watch;
+    if (w) {
+        /* past the deadline (like the hook, a handler that catches the first refusal gets a
+         * short grace to answer; after it, every allocation fails) */
+        if (lua_watch_overdue(w, lua_guard_now(), NULL)) {
+            g->stopped = GUARD_DEADLINE;
+            return NULL;
+        }
+        atomic_store_explicit(&w->late, 0, memory_order_relaxed);     /* flagged for an earlier run */
+    }
+    g->used = g->used - old + nsize;
+    return g->f(g->ud, p, osize, nsize);
+}
 
 static void *guard_alloc(void *ud, void *p, size_t osize, size_t nsize)
 {
     lua_guard *g = ud;
     size_t old = p ? osize : 0;
-    if (nsize > old && g->enforce) {        /* a free or a shrink is never refused */
-        if (g->limit && g->used - old + nsize > g->limit) {
-            g->stopped = GUARD_MEMORY;
-            return NULL;
-        }
-        /* past the deadline (like the hook, a handler that catches the first refusal gets a
-         * short grace to answer; after it, every allocation fails) */
-        if (g->watch && (nsize >= GUARD_BIG || (++g->ticks & GUARD_EVERY) == 0) &&
-            lua_watch_overdue(g->watch, lua_guard_now(), NULL)) {
-            g->stopped = GUARD_DEADLINE;
-            return NULL;
-        }
-    }
-    void *q = g->f(g->ud, p, osize, nsize);
-    if (q || nsize == 0) g->used = g->used - old + nsize;
-    return q;
+    /* a free or a shrink is never refused; growth only inside a guarded run */
+    if (nsize > old && g->enforce &&
+        ((g->limit && g->used - old + nsize > g->limit) || nsize >= GUARD_BIG ||
+         (g->watch && atomic_load_explicit(&g->watch->late, memory_order_relaxed))))
+        return alloc_checked(g, p, osize, nsize, old);
+    /* counted before the call, so that it is a tail call: when LuaJIT's allocator itself fails
+     * (the system is out of memory) the count stays a little high, erring safe */
+    g->used = g->used - old + nsize;
+    return g->f(g->ud, p, osize, nsize);
 }
 
 lua_State *lua_guard_newstate(lua_guard *g, size_t limit)

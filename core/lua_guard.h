@@ -29,7 +29,6 @@ typedef struct lua_guard {
     size_t limit;      /* budget in bytes, 0 = none */
     int enforce;       /* inside a guarded run: refusals allowed */
     int stopped;       /* GUARD_* of the current run: set by a refusal or the deadline hook */
-    unsigned ticks;    /* small allocations since the last clock read */
     lua_watch *watch;  /* the running thread's deadline, inside a guarded run */
 } lua_guard;
 

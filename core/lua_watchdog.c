@@ -136,6 +136,7 @@ void lua_watch_begin(lua_watch *w, lua_watch_saved *save, lua_State *L, double d
     }
     atomic_store_explicit(&w->L, L, memory_order_relaxed);
     atomic_store_explicit(&w->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&w->late, 0, memory_order_relaxed);
     w->graced = 0;
     atomic_store_explicit(&w->run, atomic_load_explicit(&w->run, memory_order_relaxed) + 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst);
@@ -245,6 +246,7 @@ static void *watchdog_main(void *arg)
             double dl = atomic_load_explicit(&w->deadline, memory_order_acquire);
             if (dl <= 0 || now <= dl) continue;
             if (!refreshed) { refresh_ranges(); refreshed = 1; }
+            atomic_store_explicit(&w->late, 1, memory_order_relaxed);
             check(w, now);
             pthread_kill(w->tid, WATCH_SIGNAL);    /* registered threads unregister under reg_lock */
         }

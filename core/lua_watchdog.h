@@ -45,6 +45,7 @@ typedef struct lua_watch {
     _Atomic int armed;           /* the signal handler set the hook on L */
     _Atomic int sample;          /* the handler's last look at the program counter */
     _Atomic int rearm;           /* the watchdog asks the handler to set the hook afresh */
+    _Atomic int late;            /* the watchdog saw the run overdue: allocations look at the clock */
     int graced;                  /* this run was stopped once: its grace is used */
     /* the watchdog thread's bookkeeping */
     pthread_t tid;
