@@ -16,8 +16,9 @@
 #   BENCH_BASE=path     another sluice binary to run as a fourth contender (e.g. an older build)
 #   BENCH_ROUNDS=4      rounds per figure (the servers take turns, in reverse order every other round)
 #   BENCH_CONNS=20      wrk connections
+#   BENCH_CALLGRIND=0   skip the instruction counts (valgrind's callgrind; ~2 minutes)
 #   BENCH_RESULTS=0     do not write bench/RESULTS.md (smoke runs)
-#   BENCH_PORT=17660    first of five consecutive ports
+#   BENCH_PORT=17660    first of six consecutive ports
 #   BENCH_KEEP=1        keep the temp dir (raw wrk output, logs, request bodies)
 #   BENCH_NICE=0        do not raise the priority (see bench/lib.sh)
 set -euo pipefail
@@ -40,6 +41,10 @@ BENCH_NAME=luabench
 [ "$(nproc)" -ge 2 ] || bench_die "needs 2 cores (server on 0, wrk on 1)"
 [ -x "$SLUICE_BIN" ] || bench_die "no $SLUICE_BIN; build first: cmake -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build build"
 for t in wrk nginx python3; do command -v $t >/dev/null || bench_die "$t missing"; done
+CALLGRIND=${BENCH_CALLGRIND:-1}
+if [ "$CALLGRIND" = 1 ] && ! command -v valgrind >/dev/null; then
+  echo "lua.sh: valgrind missing: no instruction counts (apt-get install valgrind)" >&2; CALLGRIND=0
+fi
 [ -f "$NGX_LUA" ] || bench_die "$NGX_LUA missing (apt-get install libnginx-mod-http-lua)"
 if [ -n "${BENCH_BASE:-}" ]; then BENCH_BASE=$(readlink -f "$BENCH_BASE"); [ -x "$BENCH_BASE" ] || bench_die "BENCH_BASE=$BENCH_BASE is not executable"; fi
 
@@ -97,13 +102,14 @@ PY
 
 # ---------------------------------------------------------------- measuring
 url() { echo "http://127.0.0.1:${SRV_PORT[$1]}/$2"; }
-route_args() { # route -> wrk args
+body_args() { # route -> wrk args for its request body (after the URL: -s script -- file type)
   case $1 in
-    sort) echo "-c$CONNS --latency";;
-    text) echo "-c$CONNS --latency -s $APP/post.lua -- $TMP/text.txt text/plain";;
-    json) echo "-c$CONNS --latency -s $APP/post.lua -- $TMP/doc.json application/json";;
+    sort) echo "";;
+    text) echo "-s $APP/post.lua -- $TMP/text.txt text/plain";;
+    json) echo "-s $APP/post.lua -- $TMP/doc.json application/json";;
   esac
 }
+route_args() { echo "-c$CONNS --latency $(body_args "$1")"; }
 echo "sluice: $SLUICE_BIN  nginx: $(nginx -v 2>&1 | sed 's/.*\///')$( [ -n "${BENCH_BASE:-}" ] && echo "  base: $BENCH_BASE")"
 echo "each server one worker on core 0, wrk -t1 -c$CONNS on core 1; $ROUNDS rounds x ${SECS}s per route and server; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 REVERSED=$(printf '%s\n' $SERVERS | tac | tr '\n' ' ')
@@ -128,6 +134,57 @@ SPREAD=$(printf '%s\n' "${RESULT_LINES[@]}" | awk -v clk="$CLK" '
   { k = $1 " " $2; v = ($7 > 0 ? $3 / ($7 / clk) : 0); n[k]++; s[k] += v
     if (!(k in mx) || v > mx[k]) mx[k] = v; if (!(k in mn) || v < mn[k]) mn[k] = v }
   END { for (k in n) printf "%s %.1f\n", k, 100 * (mx[k] - mn[k]) / (s[k] / n[k]) }')
+
+# ---------------------------------------------------------------- instruction counts
+# callgrind counts user-space instructions exactly, whatever else runs on the machine: the same
+# Lua in both servers should cost the same, and the servers' own work is the difference. Per
+# route and server (sluice with its defaults, nginx): start under callgrind, 2 s of warm-up
+# (JIT traces), zero the counters, 4 s measured with wrk -c4, dump; Ir per request = Ir of the
+# measured part (only inside the event loop's dispatch: ev_invoke_pending for sluice,
+# ngx_process_events_and_timers for nginx) / requests wrk counted.
+CG_LINES=()
+callgrind_one() { # server route
+  local name=$1 route=$2 port=$((PORT0 + 5)) out="$TMP/cg.$1.$2" vp i req ir
+  if ss -Htln "sport = :$port" | grep -q .; then bench_die "port $port is in use (set BENCH_PORT)"; fi
+  if [ "$name" = sluice ]; then
+    PORT=$port "${PRIO[@]}" taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
+      --toggle-collect=ev_invoke_pending "$TMP/server-under-test" run --config "$APP/config.lua" >"$out.log" 2>&1 &
+  else
+    mkdir -p "$TMP/nginx-cg"
+    sed -e "s#@PREFIX@#$TMP/nginx-cg#g" -e "s#@PORT@#$port#g" -e "s#@APPDIR@#$APP#g" "$HERE/nginx/lua.conf" >"$TMP/nginx-cg/nginx.conf"
+    "${PRIO[@]}" taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect=ngx_process_events_and_timers \
+      nginx -p "$TMP/nginx-cg" -e "$TMP/nginx-cg/error.log" -c "$TMP/nginx-cg/nginx.conf" >"$out.log" 2>&1 &
+  fi
+  vp=$!; PIDS+=("$vp")
+  for ((i = 0; i < 300; i++)); do ss -Htln "sport = :$port" | grep -q . && break; sleep 0.1; done
+  # shellcheck disable=SC2046
+  wrk_argv "http://127.0.0.1:$port/$route" -t1 -c4 -d2s $(body_args "$route")
+  taskset -c 1 wrk "${WRK_ARGV[@]}" >/dev/null
+  callgrind_control -z "$vp" >/dev/null
+  # shellcheck disable=SC2046
+  wrk_argv "http://127.0.0.1:$port/$route" -t1 -c4 -d4s $(body_args "$route")
+  req=$(taskset -c 1 wrk "${WRK_ARGV[@]}" | awk '/ requests in / { print $1 }')
+  callgrind_control -d "$vp" >/dev/null
+  kill -TERM "$vp" 2>/dev/null; wait "$vp" 2>/dev/null || true
+  ir=$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1 }')
+  [ -n "$ir" ] && [ "${req:-0}" -gt 0 ] || bench_die "callgrind $name $route: no profile or no requests (see $out.log)"
+  CG_LINES+=("$route $name $ir $req")
+  printf '  callgrind %-5s %-7s %6d requests %12.0f Ir/request\n' "$route" "$name" "$req" "$(awk -v a="$ir" -v b="$req" 'BEGIN { print a / b }')"
+}
+CGTABLE=""
+if [ "$CALLGRIND" = 1 ]; then
+  echo "instruction counts (callgrind, about 2 minutes)..."
+  for route in sort text json; do for s in sluice nginx; do callgrind_one "$s" "$route"; done; done
+  CGTABLE=$(printf '%s\n' "${CG_LINES[@]}" | awk '
+    { ir[$1 " " $2] = $3 / $4; n[$1 " " $2] = $4 }
+    END {
+      print "| route | sluice Ir/request | nginx Ir/request | sluice/nginx | requests counted (sluice, nginx) |"
+      print "|---|---:|---:|---:|---:|"
+      split("sort text json", R, " ")
+      for (i = 1; i <= 3; i++) { r = R[i]
+        printf "| /%s | %.0f | %.0f | **%.3fx** | %d, %d |\n", r, ir[r " sluice"], ir[r " nginx"], ir[r " sluice"] / ir[r " nginx"], n[r " sluice"], n[r " nginx"] }
+    }')
+fi
 
 # ---------------------------------------------------------------- table
 SUM=$(bench_sum)
@@ -157,6 +214,7 @@ VERDICT=$(awk '{ rpc[$1 " " $2] = $4 }
 
 echo
 echo "$TABLE"
+[ -n "$CGTABLE" ] && { echo; echo "$CGTABLE"; }
 echo; echo "$VERDICT"
 echo "load average (1 min) before/after the measuring: $LOAD_BEFORE / $LOAD_AFTER"
 if [ ${#WARN[@]} -gt 0 ]; then echo; echo "warnings:"; printf '  %s\n' "${WARN[@]}"; fi
@@ -185,6 +243,14 @@ SECTION=$(cat <<EOF
   CPU-s. Priority: $(bench_prio_text). Server CPU = delta utime+stime (/proc/PID/stat) / CLK_TCK over the wrk run.
 
 $TABLE
+$( [ -n "$CGTABLE" ] && cat <<EOC
+
+Instructions per request (callgrind, user space, counted inside the event loop's dispatch; 2 s of warm-up
+then 4 s measured with \`wrk -t1 -c4\`; immune to the machine's load, unlike the table above):
+
+$CGTABLE
+EOC
+)
 
 $VERDICT
 $( [ ${#WARN[@]} -gt 0 ] && { echo; echo "Warnings during this run:"; printf -- '- %s\n' "${WARN[@]}"; } )
