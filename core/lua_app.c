@@ -192,7 +192,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_watchdog_set_describe(describe_run);
     lua_guard_run load_run;
     lua_guard_run_begin(&a->guard, &load_run, L, mono_now() + LUA_GUARD_LOAD_DEADLINE, NULL);
-    a->guard.enforce = 0;       /* refusals only inside the protected calls that run user code */
+    lua_guard_enforce(&a->guard, 0);     /* refusals only inside the protected calls that run user code */
     lua_guard_set_loading("loading took longer than the 10 s load deadline (a script's top level must not loop or wait)");
 
     lua_pushcfunction(L, traceback);
@@ -209,9 +209,9 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_getfield(L, -1, "getenv");
     lua_setfield(L, -3, "lookup_env");
     lua_pop(L, 1);
-    a->guard.enforce = 1;       /* refusals only inside the protected calls that run user code */
+    lua_guard_enforce(&a->guard, 1);     /* refusals only inside the protected calls that run user code */
     int cst = lua_pcall(L, 2, 2, 0);
-    a->guard.enforce = 0;
+    lua_guard_enforce(&a->guard, 0);
     if (cst) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
     if (a->guard.stopped) { load_stopped(a, abs, err, errlen); goto fail; }
     if (lua_isnil(L, -2)) {
@@ -229,7 +229,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     char cerr[512];
     a->cfg = sconfig_from_lua(L, lua_gettop(L), cerr, sizeof cerr);
     if (!a->cfg) { errappend(err, errlen, cerr); goto fail; }
-    a->guard.limit = (size_t)(a->cfg->lua_memory_mb * MB);
+    lua_guard_set_limit(&a->guard, (size_t)(a->cfg->lua_memory_mb * MB));
     lua_settop(L, 0);
     a->rt = router_new();
 
@@ -284,9 +284,9 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
             }
             goto fail;
         }
-        a->guard.enforce = 1;
+        lua_guard_enforce(&a->guard, 1);
         int sst = lua_pcall(L, 0, 0, -2);
-        a->guard.enforce = 0;
+        lua_guard_enforce(&a->guard, 0);
         if (sst) {
             char line[1024];
             const char *m = lua_tostring(L, -1);

@@ -2,6 +2,7 @@
 #include "lua_guard.h"
 
 #include <lauxlib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -22,44 +23,69 @@ double lua_guard_now(void)
 
 void lua_guard_set_loading(const char *what) { loading_what = what; }
 
-/* Every allocation of the state comes through here, so the fast path is a few compares, the
- * accounting and a tail call: the deadline is looked at (a clock read) only for big requests,
- * where long C calls spend their time, and once the watchdog has flagged the run as late. */
+/* Every allocation of the state comes through here, so the fast path is a subtraction, two
+ * tests and a tail call: g->room is what the budget leaves (huge when nothing is enforced), and
+ * the deadline is looked at (a clock read) only for big requests, where long C calls spend
+ * their time, and once the watchdog has flagged the run as late. */
 #define GUARD_BIG 4096
+#define ROOM_FREE (PTRDIFF_MAX / 4)     /* no budget to hold: far from 0 either way */
 
-/* The slow path: over the budget, a big request, or a run the watchdog flagged as late. */
-__attribute__((noinline)) static void *alloc_checked(lua_guard *g, void *p, size_t osize, size_t nsize, size_t old)
+static const _Atomic int never_late;
+
+static void guard_sync(lua_guard *g)
 {
-    if (g->limit && g->used - old + nsize > g->limit) {
+    if (!g->enforce || !g->limit) g->room = ROOM_FREE;
+    else g->room = g->used <= g->limit ? (ptrdiff_t)(g->limit - g->used) : -1;
+    g->late = g->enforce && g->watch ? &g->watch->late : &never_late;
+}
+
+void lua_guard_enforce(lua_guard *g, int on)
+{
+    g->enforce = on;
+    guard_sync(g);
+}
+
+void lua_guard_set_limit(lua_guard *g, size_t limit)
+{
+    g->limit = limit;
+    guard_sync(g);
+}
+
+/* The slow path of a growth of d bytes (already taken off g->room): over the budget, a big
+ * request, or a run the watchdog flagged as late. */
+__attribute__((noinline)) static void *alloc_checked(lua_guard *g, void *p, size_t osize, size_t nsize, ptrdiff_t d)
+{
+    if (g->enforce && g->room < 0) {
+        g->room += d;
         g->stopped = GUARD_MEMORY;
         return NULL;
     }
-    lua_watch *w = g->watch;
+    lua_watch *w = g->enforce ? g->watch : NULL;
     if (w) {
         /* past the deadline (like the hook, a handler that catches the first refusal gets a
          * short grace to answer; after it, every allocation fails) */
         if (lua_watch_overdue(w, lua_guard_now(), NULL)) {
+            g->room += d;
             g->stopped = GUARD_DEADLINE;
             return NULL;
         }
         atomic_store_explicit(&w->late, 0, memory_order_relaxed);     /* flagged for an earlier run */
     }
-    g->used = g->used - old + nsize;
+    g->used += (size_t)d;
     return g->f(g->ud, p, osize, nsize);
 }
 
 static void *guard_alloc(void *ud, void *p, size_t osize, size_t nsize)
 {
     lua_guard *g = ud;
-    size_t old = p ? osize : 0;
-    /* a free or a shrink is never refused; growth only inside a guarded run */
-    if (nsize > old && g->enforce &&
-        ((g->limit && g->used - old + nsize > g->limit) || nsize >= GUARD_BIG ||
-         (g->watch && atomic_load_explicit(&g->watch->late, memory_order_relaxed))))
-        return alloc_checked(g, p, osize, nsize, old);
+    /* a free or a shrink (d <= 0) is never refused */
+    ptrdiff_t d = (ptrdiff_t)nsize - (ptrdiff_t)(p ? osize : 0);
+    g->room -= d;
+    if (d > 0 && (g->room < 0 || nsize >= GUARD_BIG || atomic_load_explicit(g->late, memory_order_relaxed)))
+        return alloc_checked(g, p, osize, nsize, d);
     /* counted before the call, so that it is a tail call: when LuaJIT's allocator itself fails
      * (the system is out of memory) the count stays a little high, erring safe */
-    g->used = g->used - old + nsize;
+    g->used += (size_t)d;
     return g->f(g->ud, p, osize, nsize);
 }
 
@@ -72,6 +98,7 @@ lua_State *lua_guard_newstate(lua_guard *g, size_t limit)
     /* what the state holds already (LuaJIT's own count, in KB and bytes) */
     g->used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
     g->limit = limit;
+    guard_sync(g);
     lua_setallocf(L, guard_alloc, g);
     lua_pushliteral(L, HOOK_MSG);
     lua_setfield(L, LUA_REGISTRYINDEX, "sluice.guard.hookmsg");
@@ -86,8 +113,8 @@ void lua_guard_run_begin(lua_guard *g, lua_guard_run *save, lua_State *L, double
     save->enforce = g->enforce;
     save->stopped = g->stopped;
     g->watch = w;
-    g->enforce = 1;
     g->stopped = 0;
+    lua_guard_enforce(g, 1);
     lua_watch_begin(w, &save->w, L, deadline, ctx);
 }
 
@@ -96,15 +123,15 @@ int lua_guard_run_end(lua_guard *g, const lua_guard_run *save)
     lua_watch_end(g->watch, &save->w);
     int stopped = g->stopped;
     g->watch = save->watch;
-    g->enforce = save->enforce;
     g->stopped = save->stopped;
+    lua_guard_enforce(g, save->enforce);
     return stopped;
 }
 
 void lua_guard_close(lua_State *L, lua_guard *g)
 {
     if (!L) return;
-    g->enforce = 0;
+    lua_guard_enforce(g, 0);
     /* LuaJIT destroys its arena at lua_close only when its own allocator is installed */
     lua_setallocf(L, g->f, g->ud);
     lua_close(L);
@@ -119,10 +146,10 @@ static int full_gc(lua_State *L)
 void lua_guard_collect(lua_State *L, lua_guard *g)
 {
     int e = g->enforce;
-    g->enforce = 0;
+    lua_guard_enforce(g, 0);
     /* protected: a finalizer that raises must not take the process down */
     lua_cpcall(L, full_gc, NULL);
-    g->enforce = e;
+    lua_guard_enforce(g, e);
 }
 
 void lua_guard_hook(lua_State *L, lua_Debug *ar)

@@ -26,10 +26,12 @@ typedef struct lua_guard {
     lua_Alloc f;       /* LuaJIT's allocator, which does the real work */
     void *ud;
     size_t used;       /* bytes the state holds, live or not yet collected */
-    size_t limit;      /* budget in bytes, 0 = none */
-    int enforce;       /* inside a guarded run: refusals allowed */
+    size_t limit;      /* budget in bytes, 0 = none (set with lua_guard_set_limit) */
+    int enforce;       /* inside a guarded run: refusals allowed (set with lua_guard_enforce) */
     int stopped;       /* GUARD_* of the current run: set by a refusal or the deadline hook */
     lua_watch *watch;  /* the running thread's deadline, inside a guarded run */
+    ptrdiff_t room;    /* what the budget leaves while enforced (derived from the above) */
+    const _Atomic int *late;   /* the watchdog's "this run is late" flag while enforced */
 } lua_guard;
 
 /* What lua_guard_run_begin saves of the run it nests in. */
@@ -45,6 +47,10 @@ typedef struct lua_guard_run {
 /* A new state (luaL_newstate) whose allocations go through g; limit in bytes, 0 = none.
  * NULL when out of memory. */
 lua_State *lua_guard_newstate(lua_guard *g, size_t limit);
+/* Allows refusals (inside the protected calls that run user code) or not. */
+void lua_guard_enforce(lua_guard *g, int on);
+/* Sets the budget in bytes (0 = none). */
+void lua_guard_set_limit(lua_guard *g, size_t limit);
 /* Closes a state made by lua_guard_newstate (gives LuaJIT its own allocator back first, so
  * it frees its arena). */
 void lua_guard_close(lua_State *L, lua_guard *g);
