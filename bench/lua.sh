@@ -139,7 +139,7 @@ SPREAD=$(printf '%s\n' "${RESULT_LINES[@]}" | awk -v clk="$CLK" '
 # callgrind counts user-space instructions exactly, whatever else runs on the machine: the same
 # Lua in both servers should cost the same, and the servers' own work is the difference. Per
 # route and server (sluice with its defaults, nginx): start under callgrind, 2 s of warm-up
-# (JIT traces), zero the counters, 4 s measured with wrk -c4, dump; Ir per request = Ir of the
+# (JIT traces), zero the counters, 5 s measured with wrk -c1, dump; Ir per request = Ir of the
 # measured part (only inside the event loop's dispatch: ev_invoke_pending for sluice,
 # ngx_process_events_and_timers for nginx) / requests wrk counted.
 CG_LINES=()
@@ -162,7 +162,7 @@ callgrind_one() { # server route
   taskset -c 1 wrk "${WRK_ARGV[@]}" >/dev/null
   callgrind_control -z "$vp" >/dev/null
   # shellcheck disable=SC2046
-  wrk_argv "http://127.0.0.1:$port/$route" -t1 -c4 -d4s $(body_args "$route")
+  wrk_argv "http://127.0.0.1:$port/$route" -t1 -c1 -d5s $(body_args "$route")   # one connection: at most one request straddles the counting window
   req=$(taskset -c 1 wrk "${WRK_ARGV[@]}" | awk '/ requests in / { print $1 }')
   callgrind_control -d "$vp" >/dev/null
   kill -TERM "$vp" 2>/dev/null; wait "$vp" 2>/dev/null || true
@@ -246,7 +246,7 @@ $TABLE
 $( [ -n "$CGTABLE" ] && cat <<EOC
 
 Instructions per request (callgrind, user space, counted inside the event loop's dispatch; 2 s of warm-up
-then 4 s measured with \`wrk -t1 -c4\`; immune to the machine's load, unlike the table above):
+then 5 s measured with \`wrk -t1 -c1\`; immune to the machine's load, unlike the table above):
 
 $CGTABLE
 EOC
