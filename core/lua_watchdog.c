@@ -21,7 +21,7 @@
 #define TICK_NS 20000000L
 /* Samples in compiled code, with no hook call in between, before a run counts as stuck. */
 #define STUCK_SAMPLES 10
-#define NRANGES 128
+#define NRANGES 2048       /* LuaJIT maps its machine code in areas of 64 KB, up to maxmcode */
 
 enum { SAMPLE_NONE, SAMPLE_JIT, SAMPLE_OTHER };
 
@@ -46,8 +46,8 @@ static double now_s(void)
 
 /* LuaJIT's machine code sits in anonymous executable mappings (its mcode areas); everything
  * else that executes (the interpreter, libc, C modules) is file-backed. The watchdog reads
- * /proc/self/maps before each round of signals; the handler only compares. Two buffers, so a
- * handler never reads one being rewritten. */
+ * /proc/self/maps (sorted by address) before each round of signals; the handler only searches.
+ * Two buffers, so a handler never reads one being rewritten. */
 typedef struct { uintptr_t lo, hi; } range;
 static range ranges[2][NRANGES];
 static _Atomic int nranges[2];
@@ -86,10 +86,13 @@ static int in_compiled_code(const void *ucv)
     (void)uc;
     return 0;           /* unknown machine: never judged stuck, the guard only waits */
 #endif
-    int c = atomic_load(&cur_ranges), n = atomic_load(&nranges[c]);
-    for (int i = 0; i < n; i++)
-        if (pc >= ranges[c][i].lo && pc < ranges[c][i].hi) return 1;
-    return 0;
+    int c = atomic_load(&cur_ranges), lo = 0, hi = atomic_load(&nranges[c]);
+    while (lo < hi) {               /* the last range starting at or below pc */
+        int mid = lo + (hi - lo) / 2;
+        if (ranges[c][mid].lo <= pc) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo > 0 && pc < ranges[c][lo - 1].hi;
 }
 
 /* ---------------------------------------------------------------- on the running thread */
