@@ -13,6 +13,7 @@ once it is past limits.script_timeout (docs/operations.md, "Runaway Lua").
   watchdog sees no hook call and the thread sampled in JIT-compiled code, logs which request it was
   and ends the process with status 70 for its supervisor to restart, never before the deadline
   plus LUA_WATCHDOG_STUCK (1 s).
+- Timer callbacks are held the same way (stopped and logged, or the last resort naming the timer).
 - A long C call without Lua or allocation (waiting 2 s for a child process) is not mistaken for a
   stuck trace: it runs to its end, then the run is stopped (500), and the server lives on.
 - limits.jit = false keeps the interpreter: every runaway, `while true do end` included, is a 500.
@@ -141,6 +142,26 @@ def ends_the_process(path, timeout):
 def a_loop_that_never_leaves_its_trace_ends_the_process():
     for path in ("/stuck/while", "/stuck/for", "/stuck/call", "/stuck/pcall"):
         ends_the_process(path, 1)
+
+
+@test
+def timer_callbacks_are_held_the_same_way():
+    with server() as s:
+        st, _, body = get(s.port, "/timer/run")
+        check(st == 200 and body == b"armed\n", "%d %r" % (st, body))
+        wait_for(lambda: "timer callback failed: " in s.log() and RAN_TOO_LONG in s.log(), 20,
+                 "the runaway timer's stop in the log")
+        s.assert_alive()
+        no_hook(s)
+    s = server().start()
+    try:
+        st, _, body = get(s.port, "/timer/stuck")
+        check(st == 200 and body == b"armed\n", "%d %r" % (st, body))
+        rc = s.wait(30)
+        check(rc == EXIT_STUCK and "a Lua run (an app.timer callback) is still going" in s.log(),
+              "exit status %r; log %r" % (rc, s.log()[-1500:]))
+    finally:
+        s.cleanup()
 
 
 @test
