@@ -94,10 +94,11 @@ ports = {"off": p0, "ip": p0 + 1, "header": p0 + 2, "redis": p0 + 3, "nometrics"
 def get(name, path="/hello", hdrs={}):
     r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ports[name]}{path}", headers=hdrs), timeout=3)
     return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-def metric(name, key):
-    for line in get(name, "/metrics")[2].decode().splitlines():
-        if line.startswith(key + " "): return float(line.split()[1])
-    sys.exit(f"{name}: no metric {key}")
+def metric(name, key, required=True):   # the sum over the series of a family (route, method labels)
+    vals = [float(l.rsplit(" ", 1)[1]) for l in get(name, "/metrics")[2].decode().splitlines()
+            if l.startswith(key + " ") or l.startswith(key + "{")]
+    if not vals and required: sys.exit(f"{name}: no metric {key}")
+    return sum(vals)
 for name in ports:
     st, h, b = get(name)
     if st != 200 or b != b"hello world\n": sys.exit(f"{name}: /hello -> {st} {b!r}")
@@ -110,9 +111,9 @@ before = metric("redis", "sluice_redis_ratelimit_decisions_total")
 for i in range(20): get("redis")
 if metric("redis", "sluice_redis_ratelimit_decisions_total") < before + 20: sys.exit("redis: decisions were not made in Redis")
 for name in ("off", "nometrics"):
-    n0 = metric(name, "sluice_http_request_duration_seconds_count")
+    n0 = metric(name, "sluice_http_request_duration_seconds_count", False)   # no series before a request is recorded
     for i in range(10): get(name)
-    n1 = metric(name, "sluice_http_request_duration_seconds_count")
+    n1 = metric(name, "sluice_http_request_duration_seconds_count", False)
     if name == "off" and n1 < n0 + 10: sys.exit(f"off: metrics did not count requests ({n0} -> {n1})")
     if name == "nometrics" and n1 != 0: sys.exit(f"nometrics: metrics recorded {n1} requests")
 PY

@@ -18,6 +18,10 @@
 #include "dispatch.h"
 #include "sse.h"
 #include "ssebus.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
 
 /* forwarding headers longer than this are not judged: the admin area is refused */
 #define HTTP_ADMIN_HDR_MAX 8192
@@ -188,10 +192,9 @@ static void send_buf(conn *c, int status, const char *ctype, buf *b)
 
 static void ready(conn *c)
 {
-    worker *w = c->w;
-    const char *reason = NULL;
-    if (atomic_load(&w->srv->stopping)) reason = "draining: shutting down";
-    else if (w->app_cfg->db_url && w->db && !db_ready(w)) reason = "database unreachable";
+    metrics_health h;
+    metrics_readiness(c->w, c->w->app_cfg, &h);            /* metrics.c: draining and health.ready_requires */
+    const char *reason = h.reason;
     buf b = {0};
     if (reason) buf_printf(&b, "{\"status\":\"not ready\",\"reason\":\"%s\"}", reason);
     else buf_puts(&b, "{\"status\":\"ready\"}");
@@ -271,10 +274,13 @@ static void area(conn *c)
     if (why) { resp_error(c, 403, why, 0); return; }
     buf b = {0};
     switch (which) {
-    case AREA_STATUS:
-        metrics_status_json(w->srv, &b);
+    case AREA_STATUS: {
+        metrics_health h;
+        metrics_readiness(w, w->app_cfg, &h);
+        metrics_status_json(w->srv, &h, &b);
         send_buf(c, 200, "application/json", &b);
         break;
+    }
     case AREA_RELOAD: {
         /* no simple-request CSRF: a page cannot send Authorization or a custom header to
          * another origin without a preflight, which the admin area never grants */
@@ -311,10 +317,13 @@ void admin_answer(conn *c, int which)
     case ADMIN_READY:
         ready(c);
         break;
-    case ADMIN_METRICS:
-        metrics_render(c->w->srv, &b);
+    case ADMIN_METRICS: {
+        metrics_health h;
+        metrics_readiness(c->w, c->w->app_cfg, &h);
+        metrics_render(c->w->srv, &h, &b);
         send_buf(c, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
         break;
+    }
     case ADMIN_PUBLISH:
         publish(c);
         break;

@@ -4,7 +4,8 @@
 
 #include <stddef.h>
 
-#include "server.h"
+#include "conn.h"
+#include "sconfig.h"
 
 enum { ADMIN_NONE, ADMIN_HEALTH, ADMIN_READY, ADMIN_METRICS, ADMIN_AREA, ADMIN_PUBLISH };
 

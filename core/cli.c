@@ -11,6 +11,7 @@
 
 #include "lua_app.h"
 #include "testing.h"
+#include "worker.h"
 
 /* config.lua's directory, or "." when there is no config file (sluice new, migrate new). */
 static void base_of(const char *cfg, char *out, size_t n)

@@ -14,7 +14,10 @@
 #include "log.h"
 #include "server.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
+#include "response.h"
+#include "worker.h"
+#include "clock.h"
 #define READ_CHUNK 16384
 #define FREELIST_KEEP_BUFFERS 1024  /* parked connections that keep a small request buffer */
 
@@ -22,26 +25,6 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_tmo_cb(tw_entry *e);
 static void process_input(conn *c);
 
-uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t worker_now_us(worker *w)
-{
-    return (w->now_cache_us ? w->now_cache_us : mono_us()) + w->vclock_offset_us;
-}
-
-void worker_update_date(worker *w)
-{
-    long t = (long)ev_now(w->loop);
-    if (t != w->date_t) {
-        w->date_t = t;
-        http_date(t, w->date);
-    }
-}
 
 static void set_events(conn *c, int ev)
 {

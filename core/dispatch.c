@@ -11,9 +11,19 @@
 #include "log.h"
 #include "lua_app.h"
 #include "metrics.h"
+#include "routestats.h"
 #include "ssestream.h"
 #include "web.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
+#include "clock.h"
 
+static void write_access_log(conn *c, const sconfig *cfg, uint64_t us) __attribute__((noinline));
+
+/* Every answered request: its metrics, then the access log line when it is on (a function of
+ * its own, so the usual path does not set up the line's 2 KB stack frame). */
 static void access_log(conn *c)
 {
     worker *w = c->w;
@@ -21,8 +31,13 @@ static void access_log(conn *c)
     uint64_t real = mono_us();                              /* the one uncached clock read */
     uint64_t end = real + w->vclock_offset_us;
     uint64_t us = end > c->req_start_us ? end - c->req_start_us : 0;
-    metrics_observe(w, c->status, us, real / 1000000u);
-    if (!cfg->access_log) return;
+    metrics_observe(w, c->mroute, c->mmethod, c->status, us, real / 1000000u);
+    if (cfg->access_log) write_access_log(c, cfg, us);
+}
+
+static void write_access_log(conn *c, const sconfig *cfg, uint64_t us)
+{
+    worker *w = c->w;
     char line[2048];
     int n;
     const http_req *r = &c->req;
@@ -62,6 +77,22 @@ typedef struct match {
     router_param ps[ROUTER_MAX_PARAMS];
 } match;
 
+/* The metrics label of what a request matched: built-in endpoints have fixed ids; a route's id
+ * is looked up once per route target (the router belongs to this worker's state, so the write
+ * is single-threaded) and then read from the target. */
+static void label_request(conn *c, const match *m)
+{
+    static const uint16_t builtin_ids[] = {[ADMIN_HEALTH] = RS_HEALTH, [ADMIN_READY] = RS_READY,
+                                           [ADMIN_METRICS] = RS_METRICS, [ADMIN_AREA] = RS_ADMIN,
+                                           [ADMIN_PUBLISH] = RS_PUBLISH};
+    c->mmethod = (uint8_t)(m->rm >= 0 ? m->rm : RS_METHODS - 1);
+    if (m->builtin) { c->mroute = builtin_ids[m->builtin]; return; }
+    if (!m->t) { c->mroute = RS_UNMATCHED; return; }
+    unsigned *id = router_label_slot(m->t);
+    if (!*id) *id = metrics_route_id(c->w->srv, router_pattern(m->t));
+    c->mroute = (uint16_t)*id;
+}
+
 static void match_request(conn *c, match *m)
 {
     worker *w = c->w;
@@ -73,6 +104,7 @@ static void match_request(conn *c, match *m)
     m->allowed = 0;
     m->t = NULL;
     if (!m->builtin && m->rm >= 0) m->t = router_match(w->app->rt, m->rm, path, plen, m->ps, &m->np, &m->allowed);
+    label_request(c, m);
 }
 
 /* The request after its rate-limit decision (limited: 0 no policy, 1 admitted, -1 rejected). */
@@ -160,6 +192,8 @@ void dispatch_request(conn *c)
     size_t plen = r->path_len;
 
     web_request_id(c);
+    c->mroute = RS_UNMATCHED;    /* until matched (a CORS preflight is answered before routing) */
+    c->mmethod = RS_METHODS - 1;
     if (web_cors(c)) {           /* preflight answered */
         finish(c);
         return;
@@ -172,6 +206,16 @@ void dispatch_request(conn *c)
     int limited = (m.t && m.t->kind == 1) ? 0 : limiter_check_async(c, path, plen, &lv, dispatch_limit_done);
     if (limited == 2) return;          /* Redis decides; dispatch_limit_done continues */
     dispatch_routed(c, &m, limited, &lv);
+}
+
+/* The app.sse handler returned { status = ... } itself (a refusal that is not a cap's). */
+static int handler_refused(lua_State *co)
+{
+    if (!lua_istable(co, 1)) return 0;
+    lua_getfield(co, 1, "status");
+    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
+    lua_pop(co, 1);
+    return st != 200;
 }
 
 static void add_limit_headers(resp *r, void *ud)
@@ -191,7 +235,10 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
         err = etext;
     } else if (t->route_kind == 1) {
         int rc = ssestream_start(c, a, t->co, ebuf, sizeof ebuf);
+        if (rc == 1 && c->status != 200 && handler_refused(t->co))
+            atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
         if (rc == 0) {
+            atomic_fetch_add_explicit(&w->sse_subscribes, 1, memory_order_relaxed);
             lua_getfield(t->co, 1, "on_open");    /* presence: called once the stream is admitted */
             if (lua_isfunction(t->co, -1)) {
                 lua_xmove(t->co, a->L, 1);

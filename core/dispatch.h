@@ -2,7 +2,7 @@
 #ifndef SLUICE_DISPATCH_H
 #define SLUICE_DISPATCH_H
 
-#include "server.h"
+#include "conn.h"
 
 /* Handles one complete request on c (the response is queued now or when its handler resumes). */
 void dispatch_request(conn *c);

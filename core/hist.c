@@ -14,15 +14,7 @@
 #define SUB (UINT64_C(1) << HIST_SUB_BITS) /* 64 sub-buckets per power of two */
 #define EXACT (2 * SUB)                    /* values below 128 have their own bucket */
 
-/* Bucket index: below 128 the value itself; above, the top 7 significant bits
- * (64..127) offset by 64 per power of two. */
-static inline size_t bucket_of(uint64_t v)
-{
-    if (v < EXACT) return (size_t)v;
-    if (v >= HIST_MAX_US) return HIST_BUCKETS - 1;
-    unsigned shift = 63u - (unsigned)__builtin_clzll(v) - HIST_SUB_BITS;
-    return ((size_t)shift << HIST_SUB_BITS) + (size_t)(v >> shift);
-}
+#define bucket_of hist_bucket_of
 
 static uint64_t bucket_lo(size_t i)
 {
@@ -45,15 +37,6 @@ void hist_init(hist *h)
 }
 
 void hist_reset(hist *h) { hist_init(h); }
-
-void hist_record(hist *h, uint64_t us)
-{
-    size_t i = bucket_of(us);
-    STORE(&h->count, LOAD(&h->count) + 1);
-    STORE(&h->bucket[i], LOAD(&h->bucket[i]) + 1);
-    STORE(&h->sum, LOAD(&h->sum) + us);
-    if (us > LOAD(&h->max)) STORE(&h->max, us);
-}
 
 void hist_merge(hist *dst, const hist *src)
 {
@@ -127,13 +110,15 @@ void histwin_init(histwin *w, unsigned k, unsigned slot_s)
     w->k = k;
     w->slot_s = slot_s ? slot_s : 1;
     w->newest = 0;
+    w->cur_s = UINT64_MAX;      /* the first record works out its slot */
+    w->cur_i = 0;
     for (unsigned i = 0; i < HISTWIN_MAX_SLOTS; i++) {
         STORE(&w->period[i], HISTWIN_EMPTY);
         hist_init(&w->slot[i]);
     }
 }
 
-void histwin_record(histwin *w, uint64_t now_s, uint64_t us)
+void histwin_advance(histwin *w, uint64_t now_s)
 {
     uint64_t p = now_s / w->slot_s;
     if (p < w->newest) p = w->newest; /* clock stepped back: keep the ring monotonic */
@@ -147,7 +132,8 @@ void histwin_record(histwin *w, uint64_t now_s, uint64_t us)
         hist_reset(&w->slot[i]);
         STORE_REL(&w->period[i], p);
     }
-    hist_record(&w->slot[i], us);
+    w->cur_s = now_s;
+    w->cur_i = i;
 }
 
 void histwin_merge(const histwin *w, uint64_t now_s, hist *out)

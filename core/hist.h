@@ -44,8 +44,9 @@ typedef struct hist {
 /* Empties h. An all-zero hist is already empty (e.g. inside a calloc'ed struct). */
 void hist_init(hist *h);
 
-/* Records one value in us: a few instructions, no loop, no floating point. Writer thread only. */
-void hist_record(hist *h, uint64_t us);
+/* Records one value in us: a few instructions, no loop, no floating point. Writer thread only.
+ * Inline (below): it is on every request's path. */
+static inline void hist_record(hist *h, uint64_t us);
 
 /* Adds src's counts into dst. src may be live (written by another thread); dst belongs to the caller. */
 void hist_merge(hist *dst, const hist *src);
@@ -91,6 +92,8 @@ uint64_t hist_bucket_top(uint64_t us);
 typedef struct histwin {
     uint32_t k, slot_s;
     uint64_t newest;                      /* highest period recorded (writer only) */
+    uint64_t cur_s;                       /* the second the writer last recorded in (writer only) */
+    unsigned cur_i;                       /* ... and the slot it went to */
     uint64_t period[HISTWIN_MAX_SLOTS];   /* now_s / slot_s held by the slot; HISTWIN_EMPTY if none */
     hist slot[HISTWIN_MAX_SLOTS];
 } histwin;
@@ -99,13 +102,48 @@ typedef struct histwin {
 void histwin_init(histwin *w, unsigned k, unsigned slot_s);
 
 /* Records us at time now_s, recycling the slot if it holds an old period.
- * A now_s older than the newest seen counts in the newest slot. Writer only. */
-void histwin_record(histwin *w, uint64_t now_s, uint64_t us);
+ * A now_s older than the newest seen counts in the newest slot. Writer only. Inline: the
+ * slot is worked out once per second (histwin_advance), not per value. */
+static inline void histwin_record(histwin *w, uint64_t now_s, uint64_t us);
+/* histwin_record's once-a-second part: the period, its slot, recycling. */
+void histwin_advance(histwin *w, uint64_t now_s);
 
 /* Sets *out to the merge of the slots within the window ending at now_s. Any thread. */
 void histwin_sum(const histwin *w, uint64_t now_s, hist *out);
 
 /* Like histwin_sum but adds into *out, to sum several workers' windows. Any thread. */
 void histwin_merge(const histwin *w, uint64_t now_s, hist *out);
+
+/* ---- inline writers ---- */
+
+#define HIST_SUB_ (UINT64_C(1) << HIST_SUB_BITS)
+
+/* Bucket index: below 128 the value itself; above, the top 7 significant bits (64..127)
+ * offset by 64 per power of two. */
+static inline size_t hist_bucket_of(uint64_t v)
+{
+    if (v < 2 * HIST_SUB_) return (size_t)v;
+    if (v >= HIST_MAX_US) return HIST_BUCKETS - 1;
+    unsigned shift = 63u - (unsigned)__builtin_clzll(v) - HIST_SUB_BITS;
+    return ((size_t)shift << HIST_SUB_BITS) + (size_t)(v >> shift);
+}
+
+/* Relaxed atomics: one writer per hist, so a load + store increment is enough (no locked
+ * read-modify-write on the hot path) and readers never see a torn counter; on x86-64 these are
+ * plain moves. */
+static inline void hist_record(hist *h, uint64_t us)
+{
+    size_t i = hist_bucket_of(us);
+    __atomic_store_n(&h->count, __atomic_load_n(&h->count, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->bucket[i], __atomic_load_n(&h->bucket[i], __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->sum, __atomic_load_n(&h->sum, __ATOMIC_RELAXED) + us, __ATOMIC_RELAXED);
+    if (us > __atomic_load_n(&h->max, __ATOMIC_RELAXED)) __atomic_store_n(&h->max, us, __ATOMIC_RELAXED);
+}
+
+static inline void histwin_record(histwin *w, uint64_t now_s, uint64_t us)
+{
+    if (__builtin_expect(now_s != w->cur_s, 0)) histwin_advance(w, now_s);
+    hist_record(&w->slot[w->cur_i], us);
+}
 
 #endif

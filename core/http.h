@@ -1,4 +1,6 @@
-/* http.h: HTTP/1.1 request parsing on top of http-parser, with sluice's limits and framing checks. */
+/* http.h: HTTP/1.1 request parsing: core/httpscan.c checks the bytes strictly (RFC 9112), http-parser
+ * splits the accepted header block into method, target and fields, this module decides the
+ * framing (Content-Length, chunked, keep-alive) and reads the body. See docs/architecture.md. */
 #ifndef SLUICE_HTTP_H
 #define SLUICE_HTTP_H
 
@@ -7,6 +9,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "httpscan.h"
 
 #define HTTP_MAX_HEADERS_HARD 128
 
@@ -17,7 +20,7 @@ typedef struct http_header {
 
 typedef struct http_limits {
     size_t body_size;      /* 413 above this (checked before reading when Content-Length is known) */
-    size_t header_size;    /* 431 when the header block (request line + headers) exceeds it */
+    size_t header_size;    /* 431 when the header block (request line + field lines, CRLFs included) exceeds it */
     size_t url_size;       /* 414 */
     unsigned max_headers;  /* 431 */
 } http_limits;
@@ -29,7 +32,9 @@ typedef struct http_req {
     http_header *headers;   /* inline_headers, or a heap array once a request has more */
     unsigned nheaders, cap_headers;
     http_header inline_headers[16];   /* most requests: no allocation, and an idle connection stays small */
-    uint32_t url, url_len;  /* offsets into store */
+    uint32_t url, url_len;  /* offsets into store: always origin-form ("/..."), or "*" for OPTIONS;
+                             * an absolute-form target is reduced to its path and query, and a
+                             * fragment ('#...') is cut off */
     uint32_t path_len;      /* path part of url (before '?') */
     int method;             /* enum http_method */
     unsigned short http_major, http_minor;
@@ -37,7 +42,7 @@ typedef struct http_req {
     unsigned complete : 1;  /* the whole message (with body) was parsed */
     unsigned headers_done : 1;
     unsigned nhost;
-    size_t header_bytes;
+    size_t header_bytes;    /* header block bytes, as counted against header_size */
     int in_value;           /* parser state: last callback was a header value */
 } http_req;
 
@@ -50,17 +55,23 @@ typedef enum http_feed_result {
 } http_feed_result;
 
 typedef struct http_conn_parser {
-    http_parser p;
+    http_parser p;          /* first member: callbacks cast back to the http_conn_parser */
     http_req *req;
     http_limits lim;        /* a copy: a reload frees the config it came from */
-    int err_status;         /* 400, 413, 414, 431 */
+    int err_status;         /* 400, 413, 414, 417, 431, 501, 505 */
     const char *err_msg;    /* constant string */
-    int paused_for;         /* 1 headers, 2 message */
+    httpscan scan;          /* strict byte-level checks of the current message */
+    int phase;              /* header block, Content-Length body, chunked body */
+    uint64_t body_left;     /* Content-Length bytes still to read */
+    uint64_t content_length;
+    unsigned hp_done : 1;   /* http-parser reached the end of the header block */
+    unsigned fresh : 1;     /* the next byte starts a new message */
 } http_conn_parser;
 
 /* Prepares a parser for a new connection (lim is copied). */
 void http_parser_setup(http_conn_parser *cp, http_req *req, const http_limits *lim);
-/* Feeds data; *used gets the number of bytes consumed. Returns at headers-complete and at
+/* Feeds data; *used gets the number of bytes consumed: all of them, except after a complete
+ * request (the next one starts at data + *used) or an error. Returns at headers-complete and at
  * message-complete so the caller can act between messages (pipelining). */
 http_feed_result http_feed(http_conn_parser *cp, const char *data, size_t len, size_t *used);
 /* Clears req for the next message on the same connection (keeps buffers). */

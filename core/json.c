@@ -168,3 +168,17 @@ int json_lua_encode(lua_State *L)
     buf_free(&b);
     return 1;
 }
+
+void json_quote(buf *b, const char *s)
+{
+    buf_puts(b, "\"");
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { buf_append(b, "\\", 1); buf_append(b, s, 1); }
+        else if (ch == '\n') buf_puts(b, "\\n");
+        else if (ch == '\t') buf_puts(b, "\\t");
+        else if (ch < 0x20) buf_printf(b, "\\u%04x", ch);
+        else buf_append(b, s, 1);
+    }
+    buf_puts(b, "\"");
+}

@@ -15,6 +15,9 @@
  * ("cannot encode a function", "nesting deeper than 1000", ...) with out left partial. */
 const char *json_encode(lua_State *L, int idx, buf *out);
 
+/* Appends s (NUL-terminated, UTF-8 passed through) as a JSON string literal with its quotes. */
+void json_quote(buf *out, const char *s);
+
 /* luaL_Reg-style: json_encode(value) -> string, raises on values JSON cannot hold. */
 int json_lua_encode(lua_State *L);
 

@@ -2,7 +2,7 @@
 #ifndef SLUICE_LIMITER_H
 #define SLUICE_LIMITER_H
 
-#include "server.h"
+#include "response.h"
 
 typedef struct limiter_verdict_s limiter_verdict;
 

@@ -28,8 +28,12 @@ int luaopen_sluice_core(lua_State *L);
 int luaopen_sluice_cache(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
+void lua_http_preload(lua_State *L, appstate *a);
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
+#include "response.h"
+#include "conn.h"
+#include "worker.h"
 
 /* ---------------------------------------------------------------- module loading */
 
@@ -118,6 +122,7 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_testing, 1);
         lua_setfield(L, -2, "sluice.testing");
+        lua_http_preload(L, a);
     }
     lua_pop(L, 1);
     /* insert the embedded loader right after preload */

@@ -6,7 +6,8 @@
 
 #include "lua_guard.h"
 #include "router.h"
-#include "server.h"
+#include "response.h"
+#include "worker.h"
 #include "timerwheel.h"
 
 enum { TASK_REQUEST, TASK_TIMER, TASK_CHILD };

@@ -12,6 +12,8 @@
 #include "log.h"
 #include "rbus.h"
 #include "ssebus.h"
+#include "server.h"
+#include "worker.h"
 
 #define CACHE_TIMEOUT 0.5           /* s: a cache call that takes longer is a miss */
 

@@ -14,6 +14,9 @@
 #include "rbus.h"
 #include "sse.h"
 #include "web.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
 
 static appstate *app_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 

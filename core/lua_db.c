@@ -13,6 +13,8 @@
 #include "pglisten.h"
 #include "pgpool.h"
 #include "pgresult.h"
+#include "server.h"
+#include "worker.h"
 
 /* Registry key of the current state's { [channel] = fn } table filled by app.db.listen. */
 #define LISTEN_KEY "sluice.db.listen"
@@ -148,6 +150,7 @@ int db_worker_init(worker *w)
         return -1;
     }
     if (!strstr(c->db_url, "statement_timeout=")) d->cfg.statement_timeout = c->statement_timeout;
+    if (!strstr(c->db_url, "health_check_interval=")) d->cfg.health_interval = c->db_health_interval;
     d->limit = d->cfg.connection_limit;
     int n = w->srv->nworkers ? w->srv->nworkers : 1;
     const char *ch[PGLISTEN_MAX_CHANNELS];
@@ -212,8 +215,26 @@ int db_ready(worker *w)
     return !d || pgpool_healthy(d->primary);
 }
 
-/* Wait-time histogram bounds (seconds); each is turned into an exact hist bucket edge. */
-static const double wait_le[] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30};
+void db_pool_totals(server *srv, db_totals *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < srv->nworkers; i++) {
+        dbside *d = srv->workers[i].db;
+        if (!d || !d->primary) continue;
+        pgpool_stats_t st;
+        pgpool_stats(d->primary, &st);
+        out->configured = 1;
+        out->in_use += st.in_use;
+        out->idle += st.idle;
+        out->connecting += st.connecting;
+        out->waiting += st.waiting;
+        out->cap += st.cap;
+        out->down += st.down;
+        out->acquired += st.acquired;
+        out->timeouts += st.timeouts;
+        out->errors += st.errors;
+    }
+}
 
 /* metrics.c prints HELP/TYPE of the gauges and counters below once, then calls this per worker;
  * every family is printed as one group over all workers when first is set (the text format
@@ -259,17 +280,11 @@ void db_metrics(worker *w, buf *out, int first)
     for (int i = 0; i < nw; i++) {
         dbside *d = srv->workers[i].db;
         if (!d) continue;
-        hist h;
-        hist_init(&h);
-        hist_merge(&h, pgpool_wait_hist(d->primary)); /* one copy: buckets, sum and count agree */
-        for (size_t b = 0; b < sizeof wait_le / sizeof wait_le[0]; b++) {
-            uint64_t top = hist_bucket_top((uint64_t)(wait_le[b] * 1e6));
-            buf_printf(out, "sluice_db_pool_wait_duration_seconds_bucket{worker=\"%d\",le=\"%g\"} %llu\n", i,
-                       (double)top / 1e6, (unsigned long long)hist_count_le(&h, top));
-        }
-        buf_printf(out, "sluice_db_pool_wait_duration_seconds_bucket{worker=\"%d\",le=\"+Inf\"} %llu\n", i, (unsigned long long)h.count);
-        buf_printf(out, "sluice_db_pool_wait_duration_seconds_sum{worker=\"%d\"} %.6f\n", i, (double)h.sum / 1e6);
-        buf_printf(out, "sluice_db_pool_wait_duration_seconds_count{worker=\"%d\"} %llu\n", i, (unsigned long long)h.count);
+        phist h = {{0}, 0};
+        phist_merge(&h, pgpool_wait_hist(d->primary)); /* one copy: buckets, sum and count agree */
+        char labels[32];
+        snprintf(labels, sizeof labels, "worker=\"%d\"", i);
+        phist_render(out, "sluice_db_pool_wait_duration_seconds", labels, &h, pgpool_wait_bounds());
     }
     free(st);
     buf_puts(out, "# HELP sluice_db_listen_up 1 while the LISTEN connection is open.\n# TYPE sluice_db_listen_up gauge\n"

@@ -5,6 +5,8 @@
 
 #include "json.h"
 #include "lua_app.h"
+#include "response.h"
+#include "conn.h"
 
 static int cookie_token_ok(const char *s, size_t n)
 {

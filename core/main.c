@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "control.h"
 #include "lua_app.h"
 #include "server.h"
 #include "testing.h"
@@ -23,7 +24,9 @@ static void usage(FILE *f)
             "usage:\n"
             "  sluice run    [--config config.lua] [--watch]   serve (PORT overrides the port)\n"
             "  sluice check  [--config config.lua]             load and validate config and scripts\n"
-            "  sluice reload [--config config.lua]             reload the running server's Lua code and config\n"
+            "  sluice reload [--config config.lua] [--port N]  reload the running server's Lua code and config\n"
+            "  sluice status [--config config.lua] [--port N] [--json]\n"
+            "                                                  the running server's pid, uptime, connections, last reload\n"
             "  sluice test   [--config config.lua] [options] [paths...]\n"
             "                                                  run Lua specs (default spec/, else tests/; --help)\n"
             "  sluice migrate [--config config.lua] [dir]      apply migrations/*.sql in order (idempotent)\n"
@@ -72,37 +75,6 @@ static int cmd_check(const char *cfg)
     return 0;
 }
 
-static int cmd_reload(const char *cfg)
-{
-    char err[8192];
-    appstate *a = appstate_new(cfg, NULL, 0, err, sizeof err);
-    if (!a) { fprintf(stderr, "%s\n", err); return 1; }
-    int port = a->cfg->port;
-    a->closing = 1;
-    appstate_release(a);
-    char path[108];
-    server_admin_socket_path(port, path, sizeof path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
-        fprintf(stderr, "sluice reload: no server running on port %d (%s: %s); start one with `sluice run`\n", port, path,
-                strerror(errno));
-        return 1;
-    }
-    if (write(fd, "reload\n", 7) != 7) { fprintf(stderr, "sluice reload: write failed\n"); return 1; }
-    char reply[16384];
-    size_t n = 0;
-    ssize_t r;
-    while (n < sizeof reply - 1 && (r = read(fd, reply + n, sizeof reply - 1 - n)) > 0) n += (size_t)r;
-    reply[n] = 0;
-    close(fd);
-    if (strncmp(reply, "ok", 2) == 0) { printf("reloaded: the new code is live on every worker\n"); return 0; }
-    const char *msg = strncmp(reply, "error\n", 6) == 0 ? reply + 6 : reply;
-    fprintf(stderr, "%s", msg[0] ? msg : "sluice reload: no answer from the server\n");
-    return 1;
-}
-
 /* `sluice lua [--config X] [FILE args]`: only options before FILE are sluice's; the rest is the script's. */
 static int cmd_lua(int argc, char **argv)
 {
@@ -143,7 +115,8 @@ int main(int argc, char **argv)
         return server_run(cfg, watch);
     }
     if (strcmp(cmd, "check") == 0) return cmd_check(cfg);
-    if (strcmp(cmd, "reload") == 0) return cmd_reload(cfg);
+    if (strcmp(cmd, "reload") == 0) return control_cmd_reload(cfg, argc, argv);   /* control.c */
+    if (strcmp(cmd, "status") == 0) return control_cmd_status(cfg, argc, argv);
     if (strcmp(cmd, "test") == 0) return testing_main(cfg, given, argc, argv);
     int rc = cli_main(cmd, cfg, argc, argv);  /* new, routes, migrate: core/cli.c */
     if (rc >= 0) return rc;

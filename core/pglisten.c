@@ -11,7 +11,7 @@
 
 #include "log.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "util.h"
 
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 2.0

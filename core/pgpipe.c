@@ -51,7 +51,9 @@ static void pipe_lost(pgconn *c, const char *msg)
     if (res && !m) { PQclear(res); res = NULL; }
     snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", m ? m : line);
     pgpool_first_line(line, sizeof line, err);
+    pgpool *p = c->pool;
     pgpipe_fail(c, res, line, 0);
+    pgpool_probe_soon(p);
 }
 
 /* Queue one statement and its Sync: each statement is its own implicit transaction. */
@@ -183,7 +185,7 @@ int pgpipe_share(pgpool *p, pgpool_waiter *w)
     pgpool_job *j = w->ud;
     pgpool_cancel(w);
     pgpool_waited(p, w, ev_now(p->loop));
-    p->acquired++;
+    PADD(p->acquired, 1);
     if (pipe_send(c, j)) { pipe_lost(c, PQerrorMessage(c->pg)); pgpool_enqueue(p, &j->w, job_acquired, j); }
     return 1;
 }
@@ -201,14 +203,14 @@ void pgpool_query(pgpool *p, pgpool_job *j, const char *sql, int nparams, const 
     if (!p->n_waiting && !p->down) {
         pgconn *c = p->idle ? pgpool_take_idle(p) : NULL;
         if (c) {
-            hist_record(&p->wait_hist, 0);
+            pgpool_waited_none(p);
             if (pipe_start(c, j) == 0) return;
             if (c->state == CS_PIPE) pipe_lost(c, PQerrorMessage(c->pg));
             else pgpool_conn_close(c);
         } else if (p->n_total >= p->cap && (c = pipe_pick(p))) {
             /* the pool is at its cap: share a busy connection rather than wait for a free one */
-            hist_record(&p->wait_hist, 0);
-            p->acquired++;
+            pgpool_waited_none(p);
+            PADD(p->acquired, 1);
             if (pipe_send(c, j) == 0) return;
             pipe_lost(c, PQerrorMessage(c->pg));
         }

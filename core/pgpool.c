@@ -8,10 +8,10 @@
 #include <string.h>
 #include <time.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "util.h"
 
 #define BACKOFF_MIN 0.1
-#define BACKOFF_MAX 2.0
+#define BACKOFF_MAX 0.5   /* while down, a probe at least every 0.625 s (jitter): /ready turns 200 soon after */
 #define SWEEP_EVERY 1.0
 
 /* Kept under its old name for the callers (lua_db, tests); the parser lives in pgurl.c. */
@@ -58,8 +58,8 @@ void pgpool_set_state(pgconn *c, enum cstate s)
     pgpool *p = c->pool;
     int *a = counter(p, c->state), *b = counter(p, s);
     if (a != b) {
-        if (a) (*a)--;
-        if (b) (*b)++;
+        if (a) PADD(*a, -1);
+        if (b) PADD(*b, 1);
     }
     if (c->state == CS_IDLE && s != CS_IDLE) {
         idle_unlink(c);
@@ -126,12 +126,12 @@ void pgpool_conn_close(pgconn *c)
         pgpool_cancel_async(c->pg);
     if (c->state == CS_IDLE) idle_unlink(c);
     int *cnt = counter(p, c->state);
-    if (cnt) (*cnt)--;
+    if (cnt) PADD(*cnt, -1);
     if (c->res) PQclear(c->res);
     PQfinish(c->pg);
     if (c->prev) c->prev->next = c->next; else p->all = c->next;
     if (c->next) c->next->prev = c->prev;
-    p->n_total--;
+    PADD(p->n_total, -1);
     free(c);
     if (p->n_waiting && !p->closing) pgpool_kick(p);
 }
@@ -166,6 +166,27 @@ static void fail_waiters(pgpool *p, const char *err)
     }
 }
 
+static int start_connect(pgpool *p);
+
+/* A connection died on its own (EOF, error, no answer to a ping). If nothing else is open, or
+ * only connections that may be just as dead, open one right away: its failure is what marks the
+ * pool down (and /ready 503) without waiting for a query or the next health check. */
+void pgpool_probe_soon(pgpool *p)
+{
+    if (p->closing || p->cap <= 0 || p->retry_pending || p->n_connecting > 0 || p->n_total >= p->cap) return;
+    p->last_probe = ev_now(p->loop);
+    start_connect(p);
+}
+
+/* Counts a lost connection, closes it and probes the server. */
+static void conn_lost(pgconn *c)
+{
+    pgpool *p = c->pool;
+    pgpool_count_error(p, "08");
+    pgpool_conn_close(c);
+    pgpool_probe_soon(p);
+}
+
 static void connect_failed(pgconn *c, const char *msg)
 {
     pgpool *p = c->pool;
@@ -188,7 +209,7 @@ static void connect_failed(pgconn *c, const char *msg)
     p->retry_pending = 1;
     pgpool_conn_close(c);
     if (p->n_total - p->n_connecting == 0) { /* nothing open: fail fast instead of waiting pool_timeout */
-        p->down = 1;
+        PSET(p->down, 1);
         fail_waiters(p, p->last_err);
     }
 }
@@ -197,7 +218,7 @@ static void conn_ready(pgconn *c)
 {
     pgpool *p = c->pool;
     ev_tstamp now = ev_now(p->loop);
-    p->down = 0;
+    PSET(p->down, 0);
     p->backoff = 0;
     c->last_check = now;
     c->expires = p->cfg.max_lifetime > 0
@@ -219,8 +240,8 @@ static int start_connect(pgpool *p)
     c->pool = p;
     c->fd = -1;
     c->state = CS_CONNECTING;
-    p->n_connecting++;
-    p->n_total++;
+    PADD(p->n_connecting, 1);
+    PADD(p->n_total, 1);
     c->next = p->all;
     if (p->all) p->all->prev = c;
     p->all = c;
@@ -297,6 +318,8 @@ static void internal_done(pgconn *c, int ok)
         ev_tstamp used = c->last_used;
         pgpool_conn_to_idle(c);
         c->last_used = used; /* a ping is not a use: keep the idle timeout running */
+    } else if (!ok || PQstatus(c->pg) != CONNECTION_OK) {
+        conn_lost(c);     /* the ping or ROLLBACK failed: the server may be gone */
     } else {
         pgpool_conn_close(c);
     }
@@ -328,9 +351,10 @@ static void op_lost(pgconn *c, const char *msg)
     pgpool_conn_watch(c, 0);
     if (c->state != CS_QUERY) {
         if (c->state == CS_SETUP) connect_failed(c, line);
-        else { pgpool_count_error(c->pool, "08"); pgpool_conn_close(c); }
+        else conn_lost(c);
         return;
     }
+    pgpool_probe_soon(c->pool); /* the caller gets its error; meanwhile find out whether the server is there */
     PGresult *res = c->res; /* e.g. FATAL 57P01 from pg_terminate_backend, read before the EOF */
     c->res = NULL;
     pgpool_set_state(c, CS_BROKEN);
@@ -411,12 +435,15 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         break;
     case CS_IDLE:
+        /* An idle socket turns readable when the server closes it (shutdown, restart, a
+         * terminated backend: often an ErrorResponse, then EOF) or sends something unasked
+         * (NOTICE, ParameterStatus, NOTIFY). Consume it; EOF or an error means it is dead. */
         if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
-            pgpool_count_error(c->pool, "08");
-            pgpool_conn_close(c);
+            conn_lost(c);
         } else {
             PGnotify *n;
-            while ((n = PQnotifies(c->pg))) PQfreemem(n);
+            while ((n = PQnotifies(c->pg))) PQfreemem(n); /* also parses notices and parameter changes */
+            if (PQstatus(c->pg) == CONNECTION_BAD) conn_lost(c);
         }
         break;
     case CS_SETUP: case CS_PING: case CS_RESET: case CS_QUERY:
@@ -454,8 +481,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         pgpipe_timeout(c);
         break;
     default: /* a ROLLBACK or ping that does not answer */
-        pgpool_count_error(p, "08");
-        pgpool_conn_close(c);
+        conn_lost(c);
         break;
     }
 }
@@ -480,7 +506,7 @@ void pgpool_cancel(pgpool_waiter *w)
     if (w->next) w->next->prev = w->prev; else p->wq_tail = w->prev;
     w->next = w->prev = NULL;
     w->pool = NULL;
-    p->n_waiting--;
+    PADD(p->n_waiting, -1);
     if (was_head) wait_rearm(p);
 }
 
@@ -494,7 +520,8 @@ void pgpool_enqueue(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *ud)
     w->prev = p->wq_tail;
     if (p->wq_tail) p->wq_tail->next = w; else p->wq_head = w;
     p->wq_tail = w;
-    if (++p->n_waiting == 1) wait_rearm(p);
+    PADD(p->n_waiting, 1);
+    if (p->n_waiting == 1) wait_rearm(p);
     pgpool_kick(p);
 }
 
@@ -508,7 +535,7 @@ static void wait_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pgpool_waiter *w;
     while ((w = p->wq_head) && now - w->since >= p->cfg.pool_timeout - 1e-3) {
         pgpool_cancel(w);
-        p->timeouts++;
+        PADD(p->timeouts, 1);
         pgpool_waited(p, w, now);
         w->cb(w->ud, NULL, err);
     }
@@ -526,7 +553,7 @@ pgconn *pgpool_take_idle(pgpool *p)
     if (!c) return NULL;
     pgpool_conn_watch(c, 0);
     pgpool_set_state(c, CS_LENT);
-    p->acquired++;
+    PADD(p->acquired, 1);
     return c;
 }
 
@@ -582,7 +609,10 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     pgconn *c = p->idle, *next;
     for (; c; c = next) {
         next = c->inext;
-        if ((cfg->idle_timeout > 0 && now - c->last_used >= cfg->idle_timeout) || now >= c->expires ||
+        /* with health checks on, the last connection stays (pinged) rather than idling out, so the
+         * pool keeps knowing whether the server is there without reconnecting every interval */
+        int keep = cfg->health_interval > 0 && p->n_total == 1;
+        if ((cfg->idle_timeout > 0 && now - c->last_used >= cfg->idle_timeout && !keep) || now >= c->expires ||
             p->n_total > p->cap) {
             pgpool_conn_close(c);
         } else if (cfg->health_interval > 0 && now - c->last_check >= cfg->health_interval &&
@@ -596,6 +626,12 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
             }
         }
     }
+    /* nothing open (never connected, retired, or lost) and not known down: check the server */
+    if (cfg->health_interval > 0 && !p->down && !p->retry_pending && p->n_total == 0 && p->cap > 0 &&
+        now - p->last_probe >= cfg->health_interval) {
+        p->last_probe = now;
+        start_connect(p);
+    }
 }
 
 /* ---------- public API ---------- */
@@ -606,7 +642,7 @@ pgpool *pgpool_new(struct ev_loop *loop, const pgpool_config *cfg, int max_conns
     if (!p) return NULL;
     p->loop = loop;
     p->cfg = *cfg;
-    p->cap = max_conns > 0 ? max_conns : 0;
+    PSET(p->cap, max_conns > 0 ? max_conns : 0);
     p->pipe_max = 1; /* sharing is opt-in: a statement queued behind a slow one can outwait pool_timeout */
     p->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)p;
     ev_init(&p->wait_timer, wait_timer_cb);
@@ -649,7 +685,7 @@ void pgpool_free(pgpool *p)
 
 void pgpool_set_cap(pgpool *p, int max_conns)
 {
-    p->cap = max_conns > 0 ? max_conns : 0;
+    PSET(p->cap, max_conns > 0 ? max_conns : 0);
     pgconn *c = p->idle;
     while (c && c->inext) c = c->inext; /* least recently used first */
     while (c && p->n_total > p->cap) {
@@ -665,7 +701,7 @@ pgconn *pgpool_acquire(pgpool *p, pgpool_waiter *w, pgpool_acquire_cb cb, void *
     if (!p->n_waiting && !p->down && p->idle) {
         pgconn *c = pgpool_take_idle(p);
         if (c) {
-            hist_record(&p->wait_hist, 0);
+            pgpool_waited_none(p);
             return c;
         }
     }

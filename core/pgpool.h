@@ -7,7 +7,7 @@
 #include <ev.h>
 #include <libpq-fe.h>
 
-#include "hist.h"
+#include "phist.h"
 #include "pgurl.h" /* pgpool_config and the URL parser */
 
 /* Error messages handed to callbacks start with one of these prefixes (map them to 503 etc.). */
@@ -124,7 +124,10 @@ int pgpool_healthy(const pgpool *p);
 void pgpool_stats(const pgpool *p, pgpool_stats_t *out);
 
 /* Time each acquire waited for a connection (0 when one was idle; timeouts and fast failures
- * included), in us. Written by the pool's thread; other threads may read it (see hist.h). */
-const hist *pgpool_wait_hist(const pgpool *p);
+ * included), in us, on pgpool_wait_bounds(). Written by the pool's thread; other threads may read
+ * it (see phist.h). */
+const phist *pgpool_wait_hist(const pgpool *p);
+/* The wait histogram's bounds: 0.0005 s .. 30 s, conventional values. */
+const phist_bounds *pgpool_wait_bounds(void);
 
 #endif

@@ -54,13 +54,21 @@ struct pgpool {
     ev_timer kick;                 /* zero-delay: hand out connections / fail waiters outside callers' stacks */
     double backoff;
     int retry_pending, down;
+    ev_tstamp last_probe;          /* last connect started to check the server (not for a waiter) */
     unsigned seed;
     char last_err[256];
     uint64_t acquired, timeouts, errors, wait_us;
     uint64_t err_class[PGPOOL_ERR_CLASSES];
     int pipe_max;                  /* statements in flight per shared connection; 1 = no pipelining */
-    hist wait_hist;                /* every acquire's wait, us; 11.8 KB, no allocation per record */
+    phist wait_hist;               /* every acquire's wait, us, on pgpool_wait_bounds() */
 };
+
+/* The counters pgpool_stats reads (sizes, waiting, cap, down, totals) are read by other threads
+ * (metrics, snapshots, `sluice status`): the pool's own thread writes them with relaxed atomic
+ * stores (plain moves on x86-64) and may read them plainly; pgpool_stats loads them atomically. */
+#define PSET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define PADD(field, d) __atomic_store_n(&(field), (field) + (d), __ATOMIC_RELAXED)
+#define PGET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 /* ---- pgpool.c: connection bookkeeping shared with pgpipe.c ---- */
 
@@ -74,6 +82,8 @@ void pgpool_cancel_async(PGconn *pg);
 void pgpool_conn_close(pgconn *c);
 /* Put a healthy connection back on the idle list and serve waiters. */
 void pgpool_conn_to_idle(pgconn *c);
+/* A connection was lost: open one now (unless one is opening) to learn whether the server is up. */
+void pgpool_probe_soon(pgpool *p);
 /* Serve or fail the waiters from the loop, outside the caller's stack. */
 void pgpool_kick(pgpool *p);
 /* Lend the most recently used live idle connection (retiring expired ones), or NULL. */
@@ -93,6 +103,8 @@ void pgpool_count_error(pgpool *p, const char *sqlstate);
 void pgpool_count_failure(pgpool *p, const PGresult *res, const char *err);
 /* Record how long w waited (it just left the queue). */
 void pgpool_waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now);
+/* Record an acquire served at once (no wait). */
+void pgpool_waited_none(pgpool *p);
 
 /* ---- pgpipe.c: pgpool_query statements sharing a connection in pipeline mode ---- */
 

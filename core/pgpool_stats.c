@@ -1,6 +1,7 @@
 /* pgpool_stats.c: the pool's counters (errors by SQLSTATE class, acquire waits) and their read side for metrics. */
 #include "pgpool_int.h"
 
+#include <pthread.h>
 #include <string.h>
 
 static const char *const err_classes[PGPOOL_ERR_CLASSES] = {
@@ -30,8 +31,8 @@ void pgpool_count_error(pgpool *p, const char *sqlstate)
     if (sqlstate && sqlstate[0] && sqlstate[1])
         for (int k = 0; k < PGPOOL_ERR_CLASSES - 1; k++)
             if (sqlstate[0] == err_classes[k][0] && sqlstate[1] == err_classes[k][1]) { i = k; break; }
-    p->errors++;
-    p->err_class[i]++;
+    PADD(p->errors, 1);
+    PADD(p->err_class[i], 1);
 }
 
 /* A waiter leaves the queue (served, timed out or failed): record how long it waited. */
@@ -39,8 +40,22 @@ void pgpool_waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now)
 {
     double us = (now - w->since) * 1e6;
     uint64_t v = us > 0 ? (uint64_t)us : 0;
-    p->wait_us += v;
-    hist_record(&p->wait_hist, v);
+    PADD(p->wait_us, v);
+    phist_record(&p->wait_hist, pgpool_wait_bounds(), v);
+}
+
+void pgpool_waited_none(pgpool *p) { phist_record(&p->wait_hist, pgpool_wait_bounds(), 0); }
+
+/* Conventional bounds, from "served at once" to past the largest sensible pool_timeout. */
+static const double wait_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30};
+static phist_bounds wait_bounds;
+static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
+static void wait_init(void) { phist_bounds_init(&wait_bounds, wait_le, (int)(sizeof wait_le / sizeof *wait_le)); }
+
+const phist_bounds *pgpool_wait_bounds(void)
+{
+    pthread_once(&wait_once, wait_init);
+    return &wait_bounds;
 }
 
 /* Counts a failed statement under its SQLSTATE class (pool-side failures: 57 timeout, else 08). */
@@ -51,22 +66,23 @@ void pgpool_count_failure(pgpool *p, const PGresult *res, const char *err)
     pgpool_count_error(p, st);
 }
 
-int pgpool_healthy(const pgpool *p) { return !p->down; }
+int pgpool_healthy(const pgpool *p) { return !PGET(p->down); }
 
 void pgpool_stats(const pgpool *p, pgpool_stats_t *out)
 {
-    out->size = p->n_total;
-    out->connecting = p->n_connecting;
-    out->in_use = p->n_lent;
-    out->idle = p->n_total - p->n_connecting - p->n_lent;
-    out->waiting = p->n_waiting;
-    out->cap = p->cap;
-    out->down = p->down;
-    out->acquired = p->acquired;
-    out->timeouts = p->timeouts;
-    out->errors = p->errors;
-    out->wait_us = p->wait_us;
-    memcpy(out->errors_by_class, p->err_class, sizeof out->errors_by_class);
+    out->size = PGET(p->n_total);
+    out->connecting = PGET(p->n_connecting);
+    out->in_use = PGET(p->n_lent);
+    out->idle = out->size - out->connecting - out->in_use;
+    if (out->idle < 0) out->idle = 0;              /* three loads: another thread may see them mid-change */
+    out->waiting = PGET(p->n_waiting);
+    out->cap = PGET(p->cap);
+    out->down = PGET(p->down);
+    out->acquired = PGET(p->acquired);
+    out->timeouts = PGET(p->timeouts);
+    out->errors = PGET(p->errors);
+    out->wait_us = PGET(p->wait_us);
+    for (int i = 0; i < PGPOOL_ERR_CLASSES; i++) out->errors_by_class[i] = PGET(p->err_class[i]);
 }
 
-const hist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }
+const phist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "server.h"
+#include "worker.h"
 
 /*
  * Threading: a worker's connection and its ops are used only from that worker's thread (the
@@ -35,6 +35,9 @@ enum rbus_script {
                        {epoch, counter, per stream: gap (0/1), XRANGE (after, +]} */
     RBUS_NSCRIPTS
 };
+
+/* The source of each script (rbus_scripts.c); internal to the rbus module. */
+extern const char *const rbus_script_src[RBUS_NSCRIPTS];
 
 /* Counters shown in /metrics and the status JSON. */
 enum rbus_counter {
@@ -79,8 +82,10 @@ void rbus_worker_free(worker *w);
  * host/port get the master's address when known. Any thread. */
 int rbus_sentinel_state(server *s, char *host, size_t hostlen, int *port);
 
-/* Whether this worker can send commands now (configured and connected). */
+/* Whether this worker can send commands now (configured and connected). Worker thread only. */
 int rbus_ready(worker *w);
+/* Workers whose command connection is up (any thread; 0 without Redis). */
+int rbus_links_up(server *s);
 
 /* Sends a command (argv with lengths; lens NULL = strlen). NULL when it cannot be sent. */
 rbus_op *rbus_command(worker *w, int argc, const char **argv, const size_t *lens, double timeout_s,

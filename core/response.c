@@ -6,6 +6,8 @@
 
 #include "server.h"
 #include "web.h"
+#include "conn.h"
+#include "worker.h"
 
 #define LIT(b, s) buf_append((b), s, sizeof(s) - 1)
 

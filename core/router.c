@@ -8,12 +8,21 @@
 #include <string.h>
 #include <strings.h>
 
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+/* What a route slot holds: the caller's target, plus the pattern and a label word for metrics. */
+typedef struct rtarget {
+    route_target t;
+    char *pattern;
+    unsigned label;
+} rtarget;
+
 typedef struct rnode rnode;
 struct rnode {
     char *seg;            /* static segment text, or param name (without ':'), or "*" */
     size_t seglen;
     int type;             /* 0 static, 1 param, 2 wildcard */
-    route_target t[RM_COUNT];
+    rtarget t[RM_COUNT];
     int has_target;
     rnode **kids;
     size_t nkids;
@@ -23,7 +32,7 @@ typedef struct exact {
     char *path;
     size_t len;
     uint64_t hash;
-    route_target t[RM_COUNT];
+    rtarget t[RM_COUNT];
 } exact;
 
 struct router {
@@ -41,8 +50,14 @@ static uint64_t hash_bytes(const char *s, size_t n)
 
 router *router_new(void) { return calloc(1, sizeof(router)); }
 
+static void targets_free(rtarget *t)
+{
+    for (int i = 0; i < RM_COUNT; i++) free(t[i].pattern);
+}
+
 static void node_free(rnode *n)
 {
+    targets_free(n->t);
     for (size_t i = 0; i < n->nkids; i++) { node_free(n->kids[i]); free(n->kids[i]); }
     free(n->kids);
     free(n->seg);
@@ -52,7 +67,10 @@ void router_free(router *r)
 {
     if (!r) return;
     node_free(&r->root);
-    for (size_t i = 0; i < r->tabsize; i++) free(r->tab[i].path);
+    for (size_t i = 0; i < r->tabsize; i++) {
+        if (r->tab[i].path) targets_free(r->tab[i].t);
+        free(r->tab[i].path);
+    }
     free(r->tab);
     free(r);
 }
@@ -146,7 +164,7 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
     }
     if (rm < 0 || rm >= RM_COUNT) { snprintf(err, errlen, "bad method for %s", pat); return -1; }
     /* Every message says what to write instead: it is shown at the script line that added the route. */
-    route_target *slot;
+    rtarget *slot;
     if (!strchr(pat, ':') && !strchr(pat, '*')) {
         exact *e = exact_insert(r, pat, len);
         if (!e) { snprintf(err, errlen, "out of memory"); return -1; }
@@ -186,23 +204,31 @@ int router_add(router *r, int rm, const char *pat, route_target t, char *err, si
         n->has_target = 1;
         slot = &n->t[rm];
     }
-    if (slot->ref) {
+    if (slot->t.ref) {
         snprintf(err, errlen, "duplicate route %s %s (one handler per method and path: remove one, or change its path or method)",
                  names[rm], pat);
         return -1;
     }
-    *slot = t;
+    char *copy = strdup(pat);
+    if (!copy) { snprintf(err, errlen, "out of memory"); return -1; }
+    slot->t = t;
+    slot->pattern = copy;
+    slot->label = 0;
     return 0;
 }
 
-static const route_target *pick(const route_target *t, int rm, unsigned *allowed)
+static const route_target *pick(const rtarget *t, int rm, unsigned *allowed)
 {
-    for (int i = 0; i < RM_COUNT; i++) if (t[i].ref) *allowed |= 1u << i;
-    if (t[rm].ref) return &t[rm];
-    if (rm == RM_HEAD && t[RM_GET].ref) return &t[RM_GET];
-    if (t[RM_ANY].ref) return &t[RM_ANY];
+    for (int i = 0; i < RM_COUNT; i++) if (t[i].t.ref) *allowed |= 1u << i;
+    if (t[rm].t.ref) return &t[rm].t;
+    if (rm == RM_HEAD && t[RM_GET].t.ref) return &t[RM_GET].t;
+    if (t[RM_ANY].t.ref) return &t[RM_ANY].t;
     return NULL;
 }
+
+const char *router_pattern(const route_target *t) { return container_of(t, rtarget, t)->pattern; }
+
+unsigned *router_label_slot(const route_target *t) { return &container_of((route_target *)t, rtarget, t)->label; }
 
 static const route_target *walk(const rnode *n, int rm, const char *p, const char *end,
                                 router_param *ps, int *np, unsigned *allowed)

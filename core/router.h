@@ -34,5 +34,10 @@ int router_add(router *r, int rm, const char *pattern, route_target t, char *err
  * would match the path (for 405 and OPTIONS). */
 const route_target *router_match(const router *r, int rm, const char *path, size_t len,
                                  router_param *params, int *nparams, unsigned *allowed);
+/* The pattern a matched target was added with (owned by the router), for metrics labels. */
+const char *router_pattern(const route_target *t);
+/* A per-target word the caller may use to cache a label id for the target (0 until set);
+ * the router is one worker's, so no locking. */
+unsigned *router_label_slot(const route_target *t);
 
 #endif

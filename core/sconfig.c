@@ -263,6 +263,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     int db = sub(L, t, "database");
     c->db_url = str(L, db, "url");
     c->statement_timeout = num(L, db, "statement_timeout", 30);
+    c->db_health_interval = num(L, db, "health_interval", 5);
     int rep = sub(L, db, "replica_urls");
     size_t nrep;
     char **reps = strlist(L, rep, &nrep);
@@ -274,6 +275,21 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     }
     for (size_t i = 0; i < nrep; i++) free(reps[i]);
     free(reps);
+    lua_pop(L, 2);
+
+    int he = sub(L, t, "health");
+    lua_getfield(L, he, "ready_requires");
+    c->ready_requires = -1;
+    if (lua_istable(L, -1)) {
+        c->ready_requires = 0;
+        for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, i);
+            const char *d = lua_tostring(L, -1);
+            if (d && strcmp(d, "database") == 0) c->ready_requires |= SC_READY_DATABASE;
+            if (d && strcmp(d, "redis") == 0) c->ready_requires |= SC_READY_REDIS;
+            lua_pop(L, 1);
+        }
+    }
     lua_pop(L, 2);
 
     int rd = sub(L, t, "redis");

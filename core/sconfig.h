@@ -10,6 +10,7 @@
 struct lua_State;
 
 enum { RLKEY_IP, RLKEY_USER, RLKEY_HEADER, RLKEY_FUNC };
+enum { SC_READY_DATABASE = 1, SC_READY_REDIS = 2 };
 
 typedef struct sc_policy {
     char *name;
@@ -77,6 +78,8 @@ typedef struct sconfig {
 
     char *db_url, *db_replicas;
     double statement_timeout;
+    double db_health_interval;      /* database.health_interval: s between health checks of the pool */
+    int ready_requires;             /* health.ready_requires as SC_READY_* bits; -1 = not set (the default) */
     char *redis_url, *redis_prefix;
     char *admin_token;
     int admin_loopback_only;

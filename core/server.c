@@ -19,9 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "log.h"
 #include "lua_app.h"
 #include "lua_db.h"
+#include "httpc.h"
 #include "limiter.h"
 #include "lua_cache.h"
 #include "metrics.h"
@@ -31,116 +33,15 @@
 #include "ssebus.h"
 #include "ssestream.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
+#include "conn.h"
+#include "worker.h"
+#include "clock.h"
 
 static server *the_server;          /* for the main thread's signal watchers only */
 static ev_async reload_async;       /* workers ask the main thread for a reload */
 static ev_async drained_async;      /* workers tell the main thread they have drained */
-
-static void worker_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    worker *w = container_of(t, worker, tick_w);
-    timerwheel_run(w->tw, worker_now_us(w) / 1000);
-    w->tw_armed = 0;
-}
-
-/* Before the loop sleeps: arm one ev_timer for the wheel's next deadline. */
-static void worker_maybe_drained(worker *w);
-
-static void worker_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
-{
-    worker *w = container_of(p, worker, prepare_w);
-    /* connections closed by this iteration's callbacks: the check watcher already ran */
-    if (w->reaplist) conn_reap(w);
-    worker_maybe_drained(w);
-    uint64_t now = worker_now_us(w) / 1000;
-    uint64_t next = timerwheel_next(w->tw, now);
-    if (next == w->tw_armed && ev_is_active(&w->tick_w)) return;
-    ev_timer_stop(loop, &w->tick_w);
-    w->tw_armed = next;
-    if (next == UINT64_MAX) return;
-    double d = next > now ? (double)(next - now) / 1000.0 : 0.0;
-    ev_timer_set(&w->tick_w, d + 0.0005, 0.);
-    ev_timer_start(loop, &w->tick_w);
-}
-
-static void worker_maybe_drained(worker *w)
-{
-    if (w->stopping && !w->nconns && !w->drained) {
-        w->drained = 1;
-        ev_async_send(EV_DEFAULT, &drained_async);
-        ev_break(w->loop, EVBREAK_ALL);
-    }
-}
-
-static void worker_reap_cb(struct ev_loop *loop, ev_check *c, int revents)
-{
-    worker *w = container_of(c, worker, reap_w);
-    conn_reap(w);
-    worker_maybe_drained(w);
-}
-
-static void worker_swap(worker *w)
-{
-    server *s = w->srv;
-    pthread_mutex_lock(&s->lock);
-    appstate *next = w->next_app;
-    w->next_app = NULL;
-    int pending = w->swap_pending;
-    w->swap_pending = 0;
-    pthread_mutex_unlock(&s->lock);
-    if (!pending) return;
-    if (next) {
-        appstate *old = w->app;
-        w->app = next;
-        w->app_cfg = next->cfg;
-        appstate_activate(next);
-        appstate_retire(old);
-        appstate_release(old);
-        db_worker_configure(w);
-    }
-    pthread_mutex_lock(&s->lock);
-    w->swapped_gen++;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-}
-
-static void worker_begin_stop(worker *w)
-{
-    if (w->stopping) return;
-    w->stopping = 1;
-    ev_io_stop(w->loop, &w->accept_w);
-    ev_timer_stop(w->loop, &w->accept_pause);
-    if (w->lfd >= 0) { close(w->lfd); w->lfd = -1; }
-    appstate_retire(w->app);
-    /* idle keep-alive connections and streams go now; busy ones finish their request */
-    for (conn *c = w->conns, *n; c; c = n) {
-        n = c->next;
-        if (c->state == CS_SSE && c->sse) ssestream_goodbye(c);
-        else if (c->state == CS_SSE || (c->state == CS_READING && !c->mid_request)) conn_close(c);
-    }
-    conn_reap(w);
-    worker_maybe_drained(w);      /* nothing left: the check watcher may not run again */
-}
-
-static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
-{
-    worker *w = container_of(a, worker, wake_w);
-    worker_swap(w);
-    if (atomic_load(&w->srv->force_stop)) { ev_break(loop, EVBREAK_ALL); return; }
-    if (atomic_load(&w->srv->stopping)) worker_begin_stop(w);
-}
-
-static void *worker_main(void *arg)
-{
-    worker *w = arg;
-    char name[16];
-    snprintf(name, sizeof name, "sluice-w%d", w->idx);
-    pthread_setname_np(pthread_self(), name);
-    appstate_activate(w->app);
-    ev_run(w->loop, 0);
-    return NULL;
-}
+static void notify_drained(server *s) { (void)s; ev_async_send(EV_DEFAULT, &drained_async); }
 
 static int open_listener(const char *host, int port, int probe, char *err, size_t errlen)
 {
@@ -186,66 +87,6 @@ static int open_listener(const char *host, int port, int probe, char *err, size_
     return fd;
 }
 
-/* Runs the pending callbacks of one loop iteration, after one read of the clock. */
-static void worker_invoke_pending(struct ev_loop *loop)
-{
-    worker *w = ev_userdata(loop);
-    w->now_cache_us = mono_us();
-    ev_invoke_pending(loop);
-}
-
-int worker_setup(server *s, worker *w, int idx, appstate *a)
-{
-    w->srv = s;
-    w->idx = idx;
-    w->lfd = -1;
-    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-    if (!w->loop) return -1;
-    w->app = a;
-    w->app_cfg = a->cfg;
-    a->w = w;
-    ev_set_userdata(w->loop, w);
-    ev_set_invoke_pending_cb(w->loop, worker_invoke_pending);
-    w->tw = timerwheel_new(worker_now_us(w) / 1000);
-    ev_async_init(&w->wake_w, worker_wake_cb);
-    ev_async_start(w->loop, &w->wake_w);
-    ev_prepare_init(&w->prepare_w, worker_prepare_cb);
-    ev_prepare_start(w->loop, &w->prepare_w);
-    ev_init(&w->tick_w, worker_tick_cb);
-    ev_init(&w->accept_pause, conn_accept_resume_cb);
-    ev_check_init(&w->reap_w, worker_reap_cb);
-    ev_check_start(w->loop, &w->reap_w);
-    if (metrics_worker_init(w) || ssestream_worker_init(w) || db_worker_init(w) || rbus_worker_init(w)) return -1;
-    return 0;
-}
-
-void worker_teardown(worker *w)
-{
-    for (conn *c = w->conns, *n; c; c = n) { n = c->next; conn_close(c); }
-    conn_reap(w);
-    for (conn *c = w->freelist, *n; c; c = n) {
-        n = c->next;
-        buf_free(&c->in);
-        buf_free(&c->out);
-        http_req_free(&c->req);
-        free(c);
-    }
-    w->freelist = NULL;
-    db_worker_free(w);
-    limiter_worker_free(w);
-    ssebus_worker_free(w);
-    rbus_worker_free(w);
-    if (w->app) { appstate_retire(w->app); appstate_release(w->app); w->app = NULL; }
-    ssestream_worker_free(w);
-    metrics_worker_free(w);
-    if (w->z_ready) deflateEnd(&w->z);
-    buf_free(&w->scratch);
-    buf_free(&w->jsonbuf);
-    if (w->tw) timerwheel_free(w->tw);
-    if (w->lfd >= 0) close(w->lfd);
-    ev_loop_destroy(w->loop);
-}
-
 static sse_limits sse_limits_of(const sconfig *c)
 {
     sse_limits l = {0};
@@ -255,6 +96,22 @@ static sse_limits sse_limits_of(const sconfig *c)
     l.retention_count = c->sse_retention;
     l.retention_ms = (uint32_t)(c->sse_retention_seconds * 1000);
     return l;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The caps readers on any thread show next to the counts (metrics, status). */
+static void publish_caps(server *s, const sconfig *c)
+{
+    unsigned conns = c->max_connections;
+    if (s->fd_cap && s->fd_cap < conns) conns = s->fd_cap;
+    atomic_store(&s->conn_cap, conns);
+    atomic_store(&s->sse_cap, c->sse_max);
 }
 
 /* Builds a new state per worker; swaps all of them in, or none. */
@@ -271,7 +128,11 @@ int server_reload(server *s, char *err, size_t errlen)
         for (int i = 0; i < s->nworkers; i++) if (next[i]) { next[i]->closing = 1; appstate_release(next[i]); }
         free(next);
         atomic_fetch_add(&s->reload_failures, 1);
+        pthread_mutex_lock(&s->reload_lock);
         snprintf(s->last_reload_error, sizeof s->last_reload_error, "%s", err);
+        s->last_reload_wall = wall_now();
+        atomic_store(&s->last_reload_ok, 0);
+        pthread_mutex_unlock(&s->reload_lock);
         log_msg(LOG_ERROR, "reload rejected, nothing changed:\n%s", err);
         return -1;
     }
@@ -293,6 +154,7 @@ int server_reload(server *s, char *err, size_t errlen)
     }
     s->cfg0 = nc;
     atomic_store(&s->metrics_max_channels, nc->metrics_max_channels);
+    publish_caps(s, nc);
     /* wait until every worker runs the new code (bounded: a worker busy in a long Lua call) */
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
@@ -303,7 +165,11 @@ int server_reload(server *s, char *err, size_t errlen)
     pthread_mutex_unlock(&s->lock);
     free(next);
     atomic_fetch_add(&s->reloads, 1);
+    pthread_mutex_lock(&s->reload_lock);
     s->last_reload_error[0] = 0;
+    s->last_reload_wall = wall_now();
+    atomic_store(&s->last_reload_ok, 1);
+    pthread_mutex_unlock(&s->reload_lock);
     log_msg(LOG_INFO, "reloaded %s on %d worker(s)", s->config_path, s->nworkers);
     return 0;
 }
@@ -341,59 +207,93 @@ static void stop_cb(struct ev_loop *loop, ev_signal *sw, int revents)
     ev_timer_start(loop, &shutdown_deadline);
 }
 
-/* `sluice reload` connects here: "reload\n" -> "ok\n" or "error\n<messages>". */
-static int admin_fd = -1;
-static ev_io admin_w;
-static char admin_path[108];
-
-static void admin_cb(struct ev_loop *loop, ev_io *io, int revents)
+static void fmt_duration(double s, char *out, size_t n)
 {
-    int fd = accept4(admin_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) return;
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char cmd[64] = "";
-    ssize_t n = read(fd, cmd, sizeof cmd - 1);
-    if (n > 0 && strncmp(cmd, "reload", 6) == 0) {
-        char err[8192];
-        if (server_reload(the_server, err, sizeof err) == 0) {
-            ssize_t w = write(fd, "ok\n", 3);
-            (void)w;
+    long t = (long)s;
+    if (t >= 86400) snprintf(out, n, "%ldd %ldh %ldm", t / 86400, t % 86400 / 3600, t % 3600 / 60);
+    else if (t >= 3600) snprintf(out, n, "%ldh %ldm %lds", t / 3600, t % 3600 / 60, t % 60);
+    else if (t >= 60) snprintf(out, n, "%ldm %lds", t / 60, t % 60);
+    else snprintf(out, n, "%lds", t);
+}
+
+static void fmt_bytes(double b, char *out, size_t n)
+{
+    if (b >= 1073741824.0) snprintf(out, n, "%.1f GB", b / 1073741824.0);
+    else snprintf(out, n, "%.1f MB", b / 1048576.0);
+}
+
+/* The summary `sluice status` prints (main thread: reads the workers like the metrics do). */
+static void status_text(server *s, buf *b)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char up[64], rss[32], lim[32];
+    fmt_duration((double)ts.tv_sec + ts.tv_nsec / 1e9 - s->started, up, sizeof up);
+    unsigned long long streams = 0;
+    if (s->ssehub) { sse_stats st; sse_hub_stats(s->ssehub, &st); streams = st.subscribers; }
+    metrics_res r;
+    metrics_resources(s, &r);
+    fmt_bytes(r.rss_bytes, rss, sizeof rss);
+    fmt_bytes(r.mem_limit_bytes, lim, sizeof lim);
+    metrics_health h;
+    metrics_readiness_all(s, &h);
+    buf_printf(b, "pid:          %d\n", (int)getpid());
+    char real[PATH_MAX];
+    buf_printf(b, "config:       %s\n", realpath(s->config_path, real) ? real : s->config_path);
+    buf_printf(b, "port:         %d\n", s->port);
+    buf_printf(b, "uptime:       %s\n", up);
+    buf_printf(b, "workers:      %d\n", s->nworkers);
+    buf_printf(b, "connections:  %d (limit %u)\n", atomic_load(&s->nconns), atomic_load(&s->conn_cap));
+    buf_printf(b, "streams:      %llu SSE (limit %u)\n", streams, atomic_load(&s->sse_cap));
+    buf_printf(b, "ready:        %s%s\n", h.ready ? "yes" : "no: ", h.ready ? "" : h.reason);
+    if (s->last_reload_wall > 0) {
+        time_t t = (time_t)s->last_reload_wall;
+        struct tm tm;
+        char when[64];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        if (atomic_load(&s->last_reload_ok)) {
+            buf_printf(b, "last reload:  %s, ok\n", when);
         } else {
-            char out[8300];
-            int m = snprintf(out, sizeof out, "error\n%s\n", err);
-            ssize_t w = write(fd, out, (size_t)m);
-            (void)w;
+            char first[400];
+            snprintf(first, sizeof first, "%s", s->last_reload_error);
+            first[strcspn(first, "\n")] = 0;
+            buf_printf(b, "last reload:  %s, rejected: %s\n", when, first);
         }
     } else {
-        ssize_t w = write(fd, "error\nunknown command\n", 22);
-        (void)w;
+        buf_puts(b, "last reload:  none\n");
     }
-    close(fd);
+    buf_printf(b, "reloads:      %llu ok, %llu rejected\n", (unsigned long long)atomic_load(&s->reloads),
+               (unsigned long long)atomic_load(&s->reload_failures));
+    buf_printf(b, "memory:       %s RSS of %s (%.1f%%, %s limit)\n", rss, lim, r.mem_ratio * 100,
+               r.mem_cgroup ? "cgroup" : "machine");
+    buf_printf(b, "cpu:          %.1f%% of %.2g cores over 10 s (%s limit)\n", r.cpu_ratio * 100, r.cpus,
+               r.cpu_cgroup ? "cgroup" : "machine");
+    db_totals db;
+    db_pool_totals(s, &db);
+    if (db.configured)
+        buf_printf(b, "db pool:      %d in use, %d idle, %d waiting, cap %d\n", db.in_use, db.idle, db.waiting, db.cap);
+    buf_printf(b, "control:      %s\npid file:     %s\n", control_socket_path(), control_pid_path());
 }
 
-void server_admin_socket_path(int port, char *out, size_t n)
+/* What the control socket's commands do (control.c carries them). */
+static void control_cmd(void *ud, const char *cmd, buf *out)
 {
-    const char *dir = getenv("XDG_RUNTIME_DIR");
-    snprintf(out, n, "%s/sluice-%d.sock", dir && *dir ? dir : "/tmp", port);
-}
-
-static void open_admin_socket(int port)
-{
-    server_admin_socket_path(port, admin_path, sizeof admin_path);
-    unlink(admin_path);
-    admin_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", admin_path);
-    if (admin_fd < 0 || bind(admin_fd, (struct sockaddr *)&sa, sizeof sa) || listen(admin_fd, 8)) {
-        log_msg(LOG_WARN, "admin socket %s: %s (sluice reload will not reach this server; SIGHUP still works)", admin_path, strerror(errno));
-        if (admin_fd >= 0) close(admin_fd);
-        admin_fd = -1;
-        return;
+    server *s = ud;
+    if (strcmp(cmd, "reload") == 0) {
+        char err[8192];
+        if (server_reload(s, err, sizeof err) == 0) buf_puts(out, "ok\n");
+        else buf_printf(out, "error\n%s\n", err);
+    } else if (strcmp(cmd, "status json") == 0) {
+        metrics_health h;
+        metrics_readiness_all(s, &h);
+        metrics_status_json(s, &h, out);
+        buf_puts(out, "\n");
+    } else if (strcmp(cmd, "status") == 0) {
+        status_text(s, out);
+    } else {
+        buf_puts(out, "error\nunknown command (reload, status, status json)\n");
     }
-    chmod(admin_path, 0600);
-    ev_io_init(&admin_w, admin_cb, admin_fd, EV_READ);
-    ev_io_start(EV_DEFAULT, &admin_w);
 }
 
 /* --watch: inotify on the config directory and scripts/; reload 150 ms after the last change. */
@@ -446,6 +346,9 @@ static void open_watch(server *s)
     log_msg(LOG_INFO, "--watch: reloading when a .lua file changes under %s", dir);
 }
 
+static ev_timer usage_w;      /* CPU samples every second: the CPU ratio over the last 10 s */
+static void usage_cb(struct ev_loop *loop, ev_timer *t, int revents) { metrics_sample_usage(the_server); }
+
 static ev_timer housekeeping_w;
 static void housekeeping_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -481,10 +384,12 @@ int server_run(const char *config_path, int watch)
     signal(SIGPIPE, SIG_IGN);
     server *s = calloc(1, sizeof *s);
     the_server = s;
+    s->on_drained = notify_drained;
     s->config_path = strdup(config_path);
     s->watch = watch;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->reload_lock, NULL);
     char err[8192];
     appstate *first = appstate_new(config_path, NULL, 0, err, sizeof err);
     if (!first) { fprintf(stderr, "%s\n", err); return 1; }
@@ -526,7 +431,11 @@ int server_run(const char *config_path, int watch)
         appstate *a = appstate_new(config_path, w, 0, err, sizeof err);
         if (!a) { fprintf(stderr, "%s\n", err); return 1; }
         if (worker_setup(s, w, i, a)) { fprintf(stderr, "worker %d: setup failed\n", i); return 1; }
-        if (i == 0) { s->cfg0 = a->cfg; atomic_store(&s->metrics_max_channels, a->cfg->metrics_max_channels); }
+        if (i == 0) {
+            s->cfg0 = a->cfg;
+            atomic_store(&s->metrics_max_channels, a->cfg->metrics_max_channels);
+            publish_caps(s, a->cfg);
+        }
         w->lfd = open_listener(cfg->host, cfg->port, i == 0, err, sizeof err);
         if (w->lfd < 0) { fprintf(stderr, "sluice: %s\n", err); return 1; }
         ev_io_init(&w->accept_w, conn_accept_cb, w->lfd, EV_READ);
@@ -542,8 +451,11 @@ int server_run(const char *config_path, int watch)
     ev_signal_start(main_loop, &intr);
     ev_async_init(&reload_async, reload_async_cb);
     ev_async_start(main_loop, &reload_async);
-    open_admin_socket(cfg->port);
+    s->port = cfg->port;
+    control_open(s->config_path, s->port, main_loop, control_cmd, s);   /* socket + pid file, found from the config's path */
     if (watch) open_watch(s);
+    ev_timer_init(&usage_w, usage_cb, 1., 1.);
+    ev_timer_start(main_loop, &usage_w);
     ev_init(&housekeeping_w, housekeeping_cb);
     ev_timer_set(&housekeeping_w, cfg->metrics_interval, 0);
     ev_timer_start(main_loop, &housekeeping_w);
@@ -581,7 +493,7 @@ int server_run(const char *config_path, int watch)
         dl.tv_sec += 2;
         if (pthread_timedjoin_np(s->workers[i].thread, NULL, &dl)) stuck = 1;
     }
-    if (admin_fd >= 0) { close(admin_fd); unlink(admin_path); }
+    control_close();
     if (stuck) {
         log_msg(LOG_WARN, "a worker did not stop in time: exiting without cleanup");
         _exit(0);

@@ -10,6 +10,10 @@
 #include "log.h"
 #include "rbus.h"                   /* and through it server.h: conn, worker, resp_* (layering debt) */
 #include "sse.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
 
 #define PUBLISH_TIMEOUT 2.0         /* s: then the caller hears "not confirmed" (it may still go out) */
 #define CATCHUP_TIMEOUT 2.0         /* s per catch-up script call */

@@ -16,7 +16,11 @@
 #include "ssebus.h"
 #include "sseenc.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
+#include "response.h"
+#include "conn.h"
+#include "server.h"
+#include "worker.h"
 
 typedef struct ssestream {
     sse_sub sub;

@@ -4,7 +4,7 @@
 
 #include <lua.h>
 
-#include "server.h"
+#include "conn.h"
 
 /* Reads the SSE handler's answer (co[1]) and subscribes. Returns 0 when c is now a stream,
  * 1 when a refusal (the handler's status, or a cap's 429/503) was queued, -1 on a bad answer

@@ -18,7 +18,7 @@
 #include "lua_app.h"
 #include "server.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
 
 
 typedef struct tclient {

@@ -24,7 +24,8 @@
 #include "sse.h"
 #include "testclient.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#include "util.h"
+#include "worker.h"
 
 static double real_now(void)
 {

@@ -17,6 +17,9 @@
 #include "lua_app.h"
 #include "multipart.h"
 #include "static.h"
+#include "response.h"
+#include "conn.h"
+#include "worker.h"
 
 /* ---------------------------------------------------------------- request IDs */
 

@@ -5,7 +5,7 @@
 #include <lua.h>
 #include <stddef.h>
 
-#include "server.h"
+#include "response.h"
 
 typedef struct static_mount {
     char *prefix;            /* "/assets" (no trailing slash) */

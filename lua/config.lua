@@ -575,6 +575,20 @@ local TOP = record({
     url = F(optional_string(pg_url), env_default("DATABASE_URL")),
     replica_urls = F(replicas_check, {}),
     statement_timeout = F(number(0, DAY), 30),
+    health_interval = F(number(0, 3600), 5),
+  }), {}),
+  health = F(record({
+    -- nil: the database when one is configured, and Redis when limiter.redis_failure = "closed"
+    ready_requires = F(function(v, path, ctx)
+      local list = array(enum("database", "redis"), 'dependency names ("database", "redis")')(v, path, ctx)
+      if not list then return nil end
+      local seen = {}
+      for i, d in ipairs(list) do
+        if seen[d] then ctx:err(child(path, i), "duplicate of " .. quote(d)) end
+        seen[d] = true
+      end
+      return list
+    end),
   }), {}),
   redis = F(record({
     url = F(optional_string(redis_url), env_default("REDIS_URL")),
@@ -582,6 +596,26 @@ local TOP = record({
       if type(v) ~= "string" or #v > 64 then ctx:err(path, "must be a string of at most 64 bytes" .. got(v)); return nil end
       return v
     end, "sluice:"),
+  }), {}),
+  http_client = F(record({                         -- app.http (docs/http-client.md)
+    max_concurrent = F(integer(1, 1e6), 256),      -- per worker; more wait FIFO
+    queue_timeout = F(number(0, DAY), 5),
+    max_per_host = F(integer(0, 1e6), 64),         -- requests in flight per host and worker, 0 = no cap
+    max_idle = F(integer(1, 1e6), 64),             -- idle keep-alive connections kept per worker
+    timeout = F(number(0, DAY), 10),               -- 0 = none
+    connect_timeout = F(number(0, DAY), 3),
+    max_body = F(integer(0, 2 ^ 40), 10485760),    -- 0 = no limit
+    follow_redirects = F(boolean, false),
+    max_redirects = F(integer(0, 100), 5),
+    verify_tls = F(boolean, true),
+    decompress = F(boolean, true),
+    ca_file = F(file_check),
+    client_cert = F(file_check),
+    client_key = F(file_check),
+    key_password = F(optional_string(nonempty_string)),
+    proxy = F(optional_string(nonempty_string)),   -- unset: https_proxy / HTTPS_PROXY / http_proxy
+    no_proxy = F(optional_string(nonempty_string)),
+    user_agent = F(nonempty_string, "sluice"),
   }), {}),
   admin = F(admin_check, {}),
   metrics = F(record({

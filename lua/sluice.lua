@@ -297,6 +297,149 @@ function db.listen(channel, fn)
   if not ok then raise((tostring(err):gsub("bad argument #1 to '%?' %((.*)%)$", "app.db.listen: channel must be %1")), 2) end
 end
 
+-- Outbound HTTP (docs/http-client.md): app.http.request{...}, get/post/put/patch/delete(url, opts),
+-- all{...}. The calling task waits; the worker serves others meanwhile. A network failure
+-- returns nil, "host: reason", kind; misuse raises. Under `sluice test`, app.http.mock intercepts.
+local http = require "sluice.http"
+app.http = http
+local c_request, c_all, c_response = http.request, http.all, http.response
+local header_hooks, mocks, mock_reset_hooked = {}, {}, false
+
+-- app.http.add_header_hook(fn): fn(opts) returns a table of headers added to every outbound
+-- request that does not set them itself (W3C traceparent propagation, API keys, ...).
+function http.add_header_hook(fn)
+  if type(fn) ~= "function" then error("app.http.add_header_hook: expects a function", 2) end
+  header_hooks[#header_hooks + 1] = fn
+end
+
+local function with_hooks(opts)
+  local o, h, have = {}, {}, {}
+  for k, v in pairs(opts) do o[k] = v end
+  if type(opts.headers) == "table" then
+    for k, v in pairs(opts.headers) do
+      h[k] = v
+      if type(k) == "string" then have[k:lower()] = true end
+    end
+  end
+  for _, fn in ipairs(header_hooks) do
+    local add = fn(opts)
+    if type(add) == "table" then
+      for k, v in pairs(add) do
+        if type(k) == "string" and not have[k:lower()] then h[k] = v; have[k:lower()] = true end
+      end
+    end
+  end
+  o.headers = h
+  return o
+end
+
+local function find_mock(opts)
+  local url = type(opts.url) == "string" and opts.url or ""
+  for i = #mocks, 1, -1 do                        -- the latest mock wins
+    local m = mocks[i]
+    local p = m.pattern
+    if (type(p) == "string" and url:find(p, 1, true)) or (type(p) == "function" and p(opts)) then return m end
+  end
+end
+
+local function mock_answer(m, opts)
+  m.calls[#m.calls + 1] = opts
+  local r = m.response
+  if type(r) == "function" then r = r(opts) end
+  if type(r) ~= "table" then error("app.http.mock: the response must be a table or a function returning one", 3) end
+  local host = opts.url:match("^%a[%w+.-]*://([^/?#]+)") or opts.url
+  host = host:gsub("^.*@", "")
+  if r.error then return nil, host .. ": " .. tostring(r.error), r.kind or "other" end
+  local headers = {}
+  for k, v in pairs(r.headers or {}) do headers[k:lower()] = v end
+  local body = r.body or ""
+  if r.json ~= nil then
+    body = core.json_encode(r.json)
+    headers["content-type"] = headers["content-type"] or "application/json"
+  end
+  return c_response({ status = r.status or 200, headers = headers, body = body, time = 0,
+    url = opts.url, http_version = "1.1", mocked = true })
+end
+
+function http.request(opts)
+  if type(opts) ~= "table" then error("app.http.request: expects a table of options ({ url = ..., method = ... })", 2) end
+  if #header_hooks > 0 then opts = with_hooks(opts) end
+  if #mocks > 0 then
+    local m = find_mock(opts)
+    if m then return mock_answer(m, opts) end
+  end
+  return c_request(opts)
+end
+
+local function verb(method)
+  local name = "app.http." .. method:lower()
+  return function(url, opts)
+    if type(url) ~= "string" then error(name .. ": url must be a string", 2) end
+    if opts ~= nil and type(opts) ~= "table" then error(name .. ": options must be a table", 2) end
+    local o = {}
+    if opts then for k, v in pairs(opts) do o[k] = v end end
+    o.url, o.method = url, method
+    return http.request(o)
+  end
+end
+http.get, http.post, http.put = verb("GET"), verb("POST"), verb("PUT")
+http.patch, http.delete, http.head = verb("PATCH"), verb("DELETE"), verb("HEAD")
+
+-- app.http.all{ opts1, opts2, ... } -> results, errors: all in flight at once; results[i] is the
+-- response or false, errors[i] the message when request i failed.
+function http.all(list)
+  if type(list) ~= "table" then error("app.http.all: expects an array of request option tables", 2) end
+  if #header_hooks == 0 and #mocks == 0 then return c_all(list) end
+  local real, at, results, errs = {}, {}, {}, {}
+  for i = 1, #list do
+    local o = list[i]
+    if type(o) ~= "table" then error("app.http.all: request " .. i .. " must be a table of options", 2) end
+    if #header_hooks > 0 then o = with_hooks(o) end
+    local m = #mocks > 0 and find_mock(o)
+    if m then
+      local r, e = mock_answer(m, o)
+      results[i], errs[i] = r or false, e
+    else
+      real[#real + 1], at[#at + 1] = o, i
+    end
+  end
+  if #real > 0 then
+    local rr, re = c_all(real)
+    for k, i in ipairs(at) do results[i], errs[i] = rr[k], re[k] end
+  end
+  return results, errs
+end
+
+-- Specs (`sluice test` only): app.http.mock(pattern, response) answers requests whose URL contains
+-- pattern (plain text; or a function(opts) -> true) with response (a table { status, headers,
+-- body | json } or { error = "...", kind = "timeout" }, or a function(opts) returning one).
+-- Returns the mock; mock.calls lists the options of the requests it answered. Mocks are removed
+-- after each test, or by app.http.unmock([mock]). app.http.test_url(path): this test instance.
+function http.mock(pattern, response)
+  if not http.test_mode() then error("app.http.mock: only under `sluice test`", 2) end
+  if type(pattern) ~= "string" and type(pattern) ~= "function" then error("app.http.mock: pattern must be a string or a function", 2) end
+  if type(response) ~= "table" and type(response) ~= "function" then error("app.http.mock: response must be a table or a function", 2) end
+  local spec = package.loaded.spec
+  if not mock_reset_hooked and type(spec) == "table" and type(spec.reset_hooks) == "table" then
+    spec.reset_hooks[#spec.reset_hooks + 1] = function() mocks = {} end
+    mock_reset_hooked = true
+  end
+  local m = { pattern = pattern, response = response, calls = {} }
+  mocks[#mocks + 1] = m
+  return m
+end
+
+function http.unmock(m)
+  if m == nil then mocks = {}; return end
+  for i = #mocks, 1, -1 do if mocks[i] == m then table.remove(mocks, i) end end
+end
+
+function http.test_url(path)
+  local port = http.test_port()
+  if not port then error("app.http.test_url: only under `sluice test`", 2) end
+  return "http://127.0.0.1:" .. port .. (path or "/")
+end
+
 -- Cache: app.cache.get/set/incr/del. Redis when redis.url is set (shared by every instance, keys
 -- under <prefix>c:), else an in-process LRU table with TTLs shared by the workers (10,000 entries).
 -- Values: strings, numbers, booleans, tables (as JSON). Failures (Redis down or slower than 0.5 s)

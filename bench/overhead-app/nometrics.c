@@ -5,9 +5,9 @@
 #include <stdint.h>
 
 struct worker;
-void __wrap_metrics_observe(struct worker *w, int status, uint64_t us, uint64_t now);
+void __wrap_metrics_observe(struct worker *w, unsigned route, unsigned method, int status, uint64_t us, uint64_t now);
 
-void __wrap_metrics_observe(struct worker *w, int status, uint64_t us, uint64_t now)
+void __wrap_metrics_observe(struct worker *w, unsigned route, unsigned method, int status, uint64_t us, uint64_t now)
 {
-    (void)w, (void)status, (void)us, (void)now;
+    (void)w, (void)route, (void)method, (void)status, (void)us, (void)now;
 }

@@ -92,6 +92,8 @@ do
   eq(cfg.database.url, nil, "database.url")
   ok(deep_eq(cfg.database.replica_urls, {}), "database.replica_urls empty")
   eq(cfg.database.statement_timeout, 30, "database.statement_timeout")
+  eq(cfg.database.health_interval, 5, "database.health_interval")
+  eq(cfg.health.ready_requires, nil, "health.ready_requires: not set (the C side picks the default)")
   eq(cfg.redis.url, nil, "redis.url")
   eq(cfg.redis.prefix, "sluice:", "redis.prefix")
   eq(cfg.admin.token, nil, "admin.token")
@@ -234,6 +236,17 @@ bad({ log = { access = true } }, 'config.lua: log.access: must be one of "off", 
 bad({ metrics = { retention = 50 } }, "config.lua: metrics.retention: must be an integer 100..1000 (got number 50)", "metrics")
 bad({ limiter = { ipv6_prefix = 129 } }, "config.lua: limiter.ipv6_prefix: must be an integer 1..128 (got number 129)", "v6 prefix")
 bad({ shutdown_timeout = -1 }, "config.lua: shutdown_timeout: must be a number 0..3600 (got number -1)", "shutdown")
+do
+  local cfg = good({ health = { ready_requires = {} } }, nil, "ready_requires = {}")
+  ok(cfg and deep_eq(cfg.health.ready_requires, {}), "ready_requires {} kept (nothing required)")
+  cfg = good({ health = { ready_requires = { "redis", "database" } } }, nil, "ready_requires both")
+  ok(cfg and deep_eq(cfg.health.ready_requires, { "redis", "database" }), "ready_requires list kept")
+end
+bad({ health = { ready_requires = { "database", "database" } } },
+    'config.lua: health.ready_requires[2]: duplicate of "database"', "ready_requires duplicate")
+bad({ health = { ready_requires = "database" } },
+    'config.lua: health.ready_requires: must be an array of dependency names ("database", "redis") (got string "database")', "ready_requires string")
+bad({ database = { health_interval = -1 } }, "config.lua: database.health_interval: must be a number 0..3600 (got number -1)", "health_interval")
 bad({ admin = { loopback_only = false } },
     "config.lua: admin.token: required when admin.loopback_only = false", "admin without token")
 bad({ admin = { token = 42 } }, "config.lua: admin.token: must be a non-empty string (got number 42)", "admin token type")
@@ -326,6 +339,23 @@ bad({ redis = { url = "http://localhost:6379" } },
 bad({ redis = { url = "redis://" } },
     'config.lua: redis.url: must start with redis://, rediss://, redis-sentinel://host:26379,.../master-name or unix://, or be an absolute socket path (got string "redis://")',
     "redis url without host")
+
+-- http_client (app.http): defaults, paths resolved against config.lua, strict types
+do
+  local cfg = good({}, nil, "http_client defaults")
+  local h = cfg.http_client
+  ok(h.max_concurrent == 256 and h.queue_timeout == 5 and h.max_per_host == 64 and h.max_idle == 64 and
+     h.timeout == 10 and h.connect_timeout == 3 and h.max_body == 10485760 and h.follow_redirects == false and
+     h.max_redirects == 5 and h.verify_tls == true and h.decompress == true and h.user_agent == "sluice" and
+     h.ca_file == nil and h.proxy == nil, "http_client defaults", show(h.max_concurrent))
+  cfg = good({ http_client = { ca_file = "certs/ca.pem", proxy = "", timeout = 0 } }, { file = "/srv/app/config.lua" }, "http_client")
+  eq(cfg.http_client.ca_file, "/srv/app/certs/ca.pem", "http_client.ca_file resolved")
+  eq(cfg.http_client.proxy, nil, "http_client.proxy \"\" = unset")
+  eq(cfg.http_client.timeout, 0, "http_client.timeout 0 = none")
+  bad({ http_client = { timeout = "5" } }, 'config.lua: http_client.timeout: must be a number 0..86400 (got string "5")', "http_client.timeout")
+  bad({ http_client = { max_concurrent = 0 } }, "config.lua: http_client.max_concurrent: must be an integer 1..1000000 (got number 0)", "http_client.max_concurrent")
+  bad({ http_client = { timout = 5 } }, "config.lua: http_client.timout: unknown key (did you mean timeout?)", "http_client typo")
+end
 
 -- config.lua must return a table
 do

@@ -380,9 +380,12 @@ def unsupported_http_version_505():
 
 
 @test
-def invalid_method_400():
-    expect_400_close(b"FROB /hello HTTP/1.1\r\nHost: x\r\n\r\n", "FROB")
-    expect_400_close(b"get /hello HTTP/1.1\r\nHost: x\r\n\r\n", "lower-case get")
+def unknown_method_501_invalid_method_400():
+    # a well-formed token that is no method sluice knows is 501 (RFC 9110 9.1); methods are
+    # case-sensitive, so "get" is one of those; a method that is not a token is 400
+    expect_400_close(b"FROB /hello HTTP/1.1\r\nHost: x\r\n\r\n", "FROB", 501)
+    expect_400_close(b"get /hello HTTP/1.1\r\nHost: x\r\n\r\n", "lower-case get", 501)
+    expect_400_close(b"G(T /hello HTTP/1.1\r\nHost: x\r\n\r\n", "not a token")
 
 
 @test
@@ -524,11 +527,8 @@ def request_query_headers_body_json():
         hd = json.loads(c.response().body)["headers"]
         check(hd.get("x-empty") == "" and hd.get("x-b") == "b", "empty header value: %r" % hd)
         check(c.response().body == b"user 2", "request after an Upgrade header")
-    # obs-fold (RFC 9112 5.2): unfolded with spaces, never handed on with its CRLF
-    with Conn(srv.port) as c:
-        c.send(b"GET /req HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\nX-B: b\r\n\r\n")
-        hd = json.loads(c.response().body)["headers"]
-        check(hd.get("x-a", "").split() == ["a", "folded"] and hd.get("x-b") == "b", "obs-fold: %r" % hd)
+    # obs-fold (RFC 9112 5.2) is rejected: a proxy that unfolds differently would see other headers
+    expect_400_close(b"GET /req HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\nX-B: b\r\n\r\n", "obs-fold")
     st, h, b = post(srv.port, "/echo", b"\x00\xffbinary\r\n")
     check(st == 200 and b == b"\x00\xffbinary\r\n" and h.get("x-len") == "10", "binary body: %r" % b)
 

@@ -357,12 +357,21 @@ static void test_terminate(void)
     pgconn *k = acquire_wait(p); /* reuses the idle one: cap allows a second for the kill */
     pgconn *k2 = acquire_wait(p);
     pgpool_release(p, k);
+    pgpool_stats(p, &st);
+    uint64_t errors0 = st.errors;
     r = query_wait(k2, &xb, "select pg_terminate_backend($1::int)", 1, vals, 5);
     if (r) PQclear(r);
     pgpool_release(p, k2);
     run_until(NULL, 0.3);
+    for (double end = ev_time() + 5; ev_time() < end; run_until(NULL, 0.05)) { /* the probe connects (bounded wait) */
+        pgpool_stats(p, &st);
+        if (st.idle == 2) break;
+    }
     pgpool_stats(p, &st);
-    is_int(st.size, 1, "idle connection killed: the pool dropped it on its own");
+    /* the dead idle connection was closed when its socket turned readable (counted as a lost
+     * connection) and the pool opened a probe at once to learn whether the server is there */
+    is_int(st.errors - errors0, 1, "idle connection killed: the pool dropped it on its own");
+    ok(st.size == 2 && st.idle == 2 && !st.down, "idle connection killed: a probe replaced it (size %d, idle %d)", st.size, st.idle);
     is_str(scalar(p, "select 'alive'"), "alive", "after the kills the pool still serves queries");
     pgpool_free(p);
 }
@@ -440,6 +449,30 @@ static void test_housekeeping(void)
     for (int i = 0; i < 3; i++) pgpool_free(all[i]);
 }
 
+/* Health checks without traffic: with nothing open the pool connects by itself every
+ * health_interval (that is how it learns the server is down before any query); with the
+ * interval at 0 it stays lazy. */
+static void test_health_probe(void)
+{
+    pgpool_config cfg = base_cfg;
+    cfg.health_interval = 0.3;
+    pgpool *p = pgpool_new(loop, &cfg, 1);
+    cfg.health_interval = 0;
+    pgpool *lazy = pgpool_new(loop, &cfg, 1);
+    pgpool_stats_t st, sl;
+    run_until(NULL, 1.2);      /* the sweep runs every second */
+    for (double end = ev_time() + 5; ev_time() < end; run_until(NULL, 0.05)) { /* its connect finishes (bounded wait) */
+        pgpool_stats(p, &st);
+        if (st.idle == 1) break;
+    }
+    pgpool_stats(p, &st);
+    pgpool_stats(lazy, &sl);
+    ok(st.size == 1 && st.idle == 1 && st.acquired == 0, "health: nothing open, so the pool connected by itself (size %d)", st.size);
+    is_int(sl.size, 0, "health_interval 0: no connection without a caller");
+    pgpool_free(p);
+    pgpool_free(lazy);
+}
+
 /* ---- a private server we can stop and start ---- */
 
 static char pgdev[1024], devdir[256];
@@ -505,6 +538,8 @@ static void test_restart(void)
     run_until(NULL, 0.3);
     pgpool_stats(p, &st);
     is_int(st.size, 0, "server stopped: idle connections noticed the close");
+    for (double end = ev_time() + 5; pgpool_healthy(p) && ev_time() < end;) run_until(NULL, 0.05);
+    ok(!pgpool_healthy(p), "server stopped: the pool knows it is down before any query (a probe failed)");
     double t0 = ev_time();
     for (int i = 0; i < CAP + 4; i++) acquire(p, &a[i], NULL);
     int all = 0;
@@ -633,7 +668,7 @@ static void test_pipeline(void)
     for (int c = 0; c < PGPOOL_ERR_CLASSES; c++)
         if (!strcmp(pgpool_error_class(c), "22")) cls22 = st.errors_by_class[c];
     ok(cls22 == (uint64_t)nerr, "errors by class: %llu in class 22", (unsigned long long)cls22);
-    ok(hist_count(pgpool_wait_hist(p)) >= (uint64_t)N, "wait histogram: every acquire recorded");
+    ok(phist_count(pgpool_wait_hist(p), pgpool_wait_bounds()) >= (uint64_t)N, "wait histogram: every acquire recorded");
     /* after a pipeline, the connection is usable for an exclusive acquire and a transaction */
     is_str(scalar(p, "select 'exclusive'"), "exclusive", "pipeline: connection usable exclusively after");
     pgpool_free(p);
@@ -661,6 +696,7 @@ int main(void)
     test_terminate();
     test_release_rollback();
     test_housekeeping();
+    test_health_probe();
     test_pipeline();
     test_restart();
     run_until(NULL, 0.3); /* cancel threads finish */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "rbus.h"
+#include "server.h"
 #include "ratelimit.h"
 #include "tap.h"
 
