@@ -4,9 +4,10 @@
  *
  * Why the allocator: a long C call (string.rep, gsub, cjson.decode) never runs the hook, so the
  * hook alone lets it run far past its deadline and grow without bound. Every allocation
- * of the state passes through lua_guard_alloc, which refuses it (LuaJIT then raises "not enough
- * memory", a normal Lua error) when it would take the state over its budget or when the run's
- * deadline has passed. Refusals happen only inside a guarded run (a request, a timer, loading):
+ * of the state passes through the guard's allocator, which refuses it (LuaJIT then raises "not
+ * enough memory", a normal Lua error) when it would take the state over its budget or when the
+ * run's deadline has passed (big requests read the clock; small ones once the watchdog has
+ * flagged the run as late, so the common allocation costs a few instructions). Refusals happen only inside a guarded run (a request, a timer, loading):
  * allocations the core makes on a state outside one (publish, rate-limit key functions) always
  * succeed, since nothing there would catch the error.
  *
