@@ -17,8 +17,13 @@
  * for the same reasons). Delivered only to a thread whose run is overdue. */
 #define WATCH_SIGNAL SIGURG
 #define WATCH_MAX 1024
-/* Polling period: how late past its deadline a run is noticed, at most. */
-#define TICK_NS 20000000L
+/* Polling: while a run is overdue, every 20 ms (the samples); otherwise until the earliest
+ * deadline of the runs in progress, at most 100 ms (a run starting meanwhile has its whole
+ * timeout ahead) and at least 5 ms. So a run is noticed within ~5 ms of its deadline, and an
+ * idle server wakes the watchdog 10 times a second. */
+#define TICK_OVERDUE 0.020
+#define TICK_IDLE 0.100
+#define TICK_MIN 0.005
 /* Samples in compiled code, with no hook call in between, before a run counts as stuck. */
 #define STUCK_SAMPLES 10
 #define NRANGES 2048       /* LuaJIT maps its machine code in areas of 64 KB, up to maxmcode */
@@ -238,22 +243,30 @@ static void *watchdog_main(void *arg)
 {
     (void)arg;
     pthread_setname_np(pthread_self(), "sluice-watchdog");
-    const struct timespec tick = {0, TICK_NS};
+    double wait = TICK_IDLE;
     for (;;) {
-        nanosleep(&tick, NULL);
+        struct timespec ts = {0, (long)(wait * 1e9)};
+        nanosleep(&ts, NULL);
         double now = now_s();
         int refreshed = 0;
+        wait = TICK_IDLE;
         pthread_mutex_lock(&reg_lock);
         for (int i = 0; i < nwatches; i++) {
             lua_watch *w = watches[i];
             double dl = atomic_load_explicit(&w->deadline, memory_order_acquire);
-            if (dl <= 0 || now <= dl) continue;
+            if (dl <= 0) continue;
+            if (now <= dl) {
+                if (dl - now < wait) wait = dl - now;
+                continue;
+            }
             if (!refreshed) { refresh_ranges(); refreshed = 1; }
             atomic_store_explicit(&w->late, 1, memory_order_relaxed);
             check(w, now);
             pthread_kill(w->tid, WATCH_SIGNAL);    /* registered threads unregister under reg_lock */
+            wait = TICK_OVERDUE < wait ? TICK_OVERDUE : wait;
         }
         pthread_mutex_unlock(&reg_lock);
+        if (wait < TICK_MIN) wait = TICK_MIN;
     }
     return NULL;
 }
