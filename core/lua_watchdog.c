@@ -53,7 +53,7 @@ static double now_s(void)
  * else that executes (the interpreter, libc, C modules) is file-backed. The watchdog reads
  * /proc/self/maps (sorted by address) before each round of signals; the handler only searches.
  * Two buffers, so a handler never reads one being rewritten. */
-typedef struct { uintptr_t lo, hi; } range;
+typedef struct { _Atomic uintptr_t lo, hi; } range;      /* atomics: read by other threads' handlers */
 static range ranges[2][NRANGES];
 static _Atomic int nranges[2];
 static _Atomic int cur_ranges;
@@ -70,8 +70,8 @@ static void refresh_ranges(void)
         int end = 0;
         if (sscanf(line, "%lx-%lx %7s %lx %31s %lu %n", &lo, &hi, perms, &off, dev, &inode, &end) < 6) continue;
         if (perms[2] != 'x' || !end || line[end] != '\0') continue;    /* a file, [vdso], ... */
-        ranges[next][n].lo = lo;
-        ranges[next][n].hi = hi;
+        atomic_store_explicit(&ranges[next][n].lo, lo, memory_order_relaxed);
+        atomic_store_explicit(&ranges[next][n].hi, hi, memory_order_relaxed);
         n++;
     }
     fclose(f);
@@ -94,10 +94,10 @@ static int in_compiled_code(const void *ucv)
     int c = atomic_load(&cur_ranges), lo = 0, hi = atomic_load(&nranges[c]);
     while (lo < hi) {               /* the last range starting at or below pc */
         int mid = lo + (hi - lo) / 2;
-        if (ranges[c][mid].lo <= pc) lo = mid + 1;
+        if (atomic_load_explicit(&ranges[c][mid].lo, memory_order_relaxed) <= pc) lo = mid + 1;
         else hi = mid;
     }
-    return lo > 0 && pc < ranges[c][lo - 1].hi;
+    return lo > 0 && pc < atomic_load_explicit(&ranges[c][lo - 1].hi, memory_order_relaxed);
 }
 
 /* ---------------------------------------------------------------- on the running thread */
