@@ -134,6 +134,16 @@ SPREAD=$(printf '%s\n' "${RESULT_LINES[@]}" | awk -v clk="$CLK" '
   { k = $1 " " $2; v = ($7 > 0 ? $3 / ($7 / clk) : 0); n[k]++; s[k] += v
     if (!(k in mx) || v > mx[k]) mx[k] = v; if (!(k in mn) || v < mn[k]) mn[k] = v }
   END { for (k in n) printf "%s %.1f\n", k, 100 * (mx[k] - mn[k]) / (s[k] / n[k]) }')
+# the same comparison round by round: sluice's and nginx's rounds ran next to each other, so
+# their ratio is less exposed to load drifting over the run; median and range per route
+PAIRED=$(printf '%s\n' "${RESULT_LINES[@]}" | awk -v clk="$CLK" '
+  { k = $1 " " $2; r[k, ++cnt[k]] = ($7 > 0 ? $3 / ($7 / clk) : 0) }
+  END { split("sort text json", R, " ")
+    for (i = 1; i <= 3; i++) { m = cnt[R[i] " sluice"]; n = 0
+      for (j = 1; j <= m; j++) if (r[R[i] " nginx", j] > 0) v[++n] = r[R[i] " sluice", j] / r[R[i] " nginx", j]
+      for (a = 2; a <= n; a++) { x = v[a]; for (b = a - 1; b >= 1 && v[b] > x; b--) v[b + 1] = v[b]; v[b + 1] = x }
+      med = (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)
+      printf "/%s %.2fx (%.2f-%.2f)\n", R[i], med, v[1], v[n] } }')
 
 # ---------------------------------------------------------------- instruction counts
 # callgrind counts user-space instructions exactly, whatever else runs on the machine: the same
@@ -207,6 +217,7 @@ TABLE=$(awk -v servers="$SERVERS" -v spread="$SPREAD" '
         printf "| /%s | sluice/base | %.2fx | %.2fx | | | | |\n", r, rps[r " sluice"] / rps[r " base"], rpc[r " sluice"] / rpc[r " base"]
     }
   }' <<<"$SUM")
+PAIRED_TEXT=$(printf '%s; ' $(tr ' ' '_' <<<"$PAIRED") | tr '_' ' ' | sed 's/; $//')
 VERDICT=$(awk '{ rpc[$1 " " $2] = $4 }
   END { split("sort text json", R, " "); all = 1
     for (i = 1; i <= 3; i++) { x = rpc[R[i] " sluice"] / rpc[R[i] " nginx"]; if (x < 1.0) all = 0; s = s sprintf(" /%s %.2fx", R[i], x) }
@@ -216,6 +227,7 @@ echo
 echo "$TABLE"
 [ -n "$CGTABLE" ] && { echo; echo "$CGTABLE"; }
 echo; echo "$VERDICT"
+echo "- round by round, sluice/nginx requests per CPU-second: median (range): $PAIRED_TEXT"
 echo "load average (1 min) before/after the measuring: $LOAD_BEFORE / $LOAD_AFTER"
 if [ ${#WARN[@]} -gt 0 ]; then echo; echo "warnings:"; printf '  %s\n' "${WARN[@]}"; fi
 echo "(took $((SECONDS - T_START)) s)"
@@ -253,6 +265,7 @@ EOC
 )
 
 $VERDICT
+- round by round (each sluice round next to an nginx round), sluice/nginx requests per CPU-second: median (range): $PAIRED_TEXT
 $( [ ${#WARN[@]} -gt 0 ] && { echo; echo "Warnings during this run:"; printf -- '- %s\n' "${WARN[@]}"; } )
 <!-- lua.sh:end -->
 EOF
