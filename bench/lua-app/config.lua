@@ -10,5 +10,6 @@ return {
   ratelimit = false,
   compression = { enabled = false },
   log = { access = "off", level = "warn" },
-  limits = { script_timeout = tonumber(os.getenv("BENCH_SCRIPT_TIMEOUT") or ""), jit = os.getenv("BENCH_JIT") ~= "false" },
+  limits = { script_timeout = tonumber(os.getenv("BENCH_SCRIPT_TIMEOUT") or ""), -- set only when asked: an older build (BENCH_BASE) knows no limits.jit
+    jit = os.getenv("BENCH_JIT") == "false" and false or nil },
 }
