@@ -10,6 +10,8 @@ return {
   ratelimit = false,
   compression = { enabled = false },
   log = { access = "off", level = "warn" },
-  limits = { script_timeout = tonumber(os.getenv("BENCH_SCRIPT_TIMEOUT") or ""), -- set only when asked: an older build (BENCH_BASE) knows no limits.jit
-    jit = os.getenv("BENCH_JIT") == "false" and false or nil },
+  limits = {
+    script_timeout = tonumber(os.getenv("BENCH_SCRIPT_TIMEOUT") or ""),
+    jit = os.getenv("BENCH_JIT") == "false" and false or nil,   -- set only when asked: an older
+  },                                                            -- build (BENCH_BASE) has no limits.jit
 }
