@@ -15,7 +15,9 @@
 
 #include "buf.h"
 #include "http.h"
+#include "ratelimit.h"
 #include "timerwheel.h"
+#include "tracectx.h"
 
 typedef struct worker worker;
 typedef struct conn conn;
@@ -62,11 +64,16 @@ struct conn {
     char client_ip[64];
     char ipkey[64];                 /* rate-limit key of the peer address, computed once */
     uint8_t ipkey_len;
+    uint8_t rlk_set;                /* rlk holds ipkey prepared (hashed) for policy rlk.policy */
+    rl_key rlk;
     struct limiter_verdict_s {
         const char *policy;
         const struct sc_policy *pol;
         uint64_t limit, remaining, window_s, reset_s, retry_after_s;
     } lv;                           /* rate-limit outcome, for the RateLimit headers */
+    const char *route;              /* the matched route's pattern (router-owned), NULL when none */
+    tracectx trace;                 /* W3C trace context, filled on first use (web_trace) */
+    uint32_t trace_gen;             /* gen + 1 of the request trace belongs to; 0 = not yet */
 };
 
 /* Accepts connections on the worker's listener. */

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "admin.h"
+#include "json.h"
 #include "limiter.h"
 #include "log.h"
 #include "lua_app.h"
@@ -43,17 +44,23 @@ static void write_access_log(conn *c, const sconfig *cfg, uint64_t us)
     const http_req *r = &c->req;
     int ul = (int)(r->url_len > 1000 ? 1000 : r->url_len);
     worker_update_date(w);
-    if (cfg->access_log == 2) {
+    if (cfg->access_log == 2) {        /* one JSON object, the same shape as log.format = "json" lines */
+        char t[LOG_TIME_LEN];
+        log_time_iso(t);
         n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s\",\"ip\":\"%s\",\"method\":\"%s\",\"url\":\"", w->date, c->ip,
-                     http_method_str((enum http_method)r->method));
-        for (int i = 0; i < ul && n < (int)sizeof line - 100; i++) {
-            unsigned char ch = (unsigned char)http_req_url(r)[i];
-            if (ch == '"' || ch == '\\') line[n++] = '\\';
-            line[n++] = ch < 0x20 ? '?' : (char)ch;
+                     "{\"time\":\"%s\",\"level\":\"info\",\"msg\":\"access\",\"request_id\":\"%s\",\"ip\":\"%s\","
+                     "\"method\":\"%s\",\"url\":\"",
+                     t, c->reqid, c->ip, http_method_str((enum http_method)r->method));
+        n += (int)log_json_escape(line + n, sizeof line - (size_t)n - 400, http_req_url(r), (size_t)ul);
+        n += snprintf(line + n, sizeof line - (size_t)n, "\",\"status\":%d,\"bytes\":%zu,\"ms\":%.3f,\"trace_id\":\"%s\"",
+                      c->status, c->resp_bytes, (double)us / 1000.0, web_trace(c)->trace_id);
+        if (c->route) {
+            n += snprintf(line + n, sizeof line - (size_t)n, ",\"route\":\"");
+            n += (int)log_json_escape(line + n, sizeof line - (size_t)n - 4, c->route, strlen(c->route));
+            line[n++] = '"';
         }
-        n += snprintf(line + n, sizeof line - (size_t)n, "\",\"status\":%d,\"bytes\":%zu,\"ms\":%.3f}\n",
-                      c->status, c->resp_bytes, (double)us / 1000.0);
+        line[n++] = '}';
+        line[n++] = '\n';
     } else {
         n = snprintf(line, sizeof line, "%s [%s] \"%s %.*s HTTP/%d.%d\" %d %zu %.3fms\n", c->ip, w->date,
                      http_method_str((enum http_method)r->method), ul, http_req_url(r), r->http_major,
@@ -104,6 +111,7 @@ static void match_request(conn *c, match *m)
     m->allowed = 0;
     m->t = NULL;
     if (!m->builtin && m->rm >= 0) m->t = router_match(w->app->rt, m->rm, path, plen, m->ps, &m->np, &m->allowed);
+    c->route = m->t ? router_pattern(m->t) : NULL;
     label_request(c, m);
 }
 
@@ -192,6 +200,7 @@ void dispatch_request(conn *c)
     size_t plen = r->path_len;
 
     web_request_id(c);
+    c->route = NULL;
     c->mroute = RS_UNMATCHED;    /* until matched (a CORS preflight is answered before routing) */
     c->mmethod = RS_METHODS - 1;
     if (web_cors(c)) {           /* preflight answered */
@@ -206,6 +215,58 @@ void dispatch_request(conn *c)
     int limited = (m.t && m.t->kind == 1) ? 0 : limiter_check_async(c, path, plen, &lv, dispatch_limit_done);
     if (limited == 2) return;          /* Redis decides; dispatch_limit_done continues */
     dispatch_routed(c, &m, limited, &lv);
+}
+
+/* A handler's error in the error log, with the request's id, route and trace in JSON mode and the
+ * Lua "file:line" of the message as src. */
+static void log_request_error(conn *c, const char *route, const char *err)
+{
+    if (!log_enabled(LOG_ERROR)) return;
+    char msg[6144];
+    int n = snprintf(msg, sizeof msg, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
+                     route, err);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
+    log_ctx lc = {0};
+    char src[256];
+    if (log_json()) {
+        lc.reqid = c->reqid;
+        lc.route = c->route;
+        lc.trace_id = web_trace(c)->trace_id;
+        size_t sl = strcspn(err, " \n");      /* "scripts/app.lua:12: boom" */
+        if (sl > 1 && sl < sizeof src && err[sl - 1] == ':' && err[sl] == ' ') {
+            memcpy(src, err, sl - 1);
+            src[sl - 1] = 0;
+            if (strchr(src, ':')) lc.src = src;
+        }
+    }
+    log_event(LOG_ERROR, &lc, msg, (size_t)n);
+}
+
+/* app.error(status, message, fields): a 4xx whose error table carries a fields table answers
+ * {"error": message, "status": N, "fields": {...}}. Returns 1 when it answered. */
+static int error_fields(conn *c, task *t, const char *err)
+{
+    lua_State *co = t->co;
+    /* the error object is on top, or under the message its __tostring gave */
+    int top = lua_gettop(co);
+    int idx = top >= 1 && lua_istable(co, top) ? top : top >= 2 && lua_istable(co, top - 1) ? top - 1 : 0;
+    if (!idx) return 0;
+    lua_getfield(co, idx, "fields");
+    if (!lua_istable(co, -1)) { lua_pop(co, 1); return 0; }
+    buf b = {0};
+    char esc[1200];
+    const char *nl = strchr(err, '\n');
+    size_t ml = nl ? (size_t)(nl - err) : strlen(err);
+    size_t el = log_json_escape(esc, sizeof esc, err, ml > 1000 ? 1000 : ml);
+    buf_printf(&b, "{\"error\":\"%.*s\",\"status\":%d,\"fields\":", (int)el, esc, t->err_status);
+    const char *je = json_encode(co, lua_gettop(co), &b);
+    lua_pop(co, 1);
+    if (je) { buf_free(&b); return 0; }
+    buf_append(&b, "}", 2);               /* with the NUL resp_simple wants */
+    resp_simple(c, t->err_status, "application/json", b.data, 0);
+    buf_free(&b);
+    return 1;
 }
 
 /* The app.sse handler returned { status = ... } itself (a refusal that is not a cap's). */
@@ -279,11 +340,12 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
                 snprintf(logged, sizeof logged, "%s: %s", where, err);
                 lm = logged;
             }
-            log_msg(LOG_ERROR, "%s %.*s: %s", http_method_str((enum http_method)c->req.method), (int)c->req.path_len,
-                    route, lm);
+            log_request_error(c, route, lm);
             metrics_error(w, c, lm);
         }
-        if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
+        if (client_error && error_fields(c, t, err)) {
+            /* app.error(422, { field = "message" }): answered with the fields */
+        } else if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
             char first[400];
             const char *nl = strchr(err, '\n');
             snprintf(first, sizeof first, "%.*s", (int)(nl ? nl - err : (long)strlen(err)), err);

@@ -49,49 +49,9 @@ const char *limiter_client_ip(conn *c)
     return c->client_ip;
 }
 
-/* The bucket key for a policy; "" falls back to the client address. */
-static size_t policy_key(conn *c, const sc_policy *p, char *out, size_t cap)
+/* The client-address key as text (the peer's is computed once per connection). */
+static size_t client_key(conn *c, char *out, size_t cap)
 {
-    size_t n = 0;
-    if (p->key_kind == RLKEY_HEADER && p->key_header) {
-        const char *v = http_req_header(&c->req, p->key_header, &n);
-        if (v && n) {
-            n = n < cap - 1 ? n : cap - 1;
-            memcpy(out, v, n);
-            out[n] = 0;
-            return n;
-        }
-    } else if (p->key_kind == RLKEY_USER) {
-        const char *v = http_req_header(&c->req, "authorization", &n);
-        if (!v) v = http_req_header(&c->req, "x-user", &n);
-        if (v && n) {
-            int k = snprintf(out, cap, "u:%.*s", (int)n, v);
-            return (size_t)k < cap ? (size_t)k : cap - 1;
-        }
-    } else if (p->key_kind == RLKEY_FUNC) {
-        appstate *a = c->w->app;
-        lua_State *L = a->L;
-        int top = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, p->key_fn_ref);
-        lua_createtable(L, 2, 2);
-        lua_pushlightuserdata(L, c);
-        lua_rawseti(L, -2, 1);
-        lua_pushnumber(L, c->gen);
-        lua_rawseti(L, -2, 2);
-        lua_pushlstring(L, http_req_url(&c->req), c->req.path_len);
-        lua_setfield(L, -2, "path");
-        lua_pushstring(L, http_method_str((enum http_method)c->req.method));
-        lua_setfield(L, -2, "method");
-        lua_rawgeti(L, LUA_REGISTRYINDEX, a->req_mt_ref);
-        lua_setmetatable(L, -2);
-        if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) {
-            const char *v = lua_tolstring(L, -1, &n);
-            int k = snprintf(out, cap, "f:%.*s", (int)n, v);
-            lua_settop(L, top);
-            return (size_t)k < cap ? (size_t)k : cap - 1;
-        }
-        lua_settop(L, top);
-    }
     const sconfig *cfg = c->w->app_cfg;
     if (!cfg->trust) {              /* keyed by the socket peer: the same for the whole connection */
         if (!c->ipkey_len && clientip_key(c->ip, cfg->ipv6_prefix, c->ipkey, sizeof c->ipkey) > 0)
@@ -104,19 +64,130 @@ static size_t policy_key(conn *c, const sc_policy *p, char *out, size_t cap)
     return (size_t)clientip_key(limiter_client_ip(c), cfg->ipv6_prefix, out, cap) > 0 ? strlen(out) : 0;
 }
 
-/* Both fields are built by the core from config-validated names and numbers: appended
- * directly (the policy line is precomputed per policy), no formatting or checks per request. */
-static void put_fields(resp *r, const limiter_verdict *v)
+/* The peer-address key prepared for the table and policy id: hashed once per connection, and
+ * its hint saves the chain walk too (the pipelined case, issue 21). */
+static __attribute__((noinline)) void peer_key_make(conn *c, ratelimit *rl, uint32_t policy)
+{
+    const sconfig *cfg = c->w->app_cfg;
+    if (!c->ipkey_len && clientip_key(c->ip, cfg->ipv6_prefix, c->ipkey, sizeof c->ipkey) > 0)
+        c->ipkey_len = (uint8_t)strlen(c->ipkey);
+    ratelimit_key(rl, policy, c->ipkey, c->ipkey_len, &c->rlk);
+    c->rlk_set = c->ipkey_len > 0;      /* no key (unparsable peer): tried again next request */
+}
+
+static inline rl_key *peer_key(conn *c, ratelimit *rl, uint32_t policy)
+{
+    if (!c->rlk_set || c->rlk.policy != policy) peer_key_make(c, rl, policy);
+    return &c->rlk;
+}
+
+static long policy_key_fn(conn *c, const sc_policy *p, char *out, size_t cap);
+
+/* The bucket key for a policy: its length, with *key pointing at it (in out, or a header value
+ * in the request: not NUL-terminated); -1 means the client address (no other key applies). Keys
+ * are cut at cap - 1 bytes, as the Redis backend stores them. */
+static long policy_key(conn *c, const sc_policy *p, char *out, size_t cap, const char **key)
+{
+    size_t n = 0;
+    *key = out;
+    if (p->key_kind == RLKEY_HEADER && p->key_header) {
+        const char *v = http_req_header(&c->req, p->key_header, &n);
+        if (v && n) {
+            *key = v;
+            return (long)(n < cap - 1 ? n : cap - 1);
+        }
+    } else if (p->key_kind == RLKEY_USER) {
+        const char *v = http_req_header(&c->req, "authorization", &n);
+        if (!v) v = http_req_header(&c->req, "x-user", &n);
+        if (v && n) {
+            int k = snprintf(out, cap, "u:%.*s", (int)n, v);
+            return (size_t)k < cap ? k : (long)cap - 1;
+        }
+    } else if (p->key_kind == RLKEY_FUNC) {
+        return policy_key_fn(c, p, out, cap);
+    }
+    return -1;
+}
+
+/* key = function(req): the policy's Lua function names the bucket ("f:" + its result). */
+static __attribute__((noinline)) long policy_key_fn(conn *c, const sc_policy *p, char *out, size_t cap)
+{
+    appstate *a = c->w->app;
+    lua_State *L = a->L;
+    int top = lua_gettop(L);
+    size_t n = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->key_fn_ref);
+    lua_createtable(L, 2, 2);
+    lua_pushlightuserdata(L, c);
+    lua_rawseti(L, -2, 1);
+    lua_pushnumber(L, c->gen);
+    lua_rawseti(L, -2, 2);
+    lua_pushlstring(L, http_req_url(&c->req), c->req.path_len);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, http_method_str((enum http_method)c->req.method));
+    lua_setfield(L, -2, "method");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->req_mt_ref);
+    lua_setmetatable(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) {
+        const char *v = lua_tolstring(L, -1, &n);
+        int k = snprintf(out, cap, "f:%.*s", (int)n, v);
+        lua_settop(L, top);
+        return (size_t)k < cap ? k : (long)cap - 1;
+    }
+    lua_settop(L, top);
+    return -1;
+}
+
+static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                            "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                            "8081828384858687888990919293949596979899";
+
+/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room): fixed-size
+ * copies, of which only the digits count. A 32-bit value (every count a client sees in practice)
+ * is split into five digit pairs without a loop; larger ones take a slower loop. */
+static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
+{
+    static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
+    char t[40];
+    if (v < 10) {
+        *o = (char)('0' + v);
+        return o + 1;
+    }
+    if (v > UINT32_MAX) {
+        char *e = t + 20, *d = e;
+        for (; v; v /= 10) *--d = (char)('0' + v % 10);
+        memcpy(o, d, 20);
+        return o + (e - d);
+    }
+    uint32_t u = (uint32_t)v, hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
+    memcpy(t, pairs + hi * 2, 2);
+    memcpy(t + 2, pairs + a / 100 * 2, 2);
+    memcpy(t + 4, pairs + a % 100 * 2, 2);
+    memcpy(t + 6, pairs + b / 100 * 2, 2);
+    memcpy(t + 8, pairs + b % 100 * 2, 2);
+    unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
+    n += u >= p10[n];
+    memcpy(o, t + 10 - n, 16);
+    return o + n;
+}
+
+/* Both fields are built by the core from config-validated names and numbers, straight into the
+ * output buffer: the constant head is precomputed per policy, the two numbers formatted here. */
+static inline __attribute__((always_inline)) void put_fields(resp *r, const limiter_verdict *v)
 {
     buf *b = &r->c->out;
-    if (v->pol) buf_append(b, v->pol->policy_line, v->pol->policy_line_len);
-    buf_append(b, "RateLimit: \"", 12);
-    buf_puts(b, v->policy);
-    buf_append(b, "\";r=", 4);
-    buf_putu(b, v->remaining);
-    buf_append(b, ";t=", 3);
-    buf_putu(b, v->reset_s);
-    buf_append(b, "\r\n", 2);
+    const sc_policy *p = v->pol;        /* set whenever v->policy is */
+    if (!p->fields_head) return;
+    size_t hl = p->fields_head_len, need = (hl > 64 ? hl : 64) + 20 + 3 + 20 + 2;
+    if (b->cap - b->len < need && buf_reserve(b, need)) return;
+    char *o = b->data + b->len;
+    if (hl <= 64) memcpy(o, p->fields_head, 64);   /* fixed size, no call: the head has room (sconfig.h) */
+    else memcpy(o, p->fields_head, hl);
+    o = put_dec(o + p->fields_head_len, v->remaining);
+    memcpy(o, ";t=", 3);
+    o = put_dec(o + 3, v->reset_s);
+    memcpy(o, "\r\n", 2);
+    b->len = (size_t)(o + 2 - b->data);
 }
 
 void limiter_headers(resp *r, const limiter_verdict *v)
@@ -139,16 +210,31 @@ static int refuse_unavailable(conn *c)
 static uint64_t next_unit_s(const sc_policy *p, uint64_t reset_ms)
 {
     if (!reset_ms || !p->limit) return 0;
+    /* T <= 1 s (window <= limit seconds, both defaults): the wait is in (0, T], so t = 1 */
+    if (p->window_ms / 1000 + (p->window_ms % 1000 != 0) <= p->limit) return 1;
     uint64_t t_us = (p->window_ms * 1000 + p->limit - 1) / p->limit;
     if (!t_us) t_us = 1;
     uint64_t rem = (reset_ms * 1000) % t_us;
     return ((rem ? rem : t_us) + 999999) / 1000000;
 }
 
+/* The verdict of an admitted request: what the RateLimit fields read (limit, window_s and
+ * retry_after_s are a 429's). */
+static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, const rl_result *res, limiter_verdict *v)
+{
+    v->policy = cfg->ratelimit_headers ? p->name : NULL;
+    v->pol = p;
+    v->remaining = res->remaining;
+    /* t: the time until the next request drips back (within T; an admitted request always owes) */
+    v->reset_s = t1 && res->reset_ms ? 1 : next_unit_s(p, res->reset_ms);
+    return 1;
+}
+
 static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_verdict *v)
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
+    if (res->allowed) return admitted(cfg, p, 0, res, v);
     v->policy = p->name;
     v->pol = p;
     v->limit = p->limit;
@@ -157,12 +243,8 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
     v->retry_after_s = res->retry_after_ms == UINT64_MAX ? v->window_s : (res->retry_after_ms + 999) / 1000;
     if (!v->retry_after_s) v->retry_after_s = 1;
     /* t: on a 429 the wait Retry-After gives (the same value, so a client reading either waits
-     * the same); admitted, the time until the next request drips back */
-    v->reset_s = res->allowed ? next_unit_s(p, res->reset_ms) : v->retry_after_s;
-    if (res->allowed) {
-        if (!cfg->ratelimit_headers) v->policy = NULL;
-        return 1;
-    }
+     * the same) */
+    v->reset_s = v->retry_after_s;
     atomic_fetch_add_explicit(&w->rate_limited, 1, memory_order_relaxed);
     resp r;
     resp_begin(&r, c, 429);
@@ -192,10 +274,120 @@ typedef struct rlwait {
     struct rlwait *prev, *next;
 } rlwait;
 
+/* A policy's GCRA constants, kept per worker so that a check does not divide to find T. A
+ * configuration never changes once loaded, and the worker counts its swaps (reloads): so the
+ * policy's index and the swap count name the policy exactly. */
+typedef struct gcra_slot {
+    const sc_policy *pol;
+    unsigned long long gen;         /* w->swapped_gen when filled */
+    int ok;
+    int t1;                         /* T <= 1 s: the RateLimit t of an admitted request is 1 */
+    rl_gcra g;
+} gcra_slot;
+#define GCRA_SLOTS 8
+
+/* Leases (ratelimit.h): the worker takes several admissions of a busy key in one table decision
+ * and spends them on that key's next requests of the same millisecond, from any of its
+ * connections; what is left goes back before the loop sleeps (the flush, once per loop
+ * iteration). A pipelined batch then costs one table decision instead of one per request, and
+ * workers sharing a hot key (every client behind one proxy address) no longer pass its cache line
+ * back and forth on every request. A slot per key hash; a lease is sized by its key's demand: the
+ * requests of the previous loop iteration, doubled when the lease runs dry, 1 (a plain check)
+ * for a key seen once, so that little is ever handed back. */
+typedef struct lease_slot {
+    rl_lease ls;
+    uint64_t hash;                  /* the slot's key (hash and policy: enough to size leases) */
+    uint32_t policy;
+    uint32_t want;                  /* admissions the next lease takes */
+    uint32_t demand;                /* requests for the key in this loop iteration */
+} lease_slot;
+#define LEASE_SLOTS 16
+#define LEASE_MAX 64
+
 typedef struct rlside {
     rlwait *pending;                /* decisions in flight (few: each lasts < 250 ms) */
     rlwait *free;
+    gcra_slot gcra[GCRA_SLOTS];
+    worker *w;
+    ev_prepare flush_w;             /* hands the leases back before the loop waits */
+    uint32_t touched;               /* bit i: lease[i] was used in this loop iteration */
+    lease_slot lease[LEASE_SLOTS];
 } rlside;
+
+static void lease_flush_cb(struct ev_loop *loop, ev_prepare *pw, int revents)
+{
+    (void)loop, (void)revents;
+    rlside *sd = (rlside *)((char *)pw - offsetof(rlside, flush_w));
+    for (uint32_t m = sd->touched; m; m &= m - 1) {
+        lease_slot *e = &sd->lease[__builtin_ctz(m)];
+        if (e->ls.left) ratelimit_lease_end(sd->w->srv->rl, &e->ls);
+        e->want = e->demand < LEASE_MAX ? e->demand : LEASE_MAX;
+        e->demand = 0;
+    }
+    sd->touched = 0;
+}
+
+/* The worker's limiter state, made on first use (once per worker). */
+static rlside *side(worker *w)
+{
+    if (w->limiter) return w->limiter;
+    rlside *sd = calloc(1, sizeof(rlside));
+    if (!sd) return NULL;
+    sd->w = w;
+    ev_prepare_init(&sd->flush_w, lease_flush_cb);
+    ev_prepare_start(w->loop, &sd->flush_w);
+    ev_unref(w->loop);              /* does not keep the loop alive */
+    return w->limiter = sd;
+}
+
+/* One decision for prepared key k at the worker's clock: from the worker's lease of the key when
+ * it has one for this millisecond, else from the table (taking a lease when the key is busy). */
+static inline __attribute__((always_inline)) int table_check(worker *w, ratelimit *rl, const rl_gcra *g, rl_key *k, rl_result *res)
+{
+    uint64_t now_ms = worker_now_us(w) / 1000;
+    rlside *sd = w->limiter;        /* made by policy_gcra; NULL only without memory */
+    if (!sd) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
+    unsigned i = (unsigned)(k->hash >> 7) % LEASE_SLOTS;
+    lease_slot *e = &sd->lease[i];
+    if (e->hash != k->hash || e->policy != k->policy) {
+        /* another key's slot: while that key holds a lease, this one is checked plainly */
+        if (e->ls.left) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
+        e->hash = k->hash, e->policy = k->policy, e->want = 1, e->demand = 0;
+    }
+    e->demand++;
+    sd->touched |= 1u << i;
+    if (e->ls.left) {
+        if (ratelimit_lease_take(g, k, now_ms, &e->ls, res)) return 0;
+        ratelimit_lease_end(rl, &e->ls);    /* another millisecond, policy or table epoch */
+    }
+    if (e->demand > e->want) e->want = e->want * 2 < LEASE_MAX ? e->want * 2 : LEASE_MAX;
+    if (e->want <= 1) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
+    return ratelimit_lease(rl, g, k, e->want, now_ms, res, &e->ls);
+}
+
+/* The GCRA constants of policy pi (into tmp when there is no cache); NULL for an invalid policy. */
+static __attribute__((noinline)) const gcra_slot *policy_gcra_fill(worker *w, int pi, const sc_policy *p,
+                                                                   gcra_slot *tmp)
+{
+    rl_policy pol = {p->id, p->limit, p->window_ms, p->burst};
+    rlside *sd = side(w);
+    gcra_slot *e = sd ? &sd->gcra[(unsigned)pi % GCRA_SLOTS] : tmp;
+    e->ok = ratelimit_gcra(&pol, &e->g) == 0;
+    e->t1 = e->ok && e->g.T <= 1000000000u;
+    e->pol = p;
+    e->gen = w->swapped_gen;
+    return e->ok ? e : NULL;
+}
+
+static inline const gcra_slot *policy_gcra(worker *w, int pi, const sc_policy *p, gcra_slot *tmp)
+{
+    const rlside *sd = w->limiter;
+    if (sd) {
+        const gcra_slot *e = &sd->gcra[(unsigned)pi % GCRA_SLOTS];
+        if (e->pol == p && e->gen == w->swapped_gen) return e->ok ? e : NULL;
+    }
+    return policy_gcra_fill(w, pi, p, tmp);
+}
 
 static void wait_unlink(rlside *sd, rlwait *wt)
 {
@@ -260,8 +452,8 @@ static int redis_check(conn *c, const rl_policy *pol, const char *key, size_t kl
     uint64_t T = win_ns / pol->limit + (win_ns % pol->limit != 0);
     uint64_t B = pol->burst ? pol->burst : pol->limit;
     if (pol->window_ms > (UINT64_C(1) << 53) / 1000000u || B > (UINT64_C(1) << 53) / T) return 0;  /* not exact in a double */
-    rlside *sd = w->limiter;
-    if (!sd && !(sd = w->limiter = calloc(1, sizeof *sd))) return 0;
+    rlside *sd = side(w);
+    if (!sd) return 0;
     rlwait *wt = sd->free;
     if (wt) sd->free = wt->next;
     else if (!(wt = malloc(sizeof *wt))) return 0;
@@ -308,6 +500,9 @@ void limiter_worker_free(worker *w)
 {
     rlside *sd = w->limiter;
     if (!sd) return;
+    lease_flush_cb(w->loop, &sd->flush_w, 0);
+    ev_ref(w->loop);
+    ev_prepare_stop(w->loop, &sd->flush_w);
     while (sd->pending) {
         rbus_cancel(sd->pending->op);
         wait_unlink(sd, sd->pending);
@@ -317,6 +512,40 @@ void limiter_worker_free(worker *w)
     w->limiter = NULL;
 }
 
+/* Every key kind but the peer address, and every decision made in Redis. */
+static __attribute__((noinline)) int check_general(conn *c, int pi, const sc_policy *p, limiter_verdict *v,
+                                                   void (*done)(conn *c, int rc))
+{
+    worker *w = c->w;
+    const sconfig *cfg = w->app_cfg;
+    ratelimit *rl = w->srv->rl;
+    char buf[256];
+    const char *key;
+    long kl = policy_key(c, p, buf, sizeof buf, &key);
+    if (done && w->rbus) {
+        size_t n = kl >= 0 ? (size_t)kl : client_key(c, buf, sizeof buf);
+        rl_policy pol = {p->id, p->limit, p->window_ms, p->burst};
+        if (rbus_ready(w) && redis_check(c, &pol, key, n, done)) {
+            c->state = CS_HANDLING;     /* stop parsing pipelined requests until the verdict */
+            return 2;
+        }
+        rbus_count(w->srv, RBC_RL_FALLBACK);
+        if (cfg->redis_fail_closed) return refuse_unavailable(c);
+    }
+    gcra_slot gtmp;
+    const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
+    if (!gs) return 0;
+    rl_key ktmp, *k = &ktmp;
+    if (kl >= 0) ratelimit_key(rl, p->id, key, (size_t)kl, &ktmp);
+    else if (!cfg->trust) k = peer_key(c, rl, p->id);  /* the same for the whole connection */
+    else ratelimit_key(rl, p->id, buf, client_key(c, buf, sizeof buf), &ktmp);
+    rl_result res;
+    if (table_check(w, rl, &gs->g, k, &res) < 0) return 0;
+    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
+}
+
+/* The common case kept short (issue 21: pipelined requests pay it each): a policy keyed by the
+ * socket peer, decided by the local table with the connection's prepared key. */
 static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, void (*done)(conn *c, int rc))
 {
     worker *w = c->w;
@@ -326,20 +555,12 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     int pi = sconfig_policy_for(cfg, c->req.method, path, plen);
     if (pi < 0) return 0;
     const sc_policy *p = &cfg->policies[pi];
-    char key[256];
-    size_t kl = policy_key(c, p, key, sizeof key);
-    rl_policy pol = {p->id, p->limit, p->window_ms, p->burst};
-    if (done && w->rbus) {
-        if (rbus_ready(w) && redis_check(c, &pol, key, kl, done)) {
-            c->state = CS_HANDLING;     /* stop parsing pipelined requests until the verdict */
-            return 2;
-        }
-        rbus_count(w->srv, RBC_RL_FALLBACK);
-        if (cfg->redis_fail_closed) return refuse_unavailable(c);
-    }
+    if (p->key_kind != RLKEY_IP || cfg->trust || (done && w->rbus)) return check_general(c, pi, p, v, done);
+    gcra_slot gtmp;
+    const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
     rl_result res;
-    if (ratelimit_check(rl, &pol, key, kl, worker_now_us(w) / 1000, &res) < 0) return 0;
-    return decide(c, p, &res, v);
+    if (!gs || table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) < 0) return 0;
+    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
 }
 
 int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)

@@ -29,6 +29,9 @@ int luaopen_sluice_cache(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 int luaopen_sluice_testing(lua_State *L);
 void lua_http_preload(lua_State *L, appstate *a);
+int luaopen_sluice_crypto(lua_State *L);
+int luaopen_sluice_password(lua_State *L);
+int luaopen_sluice_log(lua_State *L);
 
 #include "util.h"
 #include "response.h"
@@ -112,6 +115,11 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
     lua_setfield(L, -2, "cjson.safe");
     lua_pushcfunction(L, luaopen_sluice_pgurl);    /* config.lua validates URLs with the pool's parser */
     lua_setfield(L, -2, "sluice.pgurl");
+    lua_pushcfunction(L, luaopen_sluice_crypto);
+    lua_setfield(L, -2, "sluice.crypto");
+    lua_pushlightuserdata(L, a);                 /* a NULL state (sluice lua): hashes run inline */
+    lua_pushcclosure(L, luaopen_sluice_password, 1);
+    lua_setfield(L, -2, "sluice.password");
     if (a) {
         lua_pushlightuserdata(L, a);
         lua_pushcclosure(L, luaopen_sluice_core, 1);
@@ -123,6 +131,9 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir)
         lua_pushcclosure(L, luaopen_sluice_testing, 1);
         lua_setfield(L, -2, "sluice.testing");
         lua_http_preload(L, a);
+        lua_pushlightuserdata(L, a);
+        lua_pushcclosure(L, luaopen_sluice_log, 1);
+        lua_setfield(L, -2, "sluice.log");
     }
     lua_pop(L, 1);
     /* insert the embedded loader right after preload */

@@ -53,7 +53,7 @@ static lcache *lcache_get(server *s)
     if (!c->b) { free(c); return NULL; }
     pthread_mutex_init(&c->mu, NULL);
     c->lru.next = c->lru.prev = &c->lru;
-    void *expect = NULL;
+    lcache *expect = NULL;
     if (!atomic_compare_exchange_strong(&s->cache, &expect, c)) {   /* another worker was first */
         free(c->b);
         free(c);

@@ -211,7 +211,7 @@ static int l_req_index(lua_State *L)
     else if (strcmp(k, "ip") == 0) lua_pushstring(L, limiter_client_ip(c));
     else if (strcmp(k, "url") == 0) lua_pushlstring(L, http_req_url(r), r->url_len);
     else if (strcmp(k, "id") == 0) lua_pushstring(L, c->reqid);
-    else return 0;
+    else if (!web_lua_req_field(L, c, k)) return 0;     /* trace_id, span_id, traceparent, route */
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1);

@@ -593,8 +593,11 @@ static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     pgpool *p = container_of(t, pgpool, retry);
     p->retry_pending = 0;
-    /* While down, one probe at a time, even without waiters (they are failed fast, so none queue). */
-    if (p->down) {
+    /* While down, one probe at a time, even without waiters (they are failed fast, so none queue).
+     * Also with no connection left: a probe that failed while another connection was still open
+     * did not mark the pool down, and the last connection's loss found this retry pending, so
+     * nothing else would find out whether the server is there (a /ready that stayed 200). */
+    if (p->down || p->n_total == 0) {
         if (p->n_connecting == 0 && p->n_total < p->cap) start_connect(p);
     } else if (p->n_waiting) {
         pgpool_kick(p);

@@ -147,6 +147,10 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->log_level = lvl ? log_level_parse(lvl) : LOG_INFO;
     if (c->log_level < 0) c->log_level = LOG_INFO;
     free(lvl);
+    char *fmt = str(L, lg, "format");
+    c->log_json = fmt && strcmp(fmt, "json") == 0;
+    free(fmt);
+    if (c->log_json && c->access_log) c->access_log = 2;   /* JSON mode: the access log too */
     lua_pop(L, 1);
 
     /* rate-limit policies and their path prefixes (precomputed by config.policy_routes) */
@@ -170,11 +174,14 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
                           : strcmp(kk, "header") == 0 ? RLKEY_HEADER : RLKEY_FUNC;
             free(kk);
             pol->key_header = str(L, p, "key_header");
-            char line[256];
-            int ln = snprintf(line, sizeof line, "RateLimit-Policy: \"%s\";q=%llu;w=%llu\r\n", pol->name,
-                              (unsigned long long)pol->limit, (unsigned long long)((pol->window_ms + 999) / 1000));
-            pol->policy_line = strndup(line, (size_t)ln);
-            pol->policy_line_len = (size_t)ln;
+            /* names are identifiers of any length: sized by a first snprintf */
+            const char *ff = "RateLimit-Policy: \"%s\";q=%llu;w=%llu\r\nRateLimit: \"%s\";r=";
+            unsigned long long fq = pol->limit, fw = (pol->window_ms + 999) / 1000;
+            int ln = snprintf(NULL, 0, ff, pol->name, fq, fw, pol->name);
+            if (ln > 0 && (pol->fields_head = calloc(1, (size_t)ln + 1 < 64 ? 64 : (size_t)ln + 1))) {
+                snprintf(pol->fields_head, (size_t)ln + 1, ff, pol->name, fq, fw, pol->name);
+                pol->fields_head_len = (size_t)ln;
+            }
             if (pol->key_kind == RLKEY_FUNC) {
                 lua_getfield(L, p, "key");
                 pol->key_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -330,7 +337,7 @@ void sconfig_free(sconfig *c)
     for (size_t i = 0; i < c->npolicies; i++) {
         free(c->policies[i].name);
         free(c->policies[i].key_header);
-        free(c->policies[i].policy_line);
+        free(c->policies[i].fields_head);
     }
     free(c->policies);
     for (size_t i = 0; i < c->nprefixes; i++) free(c->prefixes[i].prefix);
@@ -347,13 +354,21 @@ void sconfig_free(sconfig *c)
     free(c);
 }
 
+/* Prefixes are short ("/api"): a byte loop, no call (this runs for every request). */
+static inline int has_prefix(const char *path, const char *prefix, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (path[i] != prefix[i]) return 0;
+    return 1;
+}
+
 int sconfig_policy_for(const sconfig *c, int method, const char *path, size_t len)
 {
     unsigned bit = method >= 0 && method < 31 ? 1u << method : 0;
     for (size_t i = 0; i < c->nprefixes; i++) {
         const sc_prefix *p = &c->prefixes[i];
         if (p->methods && !(p->methods & bit)) continue;
-        if (len < p->len || memcmp(path, p->prefix, p->len) != 0) continue;
+        if (len < p->len || !has_prefix(path, p->prefix, p->len)) continue;
         if (len == p->len || p->prefix[p->len - 1] == '/' || path[p->len] == '/') return p->policy;
     }
     return -1;

@@ -19,8 +19,10 @@ typedef struct sc_policy {
     int key_kind;
     char *key_header;       /* lower-case header name for RLKEY_HEADER */
     int key_fn_ref;         /* Lua registry ref for RLKEY_FUNC */
-    char *policy_line;      /* "RateLimit-Policy: ...\r\n", constant per policy: built once */
-    size_t policy_line_len;
+    char *fields_head;      /* "RateLimit-Policy: ...\r\nRateLimit: \"name\";r=": the constant part of
+                               both fields, built once (NULL if out of memory: no fields sent);
+                               at least 64 bytes allocated, so short heads copy in one fixed size */
+    size_t fields_head_len;
 } sc_policy;
 
 typedef struct sc_prefix {
@@ -57,6 +59,7 @@ typedef struct sconfig {
 
     int access_log;         /* 0 off, 1 text, 2 json */
     int log_level;          /* 0 debug .. 3 error */
+    int log_json;           /* log.format = "json": every line is a JSON object */
 
     sc_policy *policies;
     size_t npolicies;

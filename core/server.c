@@ -32,6 +32,7 @@
 #include "sse.h"
 #include "ssebus.h"
 #include "ssestream.h"
+#include "lua_crypto.h"
 
 #include "util.h"
 #include "conn.h"
@@ -142,6 +143,7 @@ int server_reload(server *s, char *err, size_t errlen)
     sse_limits l = sse_limits_of(nc);
     sse_hub_set_limits(s->ssehub, &l);
     log_set_level(nc->log_level);
+    log_set_format(nc->log_json);
     pthread_mutex_lock(&s->lock);
     unsigned long long target[256];
     for (int i = 0; i < s->nworkers; i++) {
@@ -395,6 +397,7 @@ int server_run(const char *config_path, int watch)
     if (!first) { fprintf(stderr, "%s\n", err); return 1; }
     const sconfig *cfg = first->cfg;
     log_set_level(cfg->log_level);
+    log_set_format(cfg->log_json);
     s->nworkers = cfg->workers;
     if (cfg->db_url && db_check_url(cfg->db_url, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
@@ -505,6 +508,7 @@ int server_run(const char *config_path, int watch)
     ssebus_server_free(s);
     rbus_server_free(s);
     lua_cache_server_free(s);
+    lua_password_shutdown();
     log_msg(LOG_INFO, "sluice stopped");
     return 0;
 }

@@ -64,6 +64,68 @@ void web_request_id(conn *c)
     memcpy(c->reqid, id, 29);
 }
 
+/* ---------------------------------------------------------------- trace context */
+
+const tracectx *web_trace(conn *c)
+{
+    if (c->trace_gen != c->gen + 1) {        /* first use in this request */
+        size_t n = 0;
+        const char *v = http_req_header(&c->req, "traceparent", &n);
+        tracectx_begin(&c->trace, v, n);
+        c->trace_gen = c->gen + 1;
+    }
+    return &c->trace;
+}
+
+size_t web_traceparent(conn *c, char out[TRACEPARENT_LEN + 1])
+{
+    return tracectx_traceparent(web_trace(c), out);
+}
+
+/* req:header(name): one header's value without building req.headers (the lower-cased name;
+ * repeats joined as req.headers joins them), nil when absent or when the request is over. */
+static int l_req_header(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size_t nl;
+    const char *name = luaL_checklstring(L, 2, &nl);
+    char lname[256];
+    if (nl >= sizeof lname) return 0;
+    for (size_t i = 0; i < nl; i++) lname[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    lua_rawgeti(L, 1, 1);
+    conn *c = lua_touserdata(L, -1);
+    lua_rawgeti(L, 1, 2);
+    uint32_t gen = (uint32_t)lua_tonumber(L, -1);
+    lua_pop(L, 2);
+    if (!c || c->gen != gen || c->closed) return 0;
+    const http_req *r = &c->req;
+    int found = 0;
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const http_header *h = &r->headers[i];
+        if (h->nlen != nl || memcmp(http_hname(r, h), lname, nl) != 0) continue;
+        if (found) lua_pushstring(L, nl == 6 && memcmp(lname, "cookie", 6) == 0 ? "; " : ", ");
+        lua_pushlstring(L, http_hvalue(r, h), h->vlen);
+        if (found) lua_concat(L, 3);
+        found = 1;
+    }
+    return found;
+}
+
+int web_lua_req_field(lua_State *L, conn *c, const char *k)
+{
+    if (strcmp(k, "header") == 0) lua_pushcfunction(L, l_req_header);   /* first: per request on APIs */
+    else if (strcmp(k, "trace_id") == 0) lua_pushstring(L, web_trace(c)->trace_id);
+    else if (strcmp(k, "span_id") == 0) lua_pushstring(L, web_trace(c)->span_id);
+    else if (strcmp(k, "traceparent") == 0) {
+        char tp[TRACEPARENT_LEN + 1];
+        lua_pushlstring(L, tp, web_traceparent(c, tp));
+    } else if (strcmp(k, "route") == 0) {
+        if (!c->route) return 0;
+        lua_pushstring(L, c->route);
+    } else return 0;
+    return 1;
+}
+
 /* ---------------------------------------------------------------- CORS */
 
 static int origin_allowed(const sconfig *cfg, const char *o, size_t n, int *wildcard)

@@ -16,6 +16,16 @@ typedef struct static_mount {
 
 /* Gives the request its ID: X-Request-Id from a trusted proxy (sane token), else generated. */
 void web_request_id(conn *c);
+/* The request's W3C trace context: its traceparent header continued, or a new trace; computed
+ * on first use per request (web_trace), so requests that never ask pay nothing. */
+const tracectx *web_trace(conn *c);
+/* The traceparent header value for an outbound call made on behalf of c (this request's span
+ * is the callee's parent). Writes TRACEPARENT_LEN characters and a NUL; returns the length. */
+size_t web_traceparent(conn *c, char out[TRACEPARENT_LEN + 1]);
+/* Request table fields computed here (req.trace_id, req.span_id, req.traceparent, req.route,
+ * and the method req:header(name)):
+ * pushes the value and returns 1, or returns 0 for other keys. For lua_core.c's __index. */
+int web_lua_req_field(lua_State *L, conn *c, const char *k);
 /* CORS: answers a preflight (returns 1) or marks the request so its response carries the
  * Access-Control-* headers (returns 0). No-op without cors.origins. */
 int web_cors(conn *c);

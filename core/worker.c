@@ -21,6 +21,7 @@
 #include "ssebus.h"
 #include "ssestream.h"
 #include "util.h"
+#include "workpool.h"
 
 uint64_t worker_now_us(worker *w)
 {
@@ -189,6 +190,8 @@ void worker_teardown(worker *w)
     w->freelist = NULL;
     httpc_free(w->httpc);           /* app.http tasks still waiting resume with "cancelled" */
     w->httpc = NULL;
+    wp_inbox_free(w->wpinbox);      /* waits for this worker's running password jobs */
+    w->wpinbox = NULL;
     db_worker_free(w);
     limiter_worker_free(w);
     ssebus_worker_free(w);

@@ -27,6 +27,7 @@ struct dbside;                      /* lua_db.c */
 struct rbus_w;                      /* rbus.c */
 struct rlside;                      /* limiter.c */
 struct httpc;                       /* httpc.c */
+struct wp_inbox;                    /* workpool.c */
 
 struct worker {
     server *srv;
@@ -78,6 +79,7 @@ struct worker {
     struct rbus_w *rbus;            /* this worker's Redis connections (NULL without Redis) */
     struct rlside *limiter;         /* limiter.c: rate-limit decisions waiting for Redis */
     struct httpc *httpc;            /* outbound HTTP client (httpc.c, used by lua_http.c) */
+    struct wp_inbox *wpinbox;       /* workpool.c: completions of this worker's jobs (created on first use) */
 };
 
 /* The worker thread's body: runs its loop until it drains or is told to stop. */

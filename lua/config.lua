@@ -497,6 +497,56 @@ local function admin_check(v, path, ctx)
   return out
 end
 
+-- session.keys: signing keys, newest first (the first signs, all verify: rotation). A string is
+-- a comma-separated list (the form SLUICE_SESSION_KEYS takes). Never echoed in messages.
+local function session_keys(v, path, ctx)
+  if type(v) == "string" then
+    local list = {}
+    for k in v:gmatch("[^,]+") do list[#list + 1] = k end
+    v = list
+  end
+  if type(v) ~= "table" or not is_array(v) or #v == 0 or #v > 4 then
+    ctx:err(path, "must be an array of 1..4 key strings, newest first (or a comma-separated string)"); return nil
+  end
+  local out = {}
+  for i = 1, #v do
+    if type(v[i]) ~= "string" or #v[i] < 32 then
+      local what = type(v[i]) == "string" and (#v[i] .. " bytes") or type(v[i])
+      ctx:err(child(path, i), "must be a string of at least 32 bytes (got " .. what .. "); make one with: head -c 32 /dev/urandom | base64")
+    else
+      out[i] = v[i]
+    end
+  end
+  return out
+end
+
+local function cookie_name(v, path, ctx)
+  if type(v) ~= "string" or not v:match("^[%w!#$%%&'*+.^_`|~-]+$") then
+    ctx:err(path, "must be a cookie name (letters, digits and !#$%&'*+.^_`|~-)" .. got(v)); return nil
+  end
+  return v
+end
+
+local session_record = record({
+  keys = F(session_keys, env_default("SLUICE_SESSION_KEYS")),
+  store = F(enum("cache", "cookie"), "cache"),
+  cookie = F(cookie_name, "sluice_sid"),
+  ttl = F(integer(1, 366 * 86400), 86400),
+  secure = F(boolean, function(ctx) return ctx.env == "production" end),
+  samesite = F(enum("Lax", "Strict", "None"), "Lax"),
+})
+
+local function session_check(v, path, ctx)
+  local out = session_record(v, path, ctx)
+  if out and out.store == "cookie" and not out.keys then
+    ctx:err(child(path, "keys"), 'required when session.store = "cookie" (or set SLUICE_SESSION_KEYS)')
+  end
+  if out and out.samesite == "None" and out.secure == false then
+    ctx:err(child(path, "secure"), 'must be true when session.samesite = "None" (browsers drop the cookie otherwise)')
+  end
+  return out
+end
+
 ---------------------------------------------------------------------------------------------
 -- The schema
 ---------------------------------------------------------------------------------------------
@@ -545,7 +595,14 @@ local TOP = record({
     access = F(enum("off", "text", "json"), function(ctx) return ctx.env == "production" and "off" or "text" end),
     level = F(enum("debug", "info", "warn", "error"), "info"),
     file = F(file_check),
+    format = F(enum("text", "json"), "text"),
   }), {}),
+  password = F(record({
+    ops_limit = F(integer(1, 100), 2),
+    mem_limit_kb = F(integer(8, 4194304), 19456),
+    threads = F(integer(1, 64), 2),
+  }), {}),
+  session = F(session_check, {}),
   ratelimit = F(ratelimit_check, {
     api = { limit = 1000, window = 900, key = "ip", paths = { "/" } },
     monitoring = { limit = 300, window = 60, key = "ip", paths = { "/metrics", "/health", "/ready" } },

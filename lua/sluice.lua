@@ -237,11 +237,22 @@ function app.timer(seconds, fn, rep)
   if not ok then raise(err, 2) end
 end
 
--- app.log(level, fmt, ...) or app.log(message)
+-- app.log(level, message [, fields]), app.log(level, fmt, ...) or app.log(message). The line names
+-- the caller's file:line (so the writes below are not tail calls), and in JSON mode the
+-- request's id, route and trace id.
+local clog = require "sluice.log"
 function app.log(level, fmt, ...)
-  if fmt == nil then return core.log("info", tostring(level)) end
-  if select("#", ...) > 0 then fmt = string.format(fmt, ...) end
-  return core.log(level, tostring(fmt))
+  if fmt == nil then
+    clog.write("info", tostring(level), nil, 2)
+    return
+  end
+  local n = select("#", ...)
+  if n == 1 and type((...)) == "table" then
+    clog.write(level, tostring(fmt), (...), 2)
+    return
+  end
+  if n > 0 then fmt = string.format(fmt, ...) end
+  clog.write(level, tostring(fmt), nil, 2)
 end
 
 -- app.redirect(url [, status]) -> response table
@@ -249,10 +260,14 @@ function app.redirect(url, status)
   return { status = status or 302, headers = { location = url }, body = "" }
 end
 
--- app.error(status, message) -> raises an error that becomes that status with a JSON body
-function app.error(status, message)
-  error(setmetatable({ status = status, message = message },
-    { __tostring = function(e) return tostring(e.message) end }), 2)
+-- app.error(status, message [, fields]) -> raises an error that becomes that status with a JSON
+-- body { error = message, status = status [, fields = fields] }. app.error(422, errors) with the
+-- errors of app.validate answers { error = "validation failed", fields = errors }.
+local error_mt = { __tostring = function(e) return tostring(e.message) end }
+function app.error(status, message, fields)
+  if type(message) == "table" and fields == nil then message, fields = "validation failed", message end
+  if message == nil then message = "error" end
+  error(setmetatable({ status = status, message = message, fields = fields }, error_mt), 2)
 end
 
 -- Database: rows (array of tables; rows.affected for writes) or a raised error table.
@@ -507,39 +522,20 @@ function cache.backend()
   return has_cache and ccache.backend() or "none"
 end
 
--- Sessions on top of app.cache: data, sid = app.session.load(req); ...;
--- sid, cookie = app.session.save(sid, data [, ttl]); return { ..., cookies = { cookie } }
-local session = {}
-app.session = session
-local SID_COOKIE = "sluice_sid"
+-- The handler toolkit (docs/lua-api.md): crypto, password hashing, JWT, validation, sessions
+-- (app.cache or a signed cookie) and CSRF.
+app.crypto = require "sluice_crypto"
+app.password = app.crypto._password(app.config)
+app.jwt = require "sluice_jwt"
+app.jwt._init(core.json_encode)
+app.validate = require("sluice_validate").validate
+app.session, app.csrf = require("sluice_session").new(app)
 
-local function new_sid()
-  local f = io.open("/dev/urandom", "rb")
-  local b = f and f:read(16)
-  if f then f:close() end
-  if not b or #b < 16 then error("app.session: no random source", 3) end
-  return (b:gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
-end
-
-function session.load(req, cookie)
-  local sid = req.cookies[cookie or SID_COOKIE]
-  if type(sid) == "string" and #sid == 32 and sid:match("^%x+$") then
-    local data = cache.get("sess:" .. sid)
-    if type(data) == "table" then return data, sid end
-  end
-  return {}, nil
-end
-
-function session.save(sid, data, ttl, cookie)
-  sid = sid or new_sid()
-  ttl = ttl or 86400
-  local ok, err = cache.set("sess:" .. sid, data or {}, ttl)
-  if not ok then return nil, err end
-  return sid, { name = cookie or SID_COOKIE, value = sid, path = "/", httponly = true, samesite = "Lax", max_age = ttl }
-end
-
-function session.destroy(sid)
-  if sid then cache.del("sess:" .. sid) end
-end
+-- W3C Trace Context: outbound calls made while handling a request carry its traceparent (this
+-- request's span as the callee's parent) unless the call sets one itself.
+http.add_header_hook(function()
+  local tp = clog.traceparent()
+  if tp then return { traceparent = tp } end
+end)
 
 return app

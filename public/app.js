@@ -17,7 +17,11 @@ async function api(method, path, body) {
   const res = await fetch(path, opts);
   const text = await res.text();
   const data = text ? JSON.parse(text) : null;
-  if (!res.ok) throw new Error((data && data.error) || res.status + " " + res.statusText);
+  if (!res.ok) {
+    // 422: { error: "validation failed", fields: { name: "is required", ... } }
+    const fields = data && data.fields ? Object.entries(data.fields).map(([k, v]) => k + ": " + v).join("; ") : "";
+    throw new Error(fields || (data && data.error) || res.status + " " + res.statusText);
+  }
   return data;
 }
 
@@ -42,14 +46,20 @@ async function refreshMe() {
   $("room-form").hidden = $("post-form").hidden = !state.me;
 }
 
-$("login-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
+// signup and login both answer with the session cookie (what EventSource sends) and a token
+async function signIn(path) {
   try {
-    await api("POST", "/api/login", { name: $("login-name").value.trim() });
+    await api("POST", path, { name: $("login-name").value.trim(), password: $("login-password").value });
+    $("login-password").value = "";
     showError("");
     await refreshMe();
     if (state.room) openRoom(state.room.id);   // reconnect the stream as this user
   } catch (e) { showError(e.message); }
+}
+
+$("login-form").addEventListener("submit", (ev) => { ev.preventDefault(); signIn("/api/login"); });
+$("signup-button").addEventListener("click", () => {
+  if ($("login-form").reportValidity()) signIn("/api/signup");
 });
 
 $("logout").addEventListener("click", async () => {

@@ -9,7 +9,8 @@ local live = require "board_live"
 
 local h = H.handler
 
--- who am I
+-- accounts and who am I
+app.post("/api/signup", h(auth.signup))
 app.post("/api/login", h(auth.login))
 app.post("/api/logout", h(auth.logout))
 app.get("/api/me", h(auth.me))

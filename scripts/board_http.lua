@@ -1,6 +1,8 @@
--- board_http: JSON responses, request validation and pagination shared by the board's handlers.
--- Validation failures raise an HttpError that `handler()` turns into { error = "..." } with
--- its status, so handlers read straight through and 4xx answers are not logged as errors.
+-- board_http: JSON responses, request validation (app.validate schemas) and pagination shared by
+-- the board's handlers. M.fail raises an HttpError that `handler()` turns into { error = "..." }
+-- with its status; invalid fields raise app.error(422, errors), which the runtime answers with
+-- { error = "validation failed", fields = ... }. Handlers read straight through, and 4xx
+-- answers are not logged as errors.
 local app = require "sluice"
 local cjson = require "cjson"
 
@@ -42,36 +44,17 @@ function M.handler(fn)
   end
 end
 
--- Well-formed UTF-8 without control characters other than tab and newline (when allowed).
-local function valid_text(s, multiline)
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    if c < 0x80 then
-      if c == 0x7f or (c < 0x20 and not (multiline and (c == 0x0a or c == 0x09))) then return false end
-      i = i + 1
-    else
-      local len = c >= 0xf0 and c <= 0xf4 and 4 or c >= 0xe0 and 3 or c >= 0xc2 and c < 0xe0 and 2 or nil
-      if not len or i + len - 1 > n then return false end
-      for k = i + 1, i + len - 1 do
-        local b = s:byte(k)
-        if b < 0x80 or b > 0xbf then return false end
-      end
-      i = i + len
-    end
-  end
-  return true
-end
-
 -- Number of characters in a UTF-8 string (continuation bytes are not counted).
 function M.chars(s)
   local _, cont = s:gsub("[\128-\191]", "")
   return #s - cont
 end
 
--- M.body(req, allowed): the JSON object of the request; rejects anything else and unknown
--- fields, so a typo ("titel") is an error rather than silently ignored.
-function M.body(req, allowed)
+-- M.input(req, schema): the request's JSON object, checked by app.validate against schema (its
+-- fields; unknown fields are errors, so a typo like "titel" is not silently ignored). A wrong
+-- field answers 422 { error = "validation failed", fields = { title = "must be 1..100 characters" } }
+-- through app.error; a body that is not JSON, or not an object, is a 400; another content type 415.
+function M.input(req, schema)
   local ct = req.headers["content-type"] or ""
   if not ct:lower():find("^application/json") then
     M.fail(415, "content-type: must be application/json")
@@ -79,38 +62,21 @@ function M.body(req, allowed)
   local v, err = req:json()
   if v == nil then M.fail(400, err or "request body is empty") end
   if type(v) ~= "table" or (next(v) ~= nil and v[1] ~= nil) then M.fail(400, "body: must be a JSON object") end
-  local known = {}
-  for _, k in ipairs(allowed) do known[k] = true end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    if not known[k] then M.fail(422, k .. ": unknown field (allowed: " .. table.concat(allowed, ", ") .. ")") end
-  end
   for k, x in pairs(v) do
-    if x == cjson.null then v[k] = nil end
+    if x == cjson.null then v[k] = nil end          -- null means "not given"
   end
-  return v
+  local clean, errors = app.validate(schema, v)
+  if not clean then app.error(422, errors) end
+  return clean
 end
 
--- M.text(obj, field, { min =, max =, multiline =, required = }): a trimmed string field.
-function M.text(obj, field, o)
-  local s = obj[field]
-  if s == nil then
-    if o.required then M.fail(422, field .. ": is required") end
-    return nil
-  end
-  if type(s) ~= "string" then M.fail(422, field .. ": must be a string") end
-  if not valid_text(s, o.multiline) then
-    M.fail(422, field .. ": must be UTF-8 text without control characters")
-  end
-  s = s:match("^%s*(.-)%s*$")
-  local n = M.chars(s)
-  if n < (o.min or 0) or n > o.max then
-    if (o.min or 0) > 0 then M.fail(422, string.format("%s: must be %d..%d characters", field, o.min, o.max)) end
-    M.fail(422, string.format("%s: must be at most %d characters", field, o.max))
-  end
-  return s
+-- Field rules shared by the schemas: one line of text, trimmed, counted in characters.
+function M.line(min, max, required)
+  return { type = "string", trim = true, single_line = true, min_length = min, max_length = max, required = required }
+end
+
+function M.text(min, max, required)
+  return { type = "string", trim = true, min_length = min, max_length = max, required = required }
 end
 
 -- Ids in paths: positive integers that fit a bigint and a double exactly; anything else is

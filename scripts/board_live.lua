@@ -13,16 +13,17 @@ function M.channel(room_id) return "room:" .. tostring(room_id) end
 function M.publish(room_id, event, data)
   local ok, id_or_err, err = pcall(app.publish, M.channel(room_id), { event = event, data = data })
   if not ok or not id_or_err then
-    app.log("warn", "publish %s to room %s failed: %s", event, tostring(room_id), tostring(ok and err or id_or_err))
+    app.log("warn", "publish failed", { event = event, room_id = room_id, error = tostring(ok and err or id_or_err) })
     return nil
   end
   return id_or_err
 end
 
--- The authorizer: a known user and an existing room, else the stream is refused with JSON.
+-- The authorizer: a known user (the session cookie EventSource sends, or a bearer token from
+-- other clients: board_auth.user) and an existing room, else the stream is refused with JSON.
 local function authorize(req)
   local user = auth.user(req)
-  if not user then H.fail(401, "login required: POST /api/login first (EventSource sends the cookie)") end
+  if not user then H.fail(401, "login required: log in first (EventSource sends the cookie) or send a bearer token") end
   local id = H.id(req.params.id, "room")
   if not app.db.query("select 1 from rooms where id = $1", id)[1] then H.fail(404, "room not found") end
   M.publish(id, "presence.join", { room_id = id, user = user })

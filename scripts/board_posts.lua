@@ -31,13 +31,8 @@ local function emojis()
   return cfg.emojis or { "👍", "❤️", "😂", "🎉", "😮", "😢" }
 end
 
-local function check_emoji(e)
-  local list = emojis()
-  for _, x in ipairs(list) do
-    if x == e then return e end
-  end
-  H.fail(422, "emoji: must be one of " .. table.concat(list, " "))
-end
+local POST_BODY = { fields = { body = H.text(1, 2000, true) } }
+local REACTION = { fields = { emoji = { type = "string", required = true, enum = emojis() } } }
 
 local function counts(post_id)
   local rows = app.db.query("select emoji, count(*)::int as n from reactions where post_id = $1 group by emoji", post_id)
@@ -69,8 +64,7 @@ end
 function M.create(req)
   local user = auth.require(req)
   local room = H.id(req.params.id, "room")
-  local b = H.body(req, { "body" })
-  local text = H.text(b, "body", { min = 1, max = 2000, multiline = true, required = true })
+  local text = H.input(req, POST_BODY).body
   local row = app.db.query("insert into posts (room_id, author, body) select id, $2, $3 from rooms where id = $1 returning id",
     room, user, text)[1]
   if not row then H.fail(404, "room not found") end
@@ -90,8 +84,7 @@ end
 function M.update(req)
   local user = auth.require(req)
   local id = H.id(req.params.id, "post")
-  local b = H.body(req, { "body" })
-  local text = H.text(b, "body", { min = 1, max = 2000, multiline = true, required = true })
+  local text = H.input(req, POST_BODY).body
   local cur = app.db.query("select author from posts where id = $1", id)[1]
   if not cur then H.fail(404, "post not found") end
   if cur.author ~= user then H.fail(403, "only the author may edit this post") end
@@ -139,10 +132,7 @@ end
 function M.react(req)
   local user = auth.require(req)
   local id = H.id(req.params.id, "post")
-  local b = H.body(req, { "emoji" })
-  if b.emoji == nil then H.fail(422, "emoji: is required") end
-  if type(b.emoji) ~= "string" then H.fail(422, "emoji: must be a string") end
-  local emoji = check_emoji(b.emoji)
+  local emoji = H.input(req, REACTION).emoji
   local post = app.db.query("select room_id from posts where id = $1", id)[1]
   if not post then H.fail(404, "post not found") end
   local ok, res = pcall(app.db.query, "insert into reactions (post_id, user_name, emoji) values ($1, $2, $3)"

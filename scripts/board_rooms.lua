@@ -24,14 +24,18 @@ local function unique_title(fn, ...)
   error(res, 0)
 end
 
+-- What a room write may send (app.validate schemas, see board_http.input).
+local NEW_ROOM = { fields = { title = H.line(1, 100, true), description = H.text(nil, 500) } }
+local CHANGE_ROOM = {
+  fields = { title = H.line(1, 100), description = H.text(nil, 500) },
+  check = function(v)
+    if v.title == nil and v.description == nil then return "nothing to change (give title and/or description)" end
+  end,
+}
+
 local function fields(req, creating)
-  local b = H.body(req, { "title", "description" })
-  local title = H.text(b, "title", { min = 1, max = 100, required = creating })
-  local description = H.text(b, "description", { max = 500, multiline = true })
-  if not creating and title == nil and description == nil then
-    H.fail(422, "body: nothing to change (give title and/or description)")
-  end
-  return title, description
+  local b = H.input(req, creating and NEW_ROOM or CHANGE_ROOM)
+  return b.title, b.description
 end
 
 -- The room if it exists and `user` created it: 404 / 403 otherwise.

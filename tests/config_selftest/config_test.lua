@@ -527,5 +527,35 @@ do
   ok(deep_eq(config.restart_keys(a, config.defaults()), {}), "restart_keys none")
 end
 
+-- the handler toolkit's keys: log.format, password, session
+do
+  local d = config.defaults()
+  eq(d.log.format, "text", "log.format default")
+  eq(d.password.ops_limit, 2, "password.ops_limit default")
+  eq(d.password.mem_limit_kb, 19456, "password.mem_limit_kb default")
+  eq(d.password.threads, 2, "password.threads default")
+  eq(d.session.store, "cache", "session.store default")
+  eq(d.session.cookie, "sluice_sid", "session.cookie default")
+  eq(d.session.keys, nil, "no session keys by default")
+  eq(d.session.secure, false, "session.secure in development")
+  eq(config.defaults("production").session.secure, true, "session.secure in production")
+  local k32, k40 = string.rep("a", 32), string.rep("b", 40)
+  local c = good({ session = { keys = { k40, k32 } } }, nil, "two keys")
+  ok(deep_eq(c.session.keys, { k40, k32 }), "keys kept in order")
+  c = good({}, { file = "config.lua", lookup_env = function(n) return n == "SLUICE_SESSION_KEYS" and (k40 .. "," .. k32) or nil end }, "keys from env")
+  ok(deep_eq(c.session.keys, { k40, k32 }), "SLUICE_SESSION_KEYS is comma-separated")
+  bad({ session = { keys = { "short" } } },
+      "config.lua: session.keys[1]: must be a string of at least 32 bytes (got 5 bytes); make one with: head -c 32 /dev/urandom | base64",
+      "short key (and its value is not shown)")
+  bad({ session = { keys = {} } }, "config.lua: session.keys: must be an array of 1..4 key strings, newest first (or a comma-separated string)", "no keys")
+  bad({ session = { store = "cookie" } }, 'config.lua: session.keys: required when session.store = "cookie" (or set SLUICE_SESSION_KEYS)', "cookie store without keys")
+  bad({ session = { samesite = "None", secure = false } },
+      'config.lua: session.secure: must be true when session.samesite = "None" (browsers drop the cookie otherwise)', "SameSite=None needs Secure")
+  bad({ session = { cookie = "bad name" } }, "config.lua: session.cookie: must be a cookie name (letters, digits and !#$%&'*+.^_`|~-) (got string \"bad name\")", "cookie name")
+  bad({ password = { mem_limit_kb = 4 } }, "config.lua: password.mem_limit_kb: must be an integer 8..4194304 (got number 4)", "password memory")
+  bad({ password = { ops_limit = 0 } }, "config.lua: password.ops_limit: must be an integer 1..100 (got number 0)", "password passes")
+  bad({ log = { format = "JSON" } }, 'config.lua: log.format: must be one of "text", "json" (got string "JSON") (did you mean "json"?)', "log.format")
+end
+
 print(string.format("%d passed, %d failed", passed, failed))
 os.exit(failed == 0 and 0 or 1)

@@ -167,7 +167,7 @@ def tour():
         port = int(env["PORT"])
         log = open(os.path.join(app, "server.log"), "w")
         srv = subprocess.Popen([SLUICE, "run"], cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60          # bounds a failure only
         while True:
             try:
                 if http_get(port, "/health")[0] == 200:
@@ -201,8 +201,14 @@ def tour():
         st, body = http_get(port, "/metrics")
         if st != 200 or b"# TYPE" not in body:
             problem("README.md tour step 4", "/metrics gave %d" % st)
-        st, _ = http_get(port, "/ready")
-        if st != 200:                    # ready: the database (when configured) is reachable
+        # ready: the database (when configured) is reachable; it may take the pool a moment
+        deadline = time.monotonic() + 30
+        while True:
+            st, _ = http_get(port, "/ready")
+            if st == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if st != 200:
             problem("README.md tour step 4", "/ready gave %d" % st)
         st, body = http_get(port, "/_sluice/")
         if st != 200:

@@ -15,7 +15,12 @@ fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 failed=0
-SUITE_TIMEOUT=${SLUICE_FEATURES_TIMEOUT:-120}
+# Limits that only catch a hang: generous, and scaled by SLUICE_TEST_SLOW (tools/test sets it for
+# the sanitizer builds, 3-10x slower). Each test gets 15 s instead of the runner's default 5.
+SLOW=${SLUICE_TEST_SLOW:-1}
+scale() { awk -v s="$SLOW" -v n="$1" 'BEGIN { s = s < 1 ? 1 : s; printf "%d", n * s }'; }
+SUITE_TIMEOUT=${SLUICE_FEATURES_TIMEOUT:-$(scale 180)}
+TEST_TIMEOUT=$(scale 15)
 
 suites=("$@")
 if [ ${#suites[@]} = 0 ]; then
@@ -29,7 +34,7 @@ fi
 run_suite() {
   local n=$1 dir=tests/features/$1
   local t0=$SECONDS
-  timeout "$SUITE_TIMEOUT" "$BIN" test --config "$dir/config.lua" "$dir/$n.test.lua" >"$T/$n.out" 2>"$T/$n.err"
+  timeout "$SUITE_TIMEOUT" "$BIN" test --timeout "$TEST_TIMEOUT" --config "$dir/config.lua" "$dir/$n.test.lua" >"$T/$n.out" 2>"$T/$n.err"
   local rc=$?
   local summary
   summary=$(tail -n 1 "$T/$n.out")
@@ -49,7 +54,7 @@ check_runner() {
   local dir=tests/features/runner bad=0 t0=$SECONDS
   want() { grep -qF -- "$2" "$1" || { echo "    runner: $3: output lacks: $2"; bad=1; }; }
   mk() { grep -n "MARK:$2" "$dir/$1" | cut -d: -f1; }
-  timeout 60 "$BIN" test --timeout 1 --config "$dir/config.lua" "$dir/timeout.fixture.lua" >"$T/to.out" 2>&1
+  timeout "$(scale 60)" "$BIN" test --timeout 1 --config "$dir/config.lua" "$dir/timeout.fixture.lua" >"$T/to.out" 2>&1
   local rc=$?
   [ $rc = 1 ] || { echo "    runner: timeout fixture: exit $rc, want 1"; bad=1; }
   want "$T/to.out" "FAIL timeouts > never returns" timeouts
@@ -58,7 +63,7 @@ check_runner() {
   want "$T/to.out" "ok   timeouts > runs after them" timeouts
   want "$T/to.out" "timeout.fixture.lua:$(mk timeout.fixture.lua never): timed out after 1s waiting for done()" timeouts
   [ "$(tail -n 1 "$T/to.out")" = "1 passed, 3 failed" ] || { echo "    runner: timeouts: last line: $(tail -n 1 "$T/to.out")"; bad=1; }
-  timeout 60 "$BIN" test --config "$dir/config.lua" "$dir/details.fixture.lua" >"$T/de.out" 2>&1
+  timeout "$(scale 60)" "$BIN" test --config "$dir/config.lua" "$dir/details.fixture.lua" >"$T/de.out" 2>&1
   rc=$?
   [ $rc = 1 ] || { echo "    runner: details fixture: exit $rc, want 1"; bad=1; }
   want "$T/de.out" "details.fixture.lua:3: Expected objects to be equal." details
@@ -66,7 +71,7 @@ check_runner() {
   want "$T/de.out" "(number) 1" details
   want "$T/de.out" "First difference: t.a.b: expected 1, got 2" details
   # busted's language on the event loop: done() from timers, handler errors, stubs, pending()
-  timeout 60 "$BIN" test --config "$dir/config.lua" "$dir/busted.fixture.lua" >"$T/bu.out" 2>&1
+  timeout "$(scale 60)" "$BIN" test --config "$dir/config.lua" "$dir/busted.fixture.lua" >"$T/bu.out" 2>&1
   rc=$?
   [ $rc = 1 ] || { echo "    runner: busted fixture: exit $rc, want 1"; bad=1; }
   want "$T/bu.out" "ok   on the event loop > waits for done() from a timer" busted

@@ -14,9 +14,17 @@ Conn       one raw client socket with a read buffer: send(), response() parses o
 raw()      send bytes on a fresh socket and return what comes back.
 get/post   via http.client, returning (status, headers dict lower-case, body bytes).
 test/xfail/run_tests   a tiny registry: prints `ok name` / `FAIL name`, then `N passed, N failed`,
-           exits 1 when anything failed. Every test runs under an alarm (TEST_TIMEOUT s).
+           exits 1 when anything failed. Every test runs under an alarm (TEST_TIMEOUT s); a
+           SIGTERM (tools/test's `timeout`) fails the running test with its traceback.
+wait_for   polls a condition with a generous deadline: how a test waits for something to happen.
 Everything uses 127.0.0.1 and every socket has a timeout, so a hung server fails a test
 instead of hanging the suite.
+
+Machine speed: no test may depend on it. SLUICE_TEST_SLOW (a factor >= 1, default 1; tools/test
+sets it for the sanitizer builds, which run 3-10x slower) multiplies the limits that only bound
+a wait for something that must happen: the per-test alarm, server start and exit, wait_for, the
+default socket timeout (scaled()). It never stretches a window in which something must NOT
+happen, nor a timeout a test passes explicitly.
 """
 import http.client
 import os
@@ -34,8 +42,18 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HERE = os.path.dirname(os.path.abspath(__file__))
 SLUICE_BIN = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(ROOT, "build", "sluice"))
 HOST = "127.0.0.1"
-TIMEOUT = 5.0          # default socket timeout, seconds
-TEST_TIMEOUT = 30      # per test, seconds (SIGALRM)
+SLOW = max(1.0, float(os.environ.get("SLUICE_TEST_SLOW") or 1))
+
+
+def scaled(seconds):
+    """A limit on waiting for something that must happen, allowing for a slow (sanitizer) build."""
+    return seconds * SLOW
+
+
+TIMEOUT = scaled(10.0)             # default socket timeout, seconds
+# Per test (SIGALRM). Only catches a hang, so it is far above what any test needs: at load
+# average 8, test_reload.py's thousand_reloads_keep_rss_flat alone took over 30 s.
+TEST_TIMEOUT = int(scaled(180))
 
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|SUMMARY: \w+Sanitizer")
 
@@ -63,12 +81,12 @@ def free_port():
 class Server:
     """A running sluice for one fixture directory (relative to tests/integration or absolute)."""
 
-    def __init__(self, fixture, env=None, config="config.lua", start_timeout=15.0):
+    def __init__(self, fixture, env=None, config="config.lua", start_timeout=30.0):
         self.fixture = fixture if os.path.isabs(fixture) else os.path.join(HERE, fixture)
         self.config = os.path.join(self.fixture, config)
         self.env = dict(os.environ)
         self.env.update(env or {})
-        self.start_timeout = start_timeout
+        self.start_timeout = scaled(start_timeout)
         self.port = None
         self.proc = None
         self.returncode = None
@@ -121,8 +139,9 @@ class Server:
         self.signalled = True
         self.proc.send_signal(sig)
 
-    def wait(self, timeout=15.0):
+    def wait(self, timeout=30.0):
         """Waits for exit; returns the exit status (kills and fails on timeout)."""
+        timeout = scaled(timeout)
         try:
             self.returncode = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -350,8 +369,10 @@ def metric(port, name, required=False):
     return total if found else None
 
 
-def wait_for(cond, timeout=10.0, what="condition"):
-    """Polls cond() every 50 ms (a connection error counts as not yet) until it is true."""
+def wait_for(cond, timeout=15.0, what="condition"):
+    """Polls cond() every 50 ms (a connection error counts as not yet) until it is true. The
+    timeout only bounds a failure: pick it generously (it is scaled for slow builds)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -374,8 +395,8 @@ def wait_linked(*servers):
 class SSEClient:
     """A raw event-stream client: status and head, then parsed events (comments skipped)."""
 
-    def __init__(self, port, path, headers=None, timeout=5.0):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, path, headers=None, timeout=None):
+        self.sock = socket.create_connection((HOST, port), timeout=TIMEOUT if timeout is None else timeout)
         h = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
         self.sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n%s\r\n" % (path, h)).encode())
         self.buf = b""
@@ -388,8 +409,11 @@ class SSEClient:
         self.status = int(head.split(b" ", 2)[1]) if head else 0
         self.head = head.decode("latin-1")
 
-    def events(self, n, timeout=5.0):
-        """Up to n events ({field: value}, repeated data lines joined with \\n) within timeout."""
+    def events(self, n, timeout=None):
+        """Up to n events ({field: value}, repeated data lines joined with \\n) within timeout
+        (default: a generous wait for events that must come; pass a short one to check that
+        nothing more comes)."""
+        timeout = scaled(15.0) if timeout is None else timeout
         out = []
         deadline = time.monotonic() + timeout
         while len(out) < n:
@@ -496,6 +520,15 @@ def _alarm(signum, frame):
     raise TestFailure("test exceeded %d s" % TEST_TIMEOUT)
 
 
+class Terminated(BaseException):
+    """SIGTERM (tools/test's `timeout` for a whole file): not an Exception, so a test's own
+    `except Exception` does not swallow it; its finally blocks still stop the servers."""
+
+
+def _term(signum, frame):
+    raise Terminated("killed by SIGTERM (the file's time limit in tools/test?) while this test ran")
+
+
 def run_tests(after_each=None, only=None):
     """Runs the registered tests in order (or those whose names contain a command-line
     argument); after_each() runs after every test and a failure there fails that test.
@@ -503,6 +536,7 @@ def run_tests(after_each=None, only=None):
     passed = failed = 0
     only = only or [a for a in sys.argv[1:] if not a.startswith("-")]
     signal.signal(signal.SIGALRM, _alarm)
+    signal.signal(signal.SIGTERM, _term)
     t0 = time.monotonic()
     for fn in _tests:
         if only and not any(o in fn.__name__ for o in only):
@@ -526,13 +560,17 @@ def run_tests(after_each=None, only=None):
             passed += 1
             if not bug:
                 print("ok   %s (%.2fs)" % (fn.__name__, time.monotonic() - t), flush=True)
-        except Exception:
+        except (Exception, Terminated) as e:
             signal.alarm(0)
             failed += 1
             print("FAIL %s (%.2fs)" % (fn.__name__, time.monotonic() - t), flush=True)
             for ln in traceback.format_exc().rstrip().splitlines():
                 print("     " + ln)
             sys.stdout.flush()
+            if isinstance(e, Terminated):      # say where it hung, then stop: the run is over
+                print("time: %.1fs" % (time.monotonic() - t0))
+                print("%d passed, %d failed (stopped by SIGTERM)" % (passed, failed), flush=True)
+                sys.exit(1)
     print("time: %.1fs" % (time.monotonic() - t0))
     print("%d passed, %d failed" % (passed, failed), flush=True)
     sys.exit(1 if failed else 0)

@@ -118,7 +118,9 @@ class Page:
         check("exceptionDetails" not in r, "JavaScript error in %r: %r" % (expr, r.get("exceptionDetails")))
         return r["result"].get("value")
 
-    def wait_for(self, expr, what, timeout=10.0):
+    def wait_for(self, expr, what, timeout=30.0):
+        """Polls expr in the page; the timeout only bounds a failure (a loaded machine runs
+        Chromium slowly), so every wait uses the generous default."""
         deadline = time.monotonic() + timeout
         guarded = "(() => { try { return !!(%s); } catch (e) { return false; } })()" % expr   # page may still load
         while time.monotonic() < deadline:
@@ -189,9 +191,34 @@ class Browser:
 
 # ------------------------------------------------------------------ the API, as other users
 
+PASSWORD = "browser test password"
+OWNER, BOT, WATCHER, BROWSER = ("%s-%s" % (n, RUN_ID) for n in ("owner", "api-bot", "watcher", "browser"))
+TOKENS = {}
+
+
+def _post_json(port, path, body):
+    c = http.client.HTTPConnection(HOST, port, timeout=10)
+    c.request("POST", path, body=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    return r.status, (json.loads(raw) if raw else None)
+
+
+def token(port, user):
+    """A bearer token for user: an account signed up once per run (names carry RUN_ID)."""
+    if user not in TOKENS:
+        st, body = _post_json(port, "/api/signup", {"name": user, "password": PASSWORD})
+        if st == 409:
+            st, body = _post_json(port, "/api/login", {"name": user, "password": PASSWORD})
+        check(st in (200, 201) and body and body.get("token"), "sign up %s: %r %r" % (user, st, body))
+        TOKENS[user] = body["token"]
+    return TOKENS[user]
+
+
 def api(port, method, path, user, body=None):
     c = http.client.HTTPConnection(HOST, port, timeout=5)
-    headers = {"x-user": user}
+    headers = {"authorization": "Bearer " + token(port, user)}
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -204,9 +231,11 @@ def api(port, method, path, user, body=None):
 
 
 def open_stream(port, path, user):
-    """A raw SSE subscriber (another user watching the room); the caller closes it."""
+    """A raw SSE subscriber (another user watching the room, with a bearer token); the caller closes it."""
+    bearer = token(port, user)
     s = socket.create_connection((HOST, port), timeout=5)
-    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nX-User: %s\r\n\r\n" % (path, user)).encode())
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer %s\r\n\r\n"
+               % (path, bearer)).encode())
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = s.recv(4096)
@@ -231,10 +260,10 @@ def test_page_updates_live_through_eventsource():
     migrate()
     with Server(ROOT, start_timeout=20) as srv:
         port = srv.port
-        st, room = api(port, "POST", "/api/rooms", "owner", {"title": "browser test " + RUN_ID})
+        st, room = api(port, "POST", "/api/rooms", OWNER, {"title": "browser test " + RUN_ID})
         check(st == 201, "create room: %r %r" % (st, room))
         rid = room["id"]
-        st, _ = api(port, "POST", "/api/rooms/%d/posts" % rid, "owner", {"body": "already here " + RUN_ID})
+        st, _ = api(port, "POST", "/api/rooms/%d/posts" % rid, OWNER, {"body": "already here " + RUN_ID})
         check(st == 201, "first post: %r" % st)
 
         browser = Browser("http://%s:%d/#room=%d" % (HOST, port, rid))
@@ -243,39 +272,40 @@ def test_page_updates_live_through_eventsource():
             page = browser.page
             page.wait_for("document.getElementById('posts').innerText.includes('already here %s')" % RUN_ID,
                           "the page to load the room's posts over REST")
-            # log in through the form, as a person would; the page then opens its EventSource
-            page.js("document.getElementById('login-name').value = 'browser'; "
-                    "document.querySelector('#login-form button').click(); true")
-            page.wait_for("document.getElementById('me').textContent === 'signed in as browser'", "the login")
+            # sign up through the form, as a person would; the page then opens its EventSource
+            page.js("document.getElementById('login-name').value = %s; "
+                    "document.getElementById('login-password').value = %s; "
+                    "document.getElementById('signup-button').click(); true" % (json.dumps(BROWSER), json.dumps(PASSWORD)))
+            page.wait_for("document.getElementById('me').textContent === %s" % json.dumps("signed in as " + BROWSER), "the signup")
             page.wait_for("document.getElementById('status').dataset.live === '1'", "the EventSource to open")
 
             # 1. a post made through the API by someone else appears without a reload
             text = "live from the API " + RUN_ID
             check(not page.js("document.body.innerText.includes(%s)" % json.dumps(text)), "post visible too early")
-            st, post = api(port, "POST", "/api/rooms/%d/posts" % rid, "api-bot", {"body": text})
+            st, post = api(port, "POST", "/api/rooms/%d/posts" % rid, BOT, {"body": text})
             check(st == 201, "create post: %r %r" % (st, post))
             page.wait_for("!!document.querySelector('#post-%d') && document.querySelector('#post-%d .body').textContent === %s"
-                          % (post["id"], post["id"], json.dumps(text)), "the new post to appear via EventSource", 10)
+                          % (post["id"], post["id"], json.dumps(text)), "the new post to appear via EventSource")
             check(page.js("document.querySelectorAll('#posts > li')[0].id") == "post-%d" % post["id"],
                   "the new post is not on top")
 
             # 2. a reaction by someone else updates the count on that post
-            st, _ = api(port, "POST", "/api/posts/%d/reactions" % post["id"], "api-bot", {"emoji": "🎉"})
+            st, _ = api(port, "POST", "/api/posts/%d/reactions" % post["id"], BOT, {"emoji": "🎉"})
             check(st == 201, "react: %r" % st)
             page.wait_for("document.querySelector('#post-%d button[data-emoji=\"🎉\"]').textContent === '🎉 1'" % post["id"],
-                          "the reaction count to update via EventSource", 10)
+                          "the reaction count to update via EventSource")
 
             # 3. presence: another subscriber joining the room is shown as online
-            watcher = open_stream(port, "/api/rooms/%d/events" % rid, "py-watcher")
-            page.wait_for("document.getElementById('online').textContent.includes('py-watcher')",
-                          "presence.join to show the other subscriber", 10)
+            watcher = open_stream(port, "/api/rooms/%d/events" % rid, WATCHER)
+            page.wait_for("document.getElementById('online').textContent.includes(%s)" % json.dumps(WATCHER),
+                          "presence.join to show the other subscriber")
 
             # 4. clicking a reaction in the page goes through the API and comes back live
             page.js("document.querySelector('#post-%d button[data-emoji=\"👍\"]').click(); true" % post["id"])
             page.wait_for("document.querySelector('#post-%d button[data-emoji=\"👍\"]').textContent === '👍 1'" % post["id"],
-                          "the page's own reaction to be counted", 10)
-            st, reactions = api(port, "GET", "/api/posts/%d/reactions" % post["id"], "owner")
-            check(any(r["emoji"] == "👍" and r["users"] == ["browser"] for r in reactions["reactions"]),
+                          "the page's own reaction to be counted")
+            st, reactions = api(port, "GET", "/api/posts/%d/reactions" % post["id"], OWNER)
+            check(any(r["emoji"] == "👍" and r["users"] == [BROWSER] for r in reactions["reactions"]),
                   "the click did not reach the API: %r" % reactions)
 
             # 5. posting through the page's form: stored once, shown once (its own event is a no-op)
@@ -283,18 +313,21 @@ def test_page_updates_live_through_eventsource():
             page.js("document.getElementById('post-body').value = %s; "
                     "document.querySelector('#post-form button').click(); true" % json.dumps(mine))
             page.wait_for("[...document.querySelectorAll('#posts .body')].filter(e => e.textContent === %s).length === 1"
-                          % json.dumps(mine), "the page's own post", 10)
-            st, listing = api(port, "GET", "/api/rooms/%d/posts?limit=1" % rid, "owner")
-            check(listing["items"][0]["body"] == mine and listing["items"][0]["author"] == "browser",
+                          % json.dumps(mine), "the page's own post")
+            st, listing = api(port, "GET", "/api/rooms/%d/posts?limit=1" % rid, OWNER)
+            check(listing["items"][0]["body"] == mine and listing["items"][0]["author"] == BROWSER,
                   "the form post did not reach the API: %r" % listing["items"][:1])
-            time.sleep(0.3)      # its post.created event has arrived by now: still one copy
+            # its own post.created event comes back too (the page logs "<name> posted" when it
+            # handles it): once that happened, the post is still shown once
+            page.wait_for("document.getElementById('events').textContent.includes(%s)" % json.dumps(BROWSER + " posted"),
+                          "the page's own post.created event")
             check(page.js("[...document.querySelectorAll('#posts .body')].filter(e => e.textContent === %s).length"
                           % json.dumps(mine)) == 1, "the page shows its own post twice")
         finally:
             if watcher:
                 watcher.close()
             browser.close()
-            api(port, "DELETE", "/api/rooms/%d" % rid, "owner")      # leave no data behind
+            api(port, "DELETE", "/api/rooms/%d" % rid, OWNER)      # leave no data behind
 
 
 if __name__ == "__main__":

@@ -172,8 +172,9 @@ class SSE:
             self.buf += rest[:size]
             self.raw = rest[size + 2:]
 
-    def pump(self, until_n=None, timeout=5.0):
-        """Reads until len(got) >= until_n (or EOF or timeout); returns got."""
+    def pump(self, until_n=None, timeout=15.0):
+        """Reads until len(got) >= until_n (or EOF or timeout); returns got. The default timeout
+        is a generous wait for what must come; pass a short one to see that nothing more comes."""
         deadline = time.monotonic() + timeout
         while not self.eof:
             while b"\n\n" in self.buf:
@@ -304,7 +305,7 @@ def killed_instance_clients_reconnect_through_the_balancer_and_miss_nothing():
     doomed = by_port[victim_port]
     for c in doomed:
         s = clients[c]
-        s.pump(timeout=5)
+        s.pump(timeout=15)
         check(s.eof, "the stream of %s did not end when its instance was killed" % c)
     for c in cookies:
         if c not in doomed:
@@ -322,7 +323,7 @@ def killed_instance_clients_reconnect_through_the_balancer_and_miss_nothing():
     after = [(publish(third.port, room, "after-%d" % i), "after-%d" % i) for i in range(3)]
     sent += after
     for c, s in clients.items():
-        got = s.pump(len(sent), timeout=5)
+        got = s.pump(len(sent))
         ids = [i for i, _ in got]
         check(len(set(ids)) == len(ids), "%s received a duplicate: %r" % (c, ids))
         check(got == sent, "%s (%s) got %d of %d events, first missing %r" %
@@ -349,7 +350,7 @@ def redis_restart_mid_test_delivery_resumes():
     for s in subs:
         check(s.pump(1) == [(first, "up")], "before the restart, :%d got %r" % (s.port, s.got))
     REDIS.kill()
-    wait_for(lambda: metric(INST[0].port, 'sluice_redis_connected{conn="command"}') == 0, 10, "the outage to be noticed")
+    wait_for(lambda: metric(INST[0].port, 'sluice_redis_connected{conn="command"}') == 0, 15, "the outage to be noticed")
     st, _, body = post(INST[0].port, "/pub/redis", "down")     # the bus cannot carry it: fails loudly
     check(st == 503, "publish during the outage: %r %r" % (st, body))
     check(subs[0].pump(2, timeout=0.5) == [(first, "up")], "nothing delivered for it: %r" % subs[0].got)
@@ -358,7 +359,7 @@ def redis_restart_mid_test_delivery_resumes():
     for k, src in enumerate(INST):
         eid = publish(src.port, "redis", "back-%d" % k)
         for s in subs:
-            got = s.pump(timeout=5, until_n=len([e for e in s.got]) + 1)
+            got = s.pump(until_n=len([e for e in s.got]) + 1)
             check(got and got[-1] == (eid, "back-%d" % k),
                   "after the Redis restart, a publish on :%d did not reach :%d: %r" % (src.port, s.port, got[-3:]))
     for s in subs:

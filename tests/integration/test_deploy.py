@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, SLUICE_BIN, Server, check, free_port, get, post, run_tests, test  # noqa: E402
+from harness import ROOT, SLUICE_BIN, Server, check, free_port, get, post, run_tests, test, wait_for  # noqa: E402
 
 HOST = "127.0.0.1"
 DEPLOY = os.path.join(ROOT, "deploy")
@@ -67,7 +67,7 @@ def rewrite(text, listen_port, ports, listen_fmt):
     return "\n".join(out) + "\n"
 
 
-def wait_port(port, timeout=10):
+def wait_port(port, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -109,12 +109,15 @@ def check_proxy(port, name):
     check(st == 200 and b"ready" in body, "%s /ready: %r %r" % (name, st, body))
     s, head, buf = sse_open(port, "/events/lb")
     check(" 200 " in head.split("\r\n")[0] and "text/event-stream" in head, "%s stream head: %r" % (name, head))
-    for i in range(3):   # each event must arrive on its own, while the stream stays open
-        post(S1.port if i % 2 == 0 else S2.port, "/pub/lb", "e%d" % i)
-        t0 = time.monotonic()
-        buf, ok = read_until(s, buf, b"data: e%d\n" % i, 2.0)
-        check(ok, "%s: event %d did not pass through within 2 s (buffered?): %r" % (name, i, buf[-300:]))
-        check(time.monotonic() - t0 < 1.0, "%s: event %d took %.2fs" % (name, i, time.monotonic() - t0))
+    # Each event must arrive on its own, while the stream stays open and before the next one is
+    # published: a buffering proxy holds a small event until its buffer fills or the stream ends,
+    # which is never here (no more than heartbeats follow). So the wait is only a ceiling for a
+    # loaded machine, not a latency measurement.
+    for i in range(3):
+        st, _, body = post(S1.port if i % 2 == 0 else S2.port, "/pub/lb", "e%d" % i)
+        check(st == 201, "%s: publish e%d: %r %r" % (name, i, st, body[:200]))
+        buf, ok = read_until(s, buf, b"data: e%d\n" % i, 15.0)
+        check(ok, "%s: event %d did not pass through while the stream was open (buffered?): %r" % (name, i, buf[-300:]))
     s.close()
 
 
@@ -199,12 +202,17 @@ def haproxy_config_is_valid_and_checks_ready():
         f.write(rewrite(text, port, [S1.port, S2.port], "bind 127.0.0.1:%d").replace("inter 10s", "inter 200ms"))
     t = subprocess.run([haproxy, "-c", "-f", cfg], capture_output=True, text=True)
     check(t.returncode == 0, "haproxy -c (test ports): " + t.stdout + t.stderr)
-    proc = subprocess.Popen([haproxy, "-db", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hlog = open(os.path.join(tmp, "haproxy.log"), "w+")      # its log (stdout) and alerts (stderr)
+    proc = subprocess.Popen([haproxy, "-db", "-f", cfg], stdout=hlog, stderr=subprocess.STDOUT)
+
+    def said(what):
+        with open(hlog.name) as f:
+            return what in f.read()
     try:
         wait_port(port)
-        time.sleep(0.5)
+        # its health checks (every 200 ms) reach both instances: waited for, not assumed after 0.5 s
+        wait_for(lambda: "GET /ready" in S1.log() and "GET /ready" in S2.log(), 15, "HAProxy to probe /ready on both")
         check_proxy(port, "haproxy")
-        check("GET /ready" in S1.log() and "GET /ready" in S2.log(), "HAProxy did not probe /ready")
         st, h, body = get(port, "/whoami")
         cookie = h.get("set-cookie", "").split(";")[0]
         check(cookie.startswith("SLUICE_LB="), "sticky cookie: %r" % h)
@@ -212,12 +220,14 @@ def haproxy_config_is_valid_and_checks_ready():
         check(seen == {body}, "sticky cookie ignored: %r vs %r" % (seen, body))
         S2.signal(signal.SIGTERM)
         S2.wait()
-        time.sleep(0.8)                                   # > 2 failed checks
+        # two failed checks take it out: HAProxy says so ("Server sluice/s2 is DOWN")
+        wait_for(lambda: said("s2 is DOWN"), 15, "HAProxy to mark the stopped instance DOWN")
         codes = [get(port, "/hello")[0] for _ in range(12)]
         check(codes == [200] * 12, "requests after an instance stopped: %r" % codes)
     finally:
         proc.terminate()
         proc.wait(10)
+        hlog.close()
         shutil.rmtree(tmp, ignore_errors=True)
         restart_s2()
 
@@ -351,6 +361,12 @@ def start(name):
     return s
 
 
+def wait_linked(s):
+    """s is subscribed to the shared event channel: a publish on the other instance reaches it."""
+    wait_for(lambda: b'sluice_redis_connected{conn="subscriber"} 1' in get(s.port, "/metrics")[2], 15,
+             "instance :%d to link to Redis" % s.port)
+
+
 def restart_s2():
     global S2
     if S2.proc and S2.proc.poll() is None:
@@ -365,6 +381,7 @@ def restart_s2():
     S2.proc = subprocess.Popen([SLUICE_BIN, "run", "--config", S2.config], env=S2.env, stdin=subprocess.DEVNULL,
                                stdout=S2._errf, stderr=S2._errf, cwd=S2.fixture)
     check(S2._wait_healthy(), "restart of instance 2 failed: " + S2.log()[-1000:])
+    wait_linked(S2)      # healthy is not enough: the next test publishes across the two
 
 
 def main():
@@ -373,10 +390,7 @@ def main():
         wait_port(REDIS_PORT)
         S1, S2 = start("s1"), start("s2")
         for s in (S1, S2):      # both subscribed to the shared event channel
-            deadline = time.monotonic() + 10
-            while b'sluice_redis_connected{conn="subscriber"} 1' not in get(s.port, "/metrics")[2]:
-                check(time.monotonic() < deadline, "instance did not link to Redis")
-                time.sleep(0.05)
+            wait_linked(s)
         run_tests()
     finally:
         REDIS.kill()

@@ -657,7 +657,9 @@ def access_log_text_and_json():
     check(len(hit) == 1, "json access line not found in:\n" + log[-1500:])
     d = hit[0]
     check(d["method"] == "GET" and d["status"] == 200 and d["ip"] == "127.0.0.1" and d["url"] == '/users/q"uote'
-          and d["bytes"] == len('user q"uote') and isinstance(d["ms"], (int, float)) and d["time"].endswith("GMT"),
+          and d["bytes"] == len('user q"uote') and isinstance(d["ms"], (int, float))
+          and re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", d["time"]) and d["level"] == "info"
+          and d["msg"] == "access" and d["request_id"] and re.match(r"^[0-9a-f]{32}$", d["trace_id"]),
           "json access line: %r" % d)
     # off (the shared server): no access lines at all
     check(not re.search(r'"GET /hello HTTP', srv.log()), "access log should be off in the shared server")

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import SLUICE_BIN, Conn, Server, _request, check, free_port, get, run_tests, test
+from harness import SLUICE_BIN, Conn, Server, _request, check, free_port, get, run_tests, test, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -299,10 +299,7 @@ def postgresql_not_reachable():
     try:
         url = "postgresql://u:secret@127.0.0.1:%d/db" % free_port()
         with Server(d, env={"DATABASE_URL": url}) as srv:
-            import time
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and "database unreachable" not in srv.log():
-                time.sleep(0.1)
+            wait_for(lambda: "database unreachable" in srv.log(), 15, "the log line about the database")
             lines = [l for l in srv.log().splitlines() if "database unreachable" in l]
             check(lines, "a log line: " + srv.log()[-500:])
             check("is PostgreSQL running" in lines[0] and "secret" not in lines[0], lines[0])

@@ -65,7 +65,9 @@ return {
   ratelimit = {
     api = { limit = 1000000, window = 900, key = "ip", paths = { "/" } },
     monitoring = { limit = 1000000, window = 60, key = "ip", paths = { "/metrics", "/health", "/ready" } },
-    limited = { limit = 20, window = 60, key = "ip", paths = { "/limited" } },
+    -- 20 per hour: GCRA refills one every 180 s, so the 48 requests of the test see exactly 20
+    -- admitted however slowly the machine runs them (with window = 60, one more every 3 s)
+    limited = { limit = 20, window = 3600, key = "ip", paths = { "/limited" } },
   },
   sse = { per_user = 10, heartbeat = 2, retention = 100 },
   redis = { url = os.getenv("REDIS_URL"), prefix = os.getenv("REDIS_PREFIX") or "sluice:" },
@@ -131,7 +133,7 @@ def publish_reaches_every_instance_once_in_order():
     for t in ts:
         t.join()
     check(not errs, "publish errors: %r" % errs)
-    seen = [s.events(30, timeout=5) for s in subs]
+    seen = [s.events(30) for s in subs]
     first = [(e["id"], e["data"]) for e in seen[0]]
     check(len(first) == 30, "subscriber got %d events, want 30" % len(first))
     extra = [s.events(1, timeout=0.1) for s in subs]
@@ -193,7 +195,7 @@ def per_user_cap_counts_all_instances():
     check(other.status == 200, "another user is not capped: %s" % other.head)
     other.close()
     streams.pop().close()        # one of alice's goes away: the next one fits again (on any instance)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15          # the close reaches the shared count in a moment
     while True:
         s = SSE(C.port, "/events/cap", {"X-User": "alice"})
         if s.status == 200 or time.monotonic() > deadline:
@@ -239,10 +241,13 @@ def cache_is_shared_between_instances():
     check(r["v"] == "12", "a string stays a string: %r" % r)
     vals = [json.loads(post(srv.port, "/incr/ctr", "")[2])["v"] for srv in (A, B, C, A)]
     check(vals == [1, 2, 3, 4], "incr across instances: %r" % vals)
-    post(A.port, "/cache/short", json.dumps({"v": 5, "ttl": 0.3}))
+    # a fractional ttl, long enough to be seen on a loaded machine: visible, its expiry set in
+    # Redis to at most 2.5 s, then gone
+    post(A.port, "/cache/short", json.dumps({"v": 5, "ttl": 2.5}))
     check(json.loads(get(B.port, "/cache/short")[2])["v"] == 5, "ttl value visible")
-    time.sleep(0.5)
-    check(json.loads(get(B.port, "/cache/short")[2]).get("v") is None, "ttl expired")
+    pttl = int(REDIS.cmd("PTTL", "sluice:c:short"))
+    check(0 < pttl <= 2500, "the key expires within 2.5 s: PTTL %d" % pttl)
+    wait_for(lambda: json.loads(get(B.port, "/cache/short")[2]).get("v") is None, 15, "the ttl to expire")
 
 
 @test
@@ -253,7 +258,7 @@ def redis_outage_degrades_and_recovers():
     check(len(sa.events(1)) == 1 and len(sb.events(1)) == 1, "delivery before the outage")
     fail0 = metric(A.port, "sluice_redis_publish_failures_total")
     REDIS.stop()
-    wait_for(lambda: metric(A.port, 'sluice_redis_connected{conn="command"}') == 0, 5, "A notices the outage")
+    wait_for(lambda: metric(A.port, 'sluice_redis_connected{conn="command"}') == 0, 15, "A notices the outage")
     # a publish the bus cannot carry fails loudly (503), rather than reaching this instance only
     st, hdrs, body = post(A.port, "/pub/out", "down")
     check(st == 503 and b"unreachable" in body and hdrs.get("retry-after") == "1",
@@ -270,9 +275,11 @@ def redis_outage_degrades_and_recovers():
     wait_linked(A, B)
     pid = publish(A.port, "out", "back")
     for sub in (sa, sb):
-        # the restarted Redis lost its history (no persistence): a sluice-gap says the streams no
-        # longer reach back, then live delivery goes on
-        ev = [e for e in sub.events(2) if e.get("event") != "sluice-gap"]
+        # the restarted Redis lost its history (no persistence): a sluice-gap may say the streams
+        # no longer reach back, then live delivery goes on
+        ev = sub.events(1)
+        if ev and ev[0].get("event") == "sluice-gap":
+            ev = sub.events(1)
         check(ev and ev[0]["data"] == "back" and ev[0]["id"] == str(pid), "cross-instance after recovery: %r" % ev)
     check(metric(A.port, "sluice_redis_reconnects_total") >= 1, "reconnect counted")
     sa.close()

@@ -108,7 +108,7 @@ def http_publish_reaches_every_instance():
     st, lid = publish_app(A.port, "h", "from-lua")
     check(st == 201, "app.publish: %r" % st)
     for c, name in ((ca, "A"), (cb, "B")):
-        wait_for(lambda: c.has("from-lua"), 5, "both events on %s" % name)
+        wait_for(lambda: c.has("from-lua"), 15, "both events on %s" % name)
         got = [(int(e["id"]), e["data"]) for e in c.snapshot()]
         check(got == [(hid, "from-http"), (lid, "from-lua")], "subscriber on %s got %r" % (name, got))
     st, _, out = publish_http(B.port, "bad\nchannel", "x")
@@ -129,7 +129,11 @@ def redis_restart_no_silent_loss():
     REDIS.stop()
     wait_for(lambda: metric(B.port, 'sluice_redis_connected{conn="command"}') == 0, 10, "B to notice the outage")
     http_down = publish_http(B.port, "room:o", "http-down")
-    time.sleep(1.5)                      # an outage of a couple of seconds, publishes going on
+    # an outage with publishes going on: at least 1.5 s, and until the publisher has seen it
+    # refuse a few (waited for, so a slow publisher thread cannot miss the outage)
+    t_down = time.monotonic()
+    wait_for(lambda: sum(1 for _, st, _ in pub.log if st == 503) >= 3, 15, "publishes refused during the outage")
+    time.sleep(max(0.0, 1.5 - (time.monotonic() - t_down)))
     REDIS.start()                        # same port, empty: its history is gone
     wait_linked(A, B)
     wait_for(lambda: sum(1 for _, st, _ in pub.log[-10:] if st == 201) == 10, 10, "publishes succeeding again")
@@ -185,14 +189,17 @@ def last_event_id_after_outage_never_skips():
         st, eid = publish_app(B.port, "r", "before-%d" % i)
         check(st == 201, "publish: %r" % st)
         ids.append(eid)
-    wait_for(lambda: c.has("before-2"), 5, "the client got the first events")
+    wait_for(lambda: c.has("before-2"), 15, "the client got the first events")
     last = max(int(e["id"]) for e in c.snapshot())
     c.close()                            # the client leaves; events go on, then Redis fails
     pub = Publisher(B.port, "r")
     wait_for(lambda: sum(1 for _, st, _ in pub.log if st == 201) >= 5, 10, "publishes while the client is away")
     REDIS.stop()
     wait_for(lambda: metric(B.port, 'sluice_redis_connected{conn="command"}') == 0, 10, "B to notice the outage")
-    time.sleep(1.0)
+    failed0 = sum(1 for _, st, _ in pub.log if st == 503)
+    t_down = time.monotonic()           # at least 1 s down, and until publishes were refused
+    wait_for(lambda: sum(1 for _, st, _ in pub.log if st == 503) >= failed0 + 3, 15, "publishes refused during the outage")
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t_down)))
     REDIS.start()
     wait_linked(A, B)
     wait_for(lambda: sum(1 for _, st, _ in pub.log[-5:] if st == 201) == 5, 10, "publishes succeeding again")
@@ -213,7 +220,7 @@ def replay_from_own_history_reports_its_holes():
     c = Collector(A.port, "q")
     st, eid = publish_app(B.port, "q", "before")
     check(st == 201, "publish: %r" % st)
-    wait_for(lambda: c.has("before"), 5, "the client got the first event")
+    wait_for(lambda: c.has("before"), 15, "the client got the first event")
     last = eid
     c.close()
     pub = Publisher(B.port, "q")
@@ -228,7 +235,7 @@ def replay_from_own_history_reports_its_holes():
     REDIS.stop()
     wait_for(lambda: metric(A.port, 'sluice_redis_connected{conn="command"}') == 0, 10, "A to notice the outage")
     back = Collector(A.port, "q", last_id=last)          # replayed from A's own history
-    wait_for(lambda: any(int(e.get("id", 0)) == ok[-1] for e in back.snapshot()), 5, "the replay up to the last event")
+    wait_for(lambda: any(int(e.get("id", 0)) == ok[-1] for e in back.snapshot()), 15, "the replay up to the last event")
     d, g, lost = audit(back, ok)
     print("  replay from A's history after Last-Event-ID %d: %d events published, %d delivered, %d covered by "
           "sluice-gap, %d lost" % (last, len(ok), d, g, len(lost)))

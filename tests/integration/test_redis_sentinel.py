@@ -156,7 +156,7 @@ def master_failover_is_followed_and_nothing_is_lost_silently():
         st, eid = publish_app(b.port, "f", "first")
         check(st == 201, "publish through the master the Sentinels named: %r" % st)
         for c in cols:
-            wait_for(lambda: c.has("first"), 5, "cross-instance delivery before the failover")
+            wait_for(lambda: c.has("first"), 15, "cross-instance delivery before the failover")
         # rate-limited requests on A all along: 200 or 429, never anything else
         limited, stop = [], threading.Event()
 

@@ -12,14 +12,17 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 
-from harness import SLUICE_BIN, Conn, Server, check, get, post, run_tests, test
+from harness import SLUICE_BIN, Conn, Server, check, get, post, run_tests, test, wait_for
 
 APP_V1 = '''
 local app = require "sluice"
 app.get("/v", function() return "v1\\n" end)
-app.get("/slow", function() app.sleep(1) return "slow-v1\\n" end)
+app.get("/slow", function()   -- says on the stream that it started, so a test can wait for that
+  app.publish("c", { event = "m", data = "slow-started" })
+  app.sleep(1)
+  return "slow-v1\\n"
+end)
 app.sse("/events", function(req) return { channel = "c" } end)
 app.post("/pub", function(req) return { status = 201, json = { id = app.publish("c", { event = "m", data = req.body }) } } end)
 '''
@@ -29,16 +32,16 @@ return {
   workers = 2,
   scripts = { "scripts/app.lua" },
   log = { access = "off" },
-  ratelimit = { api = { limit = %(limit)d, window = 60, paths = { "/v" } } },
+  ratelimit = { api = { limit = %(limit)d, window = %(window)d, paths = { "/v" } } },
 }
 '''
 
 
-def make_app(limit=1000):
+def make_app(limit=1000, window=60):
     d = tempfile.mkdtemp(prefix="sluice-reload-")
     os.makedirs(os.path.join(d, "scripts"))
     write(d, "scripts/app.lua", APP_V1)
-    write(d, "config.lua", CONFIG % {"limit": limit})
+    write(d, "config.lua", CONFIG % {"limit": limit, "window": window})
     return d
 
 
@@ -137,7 +140,7 @@ def config_schema_error_names_key_and_suggests():
     d = make_app()
     try:
         with Server(d) as srv:
-            write(d, "config.lua", (CONFIG % {"limit": 5}).replace("window = 60", "windw = 60"))
+            write(d, "config.lua", (CONFIG % {"limit": 5, "window": 60}).replace("window = 60", "windw = 60"))
             r = cli_reload(srv, d)
             check(r.returncode == 1, "exit %d" % r.returncode)
             check("ratelimit.api.windw: unknown key (did you mean window?)" in r.stderr, r.stderr)
@@ -153,16 +156,12 @@ def sighup_and_admin_request_reload():
         with Server(d) as srv:
             write(d, "scripts/app.lua", APP_V1.replace("v1", "v3"))
             srv.proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and get(srv.port, "/v")[2] != b"v3\n":
-                time.sleep(0.05)
+            wait_for(lambda: get(srv.port, "/v")[2] == b"v3\n", 30, "the SIGHUP reload to go live")
             all_workers_say(srv.port, b"v3\n")
             write(d, "scripts/app.lua", APP_V1.replace("v1", "v4"))
             st, _, body = post(srv.port, "/_sluice/reload", b"", {"X-Sluice-Admin": "1"})
             check(st == 202, "status %d %r" % (st, body))
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and get(srv.port, "/v")[2] != b"v4\n":
-                time.sleep(0.05)
+            wait_for(lambda: get(srv.port, "/v")[2] == b"v4\n", 30, "the admin reload to go live")
             all_workers_say(srv.port, b"v4\n")
     finally:
         shutil.rmtree(d)
@@ -185,9 +184,7 @@ def watch_mode_reloads_on_save():
         try:
             with srv:
                 write(d, "scripts/app.lua", APP_V1.replace("v1", "v5"))
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and get(srv.port, "/v")[2] != b"v5\n":
-                    time.sleep(0.05)
+                wait_for(lambda: get(srv.port, "/v")[2] == b"v5\n", 30, "the --watch reload to go live")
                 all_workers_say(srv.port, b"v5\n")
                 check("reloading when a .lua file changes" in srv.log(), srv.log()[-500:])
         finally:
@@ -202,13 +199,13 @@ def inflight_request_finishes_on_old_code_and_streams_survive():
     d = make_app()
     try:
         with Server(d) as srv:
-            stream = Conn(srv.port, timeout=5)
+            stream = Conn(srv.port, timeout=30)
             stream.send(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
             head = stream.read_until(b"\r\n\r\n")
             check(b"200 OK" in head and b"text/event-stream" in head, head)
-            slow = Conn(srv.port, timeout=5)
+            slow = Conn(srv.port, timeout=30)
             slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-            time.sleep(0.2)
+            stream.read_until(b"data: slow-started\n\n")   # it is running on the old code now
             write(d, "scripts/app.lua", APP_V1.replace("v1", "v2"))
             check(cli_reload(srv, d).returncode == 0, "reload failed")
             r = slow.response()
@@ -224,19 +221,21 @@ def inflight_request_finishes_on_old_code_and_streams_survive():
 
 @test
 def rate_limit_buckets_survive_reload_and_lowered_limit_applies():
-    d = make_app(limit=10)
+    # a 600 s window: the bucket refills one request per 60 s (then 120 s), so the exact counts
+    # below hold however long the machine takes for the reload (with 60 s, it had 12 s)
+    d = make_app(limit=10, window=600)
     try:
         with Server(d) as srv:
             for i in range(6):
                 check(get(srv.port, "/v")[0] == 200, "request %d" % i)
-            # GCRA keeps a bucket's debt in time: 6 requests at 60/10 = 36 s; under the lowered
-            # limit (12 s per request, 60 s of capacity) that leaves room for exactly 2 more
+            # GCRA keeps a bucket's debt in time: 6 requests at 600/10 = 360 s; under the lowered
+            # limit (120 s per request, 600 s of capacity) that leaves room for exactly 2 more
             # (docs/rate-limiting.md, "Policy changes (reload)").
-            write(d, "config.lua", CONFIG % {"limit": 5})
+            write(d, "config.lua", CONFIG % {"limit": 5, "window": 600})
             check(cli_reload(srv, d).returncode == 0, "reload failed")
             got = [get(srv.port, "/v") for _ in range(3)]
             check([g[0] for g in got] == [200, 200, 429], "statuses %r" % [g[0] for g in got])
-            check(got[2][1].get("ratelimit-policy") == '"api";q=5;w=60', got[2][1])
+            check(got[2][1].get("ratelimit-policy") == '"api";q=5;w=600', got[2][1])
     finally:
         shutil.rmtree(d)
 

@@ -3,7 +3,7 @@
 --   setup(B.schema)          -- applies migrations/ once per run (outside the fixture), or fails
 --   db.fixture()             -- every test's rows are rolled back
 --   before_each(B.fresh)     -- and starts from an empty board
---   local room = B.room("alice", "General")
+--   local room = B.room("alice", "General")     -- as alice (a bearer token: B.as("alice"))
 local cjson = require "cjson"
 local app = require "sluice"
 
@@ -28,7 +28,13 @@ function M.fresh()
   app.db.query("delete from rooms")
 end
 
-function M.as(user) return { ["x-user"] = user } end
+-- Headers naming a user: a bearer token signed by the board (no account needed for that).
+function M.as(user) return { authorization = "Bearer " .. require("board_auth").token_for(user) } end
+
+-- An account with a password, made directly in the database (the test's transaction).
+function M.account(name, password)
+  app.db.query("insert into users (name, password_hash) values ($1, $2)", name, app.password.hash(password))
+end
 
 function M.decode(s) return cjson.decode(s) end
 
@@ -61,7 +67,7 @@ function M.with(request)
   function B.call(user, method, path, opts)
     opts = opts or {}
     opts.headers = opts.headers or {}
-    if user then opts.headers["x-user"] = user end
+    if user then opts.headers.authorization = M.as(user).authorization end
     return request(method, path, opts)
   end
 

@@ -29,7 +29,7 @@ describe("rooms", function()
       assert.are.equal(title, B.room("alice", title).title)
       local res = B.call("alice", "POST", "/api/rooms", { json = { title = string.rep("é", 101) } })
       assert.are.equal(422, res.status)
-      assert.are.same({ error = "title: must be 1..100 characters" }, res:json())
+      assert.are.same({ error = "validation failed", status = 422, fields = { title = "must be 1..100 characters" } }, res:json())
     end)
 
     it("requires a user", function()
@@ -38,27 +38,35 @@ describe("rooms", function()
       assert.matches("^login required", res:json().error)
     end)
 
-    it("rejects a malformed X-User", function()
-      local res = request("POST", "/api/rooms", { headers = { ["x-user"] = "bob smith" }, json = { title = "x" } })
-      assert.are.equal(400, res.status)
-      assert.matches("^x%-user: must be", res:json().error)
+    it("rejects a bad bearer token and ignores X-User", function()
+      local res = request("POST", "/api/rooms", { headers = { authorization = "Bearer not.a.token" }, json = { title = "x" } })
+      assert.are.equal(401, res.status)
+      assert.are.same({ error = "token: malformed token" }, res:json())
+      res = request("POST", "/api/rooms", { headers = { ["x-user"] = "bob" }, json = { title = "x" } })
+      assert.are.equal(401, res.status)
+      assert.matches("^login required", res:json().error)
     end)
 
     it("validates the title", function()
       local cases = {
-        { {}, "title: is required" },
-        { { title = "" }, "title: must be 1..100 characters" },
-        { { title = "   " }, "title: must be 1..100 characters" },
-        { { title = string.rep("x", 101) }, "title: must be 1..100 characters" },
-        { { title = 42 }, "title: must be a string" },
-        { { title = "a\1b" }, "title: must be UTF-8 text without control characters" },
-        { { title = "ok", description = string.rep("d", 501) }, "description: must be at most 500 characters" },
-        { { title = "ok", colour = "red" }, "colour: unknown field (allowed: title, description)" },
+        { {}, { title = "is required" } },
+        { { title = "" }, { title = "must be 1..100 characters" } },
+        { { title = "   " }, { title = "must be 1..100 characters" } },
+        { { title = string.rep("x", 101) }, { title = "must be 1..100 characters" } },
+        { { title = 42 }, { title = "must be a string" } },
+        { { title = "a\1b" }, { title = "must not contain control characters" } },
+        { { title = "two\nlines" }, { title = "must not contain control characters" } },
+        { { title = "\255" }, { title = "must be UTF-8 text" } },
+        { { title = "ok", description = string.rep("d", 501) }, { description = "must be at most 500 characters" } },
+        { { title = "ok", colour = "red" }, { colour = "unknown field" } },
+        -- every failing field at once
+        { { title = 42, description = string.rep("d", 501), colour = "red" },
+          { title = "must be a string", description = "must be at most 500 characters", colour = "unknown field" } },
       }
       for _, c in ipairs(cases) do
         local res = B.call("alice", "POST", "/api/rooms", { json = c[1] })
-        assert.are.equal(422, res.status, c[2])
-        assert.are.same({ error = c[2] }, res:json())
+        assert.are.equal(422, res.status, res.body)
+        assert.are.same({ error = "validation failed", status = 422, fields = c[2] }, res:json())
       end
     end)
 
@@ -131,9 +139,10 @@ describe("rooms", function()
       B.room("alice", "Second")
       local res = B.call("alice", "PATCH", "/api/rooms/" .. room.id, { json = {} })
       assert.are.equal(422, res.status)
-      assert.are.same({ error = "body: nothing to change (give title and/or description)" }, res:json())
+      assert.are.same({ error = "validation failed", status = 422,
+                        fields = { ["$"] = "nothing to change (give title and/or description)" } }, res:json())
       res = B.call("alice", "PATCH", "/api/rooms/" .. room.id, { json = { title = "" } })
-      assert.are.same({ error = "title: must be 1..100 characters" }, res:json())
+      assert.are.same({ error = "validation failed", status = 422, fields = { title = "must be 1..100 characters" } }, res:json())
       res = B.call("alice", "PATCH", "/api/rooms/" .. room.id, { json = { title = "second" } })
       assert.are.equal(409, res.status)
     end)

@@ -271,12 +271,13 @@ static void test_long_keys(void)
     is_int(drain(rl, &p, a, 0), 2, "300-byte key: burst 2");
     is_int(drain(rl, &p, b, 0), 2, "key differing only in its last byte is independent");
     is_int(drain(rl, &p, a, 0), 0, "the same long key maps to the same bucket");
-    char c47[48], c48[49];
-    memset(c47, 'q', 47), c47[47] = 0;
-    memset(c48, 'q', 48), c48[48] = 0;
-    ok(drain(rl, &p, c47, 0) == 2 && drain(rl, &p, c48, 0) == 2,
-       "47-byte (inline) and 48-byte (digest) keys are distinct");
-    is_int(drain(rl, &p, c48, 0), 0, "48-byte key found again");
+    char cin[RL_KEY_INLINE + 1], cdig[RL_KEY_INLINE + 2];
+    memset(cin, 'q', RL_KEY_INLINE), cin[RL_KEY_INLINE] = 0;
+    memset(cdig, 'q', RL_KEY_INLINE + 1), cdig[RL_KEY_INLINE + 1] = 0;
+    ok(drain(rl, &p, cin, 0) == 2 && drain(rl, &p, cdig, 0) == 2,
+       "%d-byte (inline) and %d-byte (digest) keys are distinct", RL_KEY_INLINE, RL_KEY_INLINE + 1);
+    is_int(drain(rl, &p, cdig, 0), 0, "the digested key is found again");
+    is_int(drain(rl, &p, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", 0), 2, "the longest IPv6 key is a key");
     is_int(ratelimit_reset_key(rl, 1, a, strlen(a)), 1, "reset_key works for a long key");
     is_int(drain(rl, &p, "", 0), 2, "empty key is a key");
     ratelimit_free(rl);
@@ -386,6 +387,259 @@ static void test_threads(void)
     ratelimit_free(rl);
 }
 
+/* ---- prepared keys and leases (issue 21: the pipelined fast path) ---- */
+
+static void test_prepared_keys(void)
+{
+    ratelimit *rl = ratelimit_new(8, 1);
+    rl_policy p = {.id = 1, .limit = 3, .window_ms = 3000}; /* T = 1 s, B = 3 */
+    rl_gcra g;
+    ok(ratelimit_gcra(&p, &g) == 0 && g.T == 1000000000u && g.B == 3 && g.BT == 3000000000u,
+       "ratelimit_gcra: T = 1 s, B = 3");
+    rl_policy bad = {.id = 1, .limit = 0, .window_ms = 1000};
+    is_int(ratelimit_gcra(&bad, &g), -1, "ratelimit_gcra refuses limit 0");
+    ratelimit_gcra(&p, &g);
+    rl_key k, other;
+    ratelimit_key(rl, 1, "10.0.0.1", 8, &k);
+    ratelimit_key(rl, 2, "10.0.0.1", 8, &other);
+    is_int(ratelimit_check_key(rl, &g, &other, 1, 0, &R), -1, "a key made for another policy id is refused");
+    is_int(k.hint, 0, "a new key has no hint");
+    ok(ratelimit_check_key(rl, &g, &k, 1, 0, &R) == 0 && R.allowed && R.remaining == 2 && k.hint != 0,
+       "prepared key: admitted, remaining 2, and the hint names its node");
+    /* the prepared key and the plain API share the bucket */
+    ok(hit(rl, &p, "10.0.0.1", 0) == 1 && R.remaining == 1, "the plain API sees the same bucket");
+    ok(ratelimit_check_key(rl, &g, &k, 1, 0, &R) == 0 && R.allowed && R.remaining == 0, "third admitted");
+    ok(ratelimit_check_key(rl, &g, &k, 1, 0, &R) == 0 && !R.allowed && R.retry_after_ms == 1000,
+       "fourth rejected with retry_after 1000 ms, through the hint");
+    /* the node is freed and reused by another key: the stale hint must not find it */
+    uint32_t stale = k.hint;
+    is_int(ratelimit_reset_key(rl, 1, "10.0.0.1", 8), 1, "reset_key");
+    is_int(drain(rl, &p, "10.0.0.2", 0), 3, "another key takes the freed node");
+    ok(ratelimit_check_key(rl, &g, &k, 1, 0, &R) == 0 && R.allowed && R.remaining == 2,
+       "stale hint: the key is not confused with the node's new key (full bucket again)");
+    ok(k.hint != stale, "and the hint moved to the key's new node");
+    ratelimit_clear(rl);
+    ok(ratelimit_check_key(rl, &g, &k, 1, 0, &R) == 0 && R.allowed && R.remaining == 2, "after clear: a full bucket");
+    /* a table full of busy keys refuses the prepared key as it refuses the plain one */
+    for (int i = 0; i < 8; i++) {
+        char nm[8];
+        snprintf(nm, sizeof nm, "k%d", i);
+        drain(rl, &p, nm, 0);
+    }
+    rl_key nk;
+    ratelimit_key(rl, 1, "newcomer", 8, &nk);
+    ok(ratelimit_check_key(rl, &g, &nk, 1, 0, &R) == 0 && !R.allowed && R.table_full, "table full: refused");
+    ratelimit_free(rl);
+}
+
+/* The reference: the same requests through plain checks on a second table. A single lease holder
+ * (one worker) must see exactly the same decisions, remaining and reset as one check per request. */
+static void test_lease_equals_checks(void)
+{
+    ratelimit *a = ratelimit_new(100, 4), *b = ratelimit_new(100, 4);
+    rl_policy p = {.id = 9, .limit = 50, .window_ms = 1000, .burst = 40}; /* T = 20 ms, B = 40 */
+    rl_gcra g;
+    ratelimit_gcra(&p, &g);
+    rl_key k;
+    ratelimit_key(a, 9, "client", 6, &k);
+    rl_lease ls = {0};
+    rl_result ra, rb;
+    uint64_t t = 1000, seed = 7;
+    int same = 1, n = 0, leased = 0, adm = 0;
+    for (int i = 0; i < 200000 && same; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        if ((seed >> 62) == 0) t += (seed >> 33) % 60;   /* bursts within a millisecond, then gaps */
+        uint32_t want = 1 + (uint32_t)((seed >> 20) % 24);
+        if (!ratelimit_lease_take(&g, &k, t, &ls, &ra)) {
+            ratelimit_lease_end(a, &ls);
+            ratelimit_lease(a, &g, &k, want, t, &ra, &ls);
+            leased += ls.left > 0;
+        }
+        ratelimit_check(b, &p, "client", 6, t, &rb);
+        same = ra.allowed == rb.allowed && ra.remaining == rb.remaining && ra.reset_ms == rb.reset_ms &&
+               ra.retry_after_ms == rb.retry_after_ms && ra.limit == rb.limit;
+        if (!same)
+            printf("#   request %d at %llu: lease %d/%llu/%llu/%llu, checks %d/%llu/%llu/%llu\n", i,
+                   (unsigned long long)t, ra.allowed, (unsigned long long)ra.remaining,
+                   (unsigned long long)ra.reset_ms, (unsigned long long)ra.retry_after_ms, rb.allowed,
+                   (unsigned long long)rb.remaining, (unsigned long long)rb.reset_ms,
+                   (unsigned long long)rb.retry_after_ms);
+        n++;
+        adm += ra.allowed;
+    }
+    ok(same && leased > 1000 && adm > 10000 && adm < n,
+       "one holder: %d requests decided from leases (%d leases) exactly as by one check each (%d admitted)",
+       n, leased, adm);
+    is_int(ratelimit_lease_end(a, &ls), 0, "the unspent rest goes back (nobody else wrote the key)");
+    ratelimit_check_n(a, &p, "client", 6, 0, t, &ra);
+    ratelimit_check_n(b, &p, "client", 6, 0, t, &rb);
+    ok(ra.remaining == rb.remaining, "and the bucket is where one check per request leaves it (%llu)",
+       (unsigned long long)ra.remaining);
+
+    /* a key new to the table gets one admission and no lease; leases never take more than half */
+    rl_key fresh;
+    ratelimit_key(a, 9, "fresh", 5, &fresh);
+    ratelimit_lease(a, &g, &fresh, 64, 5000, &ra, &ls);
+    ok(ra.allowed && ls.left == 0, "new key: admitted, no lease");
+    ratelimit_lease(a, &g, &fresh, 64, 5000, &ra, &ls);
+    ok(ra.allowed && ls.left + 1 == 19 && ra.remaining == 38,
+       "39 conform: the lease takes 19 (half), this request one of them (remaining %llu, left %u)",
+       (unsigned long long)ra.remaining, ls.left);
+    ratelimit_lease_end(a, &ls);
+    ratelimit_free(a);
+    ratelimit_free(b);
+}
+
+/* Another writer between the lease and its end: the unspent admissions stay charged (never
+ * handed out twice); a clear ends every lease. */
+static void test_lease_contention_and_clear(void)
+{
+    ratelimit *rl = ratelimit_new(100, 2);
+    rl_policy p = {.id = 3, .limit = 20, .window_ms = 20000}; /* T = 1 s, B = 20 */
+    rl_gcra g;
+    ratelimit_gcra(&p, &g);
+    rl_key k;
+    ratelimit_key(rl, 3, "k", 1, &k);
+    rl_lease ls = {0};
+    hit(rl, &p, "k", 0);                                   /* 19 left */
+    ratelimit_lease(rl, &g, &k, 8, 0, &R, &ls);
+    ok(R.allowed && ls.left == 7, "lease of 8 (left 7 after this request)");
+    is_int(hit(rl, &p, "k", 0), 1, "another holder writes the key meanwhile");
+    ok(ratelimit_lease_take(&g, &k, 0, &ls, &R) && R.allowed, "the lease still spends (taken before)");
+    is_int(ratelimit_lease_end(rl, &ls), 6, "6 unspent stay charged: the key was written meanwhile");
+    is_int(drain(rl, &p, "k", 0), 20 - 1 - 8 - 1, "so the bucket holds 10, not 16: nothing handed out twice");
+    ok(!ratelimit_lease_take(&g, &k, 0, &ls, &R), "an ended lease spends nothing");
+
+    ratelimit_clear(rl);
+    ratelimit_lease(rl, &g, &k, 8, 100, &R, &ls);          /* new key after clear: plain */
+    ratelimit_lease(rl, &g, &k, 8, 100, &R, &ls);
+    ok(ls.left == 7, "lease of 8 after clear");
+    ratelimit_clear(rl);
+    ok(!ratelimit_lease_take(&g, &k, 100, &ls, &R), "clear ends the lease: nothing spent from it");
+    is_int(drain(rl, &p, "k", 100), 20, "the cleared key has exactly a full bucket");
+    ratelimit_lease(rl, &g, &k, 8, 200, &R, &ls);           /* known key again (drained) */
+    ok(!R.allowed && ls.left == 0, "exhausted key: rejected, no lease");
+    ratelimit_free(rl);
+}
+
+typedef struct larg {
+    ratelimit *rl;
+    rl_gcra g;
+    int iters;                      /* requests per phase */
+    int phases;                     /* 1: one frozen millisecond; else the clock moves 1 ms a phase */
+    pthread_barrier_t *bar;
+    long admitted, charged;
+    uint64_t *times;                /* admission times (ms), when recorded */
+    long ntimes;
+} larg;
+
+/* A worker's loop in miniature: spend the lease, else end it and take a new one; the leases go
+ * back when the "loop iteration" (a phase, one millisecond of a clock shared by all) ends. */
+static void *lease_worker(void *v)
+{
+    larg *a = v;
+    rl_key k;
+    ratelimit_key(a->rl, a->g.id, "shared", 6, &k);
+    rl_lease ls = {0};
+    rl_result r;
+    for (int ph = 0; ph < a->phases; ph++) {
+        uint64_t now = 42 + (uint64_t)ph;
+        for (int i = 0; i < a->iters; i++) {
+            if (!ratelimit_lease_take(&a->g, &k, now, &ls, &r)) {
+                a->charged += ratelimit_lease_end(a->rl, &ls);
+                ratelimit_lease(a->rl, &a->g, &k, 1 + (uint32_t)((i + ph) % 16), now, &r, &ls);
+            }
+            if (r.allowed) {
+                a->admitted++;
+                if (a->times) a->times[a->ntimes++] = now;
+            }
+        }
+        a->charged += ratelimit_lease_end(a->rl, &ls);
+        if (a->bar) pthread_barrier_wait(a->bar);
+    }
+    return NULL;
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static void test_lease_threads(void)
+{
+    enum { NT = 8 };
+    pthread_t th[NT];
+    larg a[NT];
+    /* frozen clock: the bucket holds 1000 admissions in all; leases may leave some charged but
+     * unspent (another thread wrote the key), never hand out more */
+    ratelimit *rl = ratelimit_new(1000, 16);
+    rl_policy p = {.id = 1, .limit = 1000, .window_ms = 900000};
+    rl_gcra g;
+    ratelimit_gcra(&p, &g);
+    for (int i = 0; i < NT; i++) {
+        a[i] = (larg){.rl = rl, .g = g, .iters = 20000, .phases = 1};
+        pthread_create(&th[i], NULL, lease_worker, &a[i]);
+    }
+    long adm = 0, charged = 0;
+    for (int i = 0; i < NT; i++) pthread_join(th[i], NULL), adm += a[i].admitted, charged += a[i].charged;
+    ratelimit_check_n(rl, &p, "shared", 6, 0, 42, &R);
+    printf("# 8 threads with leases, frozen clock: %ld admitted, %ld charged unspent, %llu left\n", adm,
+           charged, (unsigned long long)R.remaining);
+    ok(adm <= 1000, "8 threads x 20000 requests with leases on one key: never more than the limit (%ld)", adm);
+    ok(adm + charged + (long)R.remaining == 1000,
+       "every admission accounted for: spent %ld + charged unspent %ld + still in the bucket %llu = 1000", adm,
+       charged, (unsigned long long)R.remaining);
+    ratelimit_free(rl);
+
+    /* a moving clock shared by all (a phase per millisecond, leases handed back at its end, as
+     * the workers' loops do): every interval of length L holds at most B + floor(L/T) admissions,
+     * over all threads together; and no phase admits more than one check per request would */
+    rl = ratelimit_new(1000, 16);
+    rl_policy q = {.id = 2, .limit = 100, .window_ms = 1000, .burst = 50}; /* T = 10 ms, B = 50 */
+    ratelimit_gcra(&q, &g);
+    enum { PHASES = 3000, PER = 6 };
+    static uint64_t times[NT * PHASES * PER];
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, NT);
+    for (int i = 0; i < NT; i++) {
+        a[i] = (larg){.rl = rl, .g = g, .iters = PER, .phases = PHASES, .bar = &bar,
+                      .times = times + (size_t)i * PHASES * PER};
+        pthread_create(&th[i], NULL, lease_worker, &a[i]);
+    }
+    long na = 0;
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+        memmove(times + na, a[i].times, (size_t)a[i].ntimes * sizeof *times);
+        na += a[i].ntimes;
+    }
+    qsort(times, (size_t)na, sizeof *times, cmp_u64);
+    int bound_ok = 1;
+    const uint64_t Ls[] = {0, 9, 10, 100, 1000, 2999};
+    for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++) {
+        uint64_t L = Ls[li], bound = 50 + L / 10, maxc = 0;
+        for (long i = 0, j = 0; i < na; i++) {
+            if (j < i) j = i;
+            while (j + 1 < na && times[j + 1] <= times[i] + L) j++;
+            if ((uint64_t)(j - i + 1) > maxc) maxc = (uint64_t)(j - i + 1);
+        }
+        if (maxc > bound) {
+            bound_ok = 0;
+            printf("#   L=%llu: %llu admitted > bound %llu\n", (unsigned long long)L, (unsigned long long)maxc,
+                   (unsigned long long)bound);
+        }
+    }
+    /* asking 48 times a millisecond, the key is always asking: one check per request would admit
+     * B + floor(2999 / T) = 349 over the run; leases may leave a few charged unspent */
+    charged = 0;
+    for (int i = 0; i < NT; i++) charged += a[i].charged;
+    ok(bound_ok && na <= 50 + (PHASES - 1) / 10 && na + charged >= 50 + (PHASES - 1) / 10,
+       "8 threads with leases, a moving clock: any interval of length L holds <= B + floor(L/T); "
+       "%ld admitted over %d ms (%ld charged unspent)", na, PHASES, charged);
+    pthread_barrier_destroy(&bar);
+    ratelimit_free(rl);
+}
+
 static void bench(void)
 {
     ratelimit *rl = ratelimit_new(100000, 64);
@@ -425,6 +679,10 @@ int main(void)
     test_policy_change();
     test_clock_backwards();
     test_threads();
+    test_prepared_keys();
+    test_lease_equals_checks();
+    test_lease_contention_and_clear();
+    test_lease_threads();
     bench();
     return tap_done();
 }

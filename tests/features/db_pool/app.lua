@@ -2,11 +2,12 @@ local app = require "sluice"
 
 local holding = false
 
--- starts a background task that holds the only connection for 2.5 s of real time
+-- starts a background task that holds the only connection for 4 s of real time: far longer than
+-- the 1 s pool_timeout a waiter must fail after, even with a loaded machine's delays on top
 app.post("/hold", function(req)
   app.timer(0, function()
     holding = true
-    app.db.query("select pg_sleep(2.5)")
+    app.db.query("select pg_sleep(4)")
     holding = false
   end)
   return { status = 202, body = "holding\n" }

@@ -132,7 +132,7 @@ class Browser:
     def js(self, expr):
         return self.call("eval", expr=expr)
 
-    def wait(self, expr, what, timeout=10):
+    def wait(self, expr, what, timeout=30):      # only bounds a failure: generous for a loaded machine
         try:
             self.call("wait", rpc_timeout=timeout + 5, expr=expr, timeout=timeout)
         except AssertionError as e:
