@@ -217,8 +217,11 @@ def sleeping_queries():
 # ------------------------------------------------------------------ the shared server
 
 # workers = 1 and connection_limit = 3: one LISTEN connection + a pool of 2, so "the same worker"
-# and "the same connection" are deterministic; pool_timeout 0.5 s, statement_timeout 1.5 s.
-MAIN_URL = with_params(DATABASE_URL, connection_limit=3, pool_timeout=0.5, statement_timeout=1500)
+# and "the same connection" are deterministic; pool_timeout 0.5 s, statement_timeout 1.5 s; no
+# background health pings (a ping in flight on the idle connection would hand out the other one:
+# "same connection reused" failed once on a loaded machine).
+MAIN_URL = with_params(DATABASE_URL, connection_limit=3, pool_timeout=0.5, statement_timeout=1500,
+                       health_check_interval=0)
 APPDIR = make_app()
 MAIN = None
 
