@@ -51,10 +51,25 @@ void lua_guard_set_limit(lua_guard *g, size_t limit)
     guard_sync(g);
 }
 
+/* An allocation that must never fail: LuaJIT's string table (a fresh power-of-two array of
+ * at least 256 pointers). The collector resizes it in the middle of a GC step, and a GC step
+ * runs inside JIT-compiled code too, where this LuaJIT (2.1-20230119) cannot raise an error
+ * from it: the unwinder crashes (LuaJIT issue #1247 and its kind, fixed after that release).
+ * Other fresh power-of-two arrays of 2 KB or more (a table's array part, a buffer's first
+ * growth) pass as well; the allocations around them still count and are refused. */
+static int never_refused(const void *p, size_t nsize)
+{
+    return !p && nsize >= 2048 && (nsize & (nsize - 1)) == 0;
+}
+
 /* The slow path of a growth of d bytes (already taken off g->room): over the budget, a big
  * request, or a run the watchdog flagged as late. */
 __attribute__((noinline)) static void *alloc_checked(lua_guard *g, void *p, size_t osize, size_t nsize, ptrdiff_t d)
 {
+    if (never_refused(p, nsize)) {
+        g->used += (size_t)d;
+        return g->f(g->ud, p, osize, nsize);
+    }
     if (g->enforce && g->room < 0) {
         g->room += d;
         g->stopped = GUARD_MEMORY;
