@@ -142,9 +142,10 @@ static const char pairs[] = "000102030405060708091011121314151617181920212223242
                             "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                             "8081828384858687888990919293949596979899";
 
-/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room). A 32-bit
- * value (every count a client sees in practice) is written two digits at a time from its end (the
- * digit count from the bit length, no loop); larger ones take a slower loop. */
+/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room). Up to six
+ * digits (every count a client usually sees) are written two at a time from the end, the digit
+ * count from the bit length; 7 to 10 digits as five digit pairs without a loop; larger values take
+ * a slower loop. */
 static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
 {
     static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
@@ -165,6 +166,17 @@ static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
     uint32_t u = (uint32_t)v;
     unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
     n += u >= p10[n];                                                /* digits */
+    if (u >= 1000000) {     /* 7 to 10 digits: five digit pairs at once, of which n count */
+        char t[32];
+        uint32_t hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
+        memcpy(t, pairs + hi * 2, 2);
+        memcpy(t + 2, pairs + a / 100 * 2, 2);
+        memcpy(t + 4, pairs + a % 100 * 2, 2);
+        memcpy(t + 6, pairs + b / 100 * 2, 2);
+        memcpy(t + 8, pairs + b % 100 * 2, 2);
+        memcpy(o, t + 10 - n, 16);
+        return o + n;
+    }
     char *e = o + n, *d = e;
     while (u >= 100) {
         uint32_t q = u / 100;
@@ -634,9 +646,10 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     int pi = sconfig_policy_for(cfg, c->req.method, path, plen);
     if (pi < 0) return 0;
     const sc_policy *p = &cfg->policies[pi];
-    if (done && w->rbus) return check_general(c, pi, p, v, done);
-    if (p->key_kind == RLKEY_HEADER && p->key_header) return check_header(c, pi, p, v, done);
-    if (p->key_kind != RLKEY_IP || cfg->trust) return check_general(c, pi, p, v, done);
+    if (p->key_kind != RLKEY_IP || cfg->trust || (done && w->rbus)) {
+        if (p->key_kind == RLKEY_HEADER && p->key_header && !(done && w->rbus)) return check_header(c, pi, p, v, done);
+        return check_general(c, pi, p, v, done);
+    }
     gcra_slot gtmp;
     const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
     rl_result res;
