@@ -149,26 +149,17 @@ static const char pairs[] = "000102030405060708091011121314151617181920212223242
 static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
 {
     static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
-    if (v < 10) {
-        *o = (char)('0' + v);
-        return o + 1;
-    }
-    if (v < 100) {
-        memcpy(o, pairs + v * 2, 2);
-        return o + 2;
-    }
-    if (v > UINT32_MAX) {
-        char t[20], *e = t + 20, *d = e;
-        for (; v; v /= 10) *--d = (char)('0' + v % 10);
-        memcpy(o, d, (size_t)(e - d));
-        return o + (e - d);
-    }
-    uint32_t u = (uint32_t)v;
-    unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
-    n += u >= p10[n];                                                /* digits */
-    if (u >= 1000000) {     /* 7 to 10 digits: five digit pairs at once, of which n count */
+    if (v >= 1000000) {
+        if (v > UINT32_MAX) {
+            char t[20], *e = t + 20, *d = e;
+            for (; v; v /= 10) *--d = (char)('0' + v % 10);
+            memcpy(o, d, (size_t)(e - d));
+            return o + (e - d);
+        }
+        /* 7 to 10 digits: five digit pairs at once, of which n count */
+        uint32_t u = (uint32_t)v, hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
+        unsigned n = 7 + (u >= 10000000) + (u >= 100000000) + (u >= 1000000000);
         char t[32];
-        uint32_t hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
         memcpy(t, pairs + hi * 2, 2);
         memcpy(t + 2, pairs + a / 100 * 2, 2);
         memcpy(t + 4, pairs + a % 100 * 2, 2);
@@ -177,6 +168,17 @@ static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
         memcpy(o, t + 10 - n, 16);
         return o + n;
     }
+    if (v < 10) {
+        *o = (char)('0' + v);
+        return o + 1;
+    }
+    if (v < 100) {
+        memcpy(o, pairs + v * 2, 2);
+        return o + 2;
+    }
+    uint32_t u = (uint32_t)v;
+    unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
+    n += u >= p10[n];                                                /* digits */
     char *e = o + n, *d = e;
     while (u >= 100) {
         uint32_t q = u / 100;

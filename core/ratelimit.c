@@ -295,7 +295,7 @@ static inline rl_node *hinted(shard *s, const rl_key *k)
     uint32_t local = k->hint - 1 - s->first;
     if (!k->hint || local >= s->nslots) return NULL;
     rl_node *n = &s->slots[local];
-    return n->hh == (uint32_t)k->hash && node_is(n, k) ? n : NULL;
+    return node_is(n, k) ? n : NULL;
 }
 
 /* The first occupied slot at or after i, or nslots. */
