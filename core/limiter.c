@@ -370,7 +370,9 @@ static rlside *side(worker *w)
 }
 
 /* One decision for prepared key k at the worker's clock: from the worker's lease of the key when
- * it has one for this millisecond, else from the table (taking a lease when the key is busy). */
+ * it has one for this millisecond, else from the table (taking a lease when the key is busy).
+ * Returns 1 when admitted from the lease (the caller need not look at res->allowed: what the
+ * verdict does not read is then never stored), 0 when the table decided, -1 for another policy. */
 static inline __attribute__((always_inline)) int table_check(worker *w, ratelimit *rl, const rl_gcra *g, rl_key *k, rl_result *res)
 {
     uint64_t now_ms = worker_now_us(w) / 1000;
@@ -391,7 +393,7 @@ static inline __attribute__((always_inline)) int table_check(worker *w, ratelimi
     e->demand++;
     sd->touched |= 1u << i;
     if (e->ls.left) {
-        if (ratelimit_lease_take(g, k, now_ms, &e->ls, res)) return 0;
+        if (ratelimit_lease_take(g, k, now_ms, &e->ls, res)) return 1;
         ratelimit_lease_end(rl, &e->ls);    /* another millisecond, policy or table epoch */
     }
     if (e->demand > e->want) e->want = e->want * 2 < LEASE_MAX ? e->want * 2 : LEASE_MAX;
@@ -633,8 +635,9 @@ static inline int check_header(conn *c, int pi, const sc_policy *p, limiter_verd
     rl_key k;
     ratelimit_key(rl, p->id, val, n < 255 ? n : 255, &k);   /* cut as policy_key cuts */
     rl_result res;
-    if (table_check(w, rl, &gs->g, &k, &res) < 0) return 0;
-    return res.allowed ? admitted(w->app_cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
+    int rc = table_check(w, rl, &gs->g, &k, &res);
+    if (rc < 0) return 0;
+    return rc || res.allowed ? admitted(w->app_cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 /* The common case kept short (issue 21: pipelined requests pay it each): a policy keyed by the
@@ -655,8 +658,9 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     gcra_slot gtmp;
     const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
     rl_result res;
-    if (!gs || table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) < 0) return 0;
-    return res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
+    int rc = gs ? table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) : -1;
+    if (rc < 0) return 0;
+    return rc || res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)
