@@ -240,11 +240,11 @@ int httpc_easy_setup(httpc *h, httpc_req *r, const httpc_opts *o, char *err, siz
     r->max_redirects = o->max_redirects;
     /* proxies: explicit, else from the environment as read at start; "" = none, and no getenv
      * in curl for every transfer */
-    const char *proxy = o->proxy ? o->proxy : https ? h->env_https_proxy : h->env_http_proxy;
-    const char *noproxy = o->no_proxy ? o->no_proxy : h->env_no_proxy;
+    const char *proxy, *noproxy;
+    httpc_proxy_choose(h, r, o, https, &proxy, &noproxy);
     if (str_opt(r, O_CAINFO, CURLOPT_CAINFO, o->ca_file) || str_opt(r, O_SSLCERT, CURLOPT_SSLCERT, o->client_cert) ||
         str_opt(r, O_SSLKEY, CURLOPT_SSLKEY, o->client_key) || str_opt(r, O_KEYPASSWD, CURLOPT_KEYPASSWD, o->key_password) ||
-        str_opt(r, O_PROXY, CURLOPT_PROXY, proxy ? proxy : "") || str_opt(r, O_NOPROXY, CURLOPT_NOPROXY, noproxy ? noproxy : "") ||
+        str_opt(r, O_PROXY, CURLOPT_PROXY, proxy) || str_opt(r, O_NOPROXY, CURLOPT_NOPROXY, noproxy) ||
         str_opt(r, O_USERAGENT, CURLOPT_USERAGENT, o->user_agent))
         goto oom;
     for (size_t i = 0; i < o->nheaders; i++) {

@@ -45,6 +45,9 @@ struct httpc_req {
     enum httpc_err qerr;          /* set when it failed before reaching curl */
     int host_idx;
     int load;                     /* index in h->loads */
+    int via_proxy;                /* a proxy is used (not excluded by no_proxy) */
+    int proxy_status;             /* the proxy's refusal: CONNECT answer or 407, 0 = none */
+    char proxy_name[128];         /* host[:port] of that proxy, for messages */
     const char *host;             /* host[:port], in the URL cache entry or hostbuf */
     char hostbuf[128];
     char errbuf[CURL_ERROR_SIZE];
@@ -97,6 +100,7 @@ struct httpc {
     ucache uc[URL_CACHE];
     unsigned long long uclock;
     char *env_http_proxy, *env_https_proxy, *env_no_proxy;   /* read once: no getenv per request */
+    char *proxy_src, proxy_name[128];                        /* the last proxy URL and its host[:port] */
     int draining, closing;
     /* metrics: written by this worker only, read by any thread */
     hist latency;
@@ -118,8 +122,16 @@ void httpc_easy_defaults(httpc *h, httpc_req *r);
 void httpc_easy_free(httpc_req *r);
 void httpc_url_cache_free(httpc *h);
 
+/* httpc_proxy.c */
+void httpc_proxy_env(httpc *h);
+void httpc_proxy_free(httpc *h);
+/* The proxy and no_proxy strings to give curl for r ("" = none); sets r->via_proxy, r->proxy_name. */
+void httpc_proxy_choose(httpc *h, httpc_req *r, const httpc_opts *o, int https, const char **proxy, const char **noproxy);
+int httpc_noproxy_match(const char *list, const char *hostport);
+
 /* httpc_stats.c */
-enum httpc_err httpc_classify(const httpc_req *r, CURLcode rc);
+/* the error kind of a finished transfer; a failure at the proxy also sets r->proxy_status */
+enum httpc_err httpc_classify(httpc_req *r, CURLcode rc);
 /* "host: reason (curl's detail)" */
 void httpc_error_text(const httpc_req *r, enum httpc_err e, char *out, size_t n);
 int httpc_host_index(httpc *h, const char *host);
