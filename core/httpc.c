@@ -154,6 +154,7 @@ static void req_recycle(httpc *h, httpc_req *r)
     buf_shrink(&r->rbody, BODY_KEEP);
     buf_reset(&r->rhdrs);
     buf_shrink(&r->rhdrs, BODY_KEEP);
+    buf_shrink(&r->hlines, BODY_KEEP);
     r->next = h->freereqs;
     h->freereqs = r;
     h->nfree++;
@@ -346,7 +347,8 @@ httpc *httpc_new(struct ev_loop *loop, const httpc_limits *lim)
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);   /* HTTP/2 streams share a connection */
-    httpc_proxy_env(h);               /* read once: curl would call getenv for every transfer */
+    httpc_proxy_env(h);
+    httpc_easy_accept_encoding(h);               /* read once: curl would call getenv for every transfer */
     static const httpc_limits builtin = {256, 64, 64};
     h->lim.max_concurrent = -1;
     httpc_set_limits(h, lim ? lim : &builtin);

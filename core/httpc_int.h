@@ -26,6 +26,9 @@ struct httpc_req {
     /* kept while the request is recycled (see httpc_easy.c) */
     CURL *easy;
     buf rbody, rhdrs;             /* response body and the final response's header lines */
+    buf hlines;                   /* the request's header lines, NUL-terminated, for hnodes */
+    struct curl_slist *hnodes;    /* CURLOPT_HTTPHEADER's list, in an array kept for the next request */
+    size_t nhnodes;
     char *opt[O_COUNT];           /* string options set on easy (copies), NULL when unset */
     long long lopt[L_COUNT];      /* number options set on easy, -1 when unknown */
     unsigned set_custom : 1, set_post : 1, set_nobody : 1;
@@ -35,7 +38,7 @@ struct httpc_req {
     ev_timer qtimer;              /* queue_timeout while R_QUEUED */
     CURLU *url;                   /* owned when uc < 0, else the URL cache's */
     int uc;
-    struct curl_slist *hdrs;
+    struct curl_slist *hdrs;      /* hnodes or NULL (no header) */
     char *body;                   /* our copy of the request body */
     size_t max_body;
     int too_big;
@@ -101,6 +104,7 @@ struct httpc {
     unsigned long long uclock;
     char *env_http_proxy, *env_https_proxy, *env_no_proxy;   /* read once: no getenv per request */
     char *proxy_src, proxy_name[128];                        /* the last proxy URL and its host[:port] */
+    char accept_encoding[64];     /* "Accept-Encoding: deflate, gzip, br, zstd" as this libcurl decodes */
     int draining, closing;
     /* metrics: written by this worker only, read by any thread */
     hist latency;
@@ -120,6 +124,7 @@ void httpc_easy_release(httpc *h, httpc_req *r);
 /* The options every easy handle carries for life (callbacks, protocols, sockets through us). */
 void httpc_easy_defaults(httpc *h, httpc_req *r);
 void httpc_easy_free(httpc_req *r);
+void httpc_easy_accept_encoding(httpc *h);
 void httpc_url_cache_free(httpc *h);
 
 /* httpc_proxy.c */

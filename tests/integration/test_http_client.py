@@ -452,6 +452,26 @@ def gzip_and_chunked_responses_are_decoded():
 
 
 @test
+def default_user_agent_and_accept_encoding_yield_to_the_callers_own():
+    hdrs = json.loads(ok(call(S, {"self": "/echo"}))["body"])["headers"]
+    check(hdrs.get("user-agent") == "sluice", hdrs)
+    enc = [e.strip() for e in hdrs.get("accept-encoding", "").split(",")]
+    check("gzip" in enc and "deflate" in enc, "Accept-Encoding %r" % hdrs.get("accept-encoding"))
+    # set by the caller (any case): sent once, theirs; decompress = false sends none
+    hdrs = json.loads(ok(call(S, {"self": "/echo", "headers": {"user-AGENT": "mine/1", "Accept-Encoding": "identity"}}))["body"])["headers"]
+    check(hdrs.get("user-agent") == "mine/1" and hdrs.get("accept-encoding") == "identity", hdrs)
+    hdrs = json.loads(ok(call(S, {"self": "/echo", "decompress": False}))["body"])["headers"]
+    check("accept-encoding" not in hdrs and hdrs.get("user-agent") == "sluice", hdrs)
+    # the caller's headers are all sent, in order, also past the ones added here, and a large
+    # body goes without waiting for 100-continue
+    many = {"x-h%02d" % i: "v%d" % i for i in range(40)}
+    out = ok(call(S, {"self": "/echo", "method": "POST", "headers": many, "body": "b" * 5000}))
+    echo = json.loads(out["body"])
+    check(all(echo["headers"].get(k) == v for k, v in many.items()), echo["headers"])
+    check(echo["body"] == "b" * 5000 and "expect" not in echo["headers"], echo["headers"])
+
+
+@test
 def keep_alive_connections_are_reused():
     UP.reset()
     for _ in range(5):
