@@ -649,6 +649,24 @@ def a_proxy_that_is_down_or_unresolvable_fails_with_kind_proxy():
 
 
 @test
+def a_proxy_that_accepts_and_never_answers_times_out():
+    silent = socket.socket()
+    silent.bind((HOST, 0))
+    silent.listen(64)                 # connections complete in the kernel; nothing ever answers
+    try:
+        px = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        out = failed(call(S, {"url": "https://localhost:%d/small.txt" % NGX_TLS, "proxy": px, "ca_file": CA,
+                              "connect_timeout": 0.5, "timeout": 30}), "timeout", "localhost:%d" % NGX_TLS)
+        check("connect_timeout 0.5 s" in out["err"], out["err"])
+        out = failed(call(S, {"url": self_url(S, "/echo"), "proxy": px, "timeout": 0.5}), "timeout",
+                     "127.0.0.1:%d" % S.port)
+        check("timeout 0.5 s" in out["err"], out["err"])
+    finally:
+        silent.close()
+    check(get(S.port, "/hello")[0] == 200, "the server stopped serving")
+
+
+@test
 def proxy_credentials_are_used_and_never_shown():
     good, bad = PXA.url((PROXY_USER, PROXY_PW)), PXA.url((PROXY_USER, PROXY_PW + "-wrong"))
     check("sluice-auth-proxy" in via(call(S, {"url": self_url(S, "/echo"), "proxy": good})), "not through the auth proxy")
