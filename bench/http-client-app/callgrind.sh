@@ -62,9 +62,9 @@ if bad: sys.exit("%d answers were not 200: %r" % (len(bad), bad[:5]))
 PY
 }
 load 1000
-callgrind_control -z "$VP" >/dev/null
+callgrind_control -z "$VP" >/dev/null 2>&1
 load "$N"
-callgrind_control -d "$VP" >/dev/null
+callgrind_control -d "$VP" >/dev/null 2>&1
 sleep 0.5
 F=$(ls -S "$OUT".* | head -1)
 IR=$(awk '/^summary:/ { print $2 }' "$F")
