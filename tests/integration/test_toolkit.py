@@ -11,7 +11,7 @@ import re
 import threading
 import time
 
-from harness import HERE, Server, check, get, post, run_tests, test
+from harness import HERE, Server, check, get, post, run_tests, scaled, test
 
 FIX = "fixtures/toolkit"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -27,9 +27,10 @@ def line_of(marker):
     raise AssertionError("marker %s not in app.lua" % marker)
 
 
-def wait_log(srv, pred, what, timeout=5.0):
-    """Polls the server's log until pred(text) holds (lines are written asynchronously)."""
-    deadline = time.monotonic() + timeout
+def wait_log(srv, pred, what, timeout=15.0):
+    """Polls the server's log until pred(text) holds (lines are written asynchronously); the
+    limit only bounds a failure, scaled for sanitizer builds (this file runs under TSan)."""
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         log = srv.log()
         if pred(log):
