@@ -77,16 +77,16 @@ static double wall_now(void) { return (double)time(NULL) + clock_shift; }
  * (a collision costs a memcmp and a miss, never a wrong answer: every byte is compared). */
 static inline uint64_t tok_hash(const char *p, size_t n)
 {
-    uint64_t h = (uint64_t)n * 0x9e3779b97f4a7c15ull;
-    size_t i = n > 16 ? n - 16 : 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
+    uint64_t a = 0, b = 0;
+    if (n >= 16) {
+        memcpy(&a, p + n - 16, 8);
+        memcpy(&b, p + n - 8, 8);
+    } else {
+        memcpy(&a, p, n < 8 ? n : 8);
+        if (n > 8) memcpy(&b, p + 8, n - 8);
     }
-    for (; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
-    return h ^ (h >> 29);
+    uint64_t h = (a ^ (uint64_t)n) * 0x9e3779b97f4a7c15ull ^ b * 0xff51afd7ed558ccdull;
+    return h ^ (h >> 31);
 }
 
 /* The options object at idx, or NULL. Per request, so no metatable lookup: only a full userdata
