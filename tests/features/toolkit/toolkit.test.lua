@@ -403,6 +403,11 @@ describe("app.jwt", function()
       assert.is_nil((jwt.verify(bad, V.secret, jwt.options({ aud = "api" }))))
     end
     assert.are.equal("fox", sealed_me(tok):json().sub)
+    -- two Authorization headers (the same cached token twice): not one the cache answers
+    local r = request("GET", "/me-sealed", { headers = { authorization = "Bearer " .. tok .. "\r\nAuthorization: Bearer " .. tok } })
+    assert.are.equal(401, r.status)
+    assert.are.same({ error = "malformed token" }, r:json())
+    assert.are.equal("fox", sealed_me(tok):json().sub)
     H.still_works()
   end)
 
