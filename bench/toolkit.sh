@@ -235,7 +235,7 @@ if [ "${BENCH_RESULTS:-1}" = 1 ]; then
     echo
     echo "**1. Per operation** (one core, median of $ROUNDS runs; a 200-byte message; JWT verify = split, base64url,"
     echo "signature, JSON decode, claims check; Node's verify is the same steps with node:crypto). \"interp\" is"
-    echo "LuaJIT's interpreter, how handlers run with the default \`limits.script_timeout\`."
+    echo "LuaJIT's interpreter, how handlers run with \`limits.jit = false\` (the JIT is on by default)."
     echo
     echo "| operation | sluice, JIT (µs) | sluice, interp (µs) | Node.js crypto (µs) | Node / sluice interp |"
     echo "|---|---:|---:|---:|---:|"
