@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
+
 /* Join a busy connection only when what is queued there is expected to take at most this
  * fraction of the time the statement may still wait (its pool_timeout): run times vary. */
 #define PIPE_MARGIN 4.0
@@ -81,19 +83,19 @@ static void pipe_lost(pgconn *c, const char *msg)
 static int seg_send(pgconn *c, pgslot *s, int may_close)
 {
     PGconn *pg = c->pg;
-    char name[24], old[24];
+    char name[PGSTMT_NAME_MAX], old[PGSTMT_NAME_MAX];
     s->use = (pgstmt_use){0, -1, 0, 0};
     s->parse_failed = 0;
-    if (c->stmts) pgstmt_plan(c->stmts, s->sql, s->hash, may_close, &s->use);
+    if (c->stmts && !c->pool->stmt_off) pgstmt_plan(c->stmts, s->sql, s->hash, may_close, &s->use);
     s->phase = s->use.close_id ? PH_CLOSE : s->use.parse ? PH_PARSE : PH_EXEC;
     if (s->use.close_id) {
         char sql[48];
-        snprintf(sql, sizeof sql, "DEALLOCATE %s", pgstmt_name(s->use.close_id, old, sizeof old));
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", pgstmt_name(c->stmts, s->use.close_id, old, sizeof old));
         if (!PQsendQueryParams(pg, sql, 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(pg)) return -1;
     }
     if (!s->use.id)   /* unnamed: what works through PgBouncer in transaction mode */
         return PQsendQueryParams(pg, s->sql, s->nparams, NULL, s->values, s->lengths, NULL, 0) && PQpipelineSync(pg) ? 0 : -1;
-    pgstmt_name(s->use.id, name, sizeof name);
+    pgstmt_name(c->stmts, s->use.id, name, sizeof name);
     if (s->use.parse && !PQsendPrepare(pg, name, s->sql, s->nparams, NULL)) return -1;
     return PQsendQueryPrepared(pg, name, s->nparams, s->values, s->lengths, NULL, 0) && PQpipelineSync(pg) ? 0 : -1;
 }
@@ -130,6 +132,15 @@ static int stale_plan(const PGresult *res, int *gone)
     return !strcmp(st, "0A000") && fn && !strcmp(fn, "RevalidateCachedQuery");
 }
 
+/* Named statements stop working for the whole pool (new connections get no cache either). */
+static void stmt_off(pgpool *p, const char *why)
+{
+    if (p->stmt_off) return;
+    p->stmt_off = 1;
+    log_msg(LOG_WARN, "database: %s: the server mixes sessions (PgBouncer in transaction mode?); prepared "
+                      "statements are off for this pool from now on. Add pgbouncer=true to the database URL", why);
+}
+
 /* Back to normal mode and to the idle list (or closed, as pgpool_release would). */
 static void pipe_done(pgconn *c)
 {
@@ -158,9 +169,20 @@ static int slot_complete(pgconn *c, done_t *d, int *nd)
     c->head = (c->head + 1) % PIPE_MAX;
     c->depth--;
     c->head_start = now;
-    int gone = 0;
-    if (res && !pgpool_result_ok(res) && done.use.id && !done.use.parse && c->stmts && stale_plan(res, &gone)) {
+    int gone = 0, retry = 0;
+    const char *st = res && !pgpool_result_ok(res) && done.use.id ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (st && done.use.parse && done.parse_failed && !strcmp(st, "42P05")) {
+        /* our Parse met a name only this connection uses (it has a random tag): the server
+         * session is shared, e.g. PgBouncer in transaction mode. Named statements cannot work. */
+        retry = 1;
+        stmt_off(p, "a prepared statement sluice had not created on this connection already exists");
+    } else if (st && !done.use.parse && stale_plan(res, &gone)) {
+        retry = 1;
+        if (gone && pgstmt_is_ready(c->stmts, &done.use))
+            stmt_off(p, "a prepared statement this connection had created is gone");
         pgstmt_invalid(c->stmts, &done.use, gone);
+    }
+    if (retry) {
         /* outside a transaction the failed statement was its own, nothing ran: parse it again and
          * retry once (it goes to the back: every statement in flight has its own caller) */
         if (!done.retried && (c->state == CS_PIPE || PQtransactionStatus(c->pg) == PQTRANS_IDLE)) {

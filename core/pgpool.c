@@ -248,7 +248,8 @@ static int start_connect(pgpool *p)
     p->all = c;
     ev_init(&c->io, conn_io_cb);
     ev_init(&c->timer, conn_timer_cb);
-    if (p->cfg.stmt_cache_size > 0) c->stmts = pgstmt_new(p->cfg.stmt_cache_size, &p->stmt_cnt); /* NULL: unnamed */
+    if (p->cfg.stmt_cache_size > 0 && !p->stmt_off) /* NULL: unnamed statements only */
+        c->stmts = pgstmt_new(p->cfg.stmt_cache_size, &p->stmt_cnt, (unsigned)rand_r(&p->seed) ^ (unsigned)(uintptr_t)c);
     c->pg = PQconnectStart(p->cfg.conninfo);
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
         connect_failed(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");

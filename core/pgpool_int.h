@@ -76,6 +76,7 @@ struct pgpool {
     uint64_t pipelined;            /* statements sent onto a connection already running some */
     pgstmt_counters stmt_cnt;      /* every connection's statement cache counts here */
     pgstmt_est est;                /* run times by SQL text: who may queue behind whom */
+    int stmt_off;                  /* the server mixed sessions (PgBouncer without pgbouncer=true): no more named statements */
     phist wait_hist;               /* every acquire's wait, us, on pgpool_wait_bounds() */
 };
 

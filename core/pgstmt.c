@@ -22,7 +22,7 @@ typedef struct entry {
 
 struct pgstmt {
     int cap, used, free_head, lru_head, lru_tail;
-    uint32_t next_id;
+    uint32_t next_id, tag;
     unsigned mask;            /* buckets - 1 */
     int *bucket;
     entry *e;
@@ -37,13 +37,13 @@ uint64_t pgstmt_hash(const char *sql)
     return h;
 }
 
-const char *pgstmt_name(uint32_t id, char *buf, size_t n)
+const char *pgstmt_name(const pgstmt *s, uint32_t id, char *buf, size_t n)
 {
-    snprintf(buf, n, "sluice_%u", id);
+    snprintf(buf, n, "sluice_%08x_%u", s->tag, id);
     return buf;
 }
 
-pgstmt *pgstmt_new(int cap, pgstmt_counters *cnt)
+pgstmt *pgstmt_new(int cap, pgstmt_counters *cnt, uint32_t tag)
 {
     if (cap < 1) return NULL;
     pgstmt *s = calloc(1, sizeof *s);
@@ -63,6 +63,7 @@ pgstmt *pgstmt_new(int cap, pgstmt_counters *cnt)
     s->cap = cap;
     s->cnt = cnt ? cnt : &s->none;
     s->next_id = 1;
+    s->tag = tag;
     s->lru_head = s->lru_tail = -1;
     s->free_head = -1;
     for (int i = cap - 1; i >= 0; i--) {
@@ -198,6 +199,8 @@ void pgstmt_invalid(pgstmt *s, const pgstmt_use *u, int gone)
     if (gone) forget(s, u->ref);
     else s->e[u->ref].state = ST_STALE;
 }
+
+int pgstmt_is_ready(const pgstmt *s, const pgstmt_use *u) { return s && owns(s, u) && s->e[u->ref].state == ST_READY; }
 
 int pgstmt_count(const pgstmt *s) { return s ? s->used : 0; }
 

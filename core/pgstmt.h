@@ -21,17 +21,20 @@ typedef struct pgstmt pgstmt; /* opaque: one per connection */
 
 /* How to send one statement, as pgstmt_plan decided it. */
 typedef struct pgstmt_use {
-    uint32_t id;              /* execute the statement named pgstmt_name(id); 0 = run it unnamed */
+    uint32_t id;              /* execute the statement named pgstmt_name(s, id); 0 = run it unnamed */
     int ref;                  /* the cache slot, for pgstmt_parsed / pgstmt_invalid */
     int parse;                /* 1: send a Parse for id first */
-    uint32_t close_id;        /* non-zero: DEALLOCATE pgstmt_name(close_id) first (an eviction) */
+    uint32_t close_id;        /* non-zero: DEALLOCATE pgstmt_name(s, close_id) first (an eviction) */
 } pgstmt_use;
 
 /* 64-bit FNV-1a of the SQL text: the cache key and the pgstmt_est key. */
 uint64_t pgstmt_hash(const char *sql);
 
-/* A cache of at most cap statements (cap >= 1) counting into cnt (may be NULL). NULL on out of memory. */
-pgstmt *pgstmt_new(int cap, pgstmt_counters *cnt);
+/* A cache of at most cap statements (cap >= 1) counting into cnt (may be NULL). tag goes into every
+ * name, so two clients' statements never share a name even where a proxy (PgBouncer in transaction
+ * mode) mixes their sessions: a name the server does not know fails, it never runs another
+ * client's statement. NULL on out of memory or cap < 1. */
+pgstmt *pgstmt_new(int cap, pgstmt_counters *cnt, uint32_t tag);
 /* Frees the cache (the server forgets the statements with its connection). NULL is fine. */
 void pgstmt_free(pgstmt *s);
 
@@ -47,11 +50,14 @@ void pgstmt_parsed(pgstmt *s, const pgstmt_use *u, int ok);
  * 1 for a statement the server does not know (26000, e.g. after DEALLOCATE ALL). The next use
  * parses it again. A u whose slot was reused meanwhile is ignored. */
 void pgstmt_invalid(pgstmt *s, const pgstmt_use *u, int gone);
+/* 1 when u's statement is cached and its Parse succeeded (the server must know it). */
+int pgstmt_is_ready(const pgstmt *s, const pgstmt_use *u);
 /* Statements cached now. */
 int pgstmt_count(const pgstmt *s);
 
-/* The statement name of id ("sluice_<id>") into buf (at least 24 bytes). */
-const char *pgstmt_name(uint32_t id, char *buf, size_t n);
+/* The name of statement id, "sluice_<tag in hex>_<id>", into buf (at least PGSTMT_NAME_MAX bytes). */
+#define PGSTMT_NAME_MAX 32
+const char *pgstmt_name(const pgstmt *s, uint32_t id, char *buf, size_t n);
 
 /* Run times by SQL hash, direct-mapped (a collision forgets the older statement, which then counts
  * as unknown): the smoothed mean and mean deviation, as TCP estimates round trips (RFC 6298). */
