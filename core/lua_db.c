@@ -282,7 +282,7 @@ void db_metrics(worker *w, buf *out, int first)
                        pgpool_error_class(c), (unsigned long long)st[i].errors_by_class[c]);
     static const struct { const char *name, *help; size_t off; } stmt[] = {
         {"sluice_db_statement_cache_hits_total", "Statements executed from a connection's prepared-statement cache (no Parse).", offsetof(pgpool_stats_t, stmt_hits)},
-        {"sluice_db_statement_cache_misses_total", "Statements not in a connection's cache: prepared into it, or (cache full or stale inside a transaction) run unnamed.", offsetof(pgpool_stats_t, stmt_misses)},
+        {"sluice_db_statement_cache_misses_total", "Statements not in a connection's cache: prepared into it, or run unnamed (an SQL text's first run; a full or stale cache inside a transaction).", offsetof(pgpool_stats_t, stmt_misses)},
         {"sluice_db_statement_cache_evictions_total", "Least recently used prepared statements closed to make room.", offsetof(pgpool_stats_t, stmt_evictions)},
         {"sluice_db_statement_cache_invalidations_total", "Cached statements whose plan went stale (result type changed) or that the server no longer knew.", offsetof(pgpool_stats_t, stmt_invalidated)},
         {"sluice_db_pool_pipelined_total", "Statements sent onto a connection already running others (pipeline mode).", offsetof(pgpool_stats_t, pipelined)},

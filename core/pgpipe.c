@@ -86,7 +86,9 @@ static int seg_send(pgconn *c, pgslot *s, int may_close)
     char name[PGSTMT_NAME_MAX], old[PGSTMT_NAME_MAX];
     s->use = (pgstmt_use){0, -1, 0, 0};
     s->parse_failed = 0;
-    if (c->stmts && !c->pool->stmt_off) pgstmt_plan(c->stmts, s->sql, s->hash, may_close, &s->use);
+    /* a text never seen run on this worker runs unnamed: one-off SQL never evicts what repeats */
+    if (c->stmts && !c->pool->stmt_off)
+        pgstmt_plan(c->stmts, s->sql, s->hash, may_close, pgstmt_est_get(&c->pool->est, s->hash) >= 0, &s->use);
     s->phase = s->use.close_id ? PH_CLOSE : s->use.parse ? PH_PARSE : PH_EXEC;
     if (s->use.close_id) {
         char sql[48];

@@ -126,7 +126,7 @@ static void forget(pgstmt *s, int i)
     s->used--;
 }
 
-void pgstmt_plan(pgstmt *s, const char *sql, uint64_t hash, int may_close, pgstmt_use *out)
+void pgstmt_plan(pgstmt *s, const char *sql, uint64_t hash, int may_close, int admit, pgstmt_use *out)
 {
     out->id = 0;
     out->ref = -1;
@@ -154,6 +154,7 @@ void pgstmt_plan(pgstmt *s, const char *sql, uint64_t hash, int may_close, pgstm
     }
     char *copy = NULL;
     size_t len = strlen(sql);
+    if (!admit) return;
     if (s->free_head < 0 && !may_close) return; /* full, and a DEALLOCATE could abort the transaction */
     if (!(copy = malloc(len + 1))) return;
     memcpy(copy, sql, len + 1);

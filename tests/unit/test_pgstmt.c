@@ -9,7 +9,7 @@
 static pgstmt_use plan(pgstmt *s, const char *sql, int may_close)
 {
     pgstmt_use u;
-    pgstmt_plan(s, sql, pgstmt_hash(sql), may_close, &u);
+    pgstmt_plan(s, sql, pgstmt_hash(sql), may_close, 1, &u);
     return u;
 }
 
@@ -75,6 +75,11 @@ static void test_stale_and_transactions(void)
     pgstmt_use again = plan(s, "select * from t", 0);
     ok(again.parse && !again.close_id, "gone: parsed again without a DEALLOCATE (also in a transaction)");
     is_int(cnt.invalidated, 2, "invalidations counted");
+    pgstmt_use once;
+    pgstmt_plan(s, "select 'once'", pgstmt_hash("select 'once'"), 1, 0, &once);
+    ok(!once.id && !once.close_id && pgstmt_count(s) == 1, "not admitted: unnamed, nothing evicted");
+    pgstmt_plan(s, "select * from t", pgstmt_hash("select * from t"), 1, 0, &once);
+    ok(once.id == again.id, "a cached statement is a hit whether admitted or not");
     pgstmt_free(s);
 }
 
