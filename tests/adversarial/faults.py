@@ -305,7 +305,7 @@ def hostile(path, status, body_has=(), log_has=(), srv=None):
 def _():
     # stopped by limits.script_timeout (1 s in the fixture); the log's traceback names the handler
     hostile("/h/loop", 500, ["limits.script_timeout"],
-            ["GET /h/loop: script ran too long without yielding (limits.script_timeout)", fixture_line('"/h/loop"')])
+            ["GET /h/loop: ", "script ran too long without yielding (limits.script_timeout)", fixture_line('"/h/loop"')])
 
 
 @case("handler-string-rep-2^30")
@@ -333,7 +333,9 @@ def _():
 def _():
     for path in ("/h/function", "/h/boolean", "/h/userdata"):
         hostile(path, 500, ["handler must return a string, a status number or a response table"],
-                ["GET %s: " % path + os.path.join(FIXTURE, fixture_line('"%s"' % path)) +
+                # LuaJIT keeps the last 60 characters of a chunk name ("...s/clone/tests/..."),
+                # so a deep checkout shortens the path's head: name the tail, not the whole path
+                ["GET %s: " % path, "adversarial/faults_fixture/" + fixture_line('"%s"' % path) +
                  ": handler must return a string"])
 
 
