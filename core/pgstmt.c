@@ -133,7 +133,13 @@ void pgstmt_plan(pgstmt *s, const char *sql, uint64_t hash, int may_close, int a
     out->parse = 0;
     out->close_id = 0;
     int i = find(s, sql, hash);
-    if (i >= 0 && s->e[i].state != ST_STALE) {
+    if (i >= 0 && s->e[i].state == ST_PENDING) {
+        /* its Parse is still in flight and may fail: an Execute behind it would then get "does not
+         * exist" instead of the Parse's error, so this one runs unnamed */
+        CADD(s->cnt->misses);
+        return;
+    }
+    if (i >= 0 && s->e[i].state == ST_READY) {
         CADD(s->cnt->hits);
         if (s->lru_head != i) { lru_unlink(s, i); lru_front(s, i); }
         out->id = s->e[i].id;

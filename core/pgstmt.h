@@ -43,7 +43,7 @@ void pgstmt_free(pgstmt *s);
  * nothing); inside one, a full cache runs the statement unnamed instead of evicting. admit = 0:
  * a statement not cached yet runs unnamed instead of taking a slot (the caller passes 0 for SQL
  * it has never seen run, so one-off texts never evict the ones that repeat). A statement whose
- * Parse is still in flight is a hit: the server reads the Execute after that Parse. */
+ * Parse is still in flight runs unnamed (that Parse may fail: its error, not "does not exist"). */
 void pgstmt_plan(pgstmt *s, const char *sql, uint64_t hash, int may_close, int admit, pgstmt_use *out);
 /* The Parse sent for u answered: ok keeps the entry, a failure forgets it (the next use parses again). */
 void pgstmt_parsed(pgstmt *s, const pgstmt_use *u, int ok);

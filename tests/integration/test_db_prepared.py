@@ -205,6 +205,12 @@ def a_statement_that_fails_to_parse_gives_the_same_error_and_is_not_cached():
         check(want["sqlstate"] == "42601", "a syntax error: %r" % want)
         p = jget(srv.port, "/prepared")
         check(not any("nowhere_tdp" in s for s in p["statements"]), "not cached: %r" % p)
+        # many at once, pipelined on the one connection: each gets the parse error, never a
+        # "prepared statement ... does not exist" from queueing behind another one's failed Parse
+        with ThreadPoolExecutor(16) as ex:
+            for _ in range(5):
+                got = list(ex.map(lambda i: jget(srv.port, "/bad"), range(48)))
+                check(all(g == want for g in got), "concurrent: %r" % [g for g in got if g != want][:3])
         check(jget(srv.port, "/q/3?k=1")["v"] == 4, "the connection still works")
 
 

@@ -44,12 +44,12 @@ static void test_pending_and_failed_parse(void)
     pgstmt *s = pgstmt_new(4, NULL, 1);
     pgstmt_use a = plan(s, "selec 1", 1);
     pgstmt_use a2 = plan(s, "selec 1", 1);
-    ok(a2.id == a.id && !a2.parse, "a Parse in flight is a hit: the Execute follows it on the wire");
+    ok(!a2.id && !a2.parse && !a2.close_id, "a Parse in flight (it may fail): the same text runs unnamed meanwhile");
     pgstmt_parsed(s, &a, 0);
     is_int(pgstmt_count(s), 0, "a failed Parse is not cached");
     pgstmt_use a3 = plan(s, "selec 1", 1);
     ok(a3.parse && a3.id != a.id && !a3.close_id, "after a failed Parse: parsed again, nothing to close");
-    pgstmt_invalid(s, &a2, 1);                    /* the follower's 26000 for a name that never existed */
+    pgstmt_invalid(s, &a2, 1);                    /* a report for an unnamed run names no slot */
     is_int(pgstmt_count(s), 1, "a stale report for a reused slot is ignored");
     pgstmt_free(s);
 }
@@ -74,6 +74,7 @@ static void test_stale_and_transactions(void)
     pgstmt_invalid(s, &hit, 1);                   /* 26000: gone on the server */
     pgstmt_use again = plan(s, "select * from t", 0);
     ok(again.parse && !again.close_id, "gone: parsed again without a DEALLOCATE (also in a transaction)");
+    pgstmt_parsed(s, &again, 1);
     is_int(cnt.invalidated, 2, "invalidations counted");
     pgstmt_use once;
     pgstmt_plan(s, "select 'once'", pgstmt_hash("select 'once'"), 1, 0, &once);
