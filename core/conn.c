@@ -41,6 +41,11 @@ static void update_events(conn *c)
 {
     int ev = 0;
     if (c->state == CS_READING && !c->out_paused) ev |= EV_READ;
+    /* While a handler works, a read interest already registered stays: dropping it and adding
+     * it back around every handler costs two epoll_ctl calls per request (libev's ADD, EEXIST,
+     * MOD). conn_io_cb drops it for real if the client sends or leaves meanwhile; output
+     * backpressure drops it at once (the kernel's window must stop the client). */
+    else if (!c->out_paused && ev_is_active(&c->io) && (c->io.events & EV_READ)) ev |= EV_READ;
     if (c->writing) ev |= EV_WRITE;
     set_events(c, ev);
 }
@@ -270,8 +275,11 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *iow, int revents)
         }
         if (had_file && c->body_fd < 0 && c->state == CS_READING && buf_pending(&c->in)) { process_input(c); return; }
     }
-    if (!(revents & EV_READ) || c->out_paused) return;
-    if (c->state != CS_READING) return;
+    if (!(revents & EV_READ)) return;
+    if (c->out_paused || c->state != CS_READING) {
+        set_events(c, c->writing ? EV_WRITE : 0);      /* the lazily kept interest: not now */
+        return;
+    }
     /* read what is there; stop early when a huge body streams in (limits still apply) */
     for (int rounds = 0; rounds < 4; rounds++) {
         if (buf_reserve(&c->in, READ_CHUNK)) { conn_close(c); return; }
