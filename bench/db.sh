@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# db.sh: a primary-key select through sluice's pool vs `pgbench -S` (the database's own limit) and
-# vs Node.js (express + the `pg` pool), same run, same database, 10 connections each; prints a
-# table and records it in bench/RESULTS-db.md.   Usage: bench/db.sh [seconds]   (default 15)
+# db.sh: a primary-key select through sluice's pool vs `pgbench -S` and `pgbench -S -M prepared`
+# (the database's own limit) and vs Node.js (express + the `pg` pool), same run, same database,
+# 10 connections each; prints a table and records it in bench/RESULTS-db.md.
+# Usage: bench/db.sh [seconds]   (default 15)
 #
 # A private PostgreSQL 15 cluster (tools/pg-dev, temp dir) gets `pgbench -i -s 10` (1,000,000
 # accounts). sluice (workers = 1) and node run on core 0, wrk (-t1 -c50, random accounts) on core
 # 1; PostgreSQL and pgbench are not pinned. Each figure sums BENCH_ROUNDS rounds, the contenders
 # taking turns, so load drifting on a shared machine hits each alike.
 #
+# CPU per request: the server's process (sluice, node) plus every PostgreSQL process (the live
+# ones from /proc/PID/stat, plus what the postmaster reaped from backends that exited, its
+# cutime + cstime), against pgbench's client (its own user + system time) plus the same
+# PostgreSQL total, per transaction. wrk's own CPU is not counted (pgbench has no HTTP side).
+#
 #   SLUICE_BIN=path   binary (default build/sluice)     BENCH_ROUNDS=5   rounds per figure
 #   BENCH_NODE=0      skip Node.js (needs npm registry access for express and pg)
-#   BENCH_RESULTS=0   do not write bench/RESULTS-db.md  BENCH_PORT=17580 first of 5 ports
+#   BENCH_RESULTS=0   do not write bench/RESULTS-db.md  BENCH_PORT=17580 first of 6 ports
 #   BENCH_KEEP=1      keep the temp dir
 set -euo pipefail
 
@@ -22,7 +28,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 PORT0=${BENCH_PORT:-17580}
-P_PG=$PORT0 P_S1=$((PORT0 + 1)) P_S2=$((PORT0 + 2)) P_NODE=$((PORT0 + 3)) P_S0=$((PORT0 + 4))
+P_PG=$PORT0 P_S1=$((PORT0 + 1)) P_S2=$((PORT0 + 2)) P_NODE=$((PORT0 + 3)) P_S0=$((PORT0 + 4)) P_S3=$((PORT0 + 5))
 PGBIN=/usr/lib/postgresql/15/bin
 
 die() { echo "db.sh: $*" >&2; exit 1; }
@@ -79,20 +85,23 @@ PID_S1=$!; PIDS+=("$PID_S1")
 PORT=$P_S2 BENCH_WORKERS=2 DATABASE_URL=$POOL_URL "${PRIO[@]}" "$TMP/server-under-test" run \
   --config "$HERE/db-app/config.lua" >"$TMP/sluice2.log" 2>&1 &
 PID_S2=$!; PIDS+=("$PID_S2")
-PORT=$P_S0 BENCH_WORKERS=1 SLUICE_DB_PIPELINE=8 DATABASE_URL=$POOL_URL "${PRIO[@]}" taskset -c 0 "$TMP/server-under-test" run \
+PORT=$P_S0 BENCH_WORKERS=1 DATABASE_URL="$POOL_URL&statement_cache_size=0" "${PRIO[@]}" taskset -c 0 "$TMP/server-under-test" run \
   --config "$HERE/db-app/config.lua" >"$TMP/sluice0.log" 2>&1 &
 PID_S0=$!; PIDS+=("$PID_S0")
-CONTENDERS="pgbench pgbench-prepared sluice sluice-w2 sluice-pipe"
+PORT=$P_S3 BENCH_WORKERS=1 SLUICE_DB_PIPELINE=1 DATABASE_URL=$POOL_URL "${PRIO[@]}" taskset -c 0 "$TMP/server-under-test" run \
+  --config "$HERE/db-app/config.lua" >"$TMP/sluice3.log" 2>&1 &
+PID_S3=$!; PIDS+=("$PID_S3")
+CONTENDERS="pgbench pgbench-prepared sluice sluice-unnamed sluice-nopipe sluice-w2"
 if [ "$WITH_NODE" = 1 ]; then
   PORT=$P_NODE NODE_PATH=$TMP/node_modules DATABASE_URL=$URL "${PRIO[@]}" taskset -c 0 node "$HERE/db-app/node-server.js" \
     >"$TMP/node.log" 2>&1 &
   PID_NODE=$!; PIDS+=("$PID_NODE")
   CONTENDERS="$CONTENDERS node"
 fi
-port_of() { case $1 in sluice) echo "$P_S1";; sluice-pipe) echo "$P_S0";; sluice-w2) echo "$P_S2";; node) echo "$P_NODE";; esac; }
+port_of() { case $1 in sluice) echo "$P_S1";; sluice-unnamed) echo "$P_S0";; sluice-nopipe) echo "$P_S3";; sluice-w2) echo "$P_S2";; node) echo "$P_NODE";; esac; }
 
 # correctness before measuring: the same JSON from every server
-for c in sluice sluice-w2 sluice-pipe node; do
+for c in sluice sluice-w2 sluice-unnamed sluice-nopipe node; do
   case " $CONTENDERS " in *" $c "*) ;; *) continue;; esac
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$(port_of "$c")/account/42" >"$TMP/$c.json" 2>/dev/null && break; sleep 0.1; done
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d=={"aid":42,"abalance":0} else "%s: %r" % (sys.argv[2], d))' \
@@ -100,35 +109,68 @@ for c in sluice sluice-w2 sluice-pipe node; do
   taskset -c 1 wrk -t1 -c50 -d1s -s "$HERE/db-app/wrk.lua" "http://127.0.0.1:$(port_of "$c")" >/dev/null # warm-up
 done
 
-declare -A REQ DUR PER TCK
+declare -A REQ DUR PER TCK PGT LOADS
 CLK=$(getconf CLK_TCK)
+PM=$(head -1 "$TMP/pg/data/postmaster.pid")
+# utime + stime of a process and its threads (the remainder after "(comm) " starts at field 3)
 cpu_ticks() { local st; st=$(<"/proc/$1/stat"); st=${st##*) }; awk '{ print $12 + $13 }' <<<"$st"; }
-pid_of() { case $1 in sluice) echo "$PID_S1";; sluice-w2) echo "$PID_S2";; sluice-pipe) echo "$PID_S0";; node) echo "$PID_NODE";; esac; }
-run() { # contender -> adds requests and seconds
-  local c=$1 out="$TMP/$c-$2.txt" n d
+# every PostgreSQL process: the postmaster with its reaped children (cutime + cstime: backends
+# that exited, e.g. pgbench's at the end of a run) plus its live children
+pg_ticks() {
+  python3 - "$PM" <<'PY'
+import os, sys
+pm = sys.argv[1]
+def fields(pid):
+    with open("/proc/%s/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()
+f = fields(pm)
+t = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+for p in os.listdir("/proc"):
+    if not p.isdigit() or p == pm:
+        continue
+    try:
+        g = fields(p)
+    except OSError:
+        continue
+    if g[1] == pm:
+        t += int(g[11]) + int(g[12])
+print(t)
+PY
+}
+pid_of() { case $1 in sluice) echo "$PID_S1";; sluice-w2) echo "$PID_S2";; sluice-unnamed) echo "$PID_S0";; sluice-nopipe) echo "$PID_S3";; node) echo "$PID_NODE";; esac; }
+run() { # contender -> adds requests, seconds, its CPU ticks (client or server) and PostgreSQL's
+  local c=$1 out="$TMP/$c-$2.txt" n d p0 p1
+  p0=$(pg_ticks)
   case $c in
     pgbench|pgbench-prepared)
       local mode=simple; [ "$c" = pgbench-prepared ] && mode=prepared
-      "${PRIO[@]}" "$PGBIN/pgbench" -S -M "$mode" -c 10 -j 2 -T "$RSECS" "$URL" >"$out" 2>&1 || die "pgbench failed: $(tail -3 "$out")"
+      "${PRIO[@]}" /usr/bin/time -f "%U %S" -o "$out.time" "$PGBIN/pgbench" -S -M "$mode" -c 10 -j 2 -T "$RSECS" "$URL" >"$out" 2>&1 ||
+        die "pgbench failed: $(tail -3 "$out")"
+      sleep 0.5   # its backends exit after it: let the postmaster reap them (their CPU moves to its cutime)
+      p1=$(pg_ticks)
       d=$RSECS
-      n=$(awk -v s="$RSECS" '/^tps = / { printf "%d", $3 * s }' "$out") ;;
+      n=$(awk -v s="$RSECS" '/^tps = / { printf "%d", $3 * s }' "$out")
+      TCK[$c]=$(awk -v a="${TCK[$c]:-0}" -v c="$CLK" '{ printf "%.0f", a + ($1 + $2) * c }' "$out.time") ;;
     *)
       local pid t0; pid=$(pid_of "$c"); t0=$(cpu_ticks "$pid")
       "${PRIO[@]}" taskset -c 1 wrk -t1 -c50 -d"${RSECS}s" -s "$HERE/db-app/wrk.lua" "http://127.0.0.1:$(port_of "$c")" >"$out"
+      p1=$(pg_ticks)
       grep -q "Non-2xx" "$out" && die "$c: non-2xx responses: $(grep Non-2xx "$out")"
       n=$(awk '/ requests in / { print $1 }' "$out")
       d=$(awk '/ requests in / { d = $4; sub(/,$/, "", d); sub(/s$/, "", d); print d }' "$out")
       TCK[$c]=$(( ${TCK[$c]:-0} + $(cpu_ticks "$pid") - t0 )) ;;
   esac
+  PGT[$c]=$(( ${PGT[$c]:-0} + p1 - p0 ))
   PER[$c,$2]=$(awk -v n="$n" -v d="$d" 'BEGIN { printf "%.0f", n / d }')
   REQ[$c]=$(( ${REQ[$c]:-0} + n ))
   DUR[$c]=$(awk -v a="${DUR[$c]:-0}" -v b="$d" 'BEGIN { print a + b }')
-  printf '  round %d  %-17s %8.0f /s\n' "$2" "$c" "$(awk -v n="$n" -v d="$d" 'BEGIN { print n / d }')"
+  printf '  round %d  %-17s %8.0f /s  load %s\n' "$2" "$c" "$(awk -v n="$n" -v d="$d" 'BEGIN { print n / d }')" "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 echo "== $ROUNDS rounds of ${RSECS}s: $CONTENDERS"
 REVERSED=$(printf '%s\n' $CONTENDERS | tac | tr '\n' ' ')
 for ((r = 1; r <= ROUNDS; r++)); do
+  LOADS[$r]=$(cut -d' ' -f1 /proc/loadavg)
   order=$CONTENDERS; [ $((r % 2)) = 0 ] && order=$REVERSED
   for c in $order; do run "$c" "$r"; done
 done
@@ -143,26 +185,35 @@ mratio() {
 }
 # requests per CPU-second of the server process (sluice, node): what one core can serve
 per_cpu() { awk -v n="${REQ[$1]}" -v t="${TCK[$1]}" -v c="$CLK" 'BEGIN { printf "%.0f", (t > 0 ? n / (t / c) : 0) }'; }
+# microseconds of CPU per request or transaction: the contender's own (server or pgbench client), PostgreSQL's, total
+us_own() { awk -v n="${REQ[$1]}" -v t="${TCK[$1]}" -v c="$CLK" 'BEGIN { printf "%.1f", t / c * 1e6 / n }'; }
+us_pg() { awk -v n="${REQ[$1]}" -v t="${PGT[$1]}" -v c="$CLK" 'BEGIN { printf "%.1f", t / c * 1e6 / n }'; }
+us_all() { awk -v n="${REQ[$1]}" -v t="${TCK[$1]}" -v g="${PGT[$1]}" -v c="$CLK" 'BEGIN { printf "%.1f", (t + g) / c * 1e6 / n }'; }
+cratio() { awk -v a="$(us_all "$1")" -v b="$(us_all "$2")" 'BEGIN { printf "%.2f", a / b }'; }
 rounds() { local r out=""; for ((r = 1; r <= ROUNDS; r++)); do out="$out ${PER[$1,$r]}"; done; echo "${out# }"; }
-TABLE="| contender | what | req or tx /s (all rounds) | per round |
-|---|---|---:|---|
-| pgbench | \`pgbench -S -M simple -c 10 -j 2\` (no HTTP) | $(rate pgbench) | $(rounds pgbench) |
-| pgbench-prepared | \`pgbench -S -M prepared -c 10 -j 2\` (no HTTP) | $(rate pgbench-prepared) | $(rounds pgbench-prepared) |
-| sluice | workers = 1 on core 0, connection_limit=10, wrk -t1 -c50 on core 1 | $(rate sluice) | $(rounds sluice) |
-| sluice-w2 | workers = 2 unpinned, connection_limit=10 (5 + 5) | $(rate sluice-w2) | $(rounds sluice-w2) |
-| sluice-pipe | as sluice, SLUICE_DB_PIPELINE=8 (up to 8 statements in flight per connection) | $(rate sluice-pipe) | $(rounds sluice-pipe) |"
+row() { echo "| $1 | $2 | $(rate "$1") | $(us_own "$1") | $(us_pg "$1") | **$(us_all "$1")** | $(rounds "$1") |"; }
+TABLE="| contender | what | req or tx /s (all rounds) | own CPU µs/req | PostgreSQL CPU µs/req | total CPU µs/req | per round |
+|---|---|---:|---:|---:|---:|---|
+$(row pgbench '`pgbench -S -M simple -c 10 -j 2` (no HTTP; own = the pgbench client)')
+$(row pgbench-prepared '`pgbench -S -M prepared -c 10 -j 2` (no HTTP; own = the pgbench client)')
+$(row sluice 'workers = 1 on core 0, connection_limit=10, defaults (statement cache 100, pipelining 4), wrk -t1 -c50 on core 1')
+$(row sluice-unnamed 'as sluice, `statement_cache_size=0` (unnamed statements: parse + plan each time)')
+$(row sluice-nopipe 'as sluice, `SLUICE_DB_PIPELINE=1` (one statement per connection at a time)')
+$(row sluice-w2 'workers = 2 unpinned, connection_limit=10 (5 + 5)')"
 [ "$WITH_NODE" = 1 ] && TABLE="$TABLE
-| node | express + pg Pool(max 10), one process on core 0 | $(rate node) | $(rounds node) |"
+$(row node 'express + pg Pool(max 10), one process on core 0')"
 VERDICT="Ratios: all rounds summed, and (in brackets) the median of the per-round ratios.
-- sluice / pgbench -S (simple): $(ratio sluice pgbench)x [$(mratio sluice pgbench)x] (target >= 0.6x); workers = 2: $(ratio sluice-w2 pgbench)x [$(mratio sluice-w2 pgbench)x]
-- sluice / pgbench -S -M prepared: $(ratio sluice pgbench-prepared)x [$(mratio sluice pgbench-prepared)x]
-- pipelining: sluice-pipe / sluice $(ratio sluice-pipe sluice)x [$(mratio sluice-pipe sluice)x]"
+- throughput sluice / pgbench -S -M prepared: $(ratio sluice pgbench-prepared)x [$(mratio sluice pgbench-prepared)x] (target >= 0.6x); / pgbench -S: $(ratio sluice pgbench)x [$(mratio sluice pgbench)x]; workers = 2 / prepared: $(ratio sluice-w2 pgbench-prepared)x [$(mratio sluice-w2 pgbench-prepared)x]
+- total CPU per request sluice / pgbench -S -M prepared per transaction: $(cratio sluice pgbench-prepared)x (target <= 1.5x); / pgbench -S: $(cratio sluice pgbench)x
+- statement cache: sluice / sluice-unnamed throughput $(ratio sluice sluice-unnamed)x [$(mratio sluice sluice-unnamed)x], PostgreSQL CPU per request $(us_pg sluice) vs $(us_pg sluice-unnamed) µs
+- pipelining: sluice / sluice-nopipe throughput $(ratio sluice sluice-nopipe)x [$(mratio sluice sluice-nopipe)x]"
 [ "$WITH_NODE" = 1 ] && VERDICT="$VERDICT
-- sluice / Node.js express + pg: $(ratio sluice node)x [$(mratio sluice node)x] (target >= 3x)
-- requests per server CPU-second: sluice $(per_cpu sluice), sluice-pipe $(per_cpu sluice-pipe), node $(per_cpu node): sluice / node $(awk -v a="$(per_cpu sluice)" -v b="$(per_cpu node)" 'BEGIN { printf "%.2f", a / b }')x"
+- sluice / Node.js express + pg: $(ratio sluice node)x [$(mratio sluice node)x] (target >= 3x); total CPU per request $(cratio sluice node)x
+- requests per server CPU-second: sluice $(per_cpu sluice), node $(per_cpu node): sluice / node $(awk -v a="$(per_cpu sluice)" -v b="$(per_cpu node)" 'BEGIN { printf "%.2f", a / b }')x"
 echo; echo "$TABLE"; echo; echo "$VERDICT"
+ROUNDLOAD=$(for ((r = 1; r <= ROUNDS; r++)); do printf '%s ' "${LOADS[$r]}"; done)
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "load average at the end: $LOAD"
+echo "load average at the end: $LOAD (1-minute, at the start of each round: $ROUNDLOAD)"
 
 if [ "${BENCH_RESULTS:-1}" = 1 ]; then
   {
@@ -171,7 +222,8 @@ if [ "${BENCH_RESULTS:-1}" = 1 ]; then
     echo "Recorded $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/db.sh $SECS\` ($ROUNDS rounds of ${RSECS}s, contenders alternating)."
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r);"
     echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), scale 10 (1,000,000 accounts), fsync off;"
-    echo "node $(node --version 2>/dev/null || echo -), wrk on core 1; load average at the end: $LOAD."
+    echo "node $(node --version 2>/dev/null || echo -), wrk on core 1; load average at the end: $LOAD"
+    echo "(1-minute load at the start of each round: $ROUNDLOAD)."
     echo
     echo "Route: \`GET /account/:aid\` -> \`select aid, abalance from pgbench_accounts where aid = \$1\` -> JSON,"
     echo "random aid per request (bench/db-app/wrk.lua). 10 database connections for every contender."

@@ -22,6 +22,7 @@
 #include "clock.h"
 
 static void write_access_log(conn *c, const sconfig *cfg, uint64_t us) __attribute__((noinline));
+static void sse_stream_closed(appstate *a, int ref);
 
 /* Every answered request: its metrics, then the access log line when it is on (a function of
  * its own, so the usual path does not set up the line's 2 KB stack frame). */
@@ -317,11 +318,8 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
                 lua_pop(t->co, 1);
             }
             access_log(c);
-            if (c->state == CS_SSE) {            /* admitted: the request is not needed any more */
-                http_req_free(&c->req);          /* an idle stream should cost ~2 KB, not ~10 */
-                buf_free(&c->in);
-            }
-            if (was_async) conn_resume(c);   /* re-arm reading: it notices the client leaving */
+            ssestream_admitted(c, sse_stream_closed);   /* the stream takes the socket; c is parked */
+            if (was_async) conn_resume(c);   /* (a no-op once c is parked) */
             return;                       /* the connection is a stream now */
         }
         if (rc < 0) err = ebuf;
@@ -387,9 +385,19 @@ void dispatch_timeout(conn *c)
     conn_close(c);
 }
 
-void dispatch_heartbeat(conn *c) { ssestream_heartbeat(c); }
+/* A stream's app.sse on_close callback (ref in a's registry), once the stream ended. */
+static void sse_stream_closed(appstate *a, int ref)
+{
+    if (!a->closing && a->w) {
+        lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
+        task *t = task_prepare(a, TASK_TIMER, 0);
+        if (t) task_resume(t, 0);
+    }
+    luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
+    appstate_release(a);
+}
 
-void dispatch_conn_gone(conn *c)
+static void dispatch_conn_gone(conn *c)
 {
     app_conn_gone(c);
     limiter_conn_gone(c);
@@ -399,14 +407,24 @@ void dispatch_conn_gone(conn *c)
         int ref = c->sse_close_ref;
         c->sse_close_ref = 0;
         c->sse_app = NULL;
-        if (!a->closing && a->w) {
-            lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
-            task *t = task_prepare(a, TASK_TIMER, 0);
-            if (t) task_resume(t, 0);
-        }
-        luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
-        appstate_release(a);
+        sse_stream_closed(a, ref);
     }
 }
 
-int dispatch_sse_pending(conn *c) { return ssestream_flush(c); }
+/* ---------------------------------------------------------------- the HTTP connection */
+
+/* A request that cannot be read gets the core's error body; the connection closes after it. */
+static void bad_request(conn *c, int status, const char *msg)
+{
+    resp_error(c, status, msg, 1);
+}
+
+/* What conn.c does with an HTTP connection's events (worker_setup installs it as every accepted
+ * connection's c->ops). */
+const conn_ops dispatch_http_ops = {
+    .on_request = dispatch_request,
+    .on_bad_request = bad_request,
+    .on_timeout = dispatch_timeout,
+    .on_close = dispatch_conn_gone,
+    .on_response_headers = web_response_headers,
+};

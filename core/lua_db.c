@@ -3,6 +3,7 @@
 #include "lua_db.h"
 
 #include <lauxlib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,8 +157,10 @@ int db_worker_init(worker *w)
     const char *ch[PGLISTEN_MAX_CHANNELS];
     d->nchannels = app_channels(w->app, ch, PGLISTEN_MAX_CHANNELS);
     d->primary = pgpool_new(w->loop, &d->cfg, pool_share(w, d));
-    const char *pipe = getenv("SLUICE_DB_PIPELINE"); /* statements in flight per connection (default 1 = off) */
-    if (pipe && *pipe && d->primary) pgpool_set_pipeline(d->primary, atoi(pipe));
+    /* statements in flight per connection (pgpool's default 4; 1 = no pipelining), docs/database.md */
+    const char *pipe = getenv("SLUICE_DB_PIPELINE");
+    int depth = pipe && *pipe ? atoi(pipe) : 0;
+    if (depth && d->primary) pgpool_set_pipeline(d->primary, depth);
     if (c->db_replicas) {
         char *list = strdup(c->db_replicas), *save = NULL;
         for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
@@ -166,7 +169,9 @@ int db_worker_init(worker *w)
             pgpool **r = realloc(d->replicas, (size_t)(d->nreplicas + 1) * sizeof *r);
             if (!r) break;
             d->replicas = r;
-            d->replicas[d->nreplicas++] = pgpool_new(w->loop, &rc, pgpool_worker_share(rc.connection_limit, n, w->idx));
+            d->replicas[d->nreplicas] = pgpool_new(w->loop, &rc, pgpool_worker_share(rc.connection_limit, n, w->idx));
+            if (depth && d->replicas[d->nreplicas]) pgpool_set_pipeline(d->replicas[d->nreplicas], depth);
+            d->nreplicas++;
         }
         free(list);
     }
@@ -275,6 +280,20 @@ void db_metrics(worker *w, buf *out, int first)
         for (int c = 0; st[i].cap >= 0 && c < PGPOOL_ERR_CLASSES; c++)
             buf_printf(out, "sluice_db_pool_errors_by_class_total{worker=\"%d\",class=\"%s\"} %llu\n", i,
                        pgpool_error_class(c), (unsigned long long)st[i].errors_by_class[c]);
+    static const struct { const char *name, *help; size_t off; } stmt[] = {
+        {"sluice_db_statement_cache_hits_total", "Statements executed from a connection's prepared-statement cache (no Parse).", offsetof(pgpool_stats_t, stmt_hits)},
+        {"sluice_db_statement_cache_misses_total", "Statements not in a connection's cache: prepared into it, or run unnamed (an SQL text's first run; a full or stale cache inside a transaction).", offsetof(pgpool_stats_t, stmt_misses)},
+        {"sluice_db_statement_cache_evictions_total", "Least recently used prepared statements closed to make room.", offsetof(pgpool_stats_t, stmt_evictions)},
+        {"sluice_db_statement_cache_invalidations_total", "Cached statements whose plan went stale (result type changed) or that the server no longer knew.", offsetof(pgpool_stats_t, stmt_invalidated)},
+        {"sluice_db_pool_pipelined_total", "Statements sent onto a connection already running others (pipeline mode).", offsetof(pgpool_stats_t, pipelined)},
+    };
+    for (size_t k = 0; k < sizeof stmt / sizeof *stmt; k++) {
+        buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n", stmt[k].name, stmt[k].help, stmt[k].name);
+        for (int i = 0; i < nw; i++)
+            if (st[i].cap >= 0)
+                buf_printf(out, "%s{worker=\"%d\"} %llu\n", stmt[k].name, i,
+                           (unsigned long long)*(const uint64_t *)((const char *)&st[i] + stmt[k].off));
+    }
     buf_puts(out, "# HELP sluice_db_pool_wait_duration_seconds Time an acquire waited for a connection (0 when one was idle).\n"
                   "# TYPE sluice_db_pool_wait_duration_seconds histogram\n");
     for (int i = 0; i < nw; i++) {

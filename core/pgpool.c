@@ -128,6 +128,7 @@ void pgpool_conn_close(pgconn *c)
     int *cnt = counter(p, c->state);
     if (cnt) PADD(*cnt, -1);
     if (c->res) PQclear(c->res);
+    pgstmt_free(c->stmts);
     PQfinish(c->pg);
     if (c->prev) c->prev->next = c->next; else p->all = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -247,6 +248,8 @@ static int start_connect(pgpool *p)
     p->all = c;
     ev_init(&c->io, conn_io_cb);
     ev_init(&c->timer, conn_timer_cb);
+    if (p->cfg.stmt_cache_size > 0 && !p->stmt_off) /* NULL: unnamed statements only */
+        c->stmts = pgstmt_new(p->cfg.stmt_cache_size, &p->stmt_cnt, (unsigned)rand_r(&p->seed) ^ (unsigned)(uintptr_t)c);
     c->pg = PQconnectStart(p->cfg.conninfo);
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
         connect_failed(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
@@ -331,44 +334,14 @@ int pgpool_result_ok(const PGresult *r)
     return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK || s == PGRES_EMPTY_QUERY;
 }
 
-/* Hand the collected result to the query's callback. c stays lent; c must not be touched after. */
-static void deliver(pgconn *c, PGresult *res, const char *err)
-{
-    pgpool_query_cb cb = c->cb;
-    void *ud = c->ud;
-    c->cb = NULL;
-    c->ud = NULL;
-    if (err) pgpool_count_failure(c->pool, res, err);
-    if (cb) cb(ud, res, err);
-    else if (res) PQclear(res);
-}
-
 static void op_lost(pgconn *c, const char *msg)
 {
-    char line[200], err[240];
+    char line[200];
     pgpool_first_line(line, sizeof line, msg);
     ev_timer_stop(c->pool->loop, &c->timer);
     pgpool_conn_watch(c, 0);
-    if (c->state != CS_QUERY) {
-        if (c->state == CS_SETUP) connect_failed(c, line);
-        else conn_lost(c);
-        return;
-    }
-    pgpool_probe_soon(c->pool); /* the caller gets its error; meanwhile find out whether the server is there */
-    PGresult *res = c->res; /* e.g. FATAL 57P01 from pg_terminate_backend, read before the EOF */
-    c->res = NULL;
-    pgpool_set_state(c, CS_BROKEN);
-    if (res && !pgpool_result_ok(res)) {
-        char primary[200];
-        const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", m ? m : line);
-        pgpool_first_line(primary, sizeof primary, err);
-        deliver(c, res, primary);
-        return;
-    }
-    if (res) PQclear(res);
-    snprintf(err, sizeof err, PGPOOL_ERR_LOST ": %s", line);
-    deliver(c, NULL, err);
+    if (c->state == CS_SETUP) connect_failed(c, line);
+    else conn_lost(c);
 }
 
 static void op_io(pgconn *c, int revents)
@@ -404,20 +377,7 @@ static void op_io(pgconn *c, int revents)
     /* PQgetResult returned NULL: the statement is complete. */
     ev_timer_stop(c->pool->loop, &c->timer);
     pgpool_conn_watch(c, 0);
-    if (c->state != CS_QUERY) {
-        internal_done(c, c->res && pgpool_result_ok(c->res));
-        return;
-    }
-    PGresult *res = c->res;
-    c->res = NULL;
-    pgpool_set_state(c, CS_LENT);
-    const char *err = NULL;
-    if (!res) err = "query returned no result";
-    else if (!pgpool_result_ok(res)) {
-        err = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        if (!err) err = "query failed";
-    }
-    deliver(c, res, err);
+    internal_done(c, c->res && pgpool_result_ok(c->res));
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -446,10 +406,10 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (PQstatus(c->pg) == CONNECTION_BAD) conn_lost(c);
         }
         break;
-    case CS_SETUP: case CS_PING: case CS_RESET: case CS_QUERY:
+    case CS_SETUP: case CS_PING: case CS_RESET:
         op_io(c, revents);
         break;
-    case CS_PIPE:
+    case CS_QUERY: case CS_PIPE:
         pgpipe_io(c, revents);
         break;
     default:
@@ -468,16 +428,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         snprintf(err, sizeof err, "timeout expired after %g s (connect_timeout)", p->cfg.connect_timeout);
         connect_failed(c, err);
         break;
-    case CS_QUERY:
-        pgpool_conn_watch(c, 0);
-        pgpool_cancel_async(c->pg); /* stop the server's work; the connection itself is discarded on release */
-        if (c->res) { PQclear(c->res); c->res = NULL; }
-        pgpool_set_state(c, CS_BROKEN);
-        snprintf(err, sizeof err, PGPOOL_ERR_STMT_TIMEOUT ": no answer from the database after %g s",
-                 p->cfg.statement_timeout + STMT_GRACE);
-        deliver(c, NULL, err);
-        break;
-    case CS_PIPE:
+    case CS_QUERY: case CS_PIPE: /* the server's work is cancelled; a lent connection is discarded on release */
         pgpipe_timeout(c);
         break;
     default: /* a ROLLBACK or ping that does not answer */
@@ -646,7 +597,7 @@ pgpool *pgpool_new(struct ev_loop *loop, const pgpool_config *cfg, int max_conns
     p->loop = loop;
     p->cfg = *cfg;
     PSET(p->cap, max_conns > 0 ? max_conns : 0);
-    p->pipe_max = 1; /* sharing is opt-in: a statement queued behind a slow one can outwait pool_timeout */
+    p->pipe_max = PIPE_DEFAULT; /* pipe_pick keeps statements from queueing behind slow ones */
     p->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)p;
     ev_init(&p->wait_timer, wait_timer_cb);
     ev_init(&p->retry, retry_cb);
@@ -663,16 +614,9 @@ void pgpool_free(pgpool *p)
     p->closing = 1;
     fail_waiters(p, PGPOOL_ERR_CLOSED);
     for (pgconn *c = p->all; c;) {
-        if (c->state == CS_PIPE) {
+        if ((c->state == CS_PIPE || c->state == CS_QUERY) && c->depth) {
             pgpipe_fail(c, NULL, PGPOOL_ERR_CLOSED, 1);
-            c = p->all;
-        } else if (c->state == CS_QUERY && c->cb) {
-            pgpool_conn_watch(c, 0);
-            ev_timer_stop(p->loop, &c->timer);
-            pgpool_cancel_async(c->pg);
-            pgpool_set_state(c, CS_BROKEN);
-            deliver(c, NULL, PGPOOL_ERR_CLOSED);
-            c = p->all; /* the callback may have released connections: rescan */
+            c = p->all; /* the callbacks may have released connections: rescan */
         } else {
             c = c->next;
         }
@@ -716,7 +660,6 @@ void pgpool_release(pgpool *p, pgconn *c)
 {
     if (!c) return;
     if (c->state == CS_QUERY) { /* the caller gave up on its query: no callback, cancel on the server */
-        c->cb = NULL;
         pgpool_conn_close(c);
         return;
     }
@@ -743,32 +686,6 @@ void pgpool_release(pgpool *p, pgconn *c)
         pgpool_conn_close(c);
         break;
     }
-}
-
-int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values,
-                 const int *lengths, pgpool_query_cb cb, void *ud)
-{
-    if (c->state != CS_LENT) return -1;
-    /* Unnamed statement, text parameters and results: works through PgBouncer in transaction mode. */
-    if (!PQsendQueryParams(c->pg, sql, nparams, NULL, values, lengths, NULL, 0)) {
-        if (PQstatus(c->pg) != CONNECTION_OK) pgpool_set_state(c, CS_BROKEN);
-        return -1;
-    }
-    int r = PQflush(c->pg);
-    if (r < 0) {
-        pgpool_set_state(c, CS_BROKEN);
-        return -1;
-    }
-    c->cb = cb;
-    c->ud = ud;
-    c->flushing = r;
-    pgpool_set_state(c, CS_QUERY);
-    pgpool_conn_watch(c, r ? EV_READ | EV_WRITE : EV_READ);
-    if (c->pool->cfg.statement_timeout > 0) {
-        ev_timer_set(&c->timer, c->pool->cfg.statement_timeout + STMT_GRACE, 0.);
-        ev_timer_start(c->pool->loop, &c->timer);
-    }
-    return 0;
 }
 
 PGconn *pgconn_pg(pgconn *c) { return c->pg; }

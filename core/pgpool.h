@@ -49,6 +49,7 @@ typedef struct pgpool_job {
     int nparams;
     const char *const *values;
     const int *lengths;
+    uint64_t hash;
     pgpool_query_cb cb;
     void *ud;
 } pgpool_job;
@@ -63,6 +64,8 @@ typedef struct pgpool_stats_t {
     uint64_t errors;          /* failed connects, lost connections, query errors, statement timeouts */
     uint64_t wait_us;         /* total time callers waited for a connection, microseconds */
     uint64_t errors_by_class[PGPOOL_ERR_CLASSES]; /* same errors, by pgpool_error_class(i) */
+    uint64_t stmt_hits, stmt_misses, stmt_evictions, stmt_invalidated; /* the statement caches (pgstmt.h) */
+    uint64_t pipelined;       /* statements sent onto a connection already running others */
 } pgpool_stats_t;
 
 /* The label of errors_by_class[i]: "08", "22", "23", ..., "XX", "other" (a constant string). */
@@ -98,7 +101,11 @@ void pgpool_cancel(pgpool_waiter *w);
 void pgpool_release(pgpool *p, pgconn *c);
 
 /* Send one statement with $1..$n text parameters (values[i] NULL = SQL NULL; lengths may be NULL).
- * Returns 0 and calls cb exactly once later, or -1 (cb not called) when c is busy or broken. */
+ * Returns 0 and calls cb exactly once later, or -1 (cb not called) when c is busy or broken.
+ * sql and the values must stay valid until cb runs: a cached statement whose plan went stale
+ * (DDL changed its result type) is prepared and sent again, once, outside a transaction.
+ * With a statement cache (stmt_cache_size > 0) it runs as a named prepared statement, parsed
+ * once per connection; a failed Parse gives cb the same error an unnamed statement would. */
 int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values,
                  const int *lengths, pgpool_query_cb cb, void *ud);
 
@@ -110,8 +117,11 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
 void pgpool_query(pgpool *p, pgpool_job *job, const char *sql, int nparams, const char *const *values,
                   const int *lengths, pgpool_query_cb cb, void *ud);
 
-/* Statements pgpool_query may keep in flight on one connection, 1..8 (default 1: no sharing).
- * A statement is only queued behind one sent less than 50 ms ago. */
+/* Statements pgpool_query may keep in flight on one connection, 1..8 (default 4; 1: no sharing).
+ * A statement joins a busy connection only when the pool is at its cap with nothing idle, and
+ * only when what runs there is expected (by the recent run times of the same SQL texts, with a
+ * wide margin) to finish well within its remaining pool_timeout; never behind a statement whose
+ * SQL has not run yet, or one running much longer than it used to. */
 void pgpool_set_pipeline(pgpool *p, int depth);
 
 /* The libpq connection, for read-only inspection (PQtransactionStatus, PQbackendPID, escaping). */

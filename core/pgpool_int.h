@@ -3,12 +3,14 @@
 #define SLUICE_PGPOOL_INT_H
 
 #include "pgpool.h"
+#include "pgstmt.h"
 
 /* The client-side statement timer fires this long after the server's own statement_timeout, so the
  * server normally answers first with a clean SQLSTATE 57014; the timer is the backstop for a server
  * (or PgBouncer, or network) that does not answer at all. */
 #define STMT_GRACE 1.0
 #define PIPE_MAX 8      /* one-shot statements in flight on one connection (pgpool_query) */
+#define PIPE_DEFAULT 4  /* the default of pgpool_set_pipeline */
 
 enum cstate {
     CS_CONNECTING, /* PQconnectPoll in progress */
@@ -17,7 +19,7 @@ enum cstate {
     CS_PING,       /* background health check of an idle connection */
     CS_RESET,      /* released mid-transaction: ROLLBACK in flight */
     CS_LENT,       /* handed out, no query in flight */
-    CS_QUERY,      /* handed out, query in flight */
+    CS_QUERY,      /* handed out, query in flight (pipeline mode, one statement: pgconn_query) */
     CS_BROKEN,     /* handed out, unusable: closed on release */
     CS_PIPE,       /* running pgpool_query statements in pipeline mode, shared by their callers */
 };
@@ -32,12 +34,23 @@ struct pgconn {
     ev_tstamp expires, last_used, last_check;
     pgconn *next, *prev;           /* all connections */
     pgconn *inext, *iprev;         /* idle list, most recently used first */
-    PGresult *res;                 /* result being collected */
-    pgpool_query_cb cb;
-    void *ud;
-    /* CS_PIPE: statements in flight, oldest first; sync_due: its results ended, its Sync is next */
-    struct { pgpool_query_cb cb; void *ud; ev_tstamp sent; } ring[PIPE_MAX];
-    int head, depth, sync_due;
+    PGresult *res;                 /* result being collected (of the oldest statement in flight) */
+    /* CS_QUERY, CS_PIPE: statements in flight, oldest first; the oldest started at head_start */
+    struct pgslot {
+        pgpool_query_cb cb;
+        void *ud;
+        const char *sql;           /* kept (the caller's) to send it again once after a stale plan */
+        int nparams;
+        const char *const *values;
+        const int *lengths;
+        uint64_t hash;             /* pgstmt_hash(sql) */
+        pgstmt_use use;            /* how it was sent: named or not, Parse first, DEALLOCATE first */
+        unsigned char phase;       /* which message the next result answers (pgpipe.c) */
+        unsigned char retried, parse_failed;
+    } ring[PIPE_MAX];
+    int head, depth;
+    ev_tstamp head_start;
+    pgstmt *stmts;                 /* named prepared statements of this session; NULL = unnamed only */
 };
 
 struct pgpool {
@@ -60,6 +73,10 @@ struct pgpool {
     uint64_t acquired, timeouts, errors, wait_us;
     uint64_t err_class[PGPOOL_ERR_CLASSES];
     int pipe_max;                  /* statements in flight per shared connection; 1 = no pipelining */
+    uint64_t pipelined;            /* statements sent onto a connection already running some */
+    pgstmt_counters stmt_cnt;      /* every connection's statement cache counts here */
+    pgstmt_est est;                /* run times by SQL text: who may queue behind whom */
+    int stmt_off;                  /* the server mixed sessions (PgBouncer without pgbouncer=true): no more named statements */
     phist wait_hist;               /* every acquire's wait, us, on pgpool_wait_bounds() */
 };
 
@@ -106,13 +123,14 @@ void pgpool_waited(pgpool *p, const pgpool_waiter *w, ev_tstamp now);
 /* Record an acquire served at once (no wait). */
 void pgpool_waited_none(pgpool *p);
 
-/* ---- pgpipe.c: pgpool_query statements sharing a connection in pipeline mode ---- */
+/* ---- pgpipe.c: statements in pipeline mode (pgconn_query's one, pgpool_query's shared ones) ---- */
 
-/* The socket of a CS_PIPE connection is ready. */
+/* The socket of a CS_QUERY or CS_PIPE connection is ready. */
 void pgpipe_io(pgconn *c, int revents);
-/* The statement timer of a CS_PIPE connection fired: fail its statements and close it. */
+/* The statement timer of a CS_QUERY or CS_PIPE connection fired: fail its statements. */
 void pgpipe_timeout(pgconn *c);
-/* Close c and fail every statement in flight with err (the oldest gets head_res); cancel: on the server too. */
+/* Fail every statement in flight on c with err (the oldest gets head_res); cancel: on the server
+ * too. A CS_PIPE connection is closed first, a CS_QUERY one stays lent, CS_BROKEN. */
 void pgpipe_fail(pgconn *c, PGresult *head_res, const char *err, int cancel);
 /* If w is a queued pgpool_query job and the pool is at its cap, send it on a shared connection.
  * 1 when w left the queue (served, or requeued after a failed send), 0 to leave it waiting. */

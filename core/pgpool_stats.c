@@ -83,6 +83,11 @@ void pgpool_stats(const pgpool *p, pgpool_stats_t *out)
     out->errors = PGET(p->errors);
     out->wait_us = PGET(p->wait_us);
     for (int i = 0; i < PGPOOL_ERR_CLASSES; i++) out->errors_by_class[i] = PGET(p->err_class[i]);
+    out->stmt_hits = PGET(p->stmt_cnt.hits);
+    out->stmt_misses = PGET(p->stmt_cnt.misses);
+    out->stmt_evictions = PGET(p->stmt_cnt.evictions);
+    out->stmt_invalidated = PGET(p->stmt_cnt.invalidated);
+    out->pipelined = PGET(p->pipelined);
 }
 
 const phist *pgpool_wait_hist(const pgpool *p) { return &p->wait_hist; }

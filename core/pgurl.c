@@ -101,6 +101,7 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
     out->max_lifetime = 1800;
     out->statement_timeout = 30;
     out->health_interval = 30;
+    out->stmt_cache_size = 100;
     if (!url || !*url) {
         snprintf(err, errlen, "empty; set it to postgresql://user:password@host:5432/dbname");
         return -1;
@@ -152,9 +153,23 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
                 return -1;
             }
             memcpy(out->search_path, val, strlen(val) + 1);
-        } else if (!strcmp(key, "pgbouncer") || !strcmp(key, "socket_timeout") || !strcmp(key, "sslaccept") ||
-                   !strcmp(key, "statement_cache_size")) {
-            /* Prisma-only knobs: we use unnamed statements only, so PgBouncer needs nothing */
+        } else if (!strcmp(key, "statement_cache_size")) {
+            char *e;
+            long n = strtol(val, &e, 10);
+            if (!*val || *e || n < 0 || n > 10000) {
+                snprintf(err, errlen, "statement_cache_size=%s is not an integer from 0 to 10000 (0 = no prepared statements)", val);
+                return -1;
+            }
+            out->stmt_cache_size = (int)n;
+        } else if (!strcmp(key, "pgbouncer")) {
+            if (!strcmp(val, "true") || !strcmp(val, "1")) out->pgbouncer = 1;
+            else if (!strcmp(val, "false") || !strcmp(val, "0")) out->pgbouncer = 0;
+            else {
+                snprintf(err, errlen, "pgbouncer=%s is not true or false", val);
+                return -1;
+            }
+        } else if (!strcmp(key, "socket_timeout") || !strcmp(key, "sslaccept")) {
+            /* Prisma-only knobs without a meaning here */
         } else {
             ours = 0;
         }
@@ -176,6 +191,7 @@ int pgurl_parse(const char *url, pgpool_config *out, char *err, size_t errlen)
         p = amp ? amp + 1 : end;
     }
     out->conninfo[len] = 0;
+    if (out->pgbouncer) out->stmt_cache_size = 0; /* transaction pooling: a named statement lives on one server connection */
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(out->conninfo, &perr);
     if (!opts) {

@@ -15,10 +15,13 @@ typedef struct pgpool_config {
     double statement_timeout; /* s per query, set on the server and enforced by a client timer; 0 = none (default 30) */
     double health_interval;   /* s an idle connection may sit before it is pinged in the background (default 30) */
     char search_path[128];    /* from Prisma's `schema` parameter; "" = server default */
+    int stmt_cache_size;      /* named prepared statements kept per connection; 0 = unnamed only (default 100) */
+    int pgbouncer;            /* Prisma's pgbouncer=true: PgBouncer in transaction mode, so stmt_cache_size is 0 */
 } pgpool_config;
 
 /* Parse a postgresql:// or postgres:// URL: take out our parameters (connection_limit, pool_timeout,
- * connect_timeout, idle_timeout, max_lifetime, statement_timeout, schema, pgbouncer, ...) and validate
+ * connect_timeout, idle_timeout, max_lifetime, statement_timeout, schema, pgbouncer, statement_cache_size,
+ * ...) and validate
  * the rest with libpq. Returns 0, or -1 with a one-line reason in err that names no variable (the caller
  * prefixes "DATABASE_URL: ", "database.url: ", ...); a misspelt parameter gets "did you mean". out is
  * always reset first. This is the only validation of a database URL: lua/config.lua calls it too. */

@@ -751,6 +751,72 @@ static void test_pipeline(void)
     pgpool_free(p);
 }
 
+/* The statement cache on a lent connection (pgconn_query: transactions and exclusive use). */
+static int ncols(PGresult *r) { return r && PQresultStatus(r) == PGRES_TUPLES_OK ? PQnfields(r) : -1; }
+
+static void test_stmt_cache(void)
+{
+    pgpool_config cfg = base_cfg;
+    cfg.stmt_cache_size = 2;
+    cfg.pool_timeout = 5;
+    pgpool *p = pgpool_new(loop, &cfg, 1);
+    pgconn *c = acquire_wait(p);
+    q x;
+    PGresult *r;
+    if (!c) { ok(0, "stmt cache: a connection"); pgpool_free(p); return; }
+    PQclear(query_wait(c, &x, "create temp table tpc (a int)", 0, NULL, 10));
+    PQclear(query_wait(c, &x, "insert into tpc values (1)", 0, NULL, 10));
+    pgpool_stats_t st0, st;
+    pgpool_stats(p, &st0);
+    for (int i = 0; i < 4; i++) PQclear(query_wait(c, &x, "select * from tpc", 0, NULL, 10));
+    pgpool_stats(p, &st);
+    ok(st.stmt_hits - st0.stmt_hits == 2 && st.stmt_misses - st0.stmt_misses == 2,
+       "stmt cache: first run unnamed (never seen), second prepared, then hits");
+    const char *three[] = {"select 1 as x", "select 2 as x", "select 3 as x"};
+    for (int i = 0; i < 6; i++) PQclear(query_wait(c, &x, three[i / 2], 0, NULL, 10));
+    r = query_wait(c, &x, "select count(*) from pg_prepared_statements where name like 'sluice%'", 0, NULL, 10);
+    ok(r && !strcmp(PQgetvalue(r, 0, 0), "2"), "stmt cache: 2 named on the backend, the size (%s)", r ? PQgetvalue(r, 0, 0) : x.err);
+    if (r) PQclear(r);
+    pgpool_stats(p, &st);
+    ok(st.stmt_evictions - st0.stmt_evictions == 2, "stmt cache: two evictions (%llu)",
+       (unsigned long long)(st.stmt_evictions - st0.stmt_evictions));
+    /* DDL outside a transaction: retried once, invisible */
+    PQclear(query_wait(c, &x, "select * from tpc", 0, NULL, 10));
+    PQclear(query_wait(c, &x, "select * from tpc", 0, NULL, 10));
+    PQclear(query_wait(c, &x, "alter table tpc add column b int", 0, NULL, 10));
+    PQclear(query_wait(c, &x, "select * from tpc", 0, NULL, 10)); /* may be parsed anew: size 2 */
+    PQclear(query_wait(c, &x, "alter table tpc add column c int", 0, NULL, 10));
+    pgpool_stats(p, &st0);
+    r = query_wait(c, &x, "select * from tpc", 0, NULL, 10);
+    ok(ncols(r) == 3, "stmt cache: after DDL the new columns, no error (%d, %s)", ncols(r), x.err);
+    if (r) PQclear(r);
+    pgpool_stats(p, &st);
+    ok(st.stmt_invalidated - st0.stmt_invalidated == 1, "stmt cache: the stale plan was noticed");
+    /* inside a transaction the error is the caller's (the transaction is aborted) */
+    PQclear(query_wait(c, &x, "begin", 0, NULL, 10));
+    PQclear(query_wait(c, &x, "alter table tpc add column d int", 0, NULL, 10));
+    r = query_wait(c, &x, "select * from tpc", 0, NULL, 10);
+    ok(r && !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "", "0A000"),
+       "stmt cache: a stale plan inside a transaction gives 0A000 (%s)", x.err);
+    if (r) PQclear(r);
+    PQclear(query_wait(c, &x, "rollback", 0, NULL, 10));
+    r = query_wait(c, &x, "select * from tpc", 0, NULL, 10);
+    ok(ncols(r) == 3, "stmt cache: after the rollback parsed again (%d, %s)", ncols(r), x.err);
+    if (r) PQclear(r);
+    /* a failed Parse: the unnamed statement's error, nothing cached, connection fine */
+    for (int i = 0; i < 2; i++) { /* unnamed the first time, a failed Parse the second */
+        r = query_wait(c, &x, "selec 1", 0, NULL, 10);
+        ok(r && !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42601") && !strncmp(x.err, "syntax error at or near", 23),
+           "stmt cache: syntax error as before, run %d (%s)", i + 1, x.err);
+        if (r) PQclear(r);
+    }
+    r = query_wait(c, &x, "select count(*) from pg_prepared_statements where statement = 'selec 1'", 0, NULL, 10);
+    ok(r && !strcmp(PQgetvalue(r, 0, 0), "0"), "stmt cache: the failed statement is not on the backend");
+    if (r) PQclear(r);
+    pgpool_release(p, c);
+    pgpool_free(p);
+}
+
 int main(void)
 {
     test_worker_share();
@@ -775,6 +841,7 @@ int main(void)
     test_housekeeping();
     test_health_probe();
     test_pipeline();
+    test_stmt_cache();
     test_restart();
     run_until(NULL, 0.3); /* cancel threads finish */
     is_int(count_fds(), fds, "no file descriptors leaked");

@@ -33,6 +33,27 @@ static void test_basics(void)
     is_str(c.conninfo, "postgresql://h/db", "parse: nothing left for libpq, no '?'");
 }
 
+static void test_statement_cache(void)
+{
+    pgpool_config c;
+    char err[256] = "";
+    pgurl_parse("postgresql://h/db", &c, err, sizeof err);
+    ok(c.stmt_cache_size == 100 && !c.pgbouncer, "statement cache: 100 per connection by default");
+    is_int(pgurl_parse("postgresql://h/db?statement_cache_size=7", &c, err, sizeof err), 0, "statement_cache_size=7 accepted");
+    is_int(c.stmt_cache_size, 7, "statement_cache_size sets the size");
+    pgurl_parse("postgresql://h/db?statement_cache_size=0", &c, err, sizeof err);
+    is_int(c.stmt_cache_size, 0, "statement_cache_size=0: off");
+    pgurl_parse("postgresql://h/db?statement_cache_size=50&pgbouncer=true", &c, err, sizeof err);
+    ok(c.pgbouncer && c.stmt_cache_size == 0, "pgbouncer=true: no named statements, whatever the size");
+    is_str(c.conninfo, "postgresql://h/db", "both are ours, not libpq's");
+    pgurl_parse("postgresql://h/db?pgbouncer=false", &c, err, sizeof err);
+    ok(!c.pgbouncer && c.stmt_cache_size == 100, "pgbouncer=false: the cache stays");
+    is_int(pgurl_parse("postgresql://h/db?statement_cache_size=-1", &c, err, sizeof err), -1, "negative size rejected");
+    is_str(err, "statement_cache_size=-1 is not an integer from 0 to 10000 (0 = no prepared statements)", "size: clear message");
+    is_int(pgurl_parse("postgresql://h/db?pgbouncer=yes please", &c, err, sizeof err), -1, "pgbouncer=<junk> rejected");
+    is_str(err, "pgbouncer=yes please is not true or false", "pgbouncer: clear message");
+}
+
 static void test_errors(void)
 {
     pgpool_config c;
@@ -75,6 +96,7 @@ static void test_errors(void)
 int main(void)
 {
     test_basics();
+    test_statement_cache();
     test_errors();
     /* The old name is what lua_db.c calls: it must stay the same parser. */
     pgpool_config a, b;
