@@ -376,13 +376,19 @@ static int task_coroutine(task *t)
         t->co = lua_newthread(L);
         t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    return t->co ? 0 : -1;
+    if (!t->co) return -1;
+    if (a->w) atomic_fetch_add_explicit(&a->w->lua_tasks, 1, memory_order_relaxed);
+    return 0;
 }
+
+static void task_recycle_co(task *t, int clean);
 
 static void task_release(task *t)
 {
     appstate *a = t->app;
-    db_task_cleanup(t);
+    if (t->cleanup) t->cleanup(t);     /* what a binding holds for the task (lua_db: a pinned connection) */
+    t->cleanup = NULL;
+    if (t->co) task_recycle_co(t, 0);
     tw_entry_cancel(&t->tmo);
     if (t->timer_ref) luaL_unref(a->L, LUA_REGISTRYINDEX, t->timer_ref);
     if (t->co_ref) luaL_unref(a->L, LUA_REGISTRYINDEX, t->co_ref);
@@ -398,7 +404,9 @@ static void task_release(task *t)
 static void task_recycle_co(task *t, int clean)
 {
     appstate *a = t->app;
-    if (!t->co_ref) return;
+    if (!t->co) return;
+    if (a->w) atomic_fetch_sub_explicit(&a->w->lua_tasks, 1, memory_order_relaxed);
+    if (!t->co_ref) { t->co = NULL; return; }
     if (clean && a->ncopool < 256) {
         if (a->ncopool == a->capcopool) {
             size_t nc = a->capcopool ? a->capcopool * 2 : 16;
@@ -429,6 +437,29 @@ int task_yield(lua_State *L, task *t)
 
 static void task_finish(task *t, int status);
 
+static void sleep_cancel(task *t) { tw_entry_cancel(&t->tmo); }
+
+/* A request task whose request is over (limits.request_timeout answered, the client gone) and
+ * that is parked on a wait it can undo (t->cancel set) is abandoned there: the wait is
+ * cancelled (after t->cancel nothing resumes t), the cleanup hook gives back what the task holds,
+ * and the coroutine is dropped, so its stack and locals become garbage now. A task parked on a
+ * wait without a cancel hook (a publish through Redis) is bounded by that wait's own timeout:
+ * it resumes, runs on detached, and is abandoned at its next wait. */
+static int task_abandon(task *t)
+{
+    if (t->kind != TASK_REQUEST || t->c || !t->waiting || !t->cancel || t->app->running == t) return 0;
+    void (*cancel)(task *) = t->cancel;
+    t->cancel = NULL;
+    cancel(t);
+    tw_entry_cancel(&t->tmo);
+    t->waiting = 0;
+    t->wait = NULL;
+    t->on_done = NULL;       /* nobody waits for its answer */
+    task_recycle_co(t, 0);
+    task_release(t);
+    return 1;
+}
+
 static void task_run(task *t, int nargs)
 {
     appstate *a = t->app;
@@ -447,7 +478,7 @@ static void task_run(task *t, int nargs)
     app_set_deadline(saved_dl);
     a->running = saved;
     if (st == LUA_YIELD) {
-        if (t->waiting) return;
+        if (t->waiting) { task_abandon(t); return; }   /* detached while it ran: no one will read its answer */
         lua_settop(t->co, 0);
         lua_pushstring(t->co, "coroutine.yield() from a handler: use app.sleep or app.db, or wrap your own coroutine");
         st = LUA_ERRRUN;
@@ -604,7 +635,7 @@ int app_sleep(lua_State *L, double seconds)
     if (!t || !a->w) return luaL_error(L, "app.sleep: only inside a handler, timer or spec");
     t->tmo.cb = timer_fire;
     timerwheel_add(a->w->tw, &t->tmo, worker_now_us(a->w) / 1000 + (uint64_t)(seconds * 1000));
-    t->cancel = NULL;
+    t->cancel = sleep_cancel;
     return task_yield(L, t);
 }
 
@@ -689,5 +720,6 @@ void app_conn_gone(conn *c)
     task *t = c->task;
     if (!t) return;
     c->task = NULL;
-    t->c = NULL;         /* the handler runs on; its answer goes nowhere */
+    t->c = NULL;         /* its answer goes nowhere: parked, it is abandoned; running, it runs on */
+    task_abandon(t);
 }

@@ -27,7 +27,7 @@ struct task {
     int route_ref;           /* TASK_REQUEST: registry ref of the route's handler function */
     int waiting;             /* set by a primitive that yielded and arranged a wake-up */
     tw_entry tmo;            /* app.sleep, awaits with a deadline */
-    void (*cancel)(task *t); /* undo the pending wait (connection gone, state closing) */
+    void (*cancel)(task *t); /* undo the pending wait; afterwards nothing resumes the task (request over) */
     void *wait;              /* what the primitive waits on */
     task *parent;            /* TASK_CHILD: resumed with (ok, err) when this one ends */
     int timer_ref;           /* TASK_TIMER: the callback; repeat interval in ms, 0 for one-shot */
@@ -38,6 +38,7 @@ struct task {
     int err_status;          /* status carried by an error table ({status = 503}) */
     int stopped;             /* GUARD_* when the last run was stopped by the memory budget or deadline */
     void (*on_done)(task *t, int st, const char *etext);   /* before the task is recycled */
+    void (*cleanup)(task *t); /* set by a binding holding something for the task's life (lua_db): run at release */
     double deadline;         /* child tasks: real-time limit for the count hook */
     void *ud;
     task *next;              /* appstate's list of live tasks / freelist */

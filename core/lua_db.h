@@ -25,8 +25,6 @@ void db_pool_totals(server *srv, db_totals *out);
 int db_check_url(const char *url, char *err, size_t errlen);
 /* Appends pool metrics (Prometheus text) for this worker. */
 void db_metrics(worker *w, buf *out, int first_worker);
-/* Releases what a finished task still holds (pinned transaction connection, queued acquire). */
-void db_task_cleanup(task *t);
 /* sluice.core's `db` table: query/read/begin/commit/rollback primitives (upvalue: appstate). */
 int luaopen_sluice_db(lua_State *L);
 

@@ -55,6 +55,7 @@ struct hgroup {
 };
 
 static void hg_cancel(task *t);
+static void hg_abandon(task *t);
 
 static const httpc_limits builtin_limits = {256, 64, 64};   /* as httpc_new(loop, NULL) */
 
@@ -230,12 +231,24 @@ static void slot_done(void *ud, const httpc_result *r)
     slot_result(s->g, s->idx, r, r->err, r->errmsg);
 }
 
-/* t->cancel: the task will not use the answers: cancel what is in flight and resume it with
+/* t->cancel: the task is abandoned (its request is over, lua_app.c): cancel what is in flight
+ * (no completion runs after httpc_cancel) and free the group; the task is not resumed. */
+static void hg_abandon(task *t)
+{
+    hgroup *g = t->wait;
+    if (!g) return;
+    for (int i = 0; i < g->n; i++)
+        if (g->s[i].r) { httpc_cancel(g->s[i].r); g->s[i].r = NULL; }
+    t->wait = NULL;
+    group_free(g);
+}
+
+/* The task will not use the answers but runs on: cancel what is in flight and resume it with
  * "cancelled" errors (its own answer goes nowhere). */
 static void hg_cancel(task *t)
 {
     hgroup *g = t->wait;
-    if (!g || t->cancel != hg_cancel) return;
+    if (!g || t->cancel != hg_abandon) return;
     t->cancel = NULL;                     /* once */
     int n = g->n;
     for (int i = 0; i < n; i++) {
@@ -262,7 +275,7 @@ static void watch_cb(tw_entry *e)
 {
     task *t = container_of(e, task, tmo);
     hgroup *g = t->wait;
-    if (!g || t->cancel != hg_cancel) return;
+    if (!g || t->cancel != hg_abandon) return;
     conn *c = g->c;
     if (t->c != c || c->gen != g->gen || c->closed) { hg_cancel(t); return; }
     if (g->peek) {
@@ -270,9 +283,8 @@ static void watch_cb(tw_entry *e)
         ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n > 0) g->peek = 0;           /* a pipelined request: end of file cannot be seen now */
         else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            app_conn_gone(c);             /* detach first: the handler's answer goes nowhere */
+            app_conn_gone(c);             /* detaches and abandons t (hg_abandon): t is gone */
             conn_close(c);
-            hg_cancel(t);
             return;
         }
     }
@@ -283,7 +295,7 @@ static void watch_cb(tw_entry *e)
 static int park(lua_State *L, task *t, hgroup *g)
 {
     t->wait = g;
-    t->cancel = hg_cancel;
+    t->cancel = hg_abandon;
     worker *w = t->app->w;
     conn *c = t->c;
     if (t->kind == TASK_REQUEST && c && !c->closed && c->fd >= 0) {

@@ -369,7 +369,9 @@ void metrics_render(server *s, const metrics_health *h, buf *b)
     buf_puts(b, "# HELP sluice_http_responses_total Responses by status class.\n# TYPE sluice_http_responses_total counter\n");
     for (int c = 1; c <= 5; c++) buf_printf(b, "sluice_http_responses_total{code=\"%dxx\"} %llu\n", c, (unsigned long long)cls[c]);
     unsigned long long bytes = 0, lua_errors = 0, limited = 0, slow = 0, dropped = 0, subs = 0, refused = 0;
+    long lua_tasks = 0;
     for (int i = 0; i < s->nworkers; i++) {
+        lua_tasks += atomic_load_explicit(&s->workers[i].lua_tasks, memory_order_relaxed);
         slow += atomic_load(&s->workers[i].sse_slow_closed);
         dropped += atomic_load(&s->workers[i].sse_dropped);
         bytes += atomic_load(&s->workers[i].bytes_out);
@@ -382,6 +384,7 @@ void metrics_render(server *s, const metrics_health *h, buf *b)
     GAUGE(b, "sluice_connections", "Open client connections.", "%d", atomic_load(&s->nconns));
     GAUGE(b, "sluice_connections_capacity", "limits.max_connections (lowered to fit the open-files limit).", "%u", atomic_load(&s->conn_cap));
     COUNTER(b, "sluice_lua_errors_total", "Errors raised by Lua handlers and timers.", "%llu", lua_errors);
+    GAUGE(b, "sluice_lua_tasks_active", "Lua tasks (handlers, running timer callbacks) holding a coroutine: running or waiting.", "%ld", lua_tasks);
     COUNTER(b, "sluice_ratelimit_rejections_total", "Requests answered 429 by a rate-limit policy.", "%llu", limited);
     if (s->rl) {
         rl_stats st;

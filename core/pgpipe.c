@@ -221,3 +221,12 @@ void pgpool_set_pipeline(pgpool *p, int depth)
 {
     p->pipe_max = depth < 1 ? 1 : depth > PIPE_MAX ? PIPE_MAX : depth;
 }
+
+void pgpool_query_abandon(pgpool *p, pgpool_job *j)
+{
+    for (pgconn *c = p->all; c; c = c->next)
+        if (c->state == CS_PIPE && c->depth && !c->sync_due && c->ring[c->head].ud == j->ud) {
+            pgpool_cancel_async(c->pg);   /* the statement the server runs now is j's */
+            return;
+        }
+}

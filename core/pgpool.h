@@ -110,6 +110,11 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
 void pgpool_query(pgpool *p, pgpool_job *job, const char *sql, int nparams, const char *const *values,
                   const int *lengths, pgpool_query_cb cb, void *ud);
 
+/* The caller of an in-flight pgpool_query lost interest (its callback still runs, once): when
+ * the job is the statement its connection runs now, it is cancelled on the server (PQcancel),
+ * so a long statement does not hold the connection to its end. */
+void pgpool_query_abandon(pgpool *p, pgpool_job *job);
+
 /* Statements pgpool_query may keep in flight on one connection, 1..8 (default 1: no sharing).
  * A statement is only queued behind one sent less than 50 ms ago. */
 void pgpool_set_pipeline(pgpool *p, int depth);
