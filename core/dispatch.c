@@ -115,6 +115,8 @@ static void match_request(conn *c, match *m)
     label_request(c, m);
 }
 
+static void handler_done(task *t, int st, const char *etext);
+
 /* The request after its rate-limit decision (limited: 0 no policy, 1 admitted, -1 rejected). */
 static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdict *lvp)
 {
@@ -168,7 +170,12 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
     c->lv = limited ? lv : (limiter_verdict){0};
     c->has_lv = limited != 0;
     c->in_dispatch = 1;
-    app_handle(a, c, t, ps, np);
+    if (app_handle(a, c, t, ps, np, handler_done)) {
+        c->in_dispatch = 0;
+        resp_error(c, 503, "out of memory", 1);
+        finish(c);
+        return;
+    }
     c->in_dispatch = 0;
     if (c->task && !c->closed) {           /* suspended: wait for the database, a sleep, ... */
         c->state = CS_HANDLING;
@@ -269,23 +276,31 @@ static int error_fields(conn *c, task *t, const char *err)
     return 1;
 }
 
-/* The app.sse handler returned { status = ... } itself (a refusal that is not a cap's). */
-static int handler_refused(lua_State *co)
-{
-    if (!lua_istable(co, 1)) return 0;
-    lua_getfield(co, 1, "status");
-    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
-    lua_pop(co, 1);
-    return st != 200;
-}
-
 static void add_limit_headers(resp *r, void *ud)
 {
     conn *c = ud;
     if (c->has_lv) limiter_headers(r, &c->lv);
 }
 
-void dispatch_task_done(conn *c, task *t, int st, const char *etext)
+/* A stream's request is over (admitted now, or after Redis's admission): logged, and the
+ * request parser and read buffer go (an idle stream should cost ~2 KB, not ~10). */
+static void sse_admitted(conn *c)
+{
+    access_log(c);
+    http_req_free(&c->req);
+    buf_free(&c->in);
+}
+
+/* ssestream_start's done: Redis's admission decided (the request waited in CS_HANDLING). */
+static void sse_admission_done(conn *c)
+{
+    if (c->state != CS_SSE) { dispatch_async_done(c); return; }
+    sse_admitted(c);
+    conn_resume(c);                   /* re-arms reading: it notices the client leaving */
+}
+
+/* A request's handler task ended (app_handle's on_done): answer it. */
+static void task_done(conn *c, task *t, int st, const char *etext)
 {
     appstate *a = t->app;
     worker *w = c->w;
@@ -295,33 +310,16 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
     if (st != 0) {
         err = etext;
     } else if (t->route_kind == 1) {
-        int rc = ssestream_start(c, a, t->co, ebuf, sizeof ebuf);
-        if (rc == 1 && c->status != 200 && handler_refused(t->co))
-            atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
-        if (rc == 0) {
+        ssestream_accept acc;
+        int rc = app_sse_result(a, c, t->co, &acc, ebuf, sizeof ebuf);
+        if (rc == 1) atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
+        if (rc == 0) rc = ssestream_start(c, &acc, sse_admission_done);
+        if (rc == 0 || rc == 2) {        /* a stream now, or once Redis admits it */
             atomic_fetch_add_explicit(&w->sse_subscribes, 1, memory_order_relaxed);
-            lua_getfield(t->co, 1, "on_open");    /* presence: called once the stream is admitted */
-            if (lua_isfunction(t->co, -1)) {
-                lua_xmove(t->co, a->L, 1);
-                task *ot = task_prepare(a, TASK_TIMER, 0);
-                if (ot) task_resume(ot, 0);
-            } else {
-                lua_pop(t->co, 1);
-            }
-            lua_getfield(t->co, 1, "on_close");   /* presence: called when the stream ends */
-            if (lua_isfunction(t->co, -1)) {
-                c->sse_close_ref = luaL_ref(t->co, LUA_REGISTRYINDEX);
-                c->sse_app = a;
-                a->refs++;                        /* the callback lives in this state */
-            } else {
-                lua_pop(t->co, 1);
-            }
-            access_log(c);
-            if (c->state == CS_SSE) {            /* admitted: the request is not needed any more */
-                http_req_free(&c->req);          /* an idle stream should cost ~2 KB, not ~10 */
-                buf_free(&c->in);
-            }
-            if (was_async) conn_resume(c);   /* re-arm reading: it notices the client leaving */
+            app_sse_opened(t, c);
+            if (rc == 2) return;         /* sse_admission_done ends the request */
+            sse_admitted(c);
+            if (was_async) conn_resume(c);
             return;                       /* the connection is a stream now */
         }
         if (rc < 0) err = ebuf;
@@ -366,6 +364,11 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
     }
 }
 
+static void handler_done(task *t, int st, const char *etext)
+{
+    if (t->c) task_done(t->c, t, st, etext);   /* NULL: the request was answered without it */
+}
+
 void dispatch_async_done(conn *c)
 {
     finish(c);
@@ -394,19 +397,7 @@ void dispatch_conn_gone(conn *c)
     app_conn_gone(c);
     limiter_conn_gone(c);
     if (c->sse) ssestream_stop(c);
-    if (c->sse_close_ref) {
-        appstate *a = c->sse_app;
-        int ref = c->sse_close_ref;
-        c->sse_close_ref = 0;
-        c->sse_app = NULL;
-        if (!a->closing && a->w) {
-            lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
-            task *t = task_prepare(a, TASK_TIMER, 0);
-            if (t) task_resume(t, 0);
-        }
-        luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
-        appstate_release(a);
-    }
+    app_sse_closed(c);
 }
 
 int dispatch_sse_pending(conn *c) { return ssestream_flush(c); }

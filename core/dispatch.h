@@ -6,8 +6,6 @@
 
 /* Handles one complete request on c (the response is queued now or when its handler resumes). */
 void dispatch_request(conn *c);
-/* A request's handler task ended: st is the lua_resume status, etext the error with traceback. */
-void dispatch_task_done(conn *c, task *t, int st, const char *etext);
 /* The handler did not finish within request_timeout. */
 void dispatch_timeout(conn *c);
 /* A request answered later than dispatch returned (the connection waited in CS_HANDLING): access

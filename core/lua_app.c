@@ -13,11 +13,10 @@
 #include <limits.h>
 #include <time.h>
 
-#include "dispatch.h"
 #include "json.h"
+#include "limiter.h"
 #include "lua_guard.h"
 #include "log.h"
-#include "lua_db.h"
 #include "lua_pgurl.h"
 #include "web.h"
 
@@ -159,6 +158,8 @@ static void load_stopped(appstate *a, const char *file, char *err, size_t errlen
     errappend(err, errlen, b);
 }
 
+static long policy_key(conn *c, int fn_ref, char *out, size_t cap);
+
 appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen)
 {
     err[0] = 0;
@@ -167,6 +168,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
         snprintf(err, errlen, "%s: cannot open config file (is the path right? run from the project directory or pass --config)", config_path);
         return NULL;
     }
+    limiter_set_key_fn(policy_key);      /* the same function every time: a relaxed store */
     appstate *a = calloc(1, sizeof *a);
     if (!a) { snprintf(err, errlen, "out of memory"); return NULL; }
     a->w = w;
@@ -335,7 +337,7 @@ void appstate_release(appstate *a)
 {
     if (--a->refs > 0) return;
     if (a->L) lua_guard_close(a->L, &a->guard);
-    web_mounts_free(a);
+    app_mounts_free(a);
     free(a->base_dir);
     router_free(a->rt);
     if (a->cfg) sconfig_free(a->cfg);
@@ -536,19 +538,14 @@ static void task_finish(task *t, int st)
         if (st != 0) lua_settop(t->co, 0);   /* (a run that recovered keeps its answer) */
         lua_guard_collect(a->L, &a->guard);
     }
-    if (t->on_done) {
+    if (t->kind == TASK_REQUEST && t->c) t->c->task = NULL;
+    if (t->on_done) {            /* a request's: dispatch answers it (t->c; NULL once it went away) */
         t->on_done(t, st, st ? etext : NULL);
         t->on_done = NULL;
     }
     switch (t->kind) {
-    case TASK_REQUEST: {
-        conn *c = t->c;
-        if (c) {
-            c->task = NULL;
-            dispatch_task_done(c, t, st, st ? etext : NULL);
-        }
+    case TASK_REQUEST:
         break;
-    }
     case TASK_TIMER:
         if (st) log_msg(LOG_ERROR, "timer callback failed: %s", etext);
         if (t->repeat_ms && !a->closing && st == 0) {
@@ -641,18 +638,16 @@ int app_sleep(lua_State *L, double seconds)
 
 /* ---------------------------------------------------------------- requests */
 
-void app_handle(appstate *a, conn *c, const route_target *rt, const router_param *ps, int np)
+int app_handle(appstate *a, conn *c, const route_target *rt, const router_param *ps, int np,
+               void (*on_done)(task *t, int st, const char *etext))
 {
-    lua_State *L = a->L;
     task *t = task_alloc(a, TASK_REQUEST);
     if (!t || task_coroutine(t)) {
         if (t) task_release(t);
-        resp_error(c, 503, "out of memory", 1);
-        conn_request_done(c);
-        return;
+        return -1;
     }
-    (void)L;
     lua_State *co = t->co;
+    t->on_done = on_done;
     t->c = c;
     t->gen = c->gen;
     t->route_kind = rt->kind;
@@ -701,6 +696,7 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     if (nargs == 3) lua_pushboolean(co, rt->kind == 1);
     c->task = t;
     task_run(t, nargs);
+    return 0;
 }
 
 void app_task_where(const task *t, char *out, size_t outlen)
@@ -722,4 +718,76 @@ void app_conn_gone(conn *c)
     c->task = NULL;
     t->c = NULL;         /* its answer goes nowhere: parked, it is abandoned; running, it runs on */
     task_abandon(t);
+}
+
+/* ---------------------------------------------------------------- SSE callbacks */
+
+void app_sse_opened(task *t, conn *c)
+{
+    appstate *a = t->app;
+    lua_State *co = t->co;
+    lua_getfield(co, 1, "on_open");       /* called once the stream is admitted, as a task of its own */
+    if (lua_isfunction(co, -1)) {
+        lua_xmove(co, a->L, 1);
+        task *ot = task_prepare(a, TASK_TIMER, 0);
+        if (ot) task_resume(ot, 0);
+    } else {
+        lua_pop(co, 1);
+    }
+    lua_getfield(co, 1, "on_close");      /* called when the stream ends: app_sse_closed */
+    if (lua_isfunction(co, -1)) {
+        c->sse_close_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+        c->sse_app = a;
+        a->refs++;                        /* the callback lives in this state */
+    } else {
+        lua_pop(co, 1);
+    }
+}
+
+void app_sse_closed(conn *c)
+{
+    if (!c->sse_close_ref) return;
+    appstate *a = c->sse_app;
+    int ref = c->sse_close_ref;
+    c->sse_close_ref = 0;
+    c->sse_app = NULL;
+    if (!a->closing && a->w) {
+        lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
+        task *t = task_prepare(a, TASK_TIMER, 0);
+        if (t) task_resume(t, 0);
+    }
+    luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
+    appstate_release(a);
+}
+
+/* ---------------------------------------------------------------- rate-limit keys */
+
+/* limiter.c's key function for `key = function(req)` policies (installed by appstate_new):
+ * "f:" + what the function returns for a small request table, or -1. */
+static long policy_key(conn *c, int fn_ref, char *out, size_t cap)
+{
+    appstate *a = c->w->app;
+    lua_State *L = a->L;
+    int top = lua_gettop(L);
+    size_t n = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+    lua_createtable(L, 2, 2);
+    lua_pushlightuserdata(L, c);
+    lua_rawseti(L, -2, 1);
+    lua_pushnumber(L, c->gen);
+    lua_rawseti(L, -2, 2);
+    lua_pushlstring(L, http_req_url(&c->req), c->req.path_len);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, http_method_str((enum http_method)c->req.method));
+    lua_setfield(L, -2, "method");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->req_mt_ref);
+    lua_setmetatable(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) {
+        const char *v = lua_tolstring(L, -1, &n);
+        int k = snprintf(out, cap, "f:%.*s", (int)n, v);
+        lua_settop(L, top);
+        return (size_t)k < cap ? k : (long)cap - 1;
+    }
+    lua_settop(L, top);
+    return -1;
 }

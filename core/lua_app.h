@@ -1,4 +1,8 @@
-/* lua_app.h: one Lua state with config.lua and the handler scripts loaded, and the request coroutines run on it. */
+/* lua_app.h: one Lua state with config.lua and the handler scripts loaded, and the request coroutines run on it.
+ * Layer L5 (Lua bindings): it calls services and engines below it and nothing above; the request
+ * layer (dispatch) hands it requests with a completion callback. Return convention of this
+ * layer's C functions: 0 / a count on success, -1 on failure (with a message where one is
+ * useful); the Lua primitives follow STYLE.md (misuse raises, runtime failure returns nil, msg). */
 #ifndef SLUICE_LUA_APP_H
 #define SLUICE_LUA_APP_H
 
@@ -7,6 +11,7 @@
 #include "lua_guard.h"
 #include "router.h"
 #include "response.h"
+#include "ssestream.h"
 #include "worker.h"
 #include "timerwheel.h"
 
@@ -86,15 +91,32 @@ void appstate_release(appstate *a);
 /* Cancels the state's timers (at reload: the new scripts set their own). */
 void appstate_retire(appstate *a);
 
-/* Runs the handler for a routed request; the response is queued on c (now or after the
- * coroutine resumes). */
-void app_handle(appstate *a, conn *c, const route_target *t, const router_param *ps, int np);
-/* The connection went away while its handler was suspended. */
+/* Runs the handler for a routed request. When the task ends (now, or after it resumes)
+ * on_done(t, st, etext) answers it: st is lua_resume's status, etext the error with its
+ * traceback, t->c the connection (NULL once it went away), t->co the returned values. The state
+ * calls nothing above it: a request's completion is this callback. Returns 0, or -1 when no task
+ * could be made (out of memory: nothing was run, the caller answers). */
+int app_handle(appstate *a, conn *c, const route_target *t, const router_param *ps, int np,
+               void (*on_done)(task *t, int st, const char *etext));
+/* The request on c is over without the handler's answer (limits.request_timeout, the client
+ * gone): a handler parked on a wait is abandoned there (the wait cancelled, its coroutine
+ * released); one running Lua runs on, its answer dropped. */
 void app_conn_gone(conn *c);
+/* An app.sse handler's answer (co[1]): 0 with acc filled (its strings live on co's stack until
+ * the task ends), 1 when the handler refused with its own status (that response is queued),
+ * -1 when the answer is not one (message in err). */
+int app_sse_result(appstate *a, conn *c, lua_State *co, ssestream_accept *acc, char *err, size_t errlen);
+/* The SSE task t's stream was admitted on c: runs its answer's on_open (a task of its own) and
+ * keeps its on_close for app_sse_closed. */
+void app_sse_opened(task *t, conn *c);
+/* The stream on c ended: runs the on_close kept by app_sse_opened (no-op without one). */
+void app_sse_closed(conn *c);
 /* Writes the handler's return value (co[1]) as the response; extra() may add headers.
  * Returns NULL or an error message (constant, or written to etext). */
 const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
                              void (*extra)(resp *r, void *ud), void *ud);
+/* Closes and frees the state's app.static mounts (lua_core.c). */
+void app_mounts_free(appstate *a);
 /* "file:line" where the request task's handler function is defined ("?" when unknown). */
 void app_task_where(const task *t, char *out, size_t outlen);
 /* app.timer / app.sleep primitives (called by sluice.core). */

@@ -137,8 +137,11 @@ static void listen_sync(worker *w)
     if (!n && had) pgpool_set_cap(d->primary, pool_share(w, d));
 }
 
+static const metrics_db_ops db_metrics_ops = {db_ready, db_pool_totals, db_metrics};
+
 int db_worker_init(worker *w)
 {
+    metrics_set_db(&db_metrics_ops);   /* the same table every time: metrics.c reads the pools through it */
     const sconfig *c = w->app_cfg;
     if (!c->db_url) return 0;
     dbside *d = calloc(1, sizeof *d);

@@ -51,11 +51,11 @@ struct hgroup {
     conn *c;                      /* request tasks: the client, checked for going away */
     uint32_t gen;
     int peek;                     /* still worth peeking at the client's socket for end of file */
+    int cancelling;               /* hg_cancel ran: the results are being filled in */
     hslot s[];
 };
 
 static void hg_cancel(task *t);
-static void hg_abandon(task *t);
 
 static const httpc_limits builtin_limits = {256, 64, 64};   /* as httpc_new(loop, NULL) */
 
@@ -231,25 +231,14 @@ static void slot_done(void *ud, const httpc_result *r)
     slot_result(s->g, s->idx, r, r->err, r->errmsg);
 }
 
-/* t->cancel: the task is abandoned (its request is over, lua_app.c): cancel what is in flight
- * (no completion runs after httpc_cancel) and free the group; the task is not resumed. */
-static void hg_abandon(task *t)
-{
-    hgroup *g = t->wait;
-    if (!g) return;
-    for (int i = 0; i < g->n; i++)
-        if (g->s[i].r) { httpc_cancel(g->s[i].r); g->s[i].r = NULL; }
-    t->wait = NULL;
-    group_free(g);
-}
-
-/* The task will not use the answers but runs on: cancel what is in flight and resume it with
- * "cancelled" errors (its own answer goes nowhere). */
+/* The task will not use the answers: cancel what is in flight and resume it with "cancelled"
+ * errors (its own answer goes nowhere; docs/http-client.md). Not a t->cancel hook (those must not
+ * resume the task): lua_app.c leaves a task waiting here to this module's watch. */
 static void hg_cancel(task *t)
 {
     hgroup *g = t->wait;
-    if (!g || t->cancel != hg_abandon) return;
-    t->cancel = NULL;                     /* once */
+    if (!g || g->cancelling) return;
+    g->cancelling = 1;                    /* once */
     int n = g->n;
     for (int i = 0; i < n; i++) {
         if (!g->s[i].r) continue;
@@ -275,7 +264,7 @@ static void watch_cb(tw_entry *e)
 {
     task *t = container_of(e, task, tmo);
     hgroup *g = t->wait;
-    if (!g || t->cancel != hg_abandon) return;
+    if (!g || g->cancelling) return;
     conn *c = g->c;
     if (t->c != c || c->gen != g->gen || c->closed) { hg_cancel(t); return; }
     if (g->peek) {
@@ -283,8 +272,9 @@ static void watch_cb(tw_entry *e)
         ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n > 0) g->peek = 0;           /* a pipelined request: end of file cannot be seen now */
         else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            app_conn_gone(c);             /* detaches and abandons t (hg_abandon): t is gone */
+            app_conn_gone(c);             /* detach first: the handler's answer goes nowhere */
             conn_close(c);
+            hg_cancel(t);
             return;
         }
     }
@@ -295,7 +285,6 @@ static void watch_cb(tw_entry *e)
 static int park(lua_State *L, task *t, hgroup *g)
 {
     t->wait = g;
-    t->cancel = hg_abandon;
     worker *w = t->app->w;
     conn *c = t->c;
     if (t->kind == TASK_REQUEST && c && !c->closed && c->fd >= 0) {

@@ -1,4 +1,6 @@
-/* lua_resp.c: a handler's return value (string, status number, nil or response table) becomes the response. */
+/* lua_resp.c: a handler's return value (string, status number, nil or response table) becomes the
+ * response, and an app.sse handler's the stream it admits (ssestream_accept): the one place the
+ * request path turns Lua values into C structs. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,6 +9,7 @@
 #include "lua_app.h"
 #include "response.h"
 #include "conn.h"
+#include "ssestream.h"
 
 static int cookie_token_ok(const char *s, size_t n)
 {
@@ -250,4 +253,46 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     if (c->w->jsonbuf.cap > (1 << 20)) buf_free(&c->w->jsonbuf);   /* one huge answer keeps no memory */
     lua_settop(co, top);
     return NULL;
+}
+
+/* An app.sse handler's answer (co[1]): a refusal with its own status is written as a response
+ * (1); otherwise its channels and user go into acc (0), the strings staying on co's stack. */
+int app_sse_result(appstate *a, conn *c, lua_State *co, ssestream_accept *acc, char *err, size_t errlen)
+{
+    err[0] = 0;
+    if (!lua_istable(co, 1)) {
+        snprintf(err, errlen, "SSE handler must return { channel = ..., user = ... } or { status = 4xx }");
+        return -1;
+    }
+    lua_getfield(co, 1, "status");
+    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
+    lua_pop(co, 1);
+    if (st != 200) {
+        const char *e = app_write_result(a, c, co, err, errlen, NULL, NULL);
+        if (e) { if (e != err) snprintf(err, errlen, "%s", e); return -1; }
+        return 1;
+    }
+    acc->nch = 0;
+    lua_getfield(co, 1, "channel");
+    if (lua_isstring(co, -1)) acc->chans[acc->nch++] = lua_tostring(co, -1);
+    lua_getfield(co, 1, "channels");
+    if (lua_istable(co, -1)) {
+        int list = lua_gettop(co);              /* -1 moves as the names are pushed */
+        size_t n = lua_objlen(co, list);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(co, list, (int)i);
+            if (!lua_isstring(co, -1) || acc->nch == SSE_MAX_SUB_CHANNELS) {
+                snprintf(err, errlen, "SSE channels must be strings, at most %d per stream", SSE_MAX_SUB_CHANNELS);
+                return -1;
+            }
+            acc->chans[acc->nch++] = lua_tostring(co, -1);   /* stays on the stack until the task ends */
+        }
+    }
+    if (!acc->nch) {
+        snprintf(err, errlen, "SSE handler returned no channel (return { channel = \"name\" })");
+        return -1;
+    }
+    lua_getfield(co, 1, "user");
+    acc->user = lua_isstring(co, -1) ? lua_tostring(co, -1) : NULL;
+    return 0;
 }

@@ -10,7 +10,6 @@
 #include <sys/uio.h>
 
 #include "log.h"
-#include "lua_app.h"
 #include "rbus.h"
 #include "sse.h"
 #include "ssebus.h"
@@ -34,6 +33,7 @@ typedef struct ssestream {
     struct ssestream *dirty_next;
     /* cross-instance (Redis): see admit_redis */
     rbus_op *op;                    /* admission in flight: the connection waits in CS_HANDLING */
+    void (*done)(conn *c);          /* ends the request once that admission decided (ssestream_start) */
     char *adm;                      /* one block holding the copied channel names and user */
     const char *chans[SSE_MAX_SUB_CHANNELS];
     size_t nch;
@@ -377,19 +377,13 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
     return 0;
 }
 
-/* A refusal decided after the request was handed over: finish it like dispatch would. */
-static void finish_async(conn *c)
-{
-    conn_request_done(c);
-    conn_resume(c);
-}
-
 static void admit_cb(void *ud, const redisReply *r, const char *err)
 {
     ssestream *s = ud;
     conn *c = s->c;
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
+    void (*done)(conn *c) = s->done;   /* s may go before it runs */
     s->op = NULL;
     long long verdict = -1;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER)
@@ -404,7 +398,7 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
         } else {
             refuse(c, 503, "cluster at sse.max_connections, retry later");
         }
-        finish_async(c);
+        done(c);
         return;
     }
     s->registered = 1;                  /* on a timeout the script may have run: remove at close */
@@ -429,16 +423,9 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
         s->skip_upto = upto;
         s->drop_gaps = 1;
     }
-    if (subscribe_local(c, s, mark, lastid)) finish_async(c);
-    else {
-        /* the hub's replay gaps were superseded by Redis's; a gap from now on is news */
-        if (!c->closed && c->sse == s) s->drop_gaps = 0;
-        /* admitted after the access log was written: as on the local path (dispatch.c), the
-         * request and its read buffer go, so an idle stream costs ~2 KB with Redis too */
-        http_req_free(&c->req);
-        buf_free(&c->in);
-        conn_resume(c);                 /* re-arms reading, to notice the client leaving */
-    }
+    if (subscribe_local(c, s, mark, lastid) == 0 && !c->closed && c->sse == s)
+        s->drop_gaps = 0;               /* the hub's replay gaps were superseded by Redis's: a gap from now on is news */
+    done(c);                            /* a stream (CS_SSE) or a refusal */
 }
 
 /* Copies what the asynchronous admission needs (the Lua strings die when the handler returns)
@@ -507,46 +494,13 @@ static int admit_send(conn *c, ssestream *s)
     return s->op != NULL;
 }
 
-int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errlen)
+int ssestream_start(conn *c, const ssestream_accept *acc, void (*done)(conn *c))
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    err[0] = 0;
-    if (!lua_istable(co, 1)) {
-        snprintf(err, errlen, "SSE handler must return { channel = ..., user = ... } or { status = 4xx }");
-        return -1;
-    }
-    lua_getfield(co, 1, "status");
-    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
-    lua_pop(co, 1);
-    if (st != 200) {
-        const char *e = app_write_result(a, c, co, err, errlen, NULL, NULL);
-        if (e) { if (e != err) snprintf(err, errlen, "%s", e); return -1; }
-        return 1;
-    }
-    const char *chans[SSE_MAX_SUB_CHANNELS];
-    size_t nch = 0;
-    lua_getfield(co, 1, "channel");
-    if (lua_isstring(co, -1)) chans[nch++] = lua_tostring(co, -1);
-    lua_getfield(co, 1, "channels");
-    if (lua_istable(co, -1)) {
-        int list = lua_gettop(co);              /* -1 moves as the names are pushed */
-        size_t n = lua_objlen(co, list);
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(co, list, (int)i);
-            if (!lua_isstring(co, -1) || nch == SSE_MAX_SUB_CHANNELS) {
-                snprintf(err, errlen, "SSE channels must be strings, at most %d per stream", SSE_MAX_SUB_CHANNELS);
-                return -1;
-            }
-            chans[nch++] = lua_tostring(co, -1);   /* stays on the stack until we return */
-        }
-    }
-    if (!nch) {
-        snprintf(err, errlen, "SSE handler returned no channel (return { channel = \"name\" })");
-        return -1;
-    }
-    lua_getfield(co, 1, "user");
-    const char *user = lua_isstring(co, -1) ? lua_tostring(co, -1) : NULL;
+    const char *const *chans = acc->chans;
+    size_t nch = acc->nch;
+    const char *user = acc->user;
 
     char lastid[64] = "";
     size_t ln;
@@ -573,11 +527,12 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     if (w->rbus && admit_prepare(c, s, chans, nch, user, lastid[0] ? lastid : NULL) == 0) {
         /* Several instances: the caps count every instance's streams, and a reconnecting client
          * gets what it missed from Redis. The connection waits (CS_HANDLING) for the answer. */
+        s->done = done;
         if (rbus_ready(w) && admit_send(c, s)) {
             c->status = 200;
             c->state = CS_HANDLING;
             conn_set_timeout(c, TMO_HANDLER, cfg->request_timeout);
-            return 0;
+            return 2;
         }
         /* Redis is down: local caps decide; the heartbeat registers the stream once it is back */
         rbus_count(w->srv, RBC_SSE_ADMIT_FALLBACK);
@@ -589,12 +544,12 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     free(s->adm);
     s->adm = NULL;
     s->nch = nch;
-    for (size_t i = 0; i < nch; i++) s->chans[i] = chans[i];    /* Lua strings, alive until we return */
+    for (size_t i = 0; i < nch; i++) s->chans[i] = chans[i];    /* the caller's strings, alive until we return */
     s->user = user;
     size_t mark = c->out.len;
     write_headers(c);
     int rc = subscribe_local(c, s, mark, lastid);
-    if (rc == 0) { s->user = NULL; s->nch = 0; }                /* they pointed into the Lua stack */
+    if (rc == 0) { s->user = NULL; s->nch = 0; }                /* they pointed at the caller's strings */
     return rc;
 }
 

@@ -2,14 +2,23 @@
 #ifndef SLUICE_SSESTREAM_H
 #define SLUICE_SSESTREAM_H
 
-#include <lua.h>
+#include <stddef.h>
 
 #include "conn.h"
+#include "sse.h"
 
-/* Reads the SSE handler's answer (co[1]) and subscribes. Returns 0 when c is now a stream,
- * 1 when a refusal (the handler's status, or a cap's 429/503) was queued, -1 on a bad answer
- * (message in err). */
-int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errlen);
+/* What an SSE handler admitted (lua_resp.c reads it from the handler's answer). The strings are
+ * the caller's, alive until ssestream_start returns (it copies what it keeps). */
+typedef struct ssestream_accept {
+    const char *chans[SSE_MAX_SUB_CHANNELS];
+    size_t nch;                 /* 1..SSE_MAX_SUB_CHANNELS */
+    const char *user;           /* NULL: no sse.per_user cap */
+} ssestream_accept;
+
+/* Subscribes c to acc's channels. Returns 0 when c is now a stream (CS_SSE), 1 when a refusal
+ * (a cap's 429/503, a bad Last-Event-ID) was queued, 2 when c waits (CS_HANDLING) for Redis's
+ * admission: done(c) then ends the request, a stream (c->state CS_SSE) or a refusal. */
+int ssestream_start(conn *c, const ssestream_accept *acc, void (*done)(conn *c));
 /* Heartbeat tick: a comment line when idle; closes streams that made no progress for
  * sse.cleanup_interval. */
 void ssestream_heartbeat(conn *c);

@@ -38,9 +38,7 @@ void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t l
 int web_file_flush(conn *c);
 /* Closes a pending file (connection closing). */
 void web_file_drop(conn *c);
-/* app.static(prefix, dir, { cache_control =, index = }) and req:multipart() for sluice.core. */
-int web_lua_static(lua_State *L);
+/* req:multipart() for sluice.core. */
 int web_lua_multipart(lua_State *L);
-void web_mounts_free(appstate *a);
 
 #endif

@@ -6,8 +6,9 @@ the pool's connections, some queued for one), the same inside app.db.transaction
 against an upstream that accepts and never answers. With limits.request_timeout = 1 every one is
 answered 503; then the Lua tasks must go (sluice_lua_tasks_active back to 0: the coroutines are
 released), the pool's connections come back idle with no pg_sleep left running on the server
-(PQcancel, or the connection closed), the upstream sees its connections closed, and the server
-keeps serving. A client that hangs up while its handler sleeps frees the task the same way.
+(PQcancel, or the connection closed), the upstream sees its connections closed (app.http resumes
+the handler with a "cancelled" error, docs/http-client.md; it then ends), and the server keeps
+serving. A client that hangs up while its handler sleeps frees the task the same way.
 
 The database cases need DATABASE_URL (tools/test exports it; locally: export
 DATABASE_URL=$(tools/pg-dev start /tmp/sluice-db)); without it they are reported as skipped.
