@@ -64,15 +64,34 @@ static int embedded_loader(lua_State *L)
     return 1;
 }
 
-/* The watchdog (lua_guard.c): a count hook checks that Lua has not run past its deadline
- * without yielding, and the state's allocator refuses memory past it or past the budget.
- * An instruction hook also keeps LuaJIT from recording traces (a compiled loop would never
- * see the hook), so limits.script_timeout = 0 trades the watchdog for the JIT. */
+/* The guard (lua_guard.c, lua_watchdog.c): every run (a resume of a task, a load) has a
+ * deadline; the watchdog thread sets the hook on a run that passes it, and the state's
+ * allocator refuses memory past it or past the budget. Nothing is checked while a run is on
+ * time, so the JIT stays on (limits.jit); compiled code stuck in a trace is the watchdog's
+ * last resort (docs/operations.md). */
 #define MB (1024.0 * 1024.0)
 
 static double mono_now(void) { return lua_guard_now(); }
 
-double app_set_deadline(double d) { return lua_guard_set_deadline(d); }
+/* For the watchdog's last-resort message: which run is stuck (read from the watchdog thread
+ * while the worker is stuck in compiled code, so nothing here changes under it). */
+static void describe_run(void *ctx, char *out, size_t outlen)
+{
+    const task *t = ctx;
+    switch (t->kind) {
+    case TASK_REQUEST:
+        if (t->c && t->c->gen == t->gen) {
+            const http_req *r = &t->c->req;
+            snprintf(out, outlen, "%s %.*s", http_method_str((enum http_method)r->method),
+                     (int)(r->path_len < 200 ? r->path_len : 200), http_req_url(r));
+        } else {
+            snprintf(out, outlen, "a request handler");
+        }
+        break;
+    case TASK_TIMER: snprintf(out, outlen, "an app.timer callback"); break;
+    default: snprintf(out, outlen, "a spec"); break;
+    }
+}
 
 static int traceback(lua_State *L)
 {
@@ -184,11 +203,14 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     if (slash) *slash = 0;
     a->base_dir = strdup(base);
     app_setup_loaders(L, a, base);
-    /* loading has a deadline too: a script looping at top level must not hang a reload.
-     * Compiled traces never run hooks, so the JIT stays off while the watchdog is on. */
+    /* loading has a deadline too: a script looping at top level must not hang a reload. It
+     * runs interpreted (the JIT goes on once loaded), so the watchdog's hook always stops it:
+     * a reload must never meet the last resort. */
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    lua_sethook(L, lua_guard_hook, LUA_MASKCOUNT, 1000);
-    double saved_deadline = app_set_deadline(mono_now() + LUA_GUARD_LOAD_DEADLINE);
+    lua_watchdog_set_describe(describe_run);
+    lua_guard_run load_run;
+    lua_guard_run_begin(&a->guard, &load_run, L, mono_now() + LUA_GUARD_LOAD_DEADLINE, NULL);
+    lua_guard_enforce(&a->guard, 0);     /* refusals only inside the protected calls that run user code */
     lua_guard_set_loading("loading took longer than the 10 s load deadline (a script's top level must not loop or wait)");
 
     lua_pushcfunction(L, traceback);
@@ -205,9 +227,9 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     lua_getfield(L, -1, "getenv");
     lua_setfield(L, -3, "lookup_env");
     lua_pop(L, 1);
-    a->guard.enforce = 1;       /* refusals only inside the protected calls that run user code */
+    lua_guard_enforce(&a->guard, 1);     /* refusals only inside the protected calls that run user code */
     int cst = lua_pcall(L, 2, 2, 0);
-    a->guard.enforce = 0;
+    lua_guard_enforce(&a->guard, 0);
     if (cst) { errappend(err, errlen, lua_tostring(L, -1)); goto fail; }
     if (a->guard.stopped) { load_stopped(a, abs, err, errlen); goto fail; }
     if (lua_isnil(L, -2)) {
@@ -225,7 +247,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
     char cerr[512];
     a->cfg = sconfig_from_lua(L, lua_gettop(L), cerr, sizeof cerr);
     if (!a->cfg) { errappend(err, errlen, cerr); goto fail; }
-    a->guard.limit = (size_t)(a->cfg->lua_memory_mb * MB);
+    lua_guard_set_limit(&a->guard, (size_t)(a->cfg->lua_memory_mb * MB));
     lua_settop(L, 0);
     a->rt = router_new();
 
@@ -280,9 +302,9 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
             }
             goto fail;
         }
-        a->guard.enforce = 1;
+        lua_guard_enforce(&a->guard, 1);
         int sst = lua_pcall(L, 0, 0, -2);
-        a->guard.enforce = 0;
+        lua_guard_enforce(&a->guard, 0);
         if (sst) {
             char line[1024];
             const char *m = lua_tostring(L, -1);
@@ -294,16 +316,14 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
         lua_settop(L, 0);
     }
     lua_guard_set_loading(NULL);
-    app_set_deadline(saved_deadline);
+    lua_guard_run_end(&a->guard, &load_run);
     a->script_timeout = test_mode && a->cfg->script_timeout <= 0 ? 5 : a->cfg->script_timeout;
-    if (a->script_timeout <= 0) {            /* no watchdog: the JIT compiles hot handlers */
-        lua_sethook(L, NULL, 0, 0);
-        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
-    }
+    /* `sluice test` keeps the interpreter: a runaway spec is always stopped, never the runner */
+    if (a->cfg->jit && !test_mode) luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
     return a;
 fail:
     lua_guard_set_loading(NULL);
-    app_set_deadline(saved_deadline);
+    lua_guard_run_end(&a->guard, &load_run);
     if (!err[0]) snprintf(err, errlen, "%s: failed to load", abs);
     a->closing = 1;
     appstate_release(a);
@@ -469,15 +489,10 @@ static void task_run(task *t, int nargs)
     a->running = t;
     t->waiting = 0;
     double dl = t->deadline > 0 ? t->deadline : a->script_timeout > 0 ? mono_now() + a->script_timeout : 0;
-    double saved_dl = app_set_deadline(dl);
-    int saved_enforce = a->guard.enforce, saved_stopped = a->guard.stopped;
-    a->guard.enforce = 1;
-    a->guard.stopped = 0;
+    lua_guard_run run;
+    lua_guard_run_begin(&a->guard, &run, a->L, dl, t);
     int st = lua_resume(t->co, nargs);
-    t->stopped = a->guard.stopped;
-    a->guard.enforce = saved_enforce;
-    a->guard.stopped = saved_stopped;
-    app_set_deadline(saved_dl);
+    t->stopped = lua_guard_run_end(&a->guard, &run);
     a->running = saved;
     if (st == LUA_YIELD) {
         if (t->waiting) { task_abandon(t); return; }   /* detached while it ran: no one will read its answer */

@@ -44,7 +44,7 @@ struct task {
     int stopped;             /* GUARD_* when the last run was stopped by the memory budget or deadline */
     void (*on_done)(task *t, int st, const char *etext);   /* before the task is recycled */
     void (*cleanup)(task *t); /* set by a binding holding something for the task's life (lua_db): run at release */
-    double deadline;         /* child tasks: real-time limit for the count hook */
+    double deadline;         /* child tasks: real-time limit of each run (the watchdog's deadline) */
     void *ud;
     task *next;              /* appstate's list of live tasks / freelist */
     task *prev;
@@ -71,7 +71,7 @@ struct appstate {
     struct static_mount *mounts;
     int nmounts;
     int pipeline_ref;        /* Lua middleware runner (app.before/after), 0 when none */
-    double script_timeout;   /* seconds Lua may run without yielding; 0 = no watchdog (JIT on) */
+    double script_timeout;   /* seconds Lua may run without yielding; 0 = no deadline */
     lua_guard guard;         /* the state's allocator: memory budget (limits.lua_memory) and deadline */
 };
 
@@ -123,8 +123,6 @@ void app_task_where(const task *t, char *out, size_t outlen);
 int app_timer_new(lua_State *L, appstate *a, double seconds, int fn_idx, int repeat);
 int app_sleep(lua_State *L, double seconds);
 
-/* Sets this thread's Lua run deadline (monotonic seconds, 0 = none); returns the old one. */
-double app_set_deadline(double d);
 /* Installs the module loaders (embedded lua/, cjson, and sluice.core when a is set). */
 void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir);
 /* Makes a task for the function (and nargs arguments) on top of a's main stack; start it

@@ -111,6 +111,7 @@ sconfig *sconfig_from_lua(lua_State *L, int t, char *err, size_t errlen)
     c->lim.max_headers = (unsigned)num(L, lim, "max_headers", 100);
     c->script_timeout = num(L, lim, "script_timeout", 5);
     c->lua_memory_mb = num(L, lim, "lua_memory", 512);
+    c->jit = boolean(L, lim, "jit", 1);
     lua_pop(L, 1);
     int co = sub(L, t, "cors");
     int x = sub(L, co, "origins");

@@ -47,6 +47,7 @@ typedef struct sconfig {
     size_t max_output_buffer;       /* unsent bytes at which a connection stops reading (limits) */
     double request_timeout, header_timeout, keepalive_timeout, shutdown_timeout, script_timeout;
     double lua_memory_mb;   /* limits.lua_memory: per-state Lua budget in MB, 0 = none */
+    int jit;                /* limits.jit: handler states compile with LuaJIT's JIT */
     char **cors_origins, **cors_methods, **cors_headers, **cors_expose;
     size_t ncors_origins, ncors_methods, ncors_headers, ncors_expose;
     int cors_credentials, cors_max_age;

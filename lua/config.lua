@@ -572,6 +572,7 @@ local TOP = record({
     max_output_buffer = F(integer(16384, 2 ^ 31), 1048576),
     script_timeout = F(number(0, DAY), 5),
     lua_memory = F(integer(0, 1048576), 512),       -- MB per Lua state, 0 = no budget
+    jit = F(boolean, true),                         -- false: interpreter only (every runaway stopped)
   }), {}),
   cors = F(record({
     origins = F(array(nonempty_string, "origins (\"*\" or scheme://host[:port])"), {}),

@@ -28,8 +28,10 @@ FIX = os.path.join(HERE, "fixtures", "sec_budget")
 MB = 1024 * 1024
 
 
-def server(mem=None, timeout=None, fixture=FIX):
+def server(mem=None, timeout=None, fixture=FIX, gsub=None):
     env = {}
+    if gsub is not None:
+        env["FIX_GSUB"] = str(gsub)
     if mem is not None:
         env["FIX_LUA_MEMORY"] = str(mem)
     if timeout is not None:
@@ -102,7 +104,8 @@ def a_long_c_call_stops_at_script_timeout():
     # (Without it the call runs to its end and answers 200 with the length.)
     # A 20 ms deadline keeps the case independent of the machine's speed: the call takes ~1 s
     # here, and its last buffer growths come well after 20 ms on any machine.
-    with server(mem=512, timeout=0.02) as s:
+    # The 32 MB input is built at load (FIX_GSUB), so the run is the gsub alone.
+    with server(mem=512, timeout=0.02, gsub=25) as s:
         st, _, body = get(s.port, "/gsub/25", timeout=60)
         e = error_of(body)
         check(st == 500 and "script ran too long without yielding (limits.script_timeout)" in e and "app.lua:" in e,
