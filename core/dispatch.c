@@ -70,10 +70,22 @@ static void write_access_log(conn *c, const sconfig *cfg, uint64_t us)
     log_raw(line, (unsigned long)n);
 }
 
-static void finish(conn *c)
+/* The one way a request ends, whatever answered it (a built-in, a static file, an error, the
+ * handler, an SSE admission or refusal, limits.request_timeout): its metrics and access-log line,
+ * then the connection's bookkeeping — a stream (CS_SSE) drops the request it no longer needs (an
+ * idle stream should cost ~2 KB, not ~10), any other request goes to keep-alive or closing.
+ * async: the answer came after dispatch_request returned (the connection waited in CS_HANDLING),
+ * so the connection's pipeline goes on from here. */
+static void request_end(conn *c, int async)
 {
     access_log(c);
-    conn_request_done(c);
+    if (c->state == CS_SSE) {
+        http_req_free(&c->req);
+        buf_free(&c->in);
+    } else {
+        conn_request_done(c);
+    }
+    if (async && !c->closed && !c->task) conn_resume(c);   /* a stream: reading notices the client leaving */
 }
 
 /* What a request's path resolves to: a built-in endpoint, a route, or neither. */
@@ -131,13 +143,13 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
     limiter_verdict lv = *lvp;
     (void)plen;
     if (limited < 0) {           /* rejected: 429 already queued */
-        finish(c);
+        request_end(c, 0);
         return;
     }
     if (builtin) {
         admin_answer(c, builtin);
         if (c->state == CS_HANDLING) return;   /* answered later (the publish endpoint waits for Redis) */
-        finish(c);
+        request_end(c, 0);
         return;
     }
     if (!t) {
@@ -156,7 +168,7 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
         } else {
             resp_error(c, 404, "not found", 0);
         }
-        finish(c);
+        request_end(c, 0);
         return;
     }
     if (t->kind == 2) {          /* app.static mount: the rest of the path after the prefix */
@@ -164,7 +176,7 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
         const char *rest = np ? ps[np - 1].val - 1 : path + plen;
         size_t rl = np ? ps[np - 1].vlen + 1 : 0;
         web_static_serve(c, m, rest, rl);
-        finish(c);
+        request_end(c, 0);
         return;
     }
     c->lv = limited ? lv : (limiter_verdict){0};
@@ -173,7 +185,7 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
     if (app_handle(a, c, t, ps, np, handler_done)) {
         c->in_dispatch = 0;
         resp_error(c, 503, "out of memory", 1);
-        finish(c);
+        request_end(c, 0);
         return;
     }
     c->in_dispatch = 0;
@@ -210,8 +222,8 @@ void dispatch_request(conn *c)
     c->route = NULL;
     c->mroute = RS_UNMATCHED;    /* until matched (a CORS preflight is answered before routing) */
     c->mmethod = RS_METHODS - 1;
-    if (web_cors(c)) {           /* preflight answered */
-        finish(c);
+    if (web_cors(c) < 0) {       /* preflight answered */
+        request_end(c, 0);
         return;
     }
     match m;
@@ -282,22 +294,8 @@ static void add_limit_headers(resp *r, void *ud)
     if (c->has_lv) limiter_headers(r, &c->lv);
 }
 
-/* A stream's request is over (admitted now, or after Redis's admission): logged, and the
- * request parser and read buffer go (an idle stream should cost ~2 KB, not ~10). */
-static void sse_admitted(conn *c)
-{
-    access_log(c);
-    http_req_free(&c->req);
-    buf_free(&c->in);
-}
-
-/* ssestream_start's done: Redis's admission decided (the request waited in CS_HANDLING). */
-static void sse_admission_done(conn *c)
-{
-    if (c->state != CS_SSE) { dispatch_async_done(c); return; }
-    sse_admitted(c);
-    conn_resume(c);                   /* re-arms reading: it notices the client leaving */
-}
+/* ssestream_start's done: Redis's admission decided (a stream, or a refusal). */
+static void sse_admission_done(conn *c) { request_end(c, 1); }
 
 /* A request's handler task ended (app_handle's on_done): answer it. */
 static void task_done(conn *c, task *t, int st, const char *etext)
@@ -313,16 +311,14 @@ static void task_done(conn *c, task *t, int st, const char *etext)
         ssestream_accept acc;
         int rc = app_sse_result(a, c, t->co, &acc, ebuf, sizeof ebuf);
         if (rc == 1) atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
-        if (rc == 0) rc = ssestream_start(c, &acc, sse_admission_done);
-        if (rc == 0 || rc == 2) {        /* a stream now, or once Redis admits it */
+        else if (rc < 0) err = ebuf;
+        else if ((rc = ssestream_start(c, &acc, sse_admission_done)) > 0) {   /* a stream now, or once Redis admits it */
             atomic_fetch_add_explicit(&w->sse_subscribes, 1, memory_order_relaxed);
             app_sse_opened(t, c);
             if (rc == 2) return;         /* sse_admission_done ends the request */
-            sse_admitted(c);
-            if (was_async) conn_resume(c);
+            request_end(c, was_async);
             return;                       /* the connection is a stream now */
         }
-        if (rc < 0) err = ebuf;
     } else {
         err = app_write_result(a, c, t->co, ebuf, sizeof ebuf, add_limit_headers, c);
     }
@@ -357,11 +353,7 @@ static void task_done(conn *c, task *t, int st, const char *etext)
             resp_error(c, 500, first, 0);
         }
     }
-    finish(c);
-    if (was_async) {
-        if (c->state != CS_CLOSING) c->state = CS_READING;
-        conn_resume(c);
-    }
+    request_end(c, was_async);
 }
 
 static void handler_done(task *t, int st, const char *etext)
@@ -369,11 +361,7 @@ static void handler_done(task *t, int st, const char *etext)
     if (t->c) task_done(t->c, t, st, etext);   /* NULL: the request was answered without it */
 }
 
-void dispatch_async_done(conn *c)
-{
-    finish(c);
-    if (!c->closed && !c->task) conn_resume(c);
-}
+void dispatch_async_done(conn *c) { request_end(c, 1); }
 
 void dispatch_timeout(conn *c)
 {
@@ -381,7 +369,7 @@ void dispatch_timeout(conn *c)
         app_conn_gone(c);           /* the handler's late answer is dropped */
         resp_error(c, 503, "request timed out: the handler did not answer within request_timeout", 1);
         log_msg(LOG_WARN, "%.*s: handler exceeded request_timeout", (int)c->req.path_len, http_req_url(&c->req));
-        access_log(c);
+        request_end(c, 0);
         c->state = CS_CLOSING;
         conn_flush(c);
         if (!c->closed) conn_set_timeout(c, TMO_IDLE, 1);

@@ -1,4 +1,9 @@
-/* dispatch.h: what happens to a complete request: built-in endpoints, rate limits, routing, Lua, SSE. */
+/* dispatch.h: what happens to a complete request: built-in endpoints, rate limits, routing, Lua, SSE.
+ * Layer L6 (request). Every request ends in one place, dispatch.c's request_end (metrics, access
+ * log, keep-alive or stream), whoever answered it: the layers below hand their answers back
+ * through the callbacks dispatch gives them (app_handle's on_done, ssestream_start's and
+ * limiter_check_async's done, ssebus_http_publish's finish). Its functions return nothing: they
+ * answer the request themselves. */
 #ifndef SLUICE_DISPATCH_H
 #define SLUICE_DISPATCH_H
 

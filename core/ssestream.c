@@ -518,10 +518,10 @@ int ssestream_start(conn *c, const ssestream_accept *acc, void (*done)(conn *c))
             else bad_id = 1;
         }
     }
-    if (bad_id) { refuse(c, 400, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 (this one is over 63 bytes)"); return 1; }
+    if (bad_id) { refuse(c, 400, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 (this one is over 63 bytes)"); return -1; }
 
     ssestream *s = calloc(1, sizeof *s);
-    if (!s) { refuse(c, 503, "out of memory"); return 1; }
+    if (!s) { refuse(c, 503, "out of memory"); return -1; }
     s->c = c;
     c->sse = s;
     if (w->rbus && admit_prepare(c, s, chans, nch, user, lastid[0] ? lastid : NULL) == 0) {
@@ -539,7 +539,7 @@ int ssestream_start(conn *c, const ssestream_accept *acc, void (*done)(conn *c))
         s->registered = 1;
         size_t mark = c->out.len;
         write_headers(c);
-        return subscribe_local(c, s, mark, s->lastid);
+        return subscribe_local(c, s, mark, s->lastid) ? -1 : 1;
     }
     free(s->adm);
     s->adm = NULL;
@@ -550,7 +550,7 @@ int ssestream_start(conn *c, const ssestream_accept *acc, void (*done)(conn *c))
     write_headers(c);
     int rc = subscribe_local(c, s, mark, lastid);
     if (rc == 0) { s->user = NULL; s->nch = 0; }                /* they pointed at the caller's strings */
-    return rc;
+    return rc ? -1 : 1;
 }
 
 int ssestream_flush(conn *c)

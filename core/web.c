@@ -178,7 +178,7 @@ int web_cors(conn *c)
         int k = snprintf(b, sizeof b, "%d", cfg->cors_max_age);
         resp_header(&r, "Access-Control-Max-Age", 22, b, (size_t)k);
         resp_finish(&r, NULL, "", 0);
-        return 1;
+        return -1;
     }
     c->cors_ok = 1;
     return 0;

@@ -26,8 +26,9 @@ size_t web_traceparent(conn *c, char out[TRACEPARENT_LEN + 1]);
  * and the method req:header(name)):
  * pushes the value and returns 1, or returns 0 for other keys. For lua_core.c's __index. */
 int web_lua_req_field(lua_State *L, conn *c, const char *k);
-/* CORS: answers a preflight (returns 1) or marks the request so its response carries the
- * Access-Control-* headers (returns 0). No-op without cors.origins. */
+/* CORS: answers a preflight (returns -1: answered, the caller ends the request) or marks the
+ * request so its response carries the Access-Control-* headers (returns 0). No-op without
+ * cors.origins. */
 int web_cors(conn *c);
 /* Adds X-Request-Id and the CORS response headers (called by every response). */
 void web_response_headers(resp *r);
