@@ -59,6 +59,12 @@ app.get("/upstream", function()
   app.http.get(os.getenv("TC_UPSTREAM"), { timeout = 60 })
   return "late\n"
 end)
+app.get("/upstream-then-sleep", function()   -- resumed with "cancelled", then parks again
+  local res, err, kind = app.http.get(os.getenv("TC_UPSTREAM"), { timeout = 60 })
+  if kind ~= "cancelled" then error("want a cancelled app.http, got " .. tostring(kind)) end
+  app.sleep(3600)
+  return "late\n"
+end)
 '''
 
 CONFIG = r'''
@@ -199,6 +205,12 @@ def outbound_requests_are_cancelled():
             fire(s, "/upstream")
             settled(s, "app.http against an upstream that never answers")
             check(up.accepted == N, "upstream connections: %d (want %d)" % (up.accepted, N))
+            wait_for(lambda: up.open == 0, 15, "the outbound connections closed (%d open)" % up.open)
+            errors = metric(s.port, "sluice_lua_errors_total") or 0
+            fire(s, "/upstream-then-sleep")     # abandoned at the sleep that follows the cancelled call
+            settled(s, "a handler that sleeps after its cancelled app.http")
+            check(up.accepted == 2 * N, "upstream connections: %d (want %d)" % (up.accepted, 2 * N))
+            check((metric(s.port, "sluice_lua_errors_total") or 0) == errors, "the handlers raised: %s" % s.log()[-1500:])
             wait_for(lambda: up.open == 0, 15, "the outbound connections closed (%d open)" % up.open)
             s.assert_alive()
     finally:
