@@ -172,7 +172,7 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
         return;
     }
     if (t->kind == 2) {          /* app.static mount: the rest of the path after the prefix */
-        const static_mount *m = &a->mounts[t->ref - 1];
+        const static_mount *m = t->data;
         const char *rest = np ? ps[np - 1].val - 1 : path + plen;
         size_t rl = np ? ps[np - 1].vlen + 1 : 0;
         web_static_serve(c, m, rest, rl);

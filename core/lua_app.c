@@ -735,46 +735,6 @@ void app_conn_gone(conn *c)
     task_abandon(t);
 }
 
-/* ---------------------------------------------------------------- SSE callbacks */
-
-void app_sse_opened(task *t, conn *c)
-{
-    appstate *a = t->app;
-    lua_State *co = t->co;
-    lua_getfield(co, 1, "on_open");       /* called once the stream is admitted, as a task of its own */
-    if (lua_isfunction(co, -1)) {
-        lua_xmove(co, a->L, 1);
-        task *ot = task_prepare(a, TASK_TIMER, 0);
-        if (ot) task_resume(ot, 0);
-    } else {
-        lua_pop(co, 1);
-    }
-    lua_getfield(co, 1, "on_close");      /* called when the stream ends: app_sse_closed */
-    if (lua_isfunction(co, -1)) {
-        c->sse_close_ref = luaL_ref(co, LUA_REGISTRYINDEX);
-        c->sse_app = a;
-        a->refs++;                        /* the callback lives in this state */
-    } else {
-        lua_pop(co, 1);
-    }
-}
-
-void app_sse_closed(conn *c)
-{
-    if (!c->sse_close_ref) return;
-    appstate *a = c->sse_app;
-    int ref = c->sse_close_ref;
-    c->sse_close_ref = 0;
-    c->sse_app = NULL;
-    if (!a->closing && a->w) {
-        lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
-        task *t = task_prepare(a, TASK_TIMER, 0);
-        if (t) task_resume(t, 0);
-    }
-    luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
-    appstate_release(a);
-}
-
 /* ---------------------------------------------------------------- rate-limit keys */
 
 /* limiter.c's key function for `key = function(req)` policies (installed by appstate_new):

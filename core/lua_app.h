@@ -68,7 +68,7 @@ struct appstate {
     int closing;
     int active;              /* swapped in on its worker thread */
     char *base_dir;          /* directory of config.lua */
-    struct static_mount *mounts;
+    struct static_mount **mounts;   /* app.static's mounts, pointed at by their routes (route_target.data) */
     int nmounts;
     int pipeline_ref;        /* Lua middleware runner (app.before/after), 0 when none */
     double script_timeout;   /* seconds Lua may run without yielding; 0 = no deadline */

@@ -36,7 +36,7 @@ static int l_route(lua_State *L)
     int rm = router_method_name(m);
     if (rm < 0) return luaL_argerror(L, 1, "unknown method (GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD or *)");
     lua_pushvalue(L, 3);
-    route_target t = {luaL_ref(L, LUA_REGISTRYINDEX), kind};
+    route_target t = {luaL_ref(L, LUA_REGISTRYINDEX), kind, NULL};
     char err[256];
     if (router_add(a->rt, rm, pat, t, err, sizeof err)) {
         luaL_unref(L, LUA_REGISTRYINDEX, t.ref);
@@ -295,7 +295,7 @@ static int l_worker(lua_State *L)
     return 1;
 }
 
-/* ---------------------------------------------------------------- static mounts (route kind 2: dispatch serves them with web_static_serve) */
+/* ---------------------------------------------------------------- static mounts: routes of kind 2 whose target carries the mount (dispatch serves it with web_static_serve) */
 
 /* core.static(prefix, dir [, cache_control [, index]]) */
 static int l_static(lua_State *L)
@@ -311,10 +311,11 @@ static int l_static(lua_State *L)
     else snprintf(path, sizeof path, "%s/%s", a->base_dir, dir);
     int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return luaL_error(L, "app.static: cannot open directory %s: %s", path, strerror(errno));
-    static_mount *mm = realloc(a->mounts, (size_t)(a->nmounts + 1) * sizeof *mm);
-    if (!mm) { close(fd); return luaL_error(L, "out of memory"); }
-    a->mounts = mm;
-    static_mount *m = &a->mounts[a->nmounts];
+    static_mount **mm = realloc(a->mounts, (size_t)(a->nmounts + 1) * sizeof *mm);
+    static_mount *m = mm ? calloc(1, sizeof *m) : NULL;   /* one block each: the routes point at it */
+    if (mm) a->mounts = mm;
+    if (!m) { close(fd); return luaL_error(L, "out of memory"); }
+    a->mounts[a->nmounts] = m;
     size_t pl = strlen(prefix);
     while (pl > 1 && prefix[pl - 1] == '/') pl--;
     m->prefix = strndup(prefix, pl);
@@ -324,7 +325,7 @@ static int l_static(lua_State *L)
     a->nmounts++;
     char pat[PATH_MAX], err[256];
     snprintf(pat, sizeof pat, "%s/*", pl == 1 ? "" : m->prefix);
-    route_target t = {a->nmounts, 2};
+    route_target t = {a->nmounts, 2, m};        /* ref: nonzero (0 is no route) */
     if (router_add(a->rt, RM_GET, pat, t, err, sizeof err) || router_add(a->rt, RM_HEAD, pat, t, err, sizeof err))
         return luaL_error(L, "app.static: %s", err);
     return 0;
@@ -333,10 +334,12 @@ static int l_static(lua_State *L)
 void app_mounts_free(appstate *a)
 {
     for (int i = 0; i < a->nmounts; i++) {
-        close(a->mounts[i].root_fd);
-        free(a->mounts[i].prefix);
-        free(a->mounts[i].cache_control);
-        free(a->mounts[i].index);
+        static_mount *m = a->mounts[i];
+        close(m->root_fd);
+        free(m->prefix);
+        free(m->cache_control);
+        free(m->index);
+        free(m);
     }
     free(a->mounts);
     a->mounts = NULL;
