@@ -111,8 +111,8 @@ void pgpool_query(pgpool *p, pgpool_job *job, const char *sql, int nparams, cons
                   const int *lengths, pgpool_query_cb cb, void *ud);
 
 /* The caller of an in-flight pgpool_query lost interest (its callback still runs, once): when
- * the job is the statement its connection runs now, it is cancelled on the server (PQcancel),
- * so a long statement does not hold the connection to its end. */
+ * the job is the only statement on its connection, it is cancelled on the server (PQcancel) and
+ * the connection closed after it, so a long statement does not hold a connection to its end. */
 void pgpool_query_abandon(pgpool *p, pgpool_job *job);
 
 /* Statements pgpool_query may keep in flight on one connection, 1..8 (default 1: no sharing).

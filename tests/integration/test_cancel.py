@@ -120,7 +120,9 @@ def make_app(db_url=None, upstream=None):
         f.write(APP)
     with open(os.path.join(d, "config.lua"), "w") as f:
         f.write(CONFIG)
-    env = {"TC_MARK": MARK, "SLUICE_ENV": "development"}
+    # statements not shared on pipelined connections (the default): one alone on its connection
+    # is cancelled on the server; shared ones run to their end (pgpool_query_abandon)
+    env = {"TC_MARK": MARK, "SLUICE_ENV": "development", "SLUICE_DB_PIPELINE": "1"}
     if db_url:
         sep = "&" if "?" in db_url else "?"
         env["TC_DB"] = db_url + sep + "connection_limit=4&pool_timeout=20"
