@@ -1,13 +1,11 @@
 /* dispatch.c: a complete request goes to a built-in endpoint, the rate limiter, then the router and Lua. */
 #include "dispatch.h"
 
-#include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "admin.h"
-#include "json.h"
 #include "limiter.h"
 #include "log.h"
 #include "lua_app.h"
@@ -262,32 +260,6 @@ static void log_request_error(conn *c, const char *route, const char *err)
     log_event(LOG_ERROR, &lc, msg, (size_t)n);
 }
 
-/* app.error(status, message, fields): a 4xx whose error table carries a fields table answers
- * {"error": message, "status": N, "fields": {...}}. Returns 1 when it answered. */
-static int error_fields(conn *c, task *t, const char *err)
-{
-    lua_State *co = t->co;
-    /* the error object is on top, or under the message its __tostring gave */
-    int top = lua_gettop(co);
-    int idx = top >= 1 && lua_istable(co, top) ? top : top >= 2 && lua_istable(co, top - 1) ? top - 1 : 0;
-    if (!idx) return 0;
-    lua_getfield(co, idx, "fields");
-    if (!lua_istable(co, -1)) { lua_pop(co, 1); return 0; }
-    buf b = {0};
-    char esc[1200];
-    const char *nl = strchr(err, '\n');
-    size_t ml = nl ? (size_t)(nl - err) : strlen(err);
-    size_t el = log_json_escape(esc, sizeof esc, err, ml > 1000 ? 1000 : ml);
-    buf_printf(&b, "{\"error\":\"%.*s\",\"status\":%d,\"fields\":", (int)el, esc, t->err_status);
-    const char *je = json_encode(co, lua_gettop(co), &b);
-    lua_pop(co, 1);
-    if (je) { buf_free(&b); return 0; }
-    buf_append(&b, "}", 2);               /* with the NUL resp_simple wants */
-    resp_simple(c, t->err_status, "application/json", b.data, 0);
-    buf_free(&b);
-    return 1;
-}
-
 static void add_limit_headers(resp *r, void *ud)
 {
     conn *c = ud;
@@ -337,7 +309,7 @@ static void task_done(conn *c, task *t, int st, const char *etext)
             log_request_error(c, route, lm);
             metrics_error(w, c, lm);
         }
-        if (client_error && error_fields(c, t, err)) {
+        if (client_error && app_write_error_fields(c, t, err)) {
             /* app.error(422, { field = "message" }): answered with the fields */
         } else if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
             char first[400];

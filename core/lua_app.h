@@ -102,6 +102,9 @@ int app_handle(appstate *a, conn *c, const route_target *t, const router_param *
  * gone): a handler parked on a wait is abandoned there (the wait cancelled, its coroutine
  * released); one running Lua runs on, its answer dropped. */
 void app_conn_gone(conn *c);
+/* app.error(4xx, message, fields) raised by the finished task t: answers {"error": message,
+ * "status": N, "fields": {...}} on c and returns 1; 0 when the error carries no fields table. */
+int app_write_error_fields(conn *c, task *t, const char *err);
 /* An app.sse handler's answer (co[1]): 0 with acc filled (its strings live on co's stack until
  * the task ends), 1 when the handler refused with its own status (that response is queued),
  * -1 when the answer is not one (message in err). */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "log.h"
 #include "lua_app.h"
 #include "response.h"
 #include "conn.h"
@@ -253,6 +254,32 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     if (c->w->jsonbuf.cap > (1 << 20)) buf_free(&c->w->jsonbuf);   /* one huge answer keeps no memory */
     lua_settop(co, top);
     return NULL;
+}
+
+/* app.error(status, message, fields): a 4xx whose error table carries a fields table answers
+ * {"error": message, "status": N, "fields": {...}}. Returns 1 when it answered. */
+int app_write_error_fields(conn *c, task *t, const char *err)
+{
+    lua_State *co = t->co;
+    /* the error object is on top, or under the message its __tostring gave */
+    int top = lua_gettop(co);
+    int idx = top >= 1 && lua_istable(co, top) ? top : top >= 2 && lua_istable(co, top - 1) ? top - 1 : 0;
+    if (!idx) return 0;
+    lua_getfield(co, idx, "fields");
+    if (!lua_istable(co, -1)) { lua_pop(co, 1); return 0; }
+    buf b = {0};
+    char esc[1200];
+    const char *nl = strchr(err, '\n');
+    size_t ml = nl ? (size_t)(nl - err) : strlen(err);
+    size_t el = log_json_escape(esc, sizeof esc, err, ml > 1000 ? 1000 : ml);
+    buf_printf(&b, "{\"error\":\"%.*s\",\"status\":%d,\"fields\":", (int)el, esc, t->err_status);
+    const char *je = json_encode(co, lua_gettop(co), &b);
+    lua_pop(co, 1);
+    if (je) { buf_free(&b); return 0; }
+    buf_append(&b, "}", 2);               /* with the NUL resp_simple wants */
+    resp_simple(c, t->err_status, "application/json", b.data, 0);
+    buf_free(&b);
+    return 1;
 }
 
 /* An app.sse handler's answer (co[1]): a refusal with its own status is written as a response
