@@ -1,4 +1,5 @@
-/* conn.c: a client connection: accept, read, parse, dispatch, write, timeouts, close. */
+/* conn.c: a client connection: accept, read, parse, write (out, then the body source), timeouts,
+ * close. What a request means is the layer above's: it is handed over through c->ops. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -6,16 +7,14 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "dispatch.h"
-#include "web.h"
 #include "log.h"
 #include "server.h"
 
 #include "util.h"
-#include "response.h"
 #include "worker.h"
 #include "clock.h"
 #define READ_CHUNK 16384
@@ -24,6 +23,8 @@
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_tmo_cb(tw_entry *e);
 static void process_input(conn *c);
+static void park(conn *c);
+static int body_flush(conn *c);
 
 
 static void set_events(conn *c, int ev)
@@ -39,7 +40,7 @@ static void set_events(conn *c, int ev)
 static void update_events(conn *c)
 {
     int ev = 0;
-    if ((c->state == CS_READING && !c->out_paused) || c->state == CS_SSE) ev |= EV_READ;
+    if (c->state == CS_READING && !c->out_paused) ev |= EV_READ;
     if (c->writing) ev |= EV_WRITE;
     set_events(c, ev);
 }
@@ -102,7 +103,8 @@ static conn *conn_new(worker *w, int fd)
     c->w = w;
     c->fd = fd;
     c->state = CS_READING;
-    c->file_fd = -1;
+    c->ops = w->conn_ops;
+    c->body_fd = -1;
     tw_entry_init(&c->tmo, conn_tmo_cb);
     http_parser_setup(&c->hp, &c->req, &w->app_cfg->lim);
     ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
@@ -178,12 +180,48 @@ void conn_send(conn *c, const void *p, size_t n)
     if (buf_append(&c->out, p, n)) { c->want_close = 1; return; }
 }
 
+static void body_drop(conn *c)
+{
+    if (c->body_fd >= 0) close(c->body_fd);
+    c->body_fd = -1;
+    c->body_left = 0;
+}
+
+void conn_send_file(conn *c, int fd, off_t off, off_t len)
+{
+    body_drop(c);
+    c->body_fd = fd;
+    c->body_off = off;
+    c->body_left = len;
+}
+
+/* Writes what is left of the body source; 1 while some remains, 0 when done, -1 when the file
+ * shrank or the peer went away. */
+static int body_flush(conn *c)
+{
+    while (c->body_left > 0) {
+        size_t chunk = c->body_left > (1 << 20) ? (1 << 20) : (size_t)c->body_left;
+        ssize_t n = sendfile(c->fd, c->body_fd, &c->body_off, chunk);
+        if (n > 0) {
+            c->body_left -= n;
+            atomic_fetch_add_explicit(&c->w->bytes_out, (unsigned long long)n, memory_order_relaxed);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
+        body_drop(c);
+        return -1;
+    }
+    body_drop(c);
+    return 0;
+}
+
 void conn_flush(conn *c)
 {
     if (c->closed) return;
     while (buf_pending(&c->out)) {
         ssize_t n = send(c->fd, c->out.data + c->out.off, buf_pending(&c->out),
-                         MSG_NOSIGNAL | (c->file_fd >= 0 ? MSG_MORE : 0));
+                         MSG_NOSIGNAL | (c->body_fd >= 0 ? MSG_MORE : 0));
         if (n > 0) {
             c->out.off += (size_t)n;
             atomic_fetch_add_explicit(&c->w->bytes_out, (unsigned long long)n, memory_order_relaxed);
@@ -198,18 +236,14 @@ void conn_flush(conn *c)
         return;
     }
     buf_reset(&c->out);
-    buf_shrink(&c->out, c->sse ? 0 : 65536);     /* a stream writes rarely from this buffer */
-    if (c->file_fd >= 0) {
-        int r = web_file_flush(c);
+    buf_shrink(&c->out, 65536);
+    if (c->body_fd >= 0) {
+        int r = body_flush(c);
         if (r < 0) { conn_close(c); return; }
         if (r > 0) {
             if (!c->writing) { c->writing = 1; update_events(c); }
             return;
         }
-    }
-    if (c->sse && dispatch_sse_pending(c)) {
-        if (!c->writing) { c->writing = 1; update_events(c); }
-        return;
     }
     if (c->writing) { c->writing = 0; update_events(c); }
     if (c->state == CS_CLOSING) conn_close(c);
@@ -219,7 +253,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *iow, int revents)
 {
     conn *c = container_of(iow, conn, io);
     if (revents & EV_WRITE) {
-        int had_file = c->file_fd >= 0;
+        int had_file = c->body_fd >= 0;
         size_t before = buf_pending(&c->out);
         conn_flush(c);
         if (c->closed) return;
@@ -227,22 +261,16 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *iow, int revents)
         if (c->out_paused) {
             /* the client reads again: the stall timeout restarts with each bit of progress */
             if (buf_pending(&c->out) < before) conn_set_timeout(c, TMO_IDLE, c->w->app_cfg->request_timeout);
-            if (out_drained(c) && c->file_fd < 0) {
+            if (out_drained(c) && c->body_fd < 0) {
                 c->out_paused = 0;
                 conn_set_timeout(c, TMO_HEADER, c->w->app_cfg->header_timeout);
                 process_input(c);
                 return;
             }
         }
-        if (had_file && c->file_fd < 0 && c->state == CS_READING && buf_pending(&c->in)) { process_input(c); return; }
+        if (had_file && c->body_fd < 0 && c->state == CS_READING && buf_pending(&c->in)) { process_input(c); return; }
     }
     if (!(revents & EV_READ) || c->out_paused) return;
-    if (c->state == CS_SSE) {            /* a stream only reads to notice the client leaving */
-        char sink[512];
-        ssize_t n = recv(c->fd, sink, sizeof sink, 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) conn_close(c);
-        return;
-    }
     if (c->state != CS_READING) return;
     /* read what is there; stop early when a huge body streams in (limits still apply) */
     for (int rounds = 0; rounds < 4; rounds++) {
@@ -267,7 +295,7 @@ static void process_input(conn *c)
 {
     worker *w = c->w;
 again:
-    while (c->state == CS_READING && c->file_fd < 0 && buf_pending(&c->in) && !out_full(c)) {
+    while (c->state == CS_READING && c->body_fd < 0 && buf_pending(&c->in) && !out_full(c)) {
         int fresh = !c->mid_request;
         if (fresh) c->hp.lim = w->app_cfg->lim;   /* the current config's limits, per request */
         size_t used = 0;
@@ -279,12 +307,12 @@ again:
             if (c->tmo_kind != TMO_HEADER) conn_set_timeout(c, TMO_HEADER, w->app_cfg->header_timeout);
         }
         if (r == FEED_ERROR) {
-            resp_error(c, c->hp.err_status, c->hp.err_msg, 1);
+            c->ops->on_bad_request(c, c->hp.err_status, c->hp.err_msg);
             c->state = CS_CLOSING;
             break;
         }
         if (r == FEED_REQUEST) {
-            dispatch_request(c);
+            c->ops->on_request(c);
             continue;
         }
         /* headers (maybe) done, body still coming */
@@ -309,7 +337,7 @@ again:
         if (c->closed) return;
         out_compact(c);
         /* a file body that went out at once frees the pipeline: go on with what is buffered */
-        if (c->file_fd < 0 && c->state == CS_READING && buf_pending(&c->in) && !out_full(c)) goto again;
+        if (c->body_fd < 0 && c->state == CS_READING && buf_pending(&c->in) && !out_full(c)) goto again;
         if (c->state == CS_READING && out_full(c) && !c->out_paused) {
             /* the client does not read: stop reading and parsing until it does (bounded by a
              * stall timeout, refreshed whenever it takes some bytes) */
@@ -352,7 +380,7 @@ static void conn_tmo_cb(tw_entry *e)
     case TMO_HEADER:
     case TMO_BODY:
         if (c->req.store.len || c->req.headers_done) {
-            resp_error(c, 408, "request timed out: the request was not received in time", 1);
+            c->ops->on_bad_request(c, 408, "request timed out: the request was not received in time");
             c->state = CS_CLOSING;
             conn_flush(c);
             if (!c->closed) conn_set_timeout(c, TMO_IDLE, 1);
@@ -361,10 +389,8 @@ static void conn_tmo_cb(tw_entry *e)
         }
         break;
     case TMO_HANDLER:
-        dispatch_timeout(c);
-        break;
-    case TMO_HEARTBEAT:
-        dispatch_heartbeat(c);
+        if (c->ops->on_timeout) c->ops->on_timeout(c);
+        else conn_close(c);
         break;
     default:
         conn_close(c);
@@ -378,17 +404,48 @@ void conn_close(conn *c)
     c->closed = 1;
     tw_entry_cancel(&c->tmo);
     ev_io_stop(w->loop, &c->io);
-    web_file_drop(c);
-    dispatch_conn_gone(c);
+    body_drop(c);
+    if (c->ops->on_close) c->ops->on_close(c);
     close(c->fd);
     c->fd = -1;
     if (c->counted) atomic_fetch_sub(&w->srv->nconns, 1);
+    park(c);
+}
+
+/* Off the worker's list of live connections and onto the reap list. */
+static void park(conn *c)
+{
+    worker *w = c->w;
     if (c->prev) c->prev->next = c->next;
     else w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     w->nconns--;
     c->reap_next = w->reaplist;
     w->reaplist = c;
+}
+
+int conn_release(conn *c, int *counted)
+{
+    worker *w = c->w;
+    int fd = c->fd;
+    c->closed = 1;
+    tw_entry_cancel(&c->tmo);
+    ev_io_stop(w->loop, &c->io);
+    body_drop(c);
+    *counted = c->counted;
+    c->counted = 0;
+    c->fd = -1;
+    park(c);
+    w->nconns++;                 /* the socket still counts as this worker's until conn_socket_done */
+    return fd;
+}
+
+void conn_socket_done(worker *w, int fd, int counted)
+{
+    close(fd);
+    if (counted) atomic_fetch_sub(&w->srv->nconns, 1);
+    w->nconns--;
 }
 
 void conn_reap(worker *w)

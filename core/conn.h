@@ -4,7 +4,13 @@
  * Ownership: a connection belongs to one worker for its whole life and is touched only on that
  * worker's thread. conn.c allocates it on accept and parks it on close (never freed while the
  * worker lives, so a request table a script kept stays safe to read); `sse` belongs to
- * ssestream.c, `task` to lua_app.c, `file_fd` to web.c's static-file body. */
+ * ssestream.c until the stream takes the socket (conn_release), `task` to lua_app.c.
+ *
+ * conn.c calls nothing above L3: what happens to a request, a handler timeout, a closing
+ * connection and the headers every response carries is the `conn_ops` table the connection was
+ * accepted with (dispatch's HTTP set, worker->conn_ops); it writes no response itself (that is
+ * response.c, which includes this header, not the other way round). A body that is not in `out` (a static
+ * file) is the connection's body source: a fd, an offset and a length, sent with sendfile. */
 #ifndef SLUICE_CONN_H
 #define SLUICE_CONN_H
 
@@ -25,12 +31,31 @@ typedef struct appstate appstate;
 typedef struct task task;
 struct sc_policy;
 struct ssestream;
+struct resp;
+
+/* What the layer above does with a connection's events; set per connection (c->ops). Every
+ * callback runs on the worker's thread; a NULL one is skipped. */
+typedef struct conn_ops {
+    /* A complete request is in c->req: answer it now (then conn_request_done) or later. */
+    void (*on_request)(conn *c);
+    /* The request cannot be read (a framing error, or not received within the header/body
+     * timeouts): queue the error response; conn.c closes the connection after it. */
+    void (*on_bad_request)(conn *c, int status, const char *msg);
+    /* The TMO_HANDLER timeout fired (the handler did not answer in time). */
+    void (*on_timeout)(conn *c);
+    /* The connection is closing (from conn_close): detach whatever points at it. */
+    void (*on_close)(conn *c);
+    /* Before the framing headers of every response: headers of the layer above (request id,
+     * CORS). */
+    void (*on_response_headers)(struct resp *r);
+} conn_ops;
 
 enum conn_state { CS_READING, CS_HANDLING, CS_SSE, CS_CLOSING };
-enum tmo_kind { TMO_NONE, TMO_HEADER, TMO_BODY, TMO_IDLE, TMO_HANDLER, TMO_HEARTBEAT };
+enum tmo_kind { TMO_NONE, TMO_HEADER, TMO_BODY, TMO_IDLE, TMO_HANDLER };
 
 struct conn {
     worker *w;
+    const conn_ops *ops;
     int fd;
     ev_io io;
     tw_entry tmo;
@@ -53,8 +78,8 @@ struct conn {
     conn *reap_next;
     struct ssestream *sse;          /* SSE stream state (ssestream.c), NULL for plain HTTP */
     unsigned in_dispatch : 1, has_lv : 1, cors_ok : 1;
-    int file_fd;                    /* static file body still to send, -1 when none */
-    off_t file_off, file_left;
+    int body_fd;                    /* body source: a file still to send after out, -1 when none */
+    off_t body_off, body_left;
     char reqid[40];
     appstate *sse_app;              /* state holding the stream's on_close callback */
     int sse_close_ref;
@@ -95,5 +120,16 @@ void conn_flush(conn *c);
 void conn_reap(worker *w);
 /* Rearms the connection's timeout entry. */
 void conn_set_timeout(conn *c, int kind, double seconds);
+/* Makes len bytes of fd from off the body that follows what is queued in c->out (sent with
+ * sendfile by conn_flush). The connection owns fd from now on and closes it when sent or when
+ * the connection closes. */
+void conn_send_file(conn *c, int fd, off_t off, off_t len);
+/* Hands the socket over to the layer above (an admitted SSE stream takes it): the connection
+ * stops watching it and is parked as if closed (on_close is not called: the caller has
+ * detached what pointed at it), the fd and the connection's place in the connection counts go
+ * to the caller, who gives them back with conn_socket_done. Returns the fd. */
+int conn_release(conn *c, int *counted);
+/* Closes a socket taken with conn_release and drops it from the connection counts. */
+void conn_socket_done(worker *w, int fd, int counted);
 
 #endif

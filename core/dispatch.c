@@ -70,20 +70,17 @@ static void write_access_log(conn *c, const sconfig *cfg, uint64_t us)
 
 /* The one way a request ends, whatever answered it (a built-in, a static file, an error, the
  * handler, an SSE admission or refusal, limits.request_timeout): its metrics and access-log line,
- * then the connection's bookkeeping — a stream (CS_SSE) drops the request it no longer needs (an
- * idle stream should cost ~2 KB, not ~10), any other request goes to keep-alive or closing.
+ * then the connection's bookkeeping. An admitted stream (CS_SSE) takes the socket
+ * (ssestream_admitted: the connection is parked, its request gone; app_sse_end runs the
+ * handler's on_close when the stream ends); any other request goes to keep-alive or closing.
  * async: the answer came after dispatch_request returned (the connection waited in CS_HANDLING),
  * so the connection's pipeline goes on from here. */
 static void request_end(conn *c, int async)
 {
     access_log(c);
-    if (c->state == CS_SSE) {
-        http_req_free(&c->req);
-        buf_free(&c->in);
-    } else {
-        conn_request_done(c);
-    }
-    if (async && !c->closed && !c->task) conn_resume(c);   /* a stream: reading notices the client leaving */
+    if (c->state == CS_SSE) ssestream_admitted(c, app_sse_end);
+    else conn_request_done(c);
+    if (async && !c->closed && !c->task) conn_resume(c);   /* (a no-op once a stream parked c) */
 }
 
 /* What a request's path resolves to: a built-in endpoint, a route, or neither. */
@@ -266,7 +263,7 @@ static void add_limit_headers(resp *r, void *ud)
     if (c->has_lv) limiter_headers(r, &c->lv);
 }
 
-/* ssestream_start's done: Redis's admission decided (a stream, or a refusal). */
+/* ssestream_start's done: Redis's admission decided (admitted, or refused). */
 static void sse_admission_done(conn *c) { request_end(c, 1); }
 
 /* A request's handler task ended (app_handle's on_done): answer it. */
@@ -284,12 +281,12 @@ static void task_done(conn *c, task *t, int st, const char *etext)
         int rc = app_sse_result(a, c, t->co, &acc, ebuf, sizeof ebuf);
         if (rc == 1) atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
         else if (rc < 0) err = ebuf;
-        else if ((rc = ssestream_start(c, &acc, sse_admission_done)) > 0) {   /* a stream now, or once Redis admits it */
+        else if ((rc = ssestream_start(c, &acc, sse_admission_done)) > 0) {   /* admitted now, or once Redis says so */
             atomic_fetch_add_explicit(&w->sse_subscribes, 1, memory_order_relaxed);
-            app_sse_opened(t, c);
+            app_sse_opened(t, c);        /* on_open runs; on_close is kept for app_sse_end */
             if (rc == 2) return;         /* sse_admission_done ends the request */
-            request_end(c, was_async);
-            return;                       /* the connection is a stream now */
+            request_end(c, was_async);   /* logged, then the stream takes the socket */
+            return;
         }
     } else {
         err = app_write_result(a, c, t->co, ebuf, sizeof ebuf, add_limit_headers, c);
@@ -350,14 +347,28 @@ void dispatch_timeout(conn *c)
     conn_close(c);
 }
 
-void dispatch_heartbeat(conn *c) { ssestream_heartbeat(c); }
-
-void dispatch_conn_gone(conn *c)
+static void dispatch_conn_gone(conn *c)
 {
     app_conn_gone(c);
     limiter_conn_gone(c);
     if (c->sse) ssestream_stop(c);
-    app_sse_closed(c);
+    app_sse_conn_gone(c);        /* a stream that never took the socket: its on_close runs now */
 }
 
-int dispatch_sse_pending(conn *c) { return ssestream_flush(c); }
+/* ---------------------------------------------------------------- the HTTP connection */
+
+/* A request that cannot be read gets the core's error body; the connection closes after it. */
+static void bad_request(conn *c, int status, const char *msg)
+{
+    resp_error(c, status, msg, 1);
+}
+
+/* What conn.c does with an HTTP connection's events (worker_setup installs it as every accepted
+ * connection's c->ops). */
+const conn_ops dispatch_http_ops = {
+    .on_request = dispatch_request,
+    .on_bad_request = bad_request,
+    .on_timeout = dispatch_timeout,
+    .on_close = dispatch_conn_gone,
+    .on_response_headers = web_response_headers,
+};

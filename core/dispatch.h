@@ -16,11 +16,9 @@ void dispatch_timeout(conn *c);
 /* A request answered later than dispatch returned (the connection waited in CS_HANDLING): access
  * log, keep-alive bookkeeping, then the pipeline goes on. */
 void dispatch_async_done(conn *c);
-/* SSE heartbeat timer fired. */
-void dispatch_heartbeat(conn *c);
-/* The connection is closing: detach handler tasks and SSE subscriptions. */
-void dispatch_conn_gone(conn *c);
-/* SSE: writes queued events; returns 1 while some remain queued. */
-int dispatch_sse_pending(conn *c);
+/* The conn_ops of an HTTP connection: on_request = dispatch_request, on_timeout =
+ * dispatch_timeout, on_close detaches handler tasks, limiter waits and a stream not yet admitted,
+ * on_response_headers adds the request id and CORS headers (web_response_headers). */
+extern const conn_ops dispatch_http_ops;
 
 #endif

@@ -110,10 +110,13 @@ int app_write_error_fields(conn *c, task *t, const char *err);
  * -1 when the answer is not one (message in err). */
 int app_sse_result(appstate *a, conn *c, lua_State *co, ssestream_accept *acc, char *err, size_t errlen);
 /* The SSE task t's stream was admitted on c: runs its answer's on_open (a task of its own) and
- * keeps its on_close for app_sse_closed. */
+ * keeps its on_close on c (c->sse_app, c->sse_close_ref) for app_sse_end. */
 void app_sse_opened(task *t, conn *c);
-/* The stream on c ended: runs the on_close kept by app_sse_opened (no-op without one). */
-void app_sse_closed(conn *c);
+/* ssestream's on_end hook (ssestream_end_fn): the stream ended; runs the on_close (ref in a's
+ * registry) and drops the reference it held on a. */
+void app_sse_end(appstate *a, int ref);
+/* The connection closed before its stream took the socket: the same for what c still holds. */
+void app_sse_conn_gone(conn *c);
 /* Writes the handler's return value (co[1]) as the response; extra() may add headers.
  * Returns NULL or an error message (constant, or written to etext). */
 const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,

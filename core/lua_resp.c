@@ -338,7 +338,7 @@ void app_sse_opened(task *t, conn *c)
     } else {
         lua_pop(co, 1);
     }
-    lua_getfield(co, 1, "on_close");      /* called when the stream ends: app_sse_closed */
+    lua_getfield(co, 1, "on_close");      /* called when the stream ends: app_sse_end */
     if (lua_isfunction(co, -1)) {
         c->sse_close_ref = luaL_ref(co, LUA_REGISTRYINDEX);
         c->sse_app = a;
@@ -348,13 +348,8 @@ void app_sse_opened(task *t, conn *c)
     }
 }
 
-void app_sse_closed(conn *c)
+void app_sse_end(appstate *a, int ref)
 {
-    if (!c->sse_close_ref) return;
-    appstate *a = c->sse_app;
-    int ref = c->sse_close_ref;
-    c->sse_close_ref = 0;
-    c->sse_app = NULL;
     if (!a->closing && a->w) {
         lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
         task *t = task_prepare(a, TASK_TIMER, 0);
@@ -362,4 +357,14 @@ void app_sse_closed(conn *c)
     }
     luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
     appstate_release(a);
+}
+
+void app_sse_conn_gone(conn *c)
+{
+    if (!c->sse_close_ref) return;
+    appstate *a = c->sse_app;
+    int ref = c->sse_close_ref;
+    c->sse_close_ref = 0;
+    c->sse_app = NULL;
+    app_sse_end(a, ref);
 }

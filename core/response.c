@@ -1,11 +1,13 @@
-/* response.c: response serialization into the connection's output buffer, with gzip. */
+/* response.c: response serialization into the connection's output buffer, with gzip. The
+ * headers of the layers above (request id, CORS) come from the connection's
+ * conn_ops.on_response_headers hook. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "response.h"
 #include "server.h"
-#include "web.h"
 #include "conn.h"
 #include "worker.h"
 
@@ -134,6 +136,12 @@ int resp_gzip(worker *w, const char *body, size_t len, const char **out, size_t 
 
 static void end_headers(resp *r);
 
+static void upper_headers(resp *r)
+{
+    const conn_ops *ops = r->c->ops;
+    if (ops && ops->on_response_headers) ops->on_response_headers(r);
+}
+
 void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
 {
     conn *c = r->c;
@@ -143,7 +151,7 @@ void resp_finish(resp *r, const char *ctype, const char *body, size_t len)
     /* RFC 9110: 204, 304 (and 1xx) have no content and no Content-Length; 205 has no content,
      * but it is not in RFC 9112's list of bodiless responses, so it says Content-Length: 0 */
     int no_body = r->status == 204 || r->status == 205 || r->status == 304 || r->status < 200;
-    web_response_headers(r);
+    upper_headers(r);
     if (!r->has_ctype && ctype && !no_body) {
         LIT(b, "Content-Type: ");
         buf_puts(b, ctype);
@@ -194,7 +202,7 @@ void resp_finish_headers(resp *r, const char *ctype, size_t len)
 {
     conn *c = r->c;
     buf *b = &c->out;
-    web_response_headers(r);
+    upper_headers(r);
     if (!r->has_ctype && ctype) {
         LIT(b, "Content-Type: ");
         buf_puts(b, ctype);

@@ -1,7 +1,9 @@
 /* response.h: writing one HTTP response into a connection's output buffer (layer L3): the
  * status line, headers (checked for CR/LF/NUL), Content-Length, gzip when worthwhile, Date and
  * Connection, and the one error body the core uses. Nothing here owns memory: the response is
- * bytes in c->out, sent by conn_flush. */
+ * bytes in c->out, sent by conn_flush. Headers of the layers above are added through the
+ * connection's hook (conn_ops.on_response_headers, called by resp_finish and
+ * resp_finish_headers before the framing headers). */
 #ifndef SLUICE_RESPONSE_H
 #define SLUICE_RESPONSE_H
 

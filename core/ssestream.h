@@ -1,6 +1,8 @@
-/* ssestream.h: turns an authorized request into an event stream (replay, live events, heartbeats, slow-client cleanup).
- * Layer L4 (services, C only): it knows connections and the SSE engine, not Lua or dispatch; the
- * stream's admission hands back through the done callback its caller gives. */
+/* ssestream.h: turns an authorized request into an event stream (replay, live events, heartbeats,
+ * slow-client cleanup). Layer L4. A stream is admitted on its request's connection, then takes
+ * the connection's socket (ssestream_admitted): from then on it is not a conn (no parser, request
+ * buffers, request id or rate-limit state), and ssestream.c owns its socket, its watcher, its
+ * heartbeat timer and its queue until it ends. */
 #ifndef SLUICE_SSESTREAM_H
 #define SLUICE_SSESTREAM_H
 
@@ -17,20 +19,27 @@ typedef struct ssestream_accept {
     const char *user;           /* NULL: no sse.per_user cap */
 } ssestream_accept;
 
-/* Subscribes c to acc's channels. Returns 1 when c is now a stream (CS_SSE), -1 when a refusal
- * (a cap's 429/503, a bad Last-Event-ID) was queued, 2 when c waits (CS_HANDLING) for Redis's
- * admission: done(c) then ends the request, a stream (c->state CS_SSE) or a refusal. (The L4
- * convention for a decision on a request, as limiter_check: 1 go on, -1 answered, 2 pending.) */
+/* Subscribes c to acc's channels. Returns 1 when c is admitted (CS_SSE: the caller ends the
+ * request, then ssestream_admitted), -1 when a refusal (a cap's 429/503, a bad Last-Event-ID)
+ * was queued, 2 when c waits (CS_HANDLING) for Redis's admission: done(c) then ends the request,
+ * admitted (CS_SSE) or refused. The L4 convention for a decision on a request, as
+ * limiter_check: 1 go on, -1 answered, 2 pending. */
 int ssestream_start(conn *c, const ssestream_accept *acc, void (*done)(conn *c));
-/* Heartbeat tick: a comment line when idle; closes streams that made no progress for
- * sse.cleanup_interval. */
-void ssestream_heartbeat(conn *c);
-/* Writes queued events; returns 1 while some remain. */
-int ssestream_flush(conn *c);
-/* Shutdown: a `retry:` hint with jitter (when nothing is half-written), then close. */
-void ssestream_goodbye(conn *c);
-/* Unsubscribes and drops queued events (connection closing). */
+/* Run once when an adopted stream ends, with what the request left in c->sse_app and
+ * c->sse_close_ref (the app.sse on_close callback); the stream's memory is gone by then. */
+typedef void (*ssestream_end_fn)(appstate *a, int ref);
+/* The request that started the stream is answered (admitted: c->state is CS_SSE, its access log
+ * written): the stream takes the socket now. c is parked then (closed for the caller: only its
+ * memory may still be read). on_end (the Lua side's, for the on_close callback) runs when the
+ * stream ends. */
+void ssestream_admitted(conn *c, ssestream_end_fn on_end);
+/* Unsubscribes and drops queued events (the connection closes before its stream took it). */
 void ssestream_stop(conn *c);
+/* Shutdown: every stream gets a `retry:` hint with jitter (when nothing is half-written), then
+ * is closed once written (at most 2 s). */
+void ssestream_worker_stop(worker *w);
+/* Teardown: closes every stream now (their on_end hooks run). */
+void ssestream_worker_close(worker *w);
 /* Per-worker setup: the SSE inbox watcher. */
 int ssestream_worker_init(worker *w);
 void ssestream_worker_free(worker *w);

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include "clientip.h"
@@ -310,35 +309,7 @@ void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t l
         ssize_t got = pread(f.fd, c->out.data + c->out.len, (size_t)blen, start);
         if (got == blen) { c->out.len += (size_t)blen; static_close(&f); return; }
     }
-    c->file_fd = f.fd;       /* conn_flush sends it after the headers */
-    c->file_off = start;
-    c->file_left = blen;
-}
-
-int web_file_flush(conn *c)
-{
-    while (c->file_left > 0) {
-        size_t chunk = c->file_left > (1 << 20) ? (1 << 20) : (size_t)c->file_left;
-        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, chunk);
-        if (n > 0) {
-            c->file_left -= n;
-            atomic_fetch_add_explicit(&c->w->bytes_out, (unsigned long long)n, memory_order_relaxed);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
-        web_file_drop(c);      /* file shrank (n == 0) or the peer went away */
-        return -1;
-    }
-    web_file_drop(c);
-    return 0;
-}
-
-void web_file_drop(conn *c)
-{
-    if (c->file_fd >= 0) close(c->file_fd);
-    c->file_fd = -1;
-    c->file_left = 0;
+    conn_send_file(c, f.fd, start, blen);   /* the connection's body source: sent after the headers */
 }
 
 /* req:multipart() -> { {name=, filename=, content_type=, data=}, ... } | nil, err */

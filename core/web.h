@@ -30,15 +30,12 @@ int web_lua_req_field(lua_State *L, conn *c, const char *k);
  * request so its response carries the Access-Control-* headers (returns 0). No-op without
  * cors.origins. */
 int web_cors(conn *c);
-/* Adds X-Request-Id and the CORS response headers (called by every response). */
+/* Adds X-Request-Id and the CORS response headers: the conn_ops.on_response_headers hook of
+ * HTTP connections (dispatch installs it), so every response carries them. */
 void web_response_headers(resp *r);
-/* Serves a file below a mount: rest is the raw path after the prefix. */
+/* Serves a file below a mount: rest is the raw path after the prefix. A body over 16 KB becomes
+ * the connection's body source (conn_send_file: sendfile after the headers). */
 void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t len);
-/* Writes what is left of a file body with sendfile; returns 1 while some remains, 0 done,
- * -1 on a write error (the connection is closed). */
-int web_file_flush(conn *c);
-/* Closes a pending file (connection closing). */
-void web_file_drop(conn *c);
 /* req:multipart() for sluice.core. */
 int web_lua_multipart(lua_State *L);
 

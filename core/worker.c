@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "dispatch.h"
 #include "httpc.h"
 #include "limiter.h"
 #include "log.h"
@@ -116,9 +117,9 @@ static void worker_begin_stop(worker *w)
     /* idle keep-alive connections and streams go now; busy ones finish their request */
     for (conn *c = w->conns, *n; c; c = n) {
         n = c->next;
-        if (c->state == CS_SSE && c->sse) ssestream_goodbye(c);
-        else if (c->state == CS_SSE || (c->state == CS_READING && !c->mid_request)) conn_close(c);
+        if (c->state == CS_SSE || (c->state == CS_READING && !c->mid_request)) conn_close(c);
     }
+    ssestream_worker_stop(w);     /* streams: a retry hint, then closed */
     conn_reap(w);
     worker_maybe_drained(w);      /* nothing left: the check watcher may not run again */
 }
@@ -159,6 +160,7 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
     if (!w->loop) return -1;
     w->app = a;
     w->app_cfg = a->cfg;
+    w->conn_ops = &dispatch_http_ops;
     a->w = w;
     ev_set_userdata(w->loop, w);
     ev_set_invoke_pending_cb(w->loop, worker_invoke_pending);
@@ -179,6 +181,7 @@ int worker_setup(server *s, worker *w, int idx, appstate *a)
 void worker_teardown(worker *w)
 {
     for (conn *c = w->conns, *n; c; c = n) { n = c->next; conn_close(c); }
+    ssestream_worker_close(w);
     conn_reap(w);
     for (conn *c = w->freelist, *n; c; c = n) {
         n = c->next;

@@ -46,8 +46,9 @@ struct worker {
     uint64_t tw_armed;              /* deadline the tick timer is set for */
     appstate *app;                  /* current Lua state; older ones die with their last task */
     const sconfig *app_cfg;         /* app's config */
+    const conn_ops *conn_ops;       /* installed on every accepted connection (dispatch's HTTP set) */
     conn *conns;
-    size_t nconns;
+    size_t nconns;                  /* live connections, and sockets taken from them (SSE streams) */
     conn *reaplist;
     conn *freelist;
     size_t nfree;

@@ -305,7 +305,7 @@ def hostile(path, status, body_has=(), log_has=(), srv=None):
 def _():
     # stopped by limits.script_timeout (1 s in the fixture); the log's traceback names the handler
     hostile("/h/loop", 500, ["limits.script_timeout"],
-            ["GET /h/loop: script ran too long without yielding (limits.script_timeout)", fixture_line('"/h/loop"')])
+            ["GET /h/loop: ", "script ran too long without yielding (limits.script_timeout)", fixture_line('"/h/loop"')])
 
 
 @case("handler-string-rep-2^30")

@@ -37,7 +37,9 @@ app.post("/pub/:room", function(req)
 end)
 
 -- hostile handlers
-app.get("/h/loop", function() local i = 0 while true do i = i + 1 end end)
+-- a busy loop the guard stops with the JIT on (a pattern match leaves compiled code); a loop whose
+-- trace never exits ends the process instead (status 70: tests/integration/test_lua_jit_guard.py)
+app.get("/h/loop", function() local n, s = 0, "k=v" while true do if s:find("(%w+)=(%w+)") then n = n + 1 end end end)
 app.get("/h/rep", function() local s = string.rep("x", 2 ^ 30) return tostring(#s) end)
 app.get("/h/bigerror", function() error(string.rep("E", 8 * 1024 * 1024)) end)
 app.get("/h/function", function() return function() end end)
