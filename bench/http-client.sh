@@ -12,7 +12,9 @@
 #   BENCH_ROUNDS=2      rounds per figure (the servers take turns)
 #   BENCH_NODE=0        skip the Node.js anchor
 #   BENCH_RESULTS=0     do not write bench/RESULTS.md (smoke runs)
-#   BENCH_PORT=17490    first of four consecutive ports (sluice, nginx, node, upstream)
+#   BENCH_PORT=17490    first of five consecutive ports (sluice, nginx, node, upstream, base)
+#   BENCH_BASE=path     also measure this sluice binary (e.g. main's build) in the same rounds,
+#                       as the contender "base": a before/after that shares the machine's load
 #   BENCH_KEEP=1        keep the temp dir (raw wrk output, logs)
 #   BENCH_NICE=0        do not raise the priority (see bench/lib.sh)
 set -euo pipefail
@@ -28,7 +30,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SLUICE_BIN=$(readlink -f "${SLUICE_BIN:-$ROOT/build/sluice}")
 PORT0=${BENCH_PORT:-17490}
-P_SLUICE=$PORT0 P_NGINX=$((PORT0 + 1)) P_NODE=$((PORT0 + 2)) P_UP=$((PORT0 + 3))
+P_SLUICE=$PORT0 P_NGINX=$((PORT0 + 1)) P_NODE=$((PORT0 + 2)) P_UP=$((PORT0 + 3)) P_BASE=$((PORT0 + 4))
+BASE_BIN=${BENCH_BASE:+$(readlink -f "$BENCH_BASE")}
+[ -z "$BASE_BIN" ] || [ -x "$BASE_BIN" ] || { echo "BENCH_BASE=$BENCH_BASE: not an executable" >&2; exit 2; }
 MODS=/usr/lib/nginx/modules
 BENCH_NAME=http-client
 # shellcheck source=bench/lib.sh
@@ -65,15 +69,21 @@ bench_start sluice "$P_SLUICE" env PORT="$P_SLUICE" BENCH_UPSTREAM="$UP_URL" BEN
 sed -e "s#@PREFIX@#$TMP/nginx#g" -e "s#@PORT@#$P_NGINX#g" -e "s#@UP@#$P_UP#g" "$HERE/nginx/http-client.conf" >"$TMP/nginx/nginx.conf"
 bench_start nginx "$P_NGINX" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
 SERVERS="sluice nginx"
+if [ -n "$BASE_BIN" ]; then
+  ln -s "$BASE_BIN" "$TMP/base-under-test"
+  bench_start base "$P_BASE" env PORT="$P_BASE" BENCH_UPSTREAM="$UP_URL" BENCH_SLOW="http://127.0.0.1:$P_UP/slow" \
+    "$TMP/base-under-test" run --config "$HERE/http-client-app/config.lua"
+  SERVERS="sluice base nginx"
+fi
 if [ "$WITH_NODE" = 1 ]; then
   bench_start node "$P_NODE" env PORT="$P_NODE" BENCH_UPSTREAM="$UP_URL" node "$HERE/http-client-app/node-fetch.js"
-  SERVERS="sluice nginx node"
+  SERVERS="$SERVERS node"
 fi
 for s in $SERVERS; do bench_wait_port "${SRV_PORT[$s]}" "$s"; done
 
 # ---------------------------------------------------------------- same answer everywhere
 python3 - "$TMP/www/small.txt" "$P_SLUICE/proxy" "$P_NGINX/proxy" "$P_NGINX/pp" \
-  $( [ "$WITH_NODE" = 1 ] && echo "$P_NODE/proxy") <<'PY' || bench_die "correctness check failed (logs in $TMP)"
+  $( [ "$WITH_NODE" = 1 ] && echo "$P_NODE/proxy") $( [ -n "$BASE_BIN" ] && echo "$P_BASE/proxy") <<'PY' || bench_die "correctness check failed (logs in $TMP)"
 import http.client, sys
 want = open(sys.argv[1], "rb").read()
 for target in sys.argv[2:]:
@@ -136,7 +146,7 @@ TABLE=$(awk -v servers="$SERVERS" '
     print "| server | handler | req/s | req per CPU-s | CPU us/req user+sys | p50 ms | p99 ms | sluice / this, per CPU-s |"
     print "|---|---|---:|---:|---:|---:|---:|---:|"
     what["sluice"] = "`app.http.get` (libcurl multi on libev)"; what["nginx"] = "Lua `ngx.location.capture` -> proxy_pass, keepalive 64"
-    what["node"] = "`await fetch()` (undici)"
+    what["node"] = "`await fetch()` (undici)"; what["base"] = "the same, BENCH_BASE binary (before)"
     a = "proxy sluice"
     for (i = 1; i <= n; i++) {
       k = "proxy " S[i]
@@ -148,6 +158,7 @@ TABLE=$(awk -v servers="$SERVERS" '
     r = rpc[a] / rpc["proxy nginx"]
     v = sprintf("- requests per CPU-second %.2fx nginx+lua (target >= 1.0x): %s\n", r, (r >= 1.0 ? "MET" : "NOT MET"))
     if (("proxy node") in rpc) { r = rpc[a] / rpc["proxy node"]; v = v sprintf("- requests per CPU-second %.2fx Node fetch (target >= 4x): %s\n", r, (r >= 4 ? "MET" : "NOT MET")) }
+    if (("proxy base") in rpc) v = v sprintf("- this sluice vs the BENCH_BASE binary, requests per CPU-second: %.2fx (same rounds)\n", rpc[a] / rpc["proxy base"])
     printf "\nTargets (same run):\n%s", v
   }' <<<"$SUM")
 PROBE="- /hello p99 while $WAITING outbound calls wait on the slow upstream: ${HP99} ms, p50 ${HP50} ms (the same probe alone: p99 ${AP99} ms, p50 ${AP50} ms; medians of 3 rounds, p99 per round loaded ${L99[*]} / alone ${A99[*]} ms; paced probe, ${LRATE[*]} req/s on 10 connections; outbound calls waiting (in flight + queued) at the start and end of each loaded probe: ${WAITS[*]}; target < 2 ms): $(awk -v p="$HP99" 'BEGIN { print (p + 0 < 2 ? "MET" : "NOT MET") }')"
@@ -168,7 +179,7 @@ SECTION=$(cat <<EOF
 
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - machine: $(bench_machine)
-- command: \`bench/http-client.sh $SECS\` (BENCH_ROUNDS=$ROUNDS; sluice $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- core lua 2>/dev/null || echo ' + uncommitted core/lua changes'), $SLUICE_BIN)
+- command: \`bench/http-client.sh $SECS\` (BENCH_ROUNDS=$ROUNDS$( [ -n "$BASE_BIN" ] && echo ", BENCH_BASE=$BASE_BIN"); sluice $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- core lua 2>/dev/null || echo ' + uncommitted core/lua changes'), $SLUICE_BIN)
 - nginx $(nginx -v 2>&1 | sed 's/.*\///') + lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null)$( [ "$WITH_NODE" = 1 ] && echo ", node $(node --version)"), $(curl-config --version 2>/dev/null || curl --version | head -1 | awk '{ print $3 }')
 - setup: each server one worker pinned to core 0 (sluice bench/http-client-app/: \`workers = 1\`, access log off,
   \`ratelimit = false\`, http_client defaults; nginx bench/nginx/http-client.conf: \`master_process off\`,

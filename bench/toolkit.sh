@@ -5,14 +5,18 @@
 #   2. one Argon2id hash with config.lua's defaults: sluice (libsodium) vs the argon2 CLI;
 #   3. what an HS256 bearer check adds to the /json route's CPU per request (bench/http.sh's
 #      method: server on core 0, wrk -t1 on core 1, requests per server CPU-second), with the
-#      verified-token cache and without it, keep-alive and 16-deep pipelined;
+#      verified-token cache (/jwtc) and without it (/jwtn), keep-alive and 16-deep pipelined;
+#      3b. the same in user-space instructions per request (callgrind: one server, routes and
+#      modes alternating, each window zeroed and dumped on its own);
 #   4. /hello latency on the worker that also serves 50 concurrent logins (Argon2id verifies).
 # Prints tables and records them in bench/RESULTS.md (the toolkit.sh section).
-# Usage: bench/toolkit.sh [seconds]   (per HTTP round, default 5; about 3 minutes)
+# Usage: bench/toolkit.sh [seconds]   (per HTTP round, default 5; about 4 minutes)
 #
 # Environment knobs: SLUICE_BIN, BENCH_ROUNDS=3 (rounds per HTTP figure, routes alternating),
 # BENCH_RESULTS=0 (do not write RESULTS.md), BENCH_PORT=17560, BENCH_KEEP=1, BENCH_NICE=0
-# (see bench/lib.sh), BENCH_NODE=0 (skip Node.js), BENCH_HASHES=20 (Argon2id hashes per tool).
+# (see bench/lib.sh), BENCH_NODE=0 (skip Node.js), BENCH_HASHES=20 (Argon2id hashes per tool),
+# BENCH_ONLY=jwt (only 3 and 3b, printed, RESULTS.md untouched), BENCH_CALLGRIND=0 (no 3b),
+# BENCH_CG_ROUNDS=2, BENCH_CG_SECS=2 (callgrind windows per route and mode, and their length).
 set -euo pipefail
 
 SECS=${1:-5}
@@ -29,6 +33,9 @@ BENCH_NAME=toolkit
 . "$HERE/lib.sh"
 
 [ "$(nproc)" -ge 2 ] || bench_die "needs 2 cores (server on 0, wrk on 1)"
+ONLY=${BENCH_ONLY:-}
+case $ONLY in ''|jwt) ;; *) bench_die "BENCH_ONLY: only 'jwt' is known";; esac
+[ "$ONLY" = jwt ] && BENCH_RESULTS=0
 [ -x "$SLUICE_BIN" ] || bench_die "no $SLUICE_BIN; build first: cmake -B build && cmake --build build"
 for t in wrk openssl python3 argon2; do command -v $t >/dev/null || bench_die "$t missing (tools/bootstrap)"; done
 WITH_NODE=${BENCH_NODE:-1}
@@ -37,6 +44,7 @@ command -v node >/dev/null || WITH_NODE=0
 bench_priority "$@"
 bench_tmpdir
 T_START=$SECONDS
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- keys and tokens (shared)
 mkdir -p "$TMP/keys"
@@ -48,6 +56,7 @@ for a in RS256 ES256 EdDSA; do openssl pkey -in "$TMP/keys/$a.pem" -pubout -out 
 TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens"]["HS256"])' "$TMP/keys.json")
 SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secret"])' "$TMP/keys.json")
 
+if [ "$ONLY" != jwt ]; then
 # ---------------------------------------------------------------- 1. per-operation costs
 echo "1. per operation (core 0, median of $ROUNDS runs each)"
 micro() { # label cmd...: appends "label name us" lines
@@ -95,62 +104,100 @@ PY
 printf '  sluice (libsodium)  %8s ms of CPU per hash\n  argon2 CLI          %8s ms of CPU per run   sluice/CLI %s\n' "$SL_MS" "$CLI_MS" \
   "$(awk -v a="$SL_MS" -v b="$CLI_MS" 'BEGIN { printf "%.2fx", a / b }')"
 
+fi
+
 # ---------------------------------------------------------------- 3. JWT on the /json route
 echo "3. /json with and without an HS256 bearer check (sluice on core 0, wrk -t1 on core 1, $ROUNDS x ${SECS}s)"
 ln -s "$SLUICE_BIN" "$TMP/server-under-test"
 bench_start sluice "$PORT" env PORT="$PORT" BENCH_JWT_SECRET="$SECRET" "$TMP/server-under-test" run --config "$APP/config.lua"
 bench_wait_port "$PORT" sluice
 H="Authorization: Bearer $TOKEN"
-for route in json json-jwt json-jwt-nocache; do
+ROUTES="json jwtc jwtn"          # the JWT routes' paths are as long as /json's (same parsing and routing)
+for route in $ROUTES; do
   st=$(curl -s -o /dev/null -w '%{http_code}' -H "$H" "http://127.0.0.1:$PORT/$route")
   [ "$st" = 200 ] || bench_die "/$route answered $st with the token"
 done
-st=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${TOKEN}x" "http://127.0.0.1:$PORT/json-jwt")
-[ "$st" = 401 ] || bench_die "/json-jwt answered $st to a bad token (want 401)"
-for route in json json-jwt json-jwt-nocache; do taskset -c 1 wrk -t1 -c50 -d1s -H "$H" "http://127.0.0.1:$PORT/$route" >/dev/null; done
-ROUTES="json json-jwt json-jwt-nocache"
+st=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${TOKEN}x" "http://127.0.0.1:$PORT/jwtc")
+[ "$st" = 401 ] || bench_die "/jwtc answered $st to a bad token (want 401)"
+for route in $ROUTES; do taskset -c 1 wrk -t1 -c50 -d1s -H "$H" "http://127.0.0.1:$PORT/$route" >/dev/null; done
+REVERSED="jwtn jwtc json"
 for ((r = 1; r <= ROUNDS; r++)); do
-  order=$ROUTES; [ $((r % 2)) = 0 ] && order="json-jwt-nocache json-jwt json"
+  order=$ROUTES; [ $((r % 2)) = 0 ] && order=$REVERSED
   for route in $order; do bench_run "$route" sluice "http://127.0.0.1:$PORT/$route" "$SECS" -c50 --latency -H "$H"; done
 done
 PSECS=$(( SECS > 3 ? SECS / 2 : 2 ))
 for ((r = 1; r <= ROUNDS; r++)); do
-  order=$ROUTES; [ $((r % 2)) = 0 ] && order="json-jwt-nocache json-jwt json"
+  order=$ROUTES; [ $((r % 2)) = 0 ] && order=$REVERSED
   for route in $order; do bench_run "$route-pipe" sluice "http://127.0.0.1:$PORT/$route" "$PSECS" -c50 -H "$H" -s "$HERE/pipeline.lua" -- 16; done
 done
 SUM=$(bench_sum)
 cpu_of() { awk -v k="$1 sluice" '$1 " " $2 == k { printf "%.3f", $7 + $8 }' <<<"$SUM"; }
 line_of() { awk -v k="$1 sluice" '$1 " " $2 == k' <<<"$SUM"; }
-J0=$(cpu_of json) J1=$(cpu_of json-jwt) J2=$(cpu_of json-jwt-nocache)
-P0=$(cpu_of json-pipe) P1=$(cpu_of json-jwt-pipe) P2=$(cpu_of json-jwt-nocache-pipe)
+ushare_of() { awk -v k="$1 sluice" '$1 " " $2 == k { printf "%.4f", $7 / ($7 + $8) }' <<<"$SUM"; }
+J0=$(cpu_of json) J1=$(cpu_of jwtc) J2=$(cpu_of jwtn)
+P0=$(cpu_of json-pipe) P1=$(cpu_of jwtc-pipe) P2=$(cpu_of jwtn-pipe)
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", (b - a) / a * 100 }'; }
+printf '  CPU per request vs /json: keep-alive /jwtc %s, /jwtn %s; pipelined /jwtc %s, /jwtn %s\n' \
+  "$(pct "$J0" "$J1")" "$(pct "$J0" "$J2")" "$(pct "$P0" "$P1")" "$(pct "$P0" "$P2")"
 
 # ---------------------------------------------------------------- 3b. instructions per request
 # callgrind counts user-space instructions exactly, immune to the shared machine's load; only
-# ev_invoke_pending (request handling) is collected; requests = calls of dispatch_request.
-CG=()
-if [ "${BENCH_CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null; then
-  echo "3b. user-space instructions per request (callgrind, wrk -t1 -c10 2 s per route)"
-  for route in json json-jwt json-jwt-nocache; do
-    cport=$((PORT + 1)); out="$TMP/cg.$route"
-    if ss -Htln "sport = :$cport" | grep -q .; then bench_die "port $cport is in use (set BENCH_PORT)"; fi
-    env PORT=$cport BENCH_JWT_SECRET="$SECRET" "${PRIO[@]}" taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
-      --toggle-collect=ev_invoke_pending "$TMP/server-under-test" run --config "$APP/config.lua" >"$out.log" 2>&1 &
-    cpid=$!; PIDS+=("$cpid")
-    for ((i = 0; i < 300; i++)); do ss -Htln "sport = :$cport" | grep -q . && break; sleep 0.1; done
-    taskset -c 1 wrk -t1 -c10 -d2s -H "$H" "http://127.0.0.1:$cport/$route" >"$out.wrk"
-    kill -TERM "$cpid"; wait "$cpid" || true
-    grep -q Collected "$out.log" || bench_die "callgrind $route: no profile (see $out.log)"
-    tot=$(callgrind_annotate --threshold=100 "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { s = $1; gsub(/,/, "", s); print s + 0 }')
-    n=$(callgrind_annotate --tree=caller --threshold=100 "$out" 2>/dev/null |
-        awk '/=> .*:dispatch_request \(/ { s = $0; sub(/.*\(/, "", s); sub(/x\).*/, "", s); gsub(/,/, "", s); n += s } END { print n + 0 }')
-    [ "$n" -gt 0 ] || bench_die "callgrind $route: no requests counted"
-    CG+=("$route $(awk -v t="$tot" -v n="$n" 'BEGIN { printf "%.0f", t / n }') $n")
-    printf '  /%-18s %8.0f instructions per request (%d requests)\n' "$route" "$(awk -v t="$tot" -v n="$n" 'BEGIN { print t / n }')" "$n"
+# ev_invoke_pending (request handling) is collected; requests = calls of dispatch_request. One
+# server for every route, so all see the same heap; each window (route x mode x round, routes
+# alternating) is zeroed before and dumped after its wrk run.
+declare -A CG_IR CG_N
+CG_ROUNDS=${BENCH_CG_ROUNDS:-2}
+CG_SECS=${BENCH_CG_SECS:-2}
+if [ "${BENCH_CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+  echo "3b. user-space instructions per request (callgrind, wrk -t1 -c10, $CG_ROUNDS x ${CG_SECS}s per route and mode)"
+  cport=$((PORT + 1)); cgo="$TMP/cg.out"
+  if ss -Htln "sport = :$cport" | grep -q .; then bench_die "port $cport is in use (set BENCH_PORT)"; fi
+  env PORT=$cport BENCH_JWT_SECRET="$SECRET" "${PRIO[@]}" taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$cgo" \
+    --toggle-collect=ev_invoke_pending "$TMP/server-under-test" run --config "$APP/config.lua" >"$TMP/cg.log" 2>&1 &
+  cpid=$!; PIDS+=("$cpid")
+  for ((i = 0; i < 300; i++)); do ss -Htln "sport = :$cport" | grep -q . && break; sleep 0.1; done
+  for route in $ROUTES; do taskset -c 1 wrk -t1 -c10 -d1s -H "$H" "http://127.0.0.1:$cport/$route" >/dev/null; done
+  for ((r = 1; r <= CG_ROUNDS; r++)); do
+    order=$ROUTES; [ $((r % 2)) = 0 ] && order=$REVERSED
+    for route in $order; do for m in ka pipe; do
+      callgrind_control -z "$cpid" >/dev/null 2>&1
+      if [ $m = pipe ]; then extra=(-s "$HERE/pipeline.lua" -- 16); else extra=(); fi
+      taskset -c 1 wrk -t1 -c10 -d"${CG_SECS}s" -H "$H" "http://127.0.0.1:$cport/$route" "${extra[@]}" >/dev/null
+      callgrind_control -d "w.$route.$m.$r" "$cpid" >/dev/null 2>&1
+    done; done
   done
+  kill -TERM "$cpid"; wait "$cpid" || true
+  for f in "$cgo".*; do
+    w=$(grep -a -m1 '^desc: Trigger: dump w\.' "$f" | sed 's/.*dump w\.//') || true
+    [ -n "$w" ] || continue
+    tot=$(callgrind_annotate --threshold=100 "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { s = $1; gsub(/,/, "", s); print s + 0 }')
+    n=$(callgrind_annotate --tree=caller --threshold=100 "$f" 2>/dev/null |
+        awk '/=> .*:dispatch_request \(/ { s = $0; sub(/.*\(/, "", s); sub(/x\).*/, "", s); gsub(/,/, "", s); n += s } END { print n + 0 }')
+    k=${w%.*}
+    CG_IR[$k]=$(( ${CG_IR[$k]:-0} + tot )); CG_N[$k]=$(( ${CG_N[$k]:-0} + n ))
+  done
+  for route in $ROUTES; do for m in ka pipe; do
+    [ "${CG_N[$route.$m]:-0}" -gt 0 ] || bench_die "callgrind $route $m: no requests counted (see $TMP/cg.log)"
+  done; done
 fi
-ir_of() { local l r ir n; for l in "${CG[@]}"; do read -r r ir n <<<"$l"; [ "$r" = "$1" ] && echo "$ir"; done; return 0; }
+ir_of() { [ -n "${CG_N[$1]:-}" ] && awk -v t="${CG_IR[$1]}" -v n="${CG_N[$1]}" 'BEGIN { printf "%.0f", t / n }'; return 0; }
+# added instructions over /json's, as a share of /json's whole CPU in that mode: times the user
+# share of /json's CPU measured by the wrk runs above (the kernel's part is the same syscalls)
+cg_share() { # route mode -> "+N (+x.x%) +y.y%"
+  local b ir u
+  b=$(ir_of "json.$2"); ir=$(ir_of "$1.$2")
+  u=$(ushare_of "$( [ "$2" = pipe ] && echo json-pipe || echo json)")
+  awk -v a="$b" -v c="$ir" -v u="$u" 'BEGIN { printf "%+.0f (%+.1f%%) %+.1f%%", c - a, (c - a) / a * 100, (c - a) / a * u * 100 }'
+}
+if [ ${#CG_N[@]} -gt 0 ]; then
+  for route in $ROUTES; do for m in ka pipe; do
+    printf '  /%-5s %-5s %7s instructions per request (%d requests)%s\n' "$route" "$m" "$(ir_of "$route.$m")" "${CG_N[$route.$m]}" \
+      "$( [ "$route" = json ] || echo "   added $(cg_share "$route" "$m" | awk '{ print $1, $2 " of user instructions, " $3 " of CPU" }')")"
+  done; done
+fi
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
+if [ "$ONLY" != jwt ]; then
 # ---------------------------------------------------------------- 4. /hello during logins
 echo "4. /hello (wrk -t1 -c4 --latency, ${SECS}s) idle, then while 50 logins verify Argon2id without pause"
 LAT=()
@@ -171,6 +218,7 @@ hello_run "50 logins"
 wait "$LPID" || bench_die "the logins failed: $(cat "$TMP/logins.txt")"
 LOGINS=$(cat "$TMP/logins.txt")
 printf '  logins answered: %s in %ss (%.1f/s)\n' "$LOGINS" "$((SECS + 2))" "$(awk -v n="$LOGINS" -v s=$((SECS + 2)) 'BEGIN { print n / s }')"
+fi
 
 for w in "${WARN[@]}"; do echo "WARNING: $w" >&2; done
 
@@ -187,7 +235,7 @@ if [ "${BENCH_RESULTS:-1}" = 1 ]; then
     echo
     echo "**1. Per operation** (one core, median of $ROUNDS runs; a 200-byte message; JWT verify = split, base64url,"
     echo "signature, JSON decode, claims check; Node's verify is the same steps with node:crypto). \"interp\" is"
-    echo "LuaJIT's interpreter, how handlers run with the default \`limits.script_timeout\`."
+    echo "LuaJIT's interpreter, how handlers run with \`limits.jit = false\` (the JIT is on by default)."
     echo
     echo "| operation | sluice, JIT (µs) | sluice, interp (µs) | Node.js crypto (µs) | Node / sluice interp |"
     echo "|---|---:|---:|---:|---:|"
@@ -201,11 +249,14 @@ if [ "${BENCH_RESULTS:-1}" = 1 ]; then
     echo
     echo "**3. HS256 bearer check on /json** (\`bench/toolkit-app\`: one worker on core 0, \`wrk -t1\` on core 1,"
     echo "every request carries the same \`Authorization: Bearer\` token; $ROUNDS rounds of ${SECS} s keep-alive (50"
-    echo "connections) and ${PSECS} s 16-deep pipelined, routes alternating)."
+    echo "connections) and ${PSECS} s 16-deep pipelined, routes alternating). /jwtc is /json behind"
+    echo "\`app.jwt.verify_bearer(req, KEY, app.jwt.options{ aud = \"api\", algs = { \"HS256\" } })\` (the verified-token"
+    echo "cache), /jwtn the same with \`cache = false\` (a full verification per request); both paths are as long as"
+    echo "\"/json\". Load average at the start and end of 3/3b: $LOAD0 / $LOAD1."
     echo
     echo "| route | mode | req/s | req per CPU-s | CPU µs/req user+sys | vs /json |"
     echo "|---|---|---:|---:|---:|---:|"
-    for route in json json-jwt json-jwt-nocache; do
+    for route in $ROUTES; do
       for m in "" -pipe; do
         read -r _ _ rps rpc _ _ us ss <<<"$(line_of "$route$m")"
         base=$J0; [ "$m" = -pipe ] && base=$P0
@@ -214,23 +265,22 @@ if [ "${BENCH_RESULTS:-1}" = 1 ]; then
     done
     echo
     echo "Target (issue 20): the check adds < 5% to /json's CPU per request. Measured with wrk (CPU µs per request,"
-    echo "tick-sampled, on a shared machine): keep-alive $(pct "$J0" "$J1") with the verified-token cache (the route calls"
-    echo "\`app.jwt.verify_bearer\`), $(pct "$J0" "$J2") without it; pipelined $(pct "$P0" "$P1") / $(pct "$P0" "$P2")."
-    if [ ${#CG[@]} -gt 0 ]; then
-      read -r _ _ _ _ _ _ u0 s0 <<<"$(line_of json)"
+    echo "tick-sampled, on a shared machine): keep-alive $(pct "$J0" "$J1") with the verified-token cache, $(pct "$J0" "$J2")"
+    echo "without it; pipelined $(pct "$P0" "$P1") / $(pct "$P0" "$P2")."
+    if [ ${#CG_N[@]} -gt 0 ]; then
       echo
-      echo "User-space instructions per request (callgrind, \`--toggle-collect=ev_invoke_pending\`, \`wrk -t1 -c10\` 2 s;"
-      echo "exact, unaffected by other load). The share of CPU is the added instructions over /json's, times the user"
-      echo "share of /json's CPU in the keep-alive run above ($u0 of $(awk -v a="$u0" -v b="$s0" 'BEGIN { print a + b }') µs; the kernel's part is the same two"
-      echo "syscalls for every route):"
+      echo "User-space instructions per request (callgrind, \`--toggle-collect=ev_invoke_pending\`, one server, \`wrk -t1"
+      echo "-c10\`, $CG_ROUNDS windows of ${CG_SECS} s per route and mode, routes alternating; exact, unaffected by other load)."
+      echo "The share of CPU is the added instructions over /json's, times the user share of /json's CPU in the"
+      echo "same mode in the wrk runs above (keep-alive $(ushare_of json), pipelined $(ushare_of json-pipe); the kernel's part"
+      echo "is the same syscalls for every route):"
       echo
-      echo "| route | instructions/request | added | ≈ added share of CPU (keep-alive) |"
-      echo "|---|---:|---:|---:|"
-      b=$(ir_of json)
-      for route in json json-jwt json-jwt-nocache; do
-        ir=$(ir_of "$route")
-        echo "| /$route | $ir | $( [ "$route" = json ] && echo "—" || awk -v a="$b" -v c="$ir" 'BEGIN { printf "%+.0f (%+.1f%%)", c - a, (c - a) / a * 100 }') | $( [ "$route" = json ] && echo "—" || awk -v a="$b" -v c="$ir" -v u="$u0" -v s="$s0" 'BEGIN { printf "%+.1f%%", (c - a) / a * u / (u + s) * 100 }') |"
-      done
+      echo "| route | mode | instructions/request | added | ≈ added share of CPU |"
+      echo "|---|---|---:|---:|---:|"
+      for route in $ROUTES; do for m in ka pipe; do
+        if [ "$route" = json ]; then add="—"; shr="—"; else read -r a1 a2 a3 <<<"$(cg_share "$route" "$m")"; add="$a1 $a2"; shr=$a3; fi
+        echo "| /$route | $( [ $m = ka ] && echo keep-alive || echo pipelined) | $(ir_of "$route.$m") | $add | $shr |"
+      done; done
     fi
     echo
     echo "**4. /hello while logins hash** (server unpinned on both cores, 1 worker, 2 hashing threads at nice 5;"

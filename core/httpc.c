@@ -154,6 +154,7 @@ static void req_recycle(httpc *h, httpc_req *r)
     buf_shrink(&r->rbody, BODY_KEEP);
     buf_reset(&r->rhdrs);
     buf_shrink(&r->rhdrs, BODY_KEEP);
+    buf_shrink(&r->hlines, BODY_KEEP);
     r->next = h->freereqs;
     h->freereqs = r;
     h->nfree++;
@@ -210,6 +211,10 @@ static void finish(httpc *h, httpc_req *r)
         res.seconds = (double)us / 1e6;
         res.effective_url = eff;
         res.http_version = version_name(ver);
+        if (res.err == HTTPC_OK && r->via_proxy && code == 407) {   /* only a proxy says 407 */
+            r->proxy_status = 407;
+            res.err = HTTPC_E_PROXY;
+        }
         if (res.err == HTTPC_OK) {
             res.status = (int)code;
             httpc_count_response(h, r, res.status);
@@ -342,16 +347,8 @@ httpc *httpc_new(struct ev_loop *loop, const httpc_limits *lim)
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);   /* HTTP/2 streams share a connection */
-    /* the proxy environment curl would read for every transfer, read once */
-    const char *hp = getenv("http_proxy"), *sp = getenv("https_proxy"), *ap = getenv("all_proxy"), *np = getenv("no_proxy");
-    if (!sp || !*sp) sp = getenv("HTTPS_PROXY");
-    if (!ap || !*ap) ap = getenv("ALL_PROXY");
-    if (!np || !*np) np = getenv("NO_PROXY");
-    if (!hp || !*hp) hp = ap;
-    if (!sp || !*sp) sp = ap;
-    h->env_http_proxy = hp && *hp ? strdup(hp) : NULL;
-    h->env_https_proxy = sp && *sp ? strdup(sp) : NULL;
-    h->env_no_proxy = np && *np ? strdup(np) : NULL;
+    httpc_proxy_env(h);
+    httpc_easy_accept_encoding(h);               /* read once: curl would call getenv for every transfer */
     static const httpc_limits builtin = {256, 64, 64};
     h->lim.max_concurrent = -1;
     httpc_set_limits(h, lim ? lim : &builtin);
@@ -397,9 +394,7 @@ void httpc_free(httpc *h)
     ev_timer_stop(h->loop, &h->timer);
     ev_timer_stop(h->loop, &h->kick);
     for (hsock *s = h->freesocks, *n; s; s = n) { n = s->next; free(s); }
-    free(h->env_http_proxy);
-    free(h->env_https_proxy);
-    free(h->env_no_proxy);
+    httpc_proxy_free(h);
     free(h->loads);
     free(h);
 }

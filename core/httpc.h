@@ -35,6 +35,7 @@ enum httpc_err {
     HTTPC_E_PROTOCOL,         /* connection closed early, malformed response */
     HTTPC_E_QUEUE_TIMEOUT,    /* waited longer than queue_timeout for a slot */
     HTTPC_E_CANCELLED,        /* the caller went away (client gone, request_timeout, shutdown) */
+    HTTPC_E_PROXY,            /* the proxy is down, unresolvable, or refused (CONNECT answer, 407) */
     HTTPC_E_OTHER,
     HTTPC_E_COUNT
 };
@@ -56,8 +57,8 @@ typedef struct httpc_opts {
     int decompress;           /* send Accept-Encoding and decode gzip/deflate/br/zstd */
     const char *ca_file;      /* NULL: the system bundle */
     const char *client_cert, *client_key, *key_password;
-    const char *proxy;        /* NULL: curl reads https_proxy/HTTPS_PROXY/http_proxy; "" none */
-    const char *no_proxy;
+    const char *proxy;        /* NULL: from the environment (httpc_proxy.c); "" none */
+    const char *no_proxy;     /* NULL: no_proxy/NO_PROXY */
     const char *user_agent;
 } httpc_opts;
 

@@ -5,10 +5,17 @@
  * time, and string options only when they change (a copy of the last value is kept). Unsetting
  * one of the TLS options needs a reset (NULL does not restore curl's default), done then only.
  * Parsed URLs are cached per worker (handlers call the same few endpoints); curl copies the
- * handle for each transfer, so concurrent requests may share an entry. */
+ * handle for each transfer, so concurrent requests may share an entry.
+ *
+ * User-Agent and Accept-Encoding go out as header lines of ours rather than through
+ * CURLOPT_USERAGENT / curl's own Accept-Encoding: curl 7.88 formats each of those with its
+ * printf (one callback per character) for every request and then copies it again into the
+ * request; a line in CURLOPT_HTTPHEADER is copied once. That list is an array of nodes kept on
+ * the handle (struct curl_slist is public: curl only reads the list), so no allocation either. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "httpc_int.h"
 
@@ -58,6 +65,8 @@ void httpc_easy_free(httpc_req *r)
     for (int i = 0; i < O_COUNT; i++) free(r->opt[i]);
     buf_free(&r->rbody);
     buf_free(&r->rhdrs);
+    buf_free(&r->hlines);
+    free(r->hnodes);
     free(r);
 }
 
@@ -148,7 +157,7 @@ void httpc_easy_release(httpc *h, httpc_req *r)
     else if (r->url) curl_url_cleanup(r->url);
     r->url = NULL;
     r->uc = -1;
-    if (r->hdrs) { curl_slist_free_all(r->hdrs); r->hdrs = NULL; }
+    r->hdrs = NULL;                       /* the nodes stay for the next request */
     free(r->body);
     r->body = NULL;
 }
@@ -209,6 +218,73 @@ static int set_method(httpc_req *r, const httpc_opts *o)
     return 0;
 }
 
+static int has_name(const char *line, const char *name, size_t n)
+{
+    return strncasecmp(line, name, n) == 0 && line[n] == ':';
+}
+
+/* r->hdrs: the caller's header lines, then User-Agent and Accept-Encoding unless the caller set
+ * them, and an empty Expect for a large body (no 100-continue round trip). */
+static int set_headers(httpc *h, httpc_req *r, const httpc_opts *o)
+{
+    int ua = o->user_agent != NULL, ae = o->decompress && h->accept_encoding[0];
+    buf *b = &r->hlines;
+    buf_reset(b);
+    size_t n = 0;
+    for (size_t i = 0; i < o->nheaders; i++) {
+        const char *l = o->headers[i];
+        if (ua && has_name(l, "user-agent", 10)) ua = 0;
+        if (ae && has_name(l, "accept-encoding", 15)) ae = 0;
+        if (buf_append(b, l, strlen(l) + 1)) return -1;
+        n++;
+    }
+    if (ua) {
+        if (buf_puts(b, "User-Agent: ") || buf_append(b, o->user_agent, strlen(o->user_agent) + 1)) return -1;
+        n++;
+    }
+    if (ae) {
+        if (buf_append(b, h->accept_encoding, strlen(h->accept_encoding) + 1)) return -1;
+        n++;
+    }
+    if (o->body && o->body_len > 1024) {
+        if (buf_append(b, "Expect:", 8)) return -1;
+        n++;
+    }
+    if (!n) { r->hdrs = NULL; return 0; }
+    if (n > r->nhnodes) {
+        struct curl_slist *p = realloc(r->hnodes, n * sizeof *p);
+        if (!p) return -1;
+        r->hnodes = p;
+        r->nhnodes = n;
+    }
+    char *s = b->data;                    /* linked only now: the buffer no longer moves */
+    for (size_t i = 0; i < n; i++) {
+        r->hnodes[i].data = s;
+        r->hnodes[i].next = i + 1 < n ? &r->hnodes[i + 1] : NULL;
+        s += strlen(s) + 1;
+    }
+    r->hdrs = r->hnodes;
+    return 0;
+}
+
+/* "Accept-Encoding: ..." with what this libcurl decodes, in curl's own order (as it would send
+ * for CURLOPT_ACCEPT_ENCODING ""); "" when it decodes nothing. */
+void httpc_easy_accept_encoding(httpc *h)
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    char *out = h->accept_encoding;
+    size_t n = sizeof h->accept_encoding;
+    out[0] = 0;
+    const char *list[3];
+    int k = 0;
+    if (v->libz_version) list[k++] = "deflate, gzip";
+    if (v->features & CURL_VERSION_BROTLI) list[k++] = "br";
+    if (v->features & CURL_VERSION_ZSTD) list[k++] = "zstd";
+    if (!k) return;
+    size_t len = (size_t)snprintf(out, n, "Accept-Encoding: %s", list[0]);
+    for (int i = 1; i < k && len < n; i++) len += (size_t)snprintf(out + len, n - len, ", %s", list[i]);
+}
+
 int httpc_easy_setup(httpc *h, httpc_req *r, const httpc_opts *o, char *err, size_t errlen)
 {
     int https = 0;
@@ -240,23 +316,15 @@ int httpc_easy_setup(httpc *h, httpc_req *r, const httpc_opts *o, char *err, siz
     r->max_redirects = o->max_redirects;
     /* proxies: explicit, else from the environment as read at start; "" = none, and no getenv
      * in curl for every transfer */
-    const char *proxy = o->proxy ? o->proxy : https ? h->env_https_proxy : h->env_http_proxy;
-    const char *noproxy = o->no_proxy ? o->no_proxy : h->env_no_proxy;
+    const char *proxy, *noproxy;
+    httpc_proxy_choose(h, r, o, https, &proxy, &noproxy);
     if (str_opt(r, O_CAINFO, CURLOPT_CAINFO, o->ca_file) || str_opt(r, O_SSLCERT, CURLOPT_SSLCERT, o->client_cert) ||
         str_opt(r, O_SSLKEY, CURLOPT_SSLKEY, o->client_key) || str_opt(r, O_KEYPASSWD, CURLOPT_KEYPASSWD, o->key_password) ||
-        str_opt(r, O_PROXY, CURLOPT_PROXY, proxy ? proxy : "") || str_opt(r, O_NOPROXY, CURLOPT_NOPROXY, noproxy ? noproxy : "") ||
-        str_opt(r, O_USERAGENT, CURLOPT_USERAGENT, o->user_agent))
+        str_opt(r, O_PROXY, CURLOPT_PROXY, proxy) || str_opt(r, O_NOPROXY, CURLOPT_NOPROXY, noproxy) ||
+        /* for a CONNECT only: the request's own User-Agent is a header line (set_headers) */
+        str_opt(r, O_USERAGENT, CURLOPT_USERAGENT, r->via_proxy && https ? o->user_agent : NULL))
         goto oom;
-    for (size_t i = 0; i < o->nheaders; i++) {
-        struct curl_slist *n = curl_slist_append(r->hdrs, o->headers[i]);
-        if (!n) goto oom;
-        r->hdrs = n;
-    }
-    if (o->body && o->body_len > 1024) {   /* no Expect: 100-continue round trip for large bodies */
-        struct curl_slist *n = curl_slist_append(r->hdrs, "Expect:");
-        if (!n) goto oom;
-        r->hdrs = n;
-    }
+    if (set_headers(h, r, o)) goto oom;
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
     if (set_method(r, o)) goto oom;
     return 0;

@@ -26,6 +26,9 @@ struct httpc_req {
     /* kept while the request is recycled (see httpc_easy.c) */
     CURL *easy;
     buf rbody, rhdrs;             /* response body and the final response's header lines */
+    buf hlines;                   /* the request's header lines, NUL-terminated, for hnodes */
+    struct curl_slist *hnodes;    /* CURLOPT_HTTPHEADER's list, in an array kept for the next request */
+    size_t nhnodes;
     char *opt[O_COUNT];           /* string options set on easy (copies), NULL when unset */
     long long lopt[L_COUNT];      /* number options set on easy, -1 when unknown */
     unsigned set_custom : 1, set_post : 1, set_nobody : 1;
@@ -35,7 +38,7 @@ struct httpc_req {
     ev_timer qtimer;              /* queue_timeout while R_QUEUED */
     CURLU *url;                   /* owned when uc < 0, else the URL cache's */
     int uc;
-    struct curl_slist *hdrs;
+    struct curl_slist *hdrs;      /* hnodes or NULL (no header) */
     char *body;                   /* our copy of the request body */
     size_t max_body;
     int too_big;
@@ -45,6 +48,9 @@ struct httpc_req {
     enum httpc_err qerr;          /* set when it failed before reaching curl */
     int host_idx;
     int load;                     /* index in h->loads */
+    int via_proxy;                /* a proxy is used (not excluded by no_proxy) */
+    int proxy_status;             /* the proxy's refusal: CONNECT answer or 407, 0 = none */
+    char proxy_name[128];         /* host[:port] of that proxy, for messages */
     const char *host;             /* host[:port], in the URL cache entry or hostbuf */
     char hostbuf[128];
     char errbuf[CURL_ERROR_SIZE];
@@ -97,6 +103,8 @@ struct httpc {
     ucache uc[URL_CACHE];
     unsigned long long uclock;
     char *env_http_proxy, *env_https_proxy, *env_no_proxy;   /* read once: no getenv per request */
+    char *proxy_src, proxy_name[128];                        /* the last proxy URL and its host[:port] */
+    char accept_encoding[64];     /* "Accept-Encoding: deflate, gzip, br, zstd" as this libcurl decodes */
     int draining, closing;
     /* metrics: written by this worker only, read by any thread */
     hist latency;
@@ -116,10 +124,19 @@ void httpc_easy_release(httpc *h, httpc_req *r);
 /* The options every easy handle carries for life (callbacks, protocols, sockets through us). */
 void httpc_easy_defaults(httpc *h, httpc_req *r);
 void httpc_easy_free(httpc_req *r);
+void httpc_easy_accept_encoding(httpc *h);
 void httpc_url_cache_free(httpc *h);
 
+/* httpc_proxy.c */
+void httpc_proxy_env(httpc *h);
+void httpc_proxy_free(httpc *h);
+/* The proxy and no_proxy strings to give curl for r ("" = none); sets r->via_proxy, r->proxy_name. */
+void httpc_proxy_choose(httpc *h, httpc_req *r, const httpc_opts *o, int https, const char **proxy, const char **noproxy);
+int httpc_noproxy_match(const char *list, const char *hostport);
+
 /* httpc_stats.c */
-enum httpc_err httpc_classify(const httpc_req *r, CURLcode rc);
+/* the error kind of a finished transfer; a failure at the proxy also sets r->proxy_status */
+enum httpc_err httpc_classify(httpc_req *r, CURLcode rc);
 /* "host: reason (curl's detail)" */
 void httpc_error_text(const httpc_req *r, enum httpc_err e, char *out, size_t n);
 int httpc_host_index(httpc *h, const char *host);

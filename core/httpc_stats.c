@@ -6,7 +6,7 @@
 #include "httpc_int.h"
 
 static const char *const err_names[HTTPC_E_COUNT] = {
-    "ok", "dns", "connect", "timeout", "tls", "too_large", "redirects", "protocol", "queue_timeout", "cancelled", "other",
+    "ok", "dns", "connect", "timeout", "tls", "too_large", "redirects", "protocol", "queue_timeout", "cancelled", "proxy", "other",
 };
 
 const char *httpc_err_name(enum httpc_err e) { return e < HTTPC_E_COUNT ? err_names[e] : "other"; }
@@ -31,8 +31,23 @@ void httpc_count_response(httpc *h, const httpc_req *r, int status)
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-enum httpc_err httpc_classify(const httpc_req *r, CURLcode rc)
+enum httpc_err httpc_classify(httpc_req *r, CURLcode rc)
 {
+    if (r->via_proxy) {               /* curl talks to the proxy: a failure to reach it is the proxy's */
+        long cc = 0;
+        switch (rc) {
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+        case CURLE_PROXY:
+            return HTTPC_E_PROXY;
+        case CURLE_RECV_ERROR:         /* "CONNECT tunnel failed, response 403" */
+            curl_easy_getinfo(r->easy, CURLINFO_HTTP_CONNECTCODE, &cc);
+            if (cc >= 300) { r->proxy_status = (int)cc; return HTTPC_E_PROXY; }
+            break;
+        default:
+            break;
+        }
+    }
     switch (rc) {
     case CURLE_OK: return HTTPC_OK;
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -73,7 +88,7 @@ enum httpc_err httpc_classify(const httpc_req *r, CURLcode rc)
 void httpc_error_text(const httpc_req *r, enum httpc_err e, char *out, size_t n)
 {
     const char *detail = r->errbuf[0] ? r->errbuf : e == HTTPC_E_QUEUE_TIMEOUT || e == HTTPC_E_CANCELLED ? "" : curl_easy_strerror(r->rc);
-    char reason[160];
+    char reason[320];
     switch (e) {
     case HTTPC_E_DNS: snprintf(reason, sizeof reason, "could not resolve the host name"); break;
     case HTTPC_E_CONNECT: snprintf(reason, sizeof reason, "could not connect (refused or unreachable)"); break;
@@ -92,6 +107,18 @@ void httpc_error_text(const httpc_req *r, enum httpc_err e, char *out, size_t n)
     case HTTPC_E_PROTOCOL: snprintf(reason, sizeof reason, "bad or incomplete response"); break;
     case HTTPC_E_QUEUE_TIMEOUT: snprintf(reason, sizeof reason, "no free slot within queue_timeout (http_client.max_concurrent requests in flight)"); break;
     case HTTPC_E_CANCELLED: snprintf(reason, sizeof reason, "cancelled"); break;
+    case HTTPC_E_PROXY:
+        if (r->proxy_status == 407 || r->proxy_status == 401) {
+            snprintf(reason, sizeof reason, "the proxy %s wants credentials or refused them (407)", r->proxy_name);
+            detail = "";
+        } else if (r->proxy_status) {
+            snprintf(reason, sizeof reason, "the proxy %s refused the tunnel (CONNECT answered %d)", r->proxy_name, r->proxy_status);
+        } else if (r->rc == CURLE_COULDNT_RESOLVE_PROXY) {
+            snprintf(reason, sizeof reason, "could not resolve the proxy's host name (%s)", r->proxy_name);
+        } else {
+            snprintf(reason, sizeof reason, "could not connect to the proxy %s (refused or unreachable)", r->proxy_name);
+        }
+        break;
     default: snprintf(reason, sizeof reason, "request failed"); break;
     }
     if (detail && *detail) snprintf(out, n, "%s: %s (%s)", r->host, reason, detail);

@@ -13,6 +13,7 @@
 #include "crypto.h"
 #include "jws.h"
 #include "lua_app.h"
+#include "lua_jwt.h"
 #include "workpool.h"
 
 #define KEY_MT "sluice.crypto.key"
@@ -432,6 +433,7 @@ int luaopen_sluice_crypto(lua_State *L)
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
+    lua_jwt_register(L);
     return 1;
 }
 

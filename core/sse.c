@@ -1,117 +1,21 @@
-/* sse.c: the SSE engine core: hub (channels, history, caps, ids), events, per-worker inbox and fan-out. */
-#include "sse.h"
+/* sse.c: the SSE engine's hub: events (refcounted, one allocation each), channels with their
+ * history rings, caps, global ids, publishing onto every worker's inbox, stats. The worker side
+ * (drain, fan-out, subscribe with replay) is sse_sub.c; the shared types are in sse_int.h. */
+#include "sse_int.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "sseenc.h"
-#include "strmap.h"
-
-/* ------------------------------------------------------------------ types */
-
-typedef struct qnode {
-    _Atomic(struct qnode *) next;
-    sse_event *ev;
-} qnode;
-
-struct sse_event {
-    atomic_uint refs;
-    uint32_t len;       /* wire bytes */
-    uint32_t chlen;
-    uint64_t id;
-    uint64_t t_ms;      /* publish time, for age retention */
-    uint64_t hash;      /* of the channel name, with the hub seed */
-    const char *wire;
-    const char *chan;
-    qnode node[];       /* one inbox node per worker: posting never allocates */
-};
-
-/* Room for the id line, written in front of the body under the lock. */
-#define ID_RESERVE SSEENC_ID_MAX
-
-/* Hub channel: a value of sse_hub.chans, keyed by the channel name. */
-typedef struct hchan {
-    uint32_t nsubs;          /* over all workers */
-    uint32_t cap, head, n;   /* history ring, oldest at head */
-    sse_event **ring;
-    uint64_t last_id;        /* newest id published here */
-    uint64_t dropped_max;    /* newest id of this channel no longer replayable */
-    uint64_t last_pub_ms;
-} hchan;
-
-typedef struct huser {
-    uint32_t count;
-} huser;
-
-struct sse_hub {
-    pthread_mutex_t mu;
-    sse_limits lim;
-    unsigned nw;
-    uint64_t seed, id_base, last_id;
-    uint64_t forgotten_max;  /* newest id published on a channel entry we freed */
-    strmap *chans, *users;   /* hchan, huser; seeded with seed, as are the workers' maps */
-    uint64_t nsubs;
-    sse_worker **workers;
-    uint64_t published, replayed, gaps, evicted, delivered_retired;
-    uint64_t rej_total, rej_user, rej_channel;
-};
-
-typedef struct lchan {
-    struct sse_sub_link *head;
-    struct sse_sub_link *iter;  /* next link of a running delivery, fixed up by unlink */
-    uint32_t n;
-    uint32_t busy;           /* deliveries running (or teardown): keeps the entry alive when empty */
-} lchan;
-
-struct sse_worker {
-    sse_hub *h;
-    unsigned idx;
-    sse_wake_fn wake;
-    void *ud;
-    _Atomic(qnode *) qhead;     /* producers exchange here */
-    qnode *qtail;               /* consumer only */
-    qnode stub;
-    atomic_int pending;         /* 1 while a wake is outstanding: coalesces wakes */
-    strmap *local;              /* lchan by channel name, same seed as the hub */
-    size_t nsubs;
-    _Atomic uint64_t delivered;
-};
-
 /* -------------------------------------------------------------- the inbox */
 
 /* Vyukov's intrusive MPSC queue: push is one exchange, pop never blocks. */
-static void q_push(sse_worker *w, qnode *n)
+void sse_q_push(sse_worker *w, qnode *n)
 {
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
     qnode *prev = atomic_exchange_explicit(&w->qhead, n, memory_order_acq_rel);
     atomic_store_explicit(&prev->next, n, memory_order_release);
-}
-
-static qnode *q_pop(sse_worker *w)
-{
-    qnode *tail = w->qtail, *next = atomic_load_explicit(&tail->next, memory_order_acquire);
-    if (tail == &w->stub) {
-        if (!next) return NULL;
-        w->qtail = tail = next;
-        next = atomic_load_explicit(&next->next, memory_order_acquire);
-    }
-    if (next) {
-        w->qtail = next;
-        return tail;
-    }
-    /* A producer is between its exchange and its link: it wakes us after. */
-    if (tail != atomic_load_explicit(&w->qhead, memory_order_acquire)) return NULL;
-    q_push(w, &w->stub);
-    next = atomic_load_explicit(&tail->next, memory_order_acquire);
-    if (next) {
-        w->qtail = next;
-        return tail;
-    }
-    return NULL;
 }
 
 /* ----------------------------------------------------------------- events */
@@ -134,7 +38,7 @@ const char *sse_event_channel(const sse_event *e) { return e->chan; }
 
 /* One allocation: header, nnodes inbox nodes, channel name, id reserve, body.
  * Returns the body pointer in *body; wire/len are set by the caller. */
-static sse_event *ev_alloc(unsigned nnodes, const char *ch, size_t chlen, size_t bodylen, char **body)
+sse_event *sse_ev_alloc(unsigned nnodes, const char *ch, size_t chlen, size_t bodylen, char **body)
 {
     size_t sz = sizeof(sse_event) + nnodes * sizeof(qnode) + chlen + 1 + ID_RESERVE + bodylen;
     sse_event *e = malloc(sz);
@@ -151,7 +55,7 @@ static sse_event *ev_alloc(unsigned nnodes, const char *ch, size_t chlen, size_t
     return e;
 }
 
-static int valid_channel(const char *s, size_t n)
+int sse_valid_channel(const char *s, size_t n)
 {
     if (n == 0 || n > SSE_MAX_CHANNEL_LEN) return 0;
     for (size_t i = 0; i < n; i++)
@@ -202,7 +106,7 @@ void sse_hub_set_limits(sse_hub *h, const sse_limits *lim)
     pthread_mutex_unlock(&h->mu);
 }
 
-static void chan_free(sse_hub *h, hchan *c)
+void sse_chan_free(sse_hub *h, hchan *c)
 {
     for (uint32_t i = 0; i < c->n; i++) sse_event_unref(c->ring[(c->head + i) % c->cap]);
     if (c->last_id > h->forgotten_max) h->forgotten_max = c->last_id;
@@ -210,7 +114,7 @@ static void chan_free(sse_hub *h, hchan *c)
     strmap_del(h->chans, c);
 }
 
-static int chan_free_cb(void *c, void *h) { return chan_free(h, c), 0; }
+static int chan_free_cb(void *c, void *h) { return sse_chan_free(h, c), 0; }
 
 void sse_hub_free(sse_hub *h)
 {
@@ -224,7 +128,7 @@ void sse_hub_free(sse_hub *h)
 }
 
 /* Only for a name not in the table yet. */
-static hchan *chan_new(sse_hub *h, const char *name, size_t len, uint64_t hash)
+hchan *sse_chan_new(sse_hub *h, const char *name, size_t len, uint64_t hash)
 {
     hchan *c = strmap_put_hashed(h->chans, hash, name, len, NULL);
     /* Events published before this entry existed may be forgotten ones. */
@@ -233,7 +137,7 @@ static hchan *chan_new(sse_hub *h, const char *name, size_t len, uint64_t hash)
 }
 
 /* Drops history over the count (keeping room for `adding` more) or over the age. */
-static void chan_trim(sse_hub *h, hchan *c, uint64_t now_ms, uint32_t adding)
+void sse_chan_trim(sse_hub *h, hchan *c, uint64_t now_ms, uint32_t adding)
 {
     uint32_t keep = h->lim.retention_count;
     uint64_t age = h->lim.retention_ms;
@@ -284,7 +188,7 @@ static void post_all(sse_hub *h, sse_event *e)
         sse_worker *w = h->workers[i];
         if (!w) continue;
         sse_event_ref(e);
-        q_push(w, &e->node[i]);
+        sse_q_push(w, &e->node[i]);
         if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
     }
 }
@@ -294,7 +198,7 @@ int sse_hub_check(sse_hub *h, const char *channel, size_t chlen, const char *eve
 {
     *err = NULL;
     if (!channel || chlen == 0) return *err = "empty channel", -1;
-    if (!valid_channel(channel, chlen)) return *err = "bad channel name (1-200 bytes, no control characters)", -1;
+    if (!sse_valid_channel(channel, chlen)) return *err = "bad channel name (1-200 bytes, no control characters)", -1;
     size_t evlen = event ? strlen(event) : 0;
     if (evlen && strpbrk(event, "\r\n")) return *err = "CR or LF in event name", -1;
     uint64_t ov = 0;
@@ -363,12 +267,11 @@ void sse_hub_mark_hole(sse_hub *h, uint64_t upto, int (*complete)(void *ud, cons
     pthread_mutex_unlock(&h->mu);
 }
 
-static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest);
 
 int sse_hub_gap(sse_hub *h, const char *channel, size_t chlen, uint64_t last, uint64_t oldest)
 {
-    if (!valid_channel(channel, chlen)) return -1;
-    sse_event *e = gap_alloc(h->nw, channel, chlen, last, oldest);
+    if (!sse_valid_channel(channel, chlen)) return -1;
+    sse_event *e = sse_gap_alloc(h->nw, channel, chlen, last, oldest);
     if (!e) return -1;
     e->hash = strmap_hash(h->chans, channel, chlen);
     pthread_mutex_lock(&h->mu);
@@ -396,7 +299,7 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
     size_t blen = sseenc_body_len(evlen, retry_ms, data, datalen);
 
     char *body;
-    sse_event *e = ev_alloc(h->nw, channel, chlen, blen, &body);
+    sse_event *e = sse_ev_alloc(h->nw, channel, chlen, blen, &body);
     if (!e) return *err = "out of memory", 0;
     size_t used = sseenc_body(body, event, evlen, retry_ms, data, datalen);
     e->hash = strmap_hash(h->chans, channel, chlen); /* chans and its seed never change: no lock */
@@ -410,7 +313,7 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
     }
     hchan *c = strmap_get_hashed(h->chans, e->hash, channel, chlen);
     if (!c && h->lim.retention_count) {
-        if (strmap_count(h->chans) >= h->lim.max_channels || !(c = chan_new(h, channel, chlen, e->hash))) {
+        if (strmap_count(h->chans) >= h->lim.max_channels || !(c = sse_chan_new(h, channel, chlen, e->hash))) {
             pthread_mutex_unlock(&h->mu);
             free(e);
             return *err = "too many channels", 0;
@@ -430,7 +333,7 @@ uint64_t sse_hub_publish(sse_hub *h, const char *channel, size_t chlen, const ch
     } else {
         c->last_id = id;
         c->last_pub_ms = now_ms;
-        chan_trim(h, c, now_ms, h->lim.retention_count ? 1 : 0);
+        sse_chan_trim(h, c, now_ms, h->lim.retention_count ? 1 : 0);
         if (h->lim.retention_count) chan_append(h, c, e);
         else if (id > c->dropped_max) c->dropped_max = id;
         if (c->nsubs) post_all(h, e);
@@ -450,9 +353,9 @@ static int sweep_one(void *v, void *ud)
 {
     sweep_ctx *x = ud;
     hchan *c = v;
-    chan_trim(x->h, c, x->now_ms, 0);
+    sse_chan_trim(x->h, c, x->now_ms, 0);
     if (!c->nsubs && (!c->n || c->last_pub_ms + x->idle_ms <= x->now_ms)) {
-        chan_free(x->h, c);
+        sse_chan_free(x->h, c);
         x->freed++;
     }
     return 0;
@@ -544,149 +447,12 @@ const char *sse_strerror(int code)
     return "unknown error";
 }
 
-/* ------------------------------------------------------------- the worker */
-
-sse_worker *sse_worker_new(sse_hub *h, unsigned idx, sse_wake_fn wake, void *ud)
-{
-    if (idx >= h->nw || !wake) return NULL;
-    sse_worker *w = calloc(1, sizeof *w);
-    if (!w) return NULL;
-    if (!(w->local = strmap_new(h->seed, sizeof(lchan)))) { /* the hub's seed: events carry its hash */
-        free(w);
-        return NULL;
-    }
-    w->h = h;
-    w->idx = idx;
-    w->wake = wake;
-    w->ud = ud;
-    atomic_init(&w->stub.next, NULL);
-    atomic_init(&w->qhead, &w->stub);
-    w->qtail = &w->stub;
-    pthread_mutex_lock(&h->mu);
-    int taken = h->workers[idx] != NULL;
-    if (!taken) h->workers[idx] = w;
-    pthread_mutex_unlock(&h->mu);
-    if (taken) {
-        strmap_free(w->local);
-        free(w);
-        return NULL;
-    }
-    return w;
-}
-
-static int lchan_pin(void *lc, void *ud) { return ((lchan *)lc)->busy++, 0; }
-
-static int lchan_teardown(void *v, void *w)
-{
-    lchan *lc = v;
-    while (lc->head) sse_worker_unsubscribe(w, lc->head->sub);
-    strmap_del(((sse_worker *)w)->local, lc);
-    return 0;
-}
-
-void sse_worker_free(sse_worker *w)
-{
-    if (!w) return;
-    sse_hub *h = w->h;
-    pthread_mutex_lock(&h->mu);
-    h->workers[w->idx] = NULL; /* no more pushes after this */
-    h->delivered_retired += atomic_load(&w->delivered);
-    pthread_mutex_unlock(&h->mu);
-    for (qnode *q; (q = q_pop(w));) sse_event_unref(q->ev);
-    /* A sub on several channels empties other entries too: pin them all first
-     * so the walk only ever deletes the entry it is on. */
-    strmap_iterate(w->local, lchan_pin, NULL);
-    strmap_iterate(w->local, lchan_teardown, w);
-    strmap_free(w->local);
-    free(w);
-}
-
-size_t sse_worker_subscribers(const sse_worker *w) { return w->nsubs; }
-
-static void lchan_unlink(sse_worker *w, struct sse_sub_link *l)
-{
-    lchan *lc = l->lch;
-    if (lc->iter == l) lc->iter = l->next;
-    if (l->prev) l->prev->next = l->next;
-    else lc->head = l->next;
-    if (l->next) l->next->prev = l->prev;
-    l->next = l->prev = NULL;
-    l->lch = NULL;
-    if (--lc->n == 0 && !lc->busy) strmap_del(w->local, lc);
-}
-
-static void deliver_local(sse_worker *w, sse_event *e)
-{
-    lchan *lc = strmap_get_hashed(w->local, e->hash, e->chan, e->chlen);
-    if (!lc) return;
-    uint64_t n = 0;
-    lc->busy++;
-    for (struct sse_sub_link *l = lc->head; l; l = lc->iter) {
-        lc->iter = l->next;
-        sse_sub *s = l->sub;
-        if (e->id > s->start_id_ || !e->id) {      /* id 0: a gap notice (sse_hub_gap), for all */
-            s->deliver_(s, e, s->ud_);
-            n++;
-        }
-    }
-    if (--lc->busy == 0 && lc->n == 0) strmap_del(w->local, lc);
-    atomic_fetch_add_explicit(&w->delivered, n, memory_order_relaxed);
-}
-
-size_t sse_worker_drain(sse_worker *w)
-{
-    size_t n = 0;
-    atomic_exchange(&w->pending, 0);
-    for (qnode *q; (q = q_pop(w));) {
-        sse_event *e = q->ev;
-        deliver_local(w, e);
-        sse_event_unref(e);
-        /* Bound one callback's work so the loop serves sockets under a publish flood. */
-        if (++n == 4096) {
-            if (atomic_exchange(&w->pending, 1) == 0) w->wake(w->ud);
-            break;
-        }
-    }
-    return n;
-}
-
-/* Hub side of unsubscribe: drop the counts, free empty entries. Lock held. */
-static void hub_release(sse_hub *h, sse_sub *s, size_t nch)
-{
-    h->nsubs--;
-    huser *u = s->user_;
-    if (u && --u->count == 0) strmap_del(h->users, u);
-    for (size_t i = 0; i < nch; i++) {
-        hchan *c = s->link_[i].hch;
-        if (--c->nsubs == 0 && c->n == 0) chan_free(h, c);
-        s->link_[i].hch = NULL;
-    }
-    s->user_ = NULL;
-}
-
-void sse_worker_unsubscribe(sse_worker *w, sse_sub *s)
-{
-    if (!s->active_) return;
-    s->active_ = 0;
-    for (size_t i = 0; i < s->nch_; i++) lchan_unlink(w, &s->link_[i]);
-    w->nsubs--;
-    pthread_mutex_lock(&w->h->mu);
-    hub_release(w->h, s, s->nch_);
-    pthread_mutex_unlock(&w->h->mu);
-}
-
-static int cmp_ev(const void *a, const void *b)
-{
-    uint64_t x = (*(sse_event *const *)a)->id, y = (*(sse_event *const *)b)->id;
-    return x < y ? -1 : x > y;
-}
-
 /* The synthetic "you lost events" notice: no id line, so the client's Last-Event-ID stays put. */
-static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest)
+sse_event *sse_gap_alloc(unsigned nnodes, const char *name, size_t klen, uint64_t last, uint64_t oldest)
 {
     size_t need = 130 + 2 * klen;
     char *body;
-    sse_event *e = ev_alloc(nnodes, name, klen, need, &body);
+    sse_event *e = sse_ev_alloc(nnodes, name, klen, need, &body);
     if (!e) return NULL;
     char *p = body;
     p += sprintf(p, "event: " SSE_GAP_EVENT "\ndata: {\"channel\":\"");
@@ -699,162 +465,4 @@ static sse_event *gap_alloc(unsigned nnodes, const char *name, size_t klen, uint
     e->wire = body;
     e->len = (uint32_t)(p - body);
     return e;
-}
-
-static sse_event *gap_event(const hchan *c, uint64_t last, uint64_t oldest)
-{
-    size_t klen;
-    const char *name = strmap_key(c, &klen);
-    return gap_alloc(0, name, klen, last, oldest);
-}
-
-/* What a new subscriber missed: gap notices first, then events (sorted later). */
-typedef struct replay {
-    sse_event *gap[SSE_MAX_SUB_CHANNELS];
-    sse_event **ev;
-    size_t ngap, nev;
-} replay;
-
-/* Collects c's events after L into rp, and a gap notice when c's history no
- * longer reaches back to L. An id from an earlier process or from another
- * instance tells us nothing: signal a gap and replay everything kept. Lock held. */
-static void chan_snapshot(sse_hub *h, hchan *c, uint64_t L, uint64_t now_ms, replay *rp)
-{
-    chan_trim(h, c, now_ms, 0);
-    int foreign = L < h->id_base || L > h->last_id;
-    /* From a gap on, the replay is complete: events up to dropped_max that are still kept (a
-     * hole sse_hub_mark_hole recorded inside the history) are left out with the rest, so that
-     * the notice's "oldest" is the first id replayed and everything from there on is there. */
-    uint64_t from = L;
-    if (!foreign && L < c->dropped_max) {
-        from = c->dropped_max;
-        uint64_t oldest = 0;
-        for (uint32_t k = 0; k < c->n && !oldest; k++)
-            if (c->ring[(c->head + k) % c->cap]->id > from) oldest = c->ring[(c->head + k) % c->cap]->id;
-        if ((rp->gap[rp->ngap] = gap_event(c, L, oldest))) rp->ngap++;
-        h->gaps++;
-    } else if (foreign) {
-        if ((rp->gap[rp->ngap] = gap_event(c, L, c->n ? c->ring[c->head]->id : 0))) rp->ngap++;
-        h->gaps++;
-    }
-    for (uint32_t k = 0; k < c->n; k++) {
-        sse_event *e = c->ring[(c->head + k) % c->cap];
-        if (foreign || e->id > from) {
-            sse_event_ref(e);
-            rp->ev[rp->nev++] = e;
-        }
-    }
-}
-
-/* Checks every cap, then takes all the counts at once (or none), so counts are
- * exact under concurrency. On success fills s's hub fields and rp. Lock held. */
-static int hub_admit(sse_hub *h, sse_sub *s, const char *const *channels, const size_t *len,
-                     const uint64_t *hash, size_t nch, const char *user, const uint64_t *L,
-                     uint64_t now_ms, replay *rp)
-{
-    hchan *hc[SSE_MAX_SUB_CHANNELS];
-    size_t need = 0, maxrep = 0, ulen = user ? strlen(user) : 0;
-    huser *u = user ? strmap_get(h->users, user, ulen) : NULL;
-    if (h->lim.max_total && h->nsubs >= h->lim.max_total) return h->rej_total++, SSE_ERR_TOTAL;
-    if (u && h->lim.per_user && u->count >= h->lim.per_user) return h->rej_user++, SSE_ERR_USER;
-    for (size_t i = 0; i < nch; i++) {
-        hc[i] = strmap_get_hashed(h->chans, hash[i], channels[i], len[i]);
-        if (!hc[i]) need++;
-        else if (h->lim.per_channel && hc[i]->nsubs >= h->lim.per_channel) return h->rej_channel++, SSE_ERR_CHANNEL;
-        else maxrep += hc[i]->n;
-    }
-    if (need && strmap_count(h->chans) + need > h->lim.max_channels) return h->rej_channel++, SSE_ERR_CHANNEL;
-    if (L && maxrep && !(rp->ev = malloc(maxrep * sizeof *rp->ev))) return SSE_ERR_NOMEM;
-    if (user && !u && !(u = strmap_put(h->users, user, ulen, NULL))) return SSE_ERR_NOMEM;
-    for (size_t i = 0; i < nch; i++)
-        if (!hc[i] && !(hc[i] = chan_new(h, channels[i], len[i], hash[i]))) {
-            for (size_t j = 0; j < i; j++) /* undo what we created; no count taken yet */
-                if (!hc[j]->nsubs && !hc[j]->n) chan_free(h, hc[j]);
-            if (u && !u->count) strmap_del(h->users, u);
-            return SSE_ERR_NOMEM;
-        }
-    /* Commit. Live events with id <= start_id_ are either replayed now or predate s. */
-    h->nsubs++;
-    if (u) u->count++;
-    s->user_ = u;
-    s->start_id_ = h->last_id;
-    for (size_t i = 0; i < nch; i++) {
-        hc[i]->nsubs++;
-        s->link_[i].hch = hc[i];
-        if (L) chan_snapshot(h, hc[i], *L, now_ms, rp);
-    }
-    h->replayed += rp->nev;
-    return SSE_OK;
-}
-
-int sse_worker_subscribe(sse_worker *w, sse_sub *s, const char *const *channels, size_t nch,
-                         const char *user, const char *last_event_id, uint64_t now_ms,
-                         sse_deliver_fn deliver, void *ud)
-{
-    sse_hub *h = w->h;
-    uint64_t hash[SSE_MAX_SUB_CHANNELS], L = 0;
-    size_t len[SSE_MAX_SUB_CHANNELS];
-    int want_replay = last_event_id && *last_event_id;
-    if (s->active_ || nch == 0 || nch > SSE_MAX_SUB_CHANNELS || !deliver) return SSE_ERR_ARG;
-    if (want_replay && sseenc_parse_id(last_event_id, &L)) return SSE_ERR_ARG;
-    for (size_t i = 0; i < nch; i++) {
-        len[i] = strlen(channels[i]);
-        if (!valid_channel(channels[i], len[i])) return SSE_ERR_ARG;
-        for (size_t j = 0; j < i; j++)
-            if (len[j] == len[i] && !memcmp(channels[i], channels[j], len[i])) return SSE_ERR_ARG;
-        hash[i] = strmap_hash(h->chans, channels[i], len[i]);
-    }
-    memset(s, 0, sizeof *s);
-    int rc = SSE_OK;
-    /* Local entries first (no lock needed), so nothing can fail after the hub commits. */
-    for (size_t i = 0; i < nch && rc == SSE_OK; i++) {
-        lchan *lc = strmap_put_hashed(w->local, hash[i], channels[i], len[i], NULL);
-        s->link_[i].lch = lc;
-        if (!lc) rc = SSE_ERR_NOMEM;
-    }
-    replay rp = { .ngap = 0, .nev = 0, .ev = NULL };
-    if (rc == SSE_OK) {
-        pthread_mutex_lock(&h->mu);
-        rc = hub_admit(h, s, channels, len, hash, nch, user, want_replay ? &L : NULL, now_ms, &rp);
-        pthread_mutex_unlock(&h->mu);
-    }
-    if (rc != SSE_OK) {
-        free(rp.ev);
-        for (size_t i = 0; i < nch; i++) {
-            lchan *lc = s->link_[i].lch;
-            if (lc && lc->n == 0 && !lc->busy) strmap_del(w->local, lc);
-            s->link_[i].lch = NULL;
-        }
-        return rc;
-    }
-
-    s->deliver_ = deliver;
-    s->ud_ = ud;
-    s->nch_ = (uint8_t)nch;
-    s->active_ = 1;
-    w->nsubs++;
-    for (size_t i = 0; i < nch; i++) {
-        struct sse_sub_link *l = &s->link_[i];
-        lchan *lc = l->lch;
-        l->sub = s;
-        l->prev = NULL;
-        l->next = lc->head;
-        if (lc->head) lc->head->prev = l;
-        lc->head = l;
-        lc->n++;
-    }
-    /* Replay after registering so an unsubscribe from inside deliver works;
-     * live events cannot interleave: drain runs on this same thread. */
-    for (size_t i = 0; i < rp.ngap; i++) {
-        if (s->active_) deliver(s, rp.gap[i], ud);
-        sse_event_unref(rp.gap[i]);
-    }
-    if (rp.nev > 1) qsort(rp.ev, rp.nev, sizeof *rp.ev, cmp_ev);
-    for (size_t i = 0; i < rp.nev; i++) {
-        if (s->active_) deliver(s, rp.ev[i], ud);
-        sse_event_unref(rp.ev[i]);
-    }
-    atomic_fetch_add_explicit(&w->delivered, rp.nev, memory_order_relaxed);
-    free(rp.ev);
-    return SSE_OK;
 }

@@ -387,6 +387,20 @@ local function replicas_check(v, path, ctx)
   return array(pg_url, "postgres:// URLs (or one comma-separated string)")(v, path, ctx)
 end
 
+-- http_client.proxy: a proxy URL curl takes (a bare host:port is an HTTP proxy)
+local function proxy_url(v, path, ctx)
+  if type(v) == "string" then
+    local l = v:lower()
+    local scheme, rest = l:match("^([%w+.-]+)://(.*)$")
+    if not scheme then rest = l end
+    local ok_scheme = not scheme or scheme == "http" or scheme == "https" or scheme == "socks4" or scheme == "socks4a"
+      or scheme == "socks5" or scheme == "socks5h"
+    if ok_scheme and rest:match("^[^/?#%s]+") and not rest:match("%s") then return v end
+  end
+  ctx:err(path, "must be a proxy URL: http://host:port, https://..., socks5://..., socks5h://... (user:password@ allowed)" .. got(v))
+  return nil
+end
+
 local function redis_url(v, path, ctx)
   if type(v) == "string" then
     local l = v:lower()
@@ -670,7 +684,7 @@ local TOP = record({
     client_cert = F(file_check),
     client_key = F(file_check),
     key_password = F(optional_string(nonempty_string)),
-    proxy = F(optional_string(nonempty_string)),   -- unset: https_proxy / HTTPS_PROXY / http_proxy
+    proxy = F(optional_string(proxy_url)),         -- unset: https_proxy / HTTPS_PROXY / http_proxy / HTTP_PROXY / all_proxy
     no_proxy = F(optional_string(nonempty_string)),
     user_agent = F(nonempty_string, "sluice"),
   }), {}),

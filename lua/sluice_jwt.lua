@@ -19,6 +19,10 @@ local ALGS_OF = {
   OKP = { "EdDSA" },
 }
 
+-- The JWT clock: the wall clock in seconds (core/lua_jwt.c: time(), plus the shift tests make
+-- with app.jwt._clock_shift).
+local clock = c.jwt_now
+
 local function b64u(s) return c.b64encode(s, true) end
 
 ---------------------------------------------------------------------------------------------
@@ -142,7 +146,7 @@ function jwt.sign(claims, key, opts)
   if not k:private() then error("app.jwt.sign: cannot sign " .. alg .. " with a public key", 2) end
   if opts.expires_in ~= nil then
     if type(opts.expires_in) ~= "number" then error("app.jwt.sign: opts.expires_in must be seconds", 2) end
-    local now = math.floor(opts.now or os.time())
+    local now = math.floor(opts.now or clock())
     local copy = {}
     for name, v in pairs(claims) do copy[name] = v end
     copy.iat = copy.iat or now
@@ -188,7 +192,7 @@ end
 
 -- Checks the registered claims; returns nil or the reason.
 local function check_claims(cl, opts)
-  local now = opts.now or os.time()
+  local now = opts.now or clock()
   local leeway = opts.leeway or 30
   local exp, nbf, iat = cl.exp, cl.nbf, cl.iat
   if exp ~= nil then
@@ -216,12 +220,14 @@ local function check_claims(cl, opts)
 end
 
 local CACHE_MAX = 1024
-
--- Option tables made by app.jwt.options: read-only, so a verification that passed with one of
--- them stays valid until the claims' own times say otherwise.
-local sealed = setmetatable({}, { __mode = "k" })
 local EMPTY = {}
-sealed[EMPTY] = true
+
+-- Options objects made by app.jwt.options (userdata, core/lua_jwt.c) -> their plain copy, which
+-- the Lua side reads. Read-only, so a verification that passed with one of them stays valid
+-- until the claims' own times say otherwise: such tokens are kept in the object's own cache in
+-- C (bounded, 1,024 per object), and presenting one again is a hash and a clock comparison.
+local sealed = setmetatable({}, { __mode = "k" })
+local jwt_hit, jwt_put, jwt_options = c.jwt_hit, c.jwt_put, c.jwt_options
 
 local function deep_copy(v)
   if type(v) ~= "table" then return v end
@@ -232,17 +238,17 @@ end
 
 -- app.jwt.options(opts) -> a read-only copy of verify's options. Use it for the options a route
 -- passes on every request: a token verified before with the same options object then costs a
--- table lookup and a clock read.
+-- lookup in C and a clock read.
 function jwt.options(o)
+  if sealed[o] then o = sealed[o] end
   if type(o) ~= "table" then error("app.jwt.options: expected a table of verify options", 2) end
-  local p = setmetatable({}, {
-    __index = deep_copy(o),
-    __newindex = function() error("app.jwt.options: read-only (make another with app.jwt.options)", 2) end,
-    __metatable = "jwt options",
-  })
-  sealed[p] = true
+  local plain = deep_copy(o)
+  local p = jwt_options(plain, type(plain.now) == "number" and plain.now or nil)
+  sealed[p] = plain
   return p
 end
+local DEFAULT = c.jwt_default                 -- what verify uses without opts (jwt_hit knows it too)
+sealed[DEFAULT] = c.jwt_plain(DEFAULT)
 
 -- [from, to]: the times at which check_claims passes for cl under opts (apart from the time,
 -- everything it checks depends on cl and opts only).
@@ -259,40 +265,42 @@ local function window(cl, opts)
   return from, to
 end
 
--- A token this key set verified before (under this cache key): with the same sealed options, a
--- clock check inside its validity window; otherwise the algorithm and every claim are checked
--- again. The signature and the JSON are never redone. -> claims, header | false, reason | nil
+-- A verification that passed under an options object p: kept in its C cache, for these keys
+-- (and this parsed key list: a JWKS that rotates drops what its old keys verified).
+local function keep(p, o, keys, entries, subject, kind, cl, h)
+  if p and o.cache ~= false then
+    local from, to = window(cl, o)
+    jwt_put(p, keys, entries, type(keys) == "table" and keys._jwks == true, subject, kind, cl, h, from, to)
+  end
+end
+
+-- A token this key set verified before (under this cache key), for options that are not an
+-- options object: the algorithm and every claim are checked again, the signature and the JSON
+-- are not redone. -> claims, header | false, reason | nil
 local function from_cache(entries, ckey, opts)
   if opts.cache == false then return nil end
   local cache = entries.verified
   local hit = cache and cache[ckey]
   if not hit then return nil end
-  if hit.opts == opts then
-    local now = opts.now or os.time()
-    if now >= hit.from and now <= hit.to then return hit.cl, hit.h end
-  end
   if not has(opts.algs or hit.algs, hit.alg) then return nil end
   local why = check_claims(hit.cl, opts)
   if why then return false, why end
-  if sealed[opts] then hit.opts, hit.from, hit.to = opts, window(hit.cl, opts) end
   return hit.cl, hit.h
 end
 
-local function remember(entries, ckey, cl, h, alg, algs, opts)
+local function remember(entries, ckey, cl, h, alg, algs)
   local cache = entries.verified
   if not cache or entries.nverified >= CACHE_MAX then
     cache = {}
     entries.verified, entries.nverified = cache, 0
   end
-  local hit = { cl = cl, h = h, alg = alg, algs = algs }
-  if sealed[opts] then hit.opts, hit.from, hit.to = opts, window(cl, opts) end
-  cache[ckey] = hit
+  cache[ckey] = { cl = cl, h = h, alg = alg, algs = algs }
   entries.nverified = entries.nverified + 1
 end
 
 -- The checks after a cache miss; remembers a success under ckey (the token, or the whole
--- Authorization header value for verify_bearer).
-local function verify_core(token, entries, keys, opts, ckey)
+-- Authorization header value for verify_bearer), and in p's cache when p is an options object.
+local function verify_core(token, entries, keys, opts, ckey, p, kind)
   local hjson, pjson, ilen, sig = c.jws_split(token, opts.max_size or 8192)
   if not hjson then return nil, pjson end
   local h = cjson.decode(hjson)
@@ -313,7 +321,10 @@ local function verify_core(token, entries, keys, opts, ckey)
           if type(cl) ~= "table" or pjson:match("^%s*%[") then return nil, "malformed token" end
           local why = check_claims(cl, opts)
           if why then return nil, why end
-          if opts.cache ~= false then remember(entries, ckey, cl, h, alg, opts.algs or algs, opts) end
+          if opts.cache ~= false then
+            remember(entries, ckey, cl, h, alg, opts.algs or algs)
+            keep(p, opts, keys, entries, ckey, kind, cl, h)
+          end
           return cl, h
         end
       end
@@ -326,6 +337,19 @@ local function verify_core(token, entries, keys, opts, ckey)
   return nil, "bad signature"
 end
 
+-- What a C cache miss leaves to do. -> claims, header | nil, reason
+local function verify_slow(token, keys, opts)
+  local o, p = sealed[opts], nil
+  if o then p = opts else o = opts or EMPTY end
+  if type(token) ~= "string" then return nil, "malformed token" end
+  local entries, kerr = resolve(keys)
+  if not entries then return nil, kerr end
+  local cl, h = from_cache(entries, token, o)
+  if cl then keep(p, o, keys, entries, token, 0, cl, h); return cl, h end
+  if cl == false then return nil, h end
+  return verify_core(token, entries, keys, o, token, p, 0)
+end
+
 -- app.jwt.verify(token, keys [, opts]) -> claims, header | nil, reason. opts: algs = { "RS256", ... }
 -- (default: each key's own), aud = "x" | {...}, iss = "x" | {...}, sub =, leeway = 30 (s),
 -- max_age = (s since iat), require = { "exp", ... }, max_size = 8192 (bytes), now = (unix s),
@@ -334,23 +358,18 @@ end
 -- yet valid", "wrong audience", "wrong issuer", "wrong subject", "missing claim: x", "malformed
 -- claims: x", and a key set's own error (a JWKS that cannot be fetched).
 function jwt.verify(token, keys, opts)
-  opts = opts or EMPTY
-  if type(token) ~= "string" then return nil, "malformed token" end
-  local entries, kerr = resolve(keys)
-  if not entries then return nil, kerr end
-  local cl, h = from_cache(entries, token, opts)
+  local cl, h = jwt_hit(token, keys, opts)
   if cl then return cl, h end
-  if cl == false then return nil, h end
-  return verify_core(token, entries, keys, opts, token)
+  return verify_slow(token, keys, opts or DEFAULT)
 end
 
--- One header's value, without building req.headers when it has not been built yet.
+-- One header's value as the client sent it: req:header (no req.headers built); a plain table
+-- standing for a request (tests) has its headers field.
 local function header(req, name)
-  local all = rawget(req, "headers")
-  if all then return all[name] end
   local f = req.header
   if f then return f(req, name) end
-  return req.headers[name]
+  local all = req.headers
+  return all and all[name]
 end
 
 -- "Bearer <token>" -> token (any case for the scheme; no pattern over the token: this runs on
@@ -369,40 +388,37 @@ function jwt.bearer(req)
   return bearer_of(header(req, "authorization"))
 end
 
--- app.jwt.verify_bearer(req, keys [, opts]) -> claims, header | nil, reason: verify on the
--- request's bearer token ("no bearer token" without one). The cheap form for APIs: a token seen
--- before costs a table lookup and the claims check, no string made from the header.
-local os_time = os.time
-function jwt.verify_bearer(req, keys, opts)
-  opts = opts or EMPTY
-  local hv = rawget(req, "headers")
-  if hv then hv = hv.authorization
-  else
-    local f = req.header                -- C, reads the one header (nil once the request is over)
-    if f then hv = f(req, "authorization") else hv = req.headers.authorization end
-  end
-  if type(hv) ~= "string" then return nil, "no bearer token" end
-  local entries = tab_cache[keys] or str_cache[keys]
-  -- the common case inline (this runs on every request of an API): a token verified before
-  -- with these sealed options, inside its validity window
-  local cache = entries and entries.verified
-  local hit = cache and cache[hv]
-  if hit and hit.opts == opts then
-    local now = opts.now or os_time()
-    if now >= hit.from and now <= hit.to then return hit.cl, hit.h end
-  end
-  local kerr
-  if not entries then
-    entries, kerr = resolve(keys)
-    if not entries then return nil, kerr end
-  end
-  local cl, h = from_cache(entries, hv, opts)
-  if cl then return cl, h end
-  if cl == false then return nil, h end
+local function bearer_slow(req, keys, opts)
+  local o, p = sealed[opts], nil
+  if o then p = opts else o = opts end
+  local hv = header(req, "authorization")
   local token = bearer_of(hv)
   if not token then return nil, "no bearer token" end
-  return verify_core(token, entries, keys, opts, hv)
+  local entries, kerr = resolve(keys)
+  if not entries then return nil, kerr end
+  local cl, h = from_cache(entries, hv, o)         -- hv, "Bearer ...", is never a token itself
+  if cl then keep(p, o, keys, entries, hv, 1, cl, h); return cl, h end
+  if cl == false then return nil, h end
+  return verify_core(token, entries, keys, o, hv, p, 1)
 end
+
+-- app.jwt.verify_bearer(req, keys [, opts]) -> claims, header | nil, reason: verify on the
+-- request's bearer token ("no bearer token" without one). The cheap form for APIs: with an
+-- options object, a header value seen before is looked up in C straight from the request, no
+-- string made from it.
+function jwt.verify_bearer(req, keys, opts)
+  local cl, h = jwt_hit(req, keys, opts)
+  if cl then return cl, h end
+  return bearer_slow(req, keys, opts or DEFAULT)
+end
+
+-- app.jwt.cache_stats(opts) -> { entries =, bytes =, capacity =, hits =, misses = } of an options
+-- object's verified-token cache.
+function jwt.cache_stats(opts) return c.jwt_stats(opts or DEFAULT) end
+
+-- app.jwt._clock_shift(seconds): moves app.jwt's clock forward (tests of expiry); returns the
+-- total shift.
+function jwt._clock_shift(s) return c.jwt_clock_shift(s) end
 
 -- app.jwt.decode_unverified(token) -> header, claims | nil, reason. NOT a check: for logging
 -- or picking a key set (by iss) before verify.
@@ -446,7 +462,7 @@ Jwks.__index = Jwks
 -- jwks:entries([refresh]) -> entries | nil, message. Cached for ttl seconds; a refresh for an
 -- unknown kid happens at most every min_refresh seconds; a failed fetch keeps the old keys.
 function Jwks:entries(refresh)
-  local now = os.time()
+  local now = clock()
   if self.list and not refresh and now - self.fetched < self.ttl then return self.list end
   if self.list and now - self.tried < self.min_refresh then return self.list end
   self.tried = now

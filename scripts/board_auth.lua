@@ -37,6 +37,9 @@ function M.valid_name(s)
   return type(s) == "string" and #s >= 1 and #s <= 32 and s:match("^[%w_.%-]+$") ~= nil
 end
 
+-- Made once at load time: an options object keeps a cache of verified tokens (docs/toolkit.md).
+local TOKEN_CHECK = app.jwt.options({ algs = { "HS256" }, aud = AUD })
+
 -- A bearer token for name (what signup and login return; the specs use it too).
 function M.token_for(name)
   return app.jwt.sign({ sub = name, aud = AUD }, TOKEN_KEY, { expires_in = TOKEN_TTL })
@@ -53,7 +56,7 @@ function M.user(req)
   if req.headers.authorization ~= nil then
     local token = app.jwt.bearer(req)
     if not token then H.fail(401, "authorization: expected Bearer <token>") end
-    local claims, why = app.jwt.verify(token, TOKEN_KEY, { algs = { "HS256" }, aud = AUD })
+    local claims, why = app.jwt.verify(token, TOKEN_KEY, TOKEN_CHECK)
     if not claims then H.fail(401, "token: " .. why) end
     if not M.valid_name(claims.sub) then H.fail(401, "token: no user") end
     return claims.sub

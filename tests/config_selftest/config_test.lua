@@ -355,6 +355,16 @@ do
   bad({ http_client = { timeout = "5" } }, 'config.lua: http_client.timeout: must be a number 0..86400 (got string "5")', "http_client.timeout")
   bad({ http_client = { max_concurrent = 0 } }, "config.lua: http_client.max_concurrent: must be an integer 1..1000000 (got number 0)", "http_client.max_concurrent")
   bad({ http_client = { timout = 5 } }, "config.lua: http_client.timout: unknown key (did you mean timeout?)", "http_client typo")
+  -- proxy URLs: the schemes curl takes, a bare host:port, credentials; the password never shown
+  for _, px in ipairs({ "http://proxy:3128", "https://u:p@proxy.internal", "socks5h://127.0.0.1:1080", "proxy:3128" }) do
+    eq(good({ http_client = { proxy = px } }, nil, "http_client.proxy " .. px).http_client.proxy, px, "http_client.proxy " .. px)
+  end
+  bad({ http_client = { proxy = "ftp://u:hunter2@proxy" } },
+    'config.lua: http_client.proxy: must be a proxy URL: http://host:port, https://..., socks5://..., socks5h://... (user:password@ allowed) (got string "ftp://u:***@proxy")',
+    "http_client.proxy scheme")
+  bad({ http_client = { proxy = "http://" } },
+    'config.lua: http_client.proxy: must be a proxy URL: http://host:port, https://..., socks5://..., socks5h://... (user:password@ allowed) (got string "http://")',
+    "http_client.proxy without host")
 end
 
 -- config.lua must return a table

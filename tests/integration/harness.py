@@ -6,8 +6,9 @@
         status, headers, body = get(srv.port, "/hello")
 
 Server     starts $SLUICE_BIN (default build/sluice) `run --config <fixture>/config.lua` on a free
-           127.0.0.1 port, waits for GET /health, captures stderr to a file (srv.log()), and on
-           exit sends SIGTERM and requires exit status 0 and no sanitizer report.
+           127.0.0.1 port, waits for GET /health (health= another path), captures stderr to a
+           file (srv.log(), srv.wait_log(regex)), and on exit sends SIGTERM and requires exit
+           status 0 and no sanitizer report.
 Conn       one raw client socket with a read buffer: send(), response() parses one HTTP
            response (Content-Length, chunked or read-to-close), at_eof() tells whether the
            server closed it.
@@ -81,12 +82,13 @@ def free_port():
 class Server:
     """A running sluice for one fixture directory (relative to tests/integration or absolute)."""
 
-    def __init__(self, fixture, env=None, config="config.lua", start_timeout=30.0):
+    def __init__(self, fixture, env=None, config="config.lua", start_timeout=30.0, health="/health"):
         self.fixture = fixture if os.path.isabs(fixture) else os.path.join(HERE, fixture)
         self.config = os.path.join(self.fixture, config)
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.start_timeout = scaled(start_timeout)
+        self.health = health              # the path start() polls until it answers 200
         self.port = None
         self.proc = None
         self.returncode = None
@@ -116,7 +118,9 @@ class Server:
             if self.proc.poll() is not None:
                 return False
             try:
-                st, _, _ = get(self.port, "/health", timeout=1.0)
+                # a probe that times out is retried and so reaches the server twice: keep the
+                # limit well above a loaded machine's answer time (rate-limited fixtures count it)
+                st, _, _ = get(self.port, self.health, timeout=scaled(3.0))
                 if st == 200:
                     return True
             except OSError:
@@ -130,6 +134,16 @@ class Server:
             return ""
         with open(self._errf.name, "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, pattern, timeout=15.0, what=None):
+        """Waits (bounded, scaled) until the server's output matches the regex `pattern`; returns
+        the match. How a test sees that the server got somewhere (a handler started, a signal
+        was handled) instead of sleeping."""
+        rx = re.compile(pattern, re.M)
+        found = []
+        wait_for(lambda: found.append(rx.search(self.log())) or found[-1], timeout,
+                 what or "%r in the server's log" % pattern)
+        return found[-1]
 
     def sanitizer_report(self):
         m = SANITIZER_RE.search(self.log())

@@ -38,7 +38,7 @@ RUN_ID = "%x" % (int(time.time() * 1000) % 0xFFFFFFF)   # keeps titles unique ac
 class WebSocket:
     """Just enough RFC 6455 for CDP: client-masked text frames out, unfragmented frames in."""
 
-    def __init__(self, url, timeout=10.0):
+    def __init__(self, url, timeout=30.0):
         u = urllib.parse.urlparse(url)
         self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
@@ -118,7 +118,7 @@ class Page:
         check("exceptionDetails" not in r, "JavaScript error in %r: %r" % (expr, r.get("exceptionDetails")))
         return r["result"].get("value")
 
-    def wait_for(self, expr, what, timeout=30.0):
+    def wait_for(self, expr, what, timeout=60.0):
         """Polls expr in the page; the timeout only bounds a failure (a loaded machine runs
         Chromium slowly), so every wait uses the generous default."""
         deadline = time.monotonic() + timeout
@@ -152,7 +152,7 @@ class Browser:
         self.page = Page(self._page_ws(url))
 
     def _page_ws(self, url):
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60      # only bounds a failure: Chromium starts slowly under load
         while time.monotonic() < deadline:
             check(self.proc.poll() is None, "chromium exited (%r):\n%s" % (self.proc.returncode, self.output()))
             try:
@@ -166,7 +166,7 @@ class Browser:
             except (OSError, ValueError):
                 pass
             time.sleep(0.1)
-        raise AssertionError("chromium's DevTools did not list the page within 20 s:\n" + self.output())
+        raise AssertionError("chromium's DevTools did not list the page within 60 s:\n" + self.output())
 
     def output(self):
         with open(self.log.name, "rb") as f:

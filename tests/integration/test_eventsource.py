@@ -567,8 +567,8 @@ def slow_consumer_is_disconnected_and_memory_stays_bounded():
         conn.close()
         pub_s = time.monotonic() - t0
         # a server blocked on the client that never reads would not answer at all (the GET's 30 s
-        # timeout); a few seconds is a loaded machine
-        check(worst < 5.0, "the server stalled others during the flood: GET /hello took %.2fs" % worst)
+        # timeout); several seconds is a loaded machine
+        check(worst < 15.0, "the server stalled others during the flood: GET /hello took %.2fs" % worst)
         total = rounds * batch
         deadline = time.monotonic() + 60
         while fast.events < total and time.monotonic() < deadline:

@@ -17,7 +17,10 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Conn, Server, check, run_tests, test  # noqa: E402
 
-srv = Server("fixtures/http")
+# the fixture's short timeouts made long (issue 23): a slow machine cannot turn a verdict into a
+# 408, and a connection left open after an error is not closed by a timeout either (at_eof fails)
+srv = Server("fixtures/http", env={"FIX_HEADER_TIMEOUT": "120", "FIX_KEEPALIVE_TIMEOUT": "120",
+                                   "FIX_REQUEST_TIMEOUT": "120"})
 
 
 def one(data):
@@ -43,7 +46,7 @@ def expect_error(data, status, what):
         r = c.response()
         check(r.status == status, "%s: %d, want %d (%r)" % (what, r.status, status, r.body))
         check(r.headers.get("connection") == "close", "%s: no Connection: close" % what)
-        check(c.at_eof(3), "%s: connection left open" % what)
+        check(c.at_eof(), "%s: connection left open" % what)
 
 
 @test
@@ -90,7 +93,7 @@ def connection_close_with_whitespace_is_honoured():
                    b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
             r = c.response()
             check(r.status == 200 and r.headers.get("connection") == "close", "Connection: %r: %r" % (v, r.headers))
-            check(c.at_eof(3), "Connection: %r: the pipelined request after it was read" % v)
+            check(c.at_eof(), "Connection: %r: the pipelined request after it was read" % v)
 
 
 @test

@@ -161,8 +161,12 @@ def database_pool_waits_timeouts_and_errors():
     d = fixture(cfg)
     try:
         with Server(d, env={"FIX_DATABASE_URL": url + sep + "connection_limit=1&pool_timeout=0.4"}) as s:
-            check(get(s.port, "/db/ok")[0] == 200, "a query")
+            # the first query also connects, which on a loaded machine can take longer than the
+            # 0.4 s pool_timeout (a 503): wait until one succeeds, then count from there
+            wait_for(lambda: get(s.port, "/db/ok")[0] == 200, what="a first query (the pool's connection)")
             acq0 = metric(s.port, 'sluice_db_pool_acquired_total{worker="0"}')
+            tmo0 = metric(s.port, 'sluice_db_pool_timeouts_total{worker="0"}')
+            b0, _ = samples(s.port, "sluice_db_pool_wait_duration_seconds_bucket")
             holder = threading.Thread(target=lambda: get(s.port, "/db/sleep?s=1.5", timeout=10))
             holder.start()
             wait_for(lambda: metric(s.port, 'sluice_db_pool_connections{worker="0",state="in_use"}') == 1, 5, "the slow query")
@@ -170,15 +174,20 @@ def database_pool_waits_timeouts_and_errors():
             check(st == 503 and b"pool timeout" in body, "the second query times out: %r %r" % (st, body))
             holder.join(10)
             check(get(s.port, "/db/bad")[0] == 500, "a bad query")
-            check(metric(s.port, 'sluice_db_pool_timeouts_total{worker="0"}') == 1, "one timeout counted")
+            check(metric(s.port, 'sluice_db_pool_timeouts_total{worker="0"}') == tmo0 + 1, "one timeout counted")
             check(metric(s.port, 'sluice_db_pool_errors_total{worker="0"}') >= 1, "the SQL error counted")
             check(metric(s.port, 'sluice_db_pool_acquired_total{worker="0"}') >= acq0 + 2, "acquisitions counted")
             b, body = samples(s.port, "sluice_db_pool_wait_duration_seconds_bucket")
             les = [k.rpartition('le="')[2].rstrip('"') for k in b]
             check(les == ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
                           "2.5", "5", "10", "20", "30", "+Inf"], "conventional bounds, not bucket edges: %r" % les)
-            check(b['worker="0",le="0.25"'] < b['worker="0",le="0.5"'], "the 0.4 s timeout wait lies in (0.25, 0.5]: %r" % b)
-            check(b['worker="0",le="0.0005"'] >= 2, "immediate acquires in the first bucket: %r" % b)
+            d = {k: b[k] - b0.get(k, 0) for k in b}      # since the first query: holder, timeout, bad
+            # exactly one wait over 0.25 s, the 0.4 s pool_timeout (late by up to several seconds
+            # on a loaded machine, never early)
+            check(d['worker="0",le="+Inf"'] >= 3 and d['worker="0",le="+Inf"'] - d['worker="0",le="0.25"'] == 1
+                  and d['worker="0",le="10"'] == d['worker="0",le="+Inf"'],
+                  "the 0.4 s timeout wait lies in (0.25, 10], the others under it: %r" % d)
+            check(d['worker="0",le="0.05"'] >= 2, "immediate acquires in the low buckets: %r" % d)
             p = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
             check(p.returncode == 0, "promtool: %s %s" % (p.stdout, p.stderr))
     finally:
@@ -272,9 +281,16 @@ def memory_and_cpu_against_the_cgroup_the_server_runs_in():
                     t.start()
                 for t in threads:
                     t.join()
-                r = metric(s.port, "sluice_cpu_used_ratio")
-                print("     cpu_used_ratio under load, quota 0.5 core: %.2f" % r, flush=True)
-                check(0.2 < r < 1.5, "CPU ratio against a 0.5-core quota under load: %.2f" % r)
+                two = scrape(s.port)
+                r = two["sluice_cpu_used_ratio"]
+                # how much of its half core the process had depends on the machine's load: compare
+                # with its own CPU time over the ratio's 10 s window (the process is that young, or
+                # the burn sits inside it). Against the machine's 2 cores it would be 4x too small.
+                cpu_s, up = two["sluice_process_cpu_seconds_total"], two["sluice_uptime_seconds"]
+                want = cpu_s / (min(up, 10.0) * 0.5)
+                print("     cpu_used_ratio under load, quota 0.5 core: %.2f (its CPU time says %.2f)" % (r, want), flush=True)
+                check(want / 2.5 - 0.05 <= r < 1.5, "CPU ratio against a 0.5-core quota under load: %.2f, its "
+                      "CPU time (%.2f s in %.1f s) gives %.2f" % (r, cpu_s, up, want))
                 st, _, body = get(s.port, "/_sluice/status")
                 check(b'"source":"cgroup"' in body and b'"limit_bytes":536870912' in body, body[:600])
         finally:

@@ -19,6 +19,10 @@ import harness
 from harness import ROOT, SLUICE_BIN, RedisServer, Server, check, free_port, get, metric, run_tests, test, wait_for
 
 harness.TEST_TIMEOUT = 120          # a cluster is initialised per test
+# /ready promises 2 s (docs/monitoring.md); +2 s for a loaded machine, as in tests/adversarial/
+# faults.py (docs/operations.md). Still under the pool's 5 s health_interval, the fallback that
+# would notice a stopped server without the idle connections' sockets telling it.
+READY_BOUND = harness.scaled(2.0 + 2.0)
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PGDEV = os.path.join(ROOT, "tools", "pg-dev")
 
@@ -134,7 +138,8 @@ def ready_follows_postgres_stopped_and_started_with_idle_connections():
             pg.stop_immediate()                             # no request touches the database from here
             took, body = wait_streak(srv.port, 503, 10, "after pg_ctl -m immediate stop")
             print("     503 on every worker %.3f s after the stop" % took, flush=True)
-            check(took <= 2.0, "/ready took %.2f s to turn 503 (must be within 2 s)" % took)
+            check(took <= READY_BOUND, "/ready took %.2f s to turn 503 (must be within 2 s, %g s on a loaded "
+                  "machine)" % (took, READY_BOUND))
             check(b'"reason":"database unreachable"' in body, body)
             check(metric(srv.port, "sluice_ready") == 0, "sluice_ready gauge during the outage")
             check(metric(srv.port, 'sluice_dependency_up{dependency="database",required="true"}') == 0, "dependency gauge")
@@ -145,7 +150,8 @@ def ready_follows_postgres_stopped_and_started_with_idle_connections():
             pg.start_again()                                # returns once the server accepts connections
             took, body = wait_streak(srv.port, 200, 10, "after pg_ctl start")
             print("     200 on every worker %.3f s after the start" % took, flush=True)
-            check(took <= 2.0, "/ready took %.2f s to turn 200 again (must be within 2 s)" % took)
+            check(took <= READY_BOUND, "/ready took %.2f s to turn 200 again (must be within 2 s, %g s on a "
+                  "loaded machine)" % (took, READY_BOUND))
             check(body == b'{"status":"ready"}', body)
             for _ in range(6):
                 st, _, body = get(srv.port, "/q", headers={"Connection": "close"})

@@ -93,7 +93,7 @@ class Load(threading.Thread):
         self.ports, self.stop, self.done, self.errors = ports, False, 0, []
 
     def run(self):
-        conns = {p: http.client.HTTPConnection(HOST, p, timeout=10) for p in self.ports}
+        conns = {p: http.client.HTTPConnection(HOST, p, timeout=60) for p in self.ports}
         paths = ["/hello"] * 6 + ["/db"] * 3 + ["/slow?ms=5", "/slow?ms=30", "/boom", "/limited", "/nope"]
         while not self.stop:
             p = random.choice(self.ports)
@@ -104,7 +104,7 @@ class Load(threading.Thread):
             except Exception as e:  # noqa: BLE001
                 self.errors.append(repr(e))
                 conns[p].close()
-                conns[p] = http.client.HTTPConnection(HOST, p, timeout=10)
+                conns[p] = http.client.HTTPConnection(HOST, p, timeout=60)
                 time.sleep(0.05)
         for c in conns.values():
             c.close()

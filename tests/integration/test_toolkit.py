@@ -11,7 +11,7 @@ import re
 import threading
 import time
 
-from harness import HERE, Server, check, get, post, run_tests, test
+from harness import HERE, Server, check, get, post, run_tests, scaled, test
 
 FIX = "fixtures/toolkit"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -27,9 +27,10 @@ def line_of(marker):
     raise AssertionError("marker %s not in app.lua" % marker)
 
 
-def wait_log(srv, pred, what, timeout=5.0):
-    """Polls the server's log until pred(text) holds (lines are written asynchronously)."""
-    deadline = time.monotonic() + timeout
+def wait_log(srv, pred, what, timeout=15.0):
+    """Polls the server's log until pred(text) holds (lines are written asynchronously); the
+    limit only bounds a failure, scaled for sanitizer builds (this file runs under TSan)."""
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         log = srv.log()
         if pred(log):
@@ -119,44 +120,45 @@ def trace_context():
 
 @test
 def logins_hash_off_the_loop():
-    """50 concurrent logins on one pool thread take several seconds of Argon2id; /hello on the
-    same (only) worker must be served meanwhile. Were the hashing on the event loop, each /hello
-    would wait for the hash in progress, and 200 of them could not finish before the logins."""
-    env = {"FIX_PW_OPS": "1", "FIX_PW_MEM": "32768", "FIX_PW_THREADS": "1"}
+    """20 concurrent logins on one pool thread take a while of Argon2id; /hello on the same (only)
+    worker must be served meanwhile. Were the hashing on the event loop, a /hello would wait for
+    the hash in progress (or for all of them), so hardly any could finish between two logins.
+    Speed-independent (issue 23): the pool thread runs niced, so a loaded machine slows the
+    logins far more than /hello, and a sanitizer build slows /hello but not libsodium. What is
+    checked is a ratio: several /hello per login completed while logins were pending."""
+    n, right = 20, 16
+    env = {"FIX_PW_OPS": "1", "FIX_PW_MEM": "32768", "FIX_PW_THREADS": "1", "FIX_REQUEST_TIMEOUT": "900"}
+    limit = scaled(600)          # only bounds a failure: a niced thread on a loaded machine is slow
     with Server(FIX, env=env) as s:
-        results = []
+        done = []                # (monotonic time, status) of each login
         lock = threading.Lock()
 
         def login(pw):
-            st, _, _ = post(s.port, "/login", pw.encode(), timeout=60)
+            st, _, _ = post(s.port, "/login", pw.encode(), timeout=limit)
             with lock:
-                results.append(st)
+                done.append((time.monotonic(), st))
 
-        threads = [threading.Thread(target=login, args=("the password" if i % 5 else "wrong",)) for i in range(50)]
+        threads = [threading.Thread(target=login, args=("the password" if i % 5 else "wrong",)) for i in range(n)]
         for th in threads:
             th.start()
-        # the logins are queued: give the first ones a moment to reach the pool
-        deadline = time.monotonic() + 5
-        while not results and time.monotonic() < deadline:
-            time.sleep(0.01)
-        lat = []
-        pending_when_done = None
-        for _ in range(200):
-            t0 = time.monotonic()
+        hellos = []              # completion times of /hello while logins were pending
+        deadline = time.monotonic() + limit
+        while len(done) < n and len(hellos) < 2000 and time.monotonic() < deadline:
             st, _, body = get(s.port, "/hello")
-            lat.append(time.monotonic() - t0)
             check(st == 200 and body == b"hello world\n", "/hello: %r" % st)
-        with lock:
-            pending_when_done = 50 - len(results)
+            with lock:
+                if len(done) < n:
+                    hellos.append(time.monotonic())
         for th in threads:
-            th.join(60)
-        check(sorted(set(results)) == [200, 401] and results.count(200) == 40, "logins: %r" % results)
-        lat.sort()
-        p99 = lat[int(len(lat) * 0.99) - 1]
-        print("    /hello during 50 logins: p50 %.2f ms, p99 %.2f ms, max %.2f ms; logins still pending after 200 /hello: %d"
-              % (lat[len(lat) // 2] * 1e3, p99 * 1e3, lat[-1] * 1e3, pending_when_done))
-        check(pending_when_done > 0, "all 50 logins finished before 200 /hello: the worker was not free to serve")
-        check(lat[-1] < 2.0, "a /hello took %.2f s" % lat[-1])
+            th.join(limit)
+        results = [st for _, st in done]
+        check(sorted(set(results)) == [200, 401] and results.count(200) == right, "logins: %r" % results)
+        # logins that completed while /hello was being answered (from its first to its last)
+        during = [t for t, _ in done if hellos and hellos[0] <= t <= hellos[-1]]
+        print("    /hello answered while logins were pending: %d; logins completed meanwhile: %d of %d"
+              % (len(hellos), len(during), n))
+        check(len(hellos) >= 3 * max(len(during), 1) and len(hellos) >= 10,
+              "%d /hello answered while %d logins completed: the worker was not free to serve" % (len(hellos), len(during)))
         s.assert_alive()
 
 

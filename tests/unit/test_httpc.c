@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../../core/httpc.h"
+#include "../../core/httpc_int.h"
 #include "tap.h"
 
 /* ---------------------------------------------------------------- the server (threads) */
@@ -173,8 +174,43 @@ static void reset_server(void)
     pthread_mutex_unlock(&order_lock);
 }
 
+/* no_proxy as curl documents it (CURLOPT_NOPROXY), used to tell a proxy's failure apart */
+static void test_noproxy(void)
+{
+    static const struct { const char *list, *host; int want; } c[] = {
+        {"*", "anything.example:80", 1},
+        {"", "example.com", 0},
+        {NULL, "example.com", 0},
+        {"example.com", "example.com", 1},
+        {"example.com", "EXAMPLE.com:8080", 1},
+        {"example.com", "www.example.com", 1},
+        {".example.com", "www.example.com", 1},
+        {"example.com", "www.notanexample.com", 0},
+        {"example.com", "example.com.othertld", 0},
+        {"a.test, example.com", "example.com", 1},
+        {"a.test example.com", "x.example.com:1", 1},
+        {"localhost", "localhost:5000", 1},
+        {"localhost", "127.0.0.1:5000", 0},
+        {"127.0.0.1", "127.0.0.1:5000", 1},
+        {"127.0.0.0/8", "127.1.2.3:80", 1},
+        {"10.0.0.0/8", "11.0.0.1", 0},
+        {"192.168.1.0/24", "192.168.1.77", 1},
+        {"192.168.1.0/24", "192.168.2.1", 0},
+        {"::1", "[::1]:8080", 1},
+        {"[::1]", "[::1]", 1},
+        {"fd00::/8", "[fd12::5]:443", 1},
+        {"fd00::/8", "[fe80::1]", 0},
+        {"example.com", "[::1]:80", 0},
+        {"example.com.", "example.com", 1},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        ok(httpc_noproxy_match(c[i].list, c[i].host) == c[i].want, "no_proxy \"%s\" %s %s", c[i].list ? c[i].list : "(null)",
+           c[i].want ? "excludes" : "does not exclude", c[i].host);
+}
+
 int main(void)
 {
+    test_noproxy();
     start_server();
     loop = ev_loop_new(EVFLAG_AUTO);
     httpc_limits lim = {1, 0, 8};             /* one request at a time: the rest queue */

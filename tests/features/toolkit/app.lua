@@ -54,6 +54,24 @@ app.get("/me-bearer", function(req)
   if not claims then return { status = 401, json = { error = why } } end
   return { json = { sub = claims.sub } }
 end)
+-- verify_bearer with an options object: a token verified before is answered by the C cache
+-- (app.jwt.cache_stats counts the hits); the key can be rotated by POST /rotate-key
+local SEALED = app.jwt.options({ aud = "api", leeway = 10 })
+local current_key = API_KEY
+app.get("/me-sealed", function(req)
+  local claims, why = app.jwt.verify_bearer(req, current_key, SEALED)
+  if not claims then return { status = 401, json = { error = why } } end
+  return { json = { sub = claims.sub, hits = app.jwt.cache_stats(SEALED).hits } }
+end)
+app.post("/rotate-key", function(req)
+  current_key = req.body == "" and API_KEY or app.crypto.secret(req.body)
+  return 204
+end)
+
+-- a JWK set whose keys the specs rotate (POST /jwks-rotating.json with the new set)
+local rotating = { keys = {} }
+app.get("/jwks-rotating.json", function() return { json = rotating } end)
+app.post("/jwks-rotating.json", function(req) rotating = req:json(); return 204 end)
 app.get("/header", function(req)
   return { json = { thing = req:header("X-Thing") or app.null, missing = req:header("x-missing") or app.null } }
 end)

@@ -272,6 +272,174 @@ describe("app.jwt", function()
     assert.are.same({ nil, "bad signature" }, { jwt.verify_bearer(req, "another-secret-of-thirty-two-bytes!!") })
   end)
 
+  -- the verified-token cache of options objects (core/lua_jwt.c)
+  local function sealed_me(tok)
+    return request("GET", "/me-sealed", { headers = { authorization = "Bearer " .. tok } })
+  end
+
+  it("answers a token seen before from the options object's cache", function()
+    local tok = post("/token", { sub = "cat", ttl = 100 }):json().token
+    local r1 = sealed_me(tok)
+    assert.are.equal(200, r1.status, r1.body)
+    assert.are.equal("cat", r1:json().sub)
+    local r2, r3 = sealed_me(tok):json(), sealed_me(tok):json()
+    assert.are.equal("cat", r3.sub)
+    assert.is_true(r3.hits > r2.hits and r2.hits >= r1:json().hits + 1, "hits: " .. r1:json().hits .. " " .. r2.hits .. " " .. r3.hits)
+    -- the same table every time, and the header with it
+    local o = jwt.options({ aud = "api" })
+    local t2 = jwt.sign({ sub = "same", aud = "api" }, V.secret, { expires_in = 100 })
+    local cl1, h1 = jwt.verify(t2, V.secret, o)
+    local cl2, h2 = jwt.verify(t2, V.secret, o)
+    assert.are.equal("same", cl1.sub)
+    assert.are.equal(cl1, cl2)
+    assert.are.equal(h1, h2)
+    assert.are.equal("HS256", h2.alg)
+    assert.are.equal(1, jwt.cache_stats(o).hits)
+    -- the same token under its own name and as an Authorization value are different entries
+    local req = { headers = { authorization = t2 } }
+    assert.are.same({ nil, "no bearer token" }, { jwt.verify_bearer(req, V.secret, o) })
+    H.still_works()
+  end)
+
+  it("still expires a cached token, with the leeway, on app.jwt's clock", function()
+    local tok = post("/token", { sub = "dog", ttl = 100 }):json().token
+    assert.are.equal(200, sealed_me(tok).status)
+    local hits = sealed_me(tok):json().hits
+    local ok, err = pcall(function()
+      jwt._clock_shift(105)                          -- past exp, inside the 10 s leeway
+      local r = sealed_me(tok)
+      assert.are.equal(200, r.status, r.body)
+      assert.is_true(r:json().hits > hits, "answered by the cache")
+      jwt._clock_shift(6)                            -- exp + 11 s
+      r = sealed_me(tok)
+      assert.are.equal(401, r.status)
+      assert.are.same({ error = "expired" }, r:json())
+      assert.are.same({ error = "expired" }, sealed_me(tok):json(), "and stays so")
+      -- the same for a token not yet valid: nbf in the future, then reached
+      local nbf = jwt.sign({ sub = "early", aud = "api", nbf = os.time() + 111 + 60 }, V.secret)
+      local o = jwt.options({ aud = "api", leeway = 0 })
+      assert.are.same({ nil, "not yet valid" }, { jwt.verify(nbf, V.secret, o) })
+      jwt._clock_shift(61)
+      assert.are.equal("early", assert(jwt.verify(nbf, V.secret, o)).sub)
+      assert.are.equal("early", assert(jwt.verify(nbf, V.secret, o)).sub)
+      jwt._clock_shift(-61)
+      assert.are.same({ nil, "not yet valid" }, { jwt.verify(nbf, V.secret, o) }, "a cached token before its nbf")
+    end)
+    jwt._clock_shift(-jwt._clock_shift(0))
+    assert(ok, err)
+    assert.are.equal(200, sealed_me(post("/token", { sub = "dog" }):json().token).status)
+  end)
+
+  it("honours the options' own now in the cache", function()
+    local tok = jwt.sign({ sub = "n", exp = 1000 }, V.secret)
+    local before = jwt.options({ now = 900, leeway = 0 })
+    assert.are.equal("n", assert(jwt.verify(tok, V.secret, before)).sub)
+    assert.are.equal("n", assert(jwt.verify(tok, V.secret, before)).sub)
+    assert.are.equal(1, jwt.cache_stats(before).hits)
+    assert.are.same({ nil, "expired" }, { jwt.verify(tok, V.secret, jwt.options({ now = 1001, leeway = 0 })) })
+    assert.are.same({ nil, "expired" }, { jwt.verify(tok, V.secret) }, "on the real clock")
+  end)
+
+  it("does not reuse a verification for another key or other options", function()
+    local tok = post("/token", { sub = "eel", ttl = 100 }):json().token
+    assert.are.equal(200, sealed_me(tok).status)
+    assert.are.equal(200, sealed_me(tok).status)
+    assert.are.equal(204, request("POST", "/rotate-key", { body = "a-rotated-secret-of-thirty-two-bytes!!" }).status)
+    local ok, err = pcall(function()
+      local r = sealed_me(tok)
+      assert.are.equal(401, r.status)
+      assert.are.same({ error = "bad signature" }, r:json())
+    end)
+    assert.are.equal(204, request("POST", "/rotate-key", { body = "" }).status)
+    assert(ok, err)
+    assert.are.equal(200, sealed_me(tok).status, "the key back")
+    -- one options object, two keys, alternating: each keeps its own verifications
+    local o = jwt.options({})
+    local k1, k2 = crypto.secret(V.secret), crypto.secret("another-secret-of-thirty-two-bytes!!")
+    local t1 = jwt.sign({ sub = "one" }, k1)
+    for _ = 1, 3 do
+      assert.are.equal("one", assert(jwt.verify(t1, k1, o)).sub)
+      assert.are.same({ nil, "bad signature" }, { jwt.verify(t1, k2, o) })
+    end
+    assert.are.equal(2, jwt.cache_stats(o).hits)
+    -- and another options object does not see o's verifications
+    assert.are.same({ nil, "wrong audience" }, { jwt.verify(t1, k1, jwt.options({ aud = "api" })) })
+    H.still_works()
+  end)
+
+  it("drops what a JWK set verified when its keys rotate", function()
+    if not pcall(require, "sluice.http") then
+      print("NOTE: JWKS rotation not tested: this build has no sluice.http (the outbound HTTP client)")
+      return
+    end
+    local ka, kb = "key-a-of-at-least-thirty-two-bytes!!", "key-b-of-at-least-thirty-two-bytes!!"
+    local function jwk(kid, secret) return { kty = "oct", kid = kid, alg = "HS256", k = b64u(secret) } end
+    assert.are.equal(204, post("/jwks-rotating.json", { keys = { jwk("a", ka) } }).status)
+    local set = jwt.jwks("http://127.0.0.1:" .. require("sluice.testing").port() .. "/jwks-rotating.json", { ttl = 60, min_refresh = 0 })
+    local o = jwt.options({})
+    local ta = jwt.sign({ sub = "a" }, ka, { kid = "a" })
+    assert.are.equal("a", assert(jwt.verify(ta, set, o)).sub)
+    assert.are.equal("a", assert(jwt.verify(ta, set, o)).sub)
+    assert.are.equal(1, jwt.cache_stats(o).hits)
+    -- the provider rotates: key a is gone, b is in; a token with kid b makes the set refetch
+    assert.are.equal(204, post("/jwks-rotating.json", { keys = { jwk("b", kb) } }).status)
+    assert.are.equal("b", assert(jwt.verify(jwt.sign({ sub = "b" }, kb, { kid = "b" }), set, o)).sub)
+    assert.are.same({ nil, "no matching key" }, { jwt.verify(ta, set, o) })
+    assert.are.equal(1, jwt.cache_stats(o).hits)
+  end)
+
+  it("never answers a tampered token from the cache", function()
+    local tok = post("/token", { sub = "fox", ttl = 100 }):json().token
+    assert.are.equal(200, sealed_me(tok).status)
+    assert.are.equal(200, sealed_me(tok).status)
+    local h, p, s = tok:match("^([^.]+)%.([^.]+)%.([^.]+)$")
+    -- the same length and the same signature (so the same hash in the cache): another payload
+    local flip = function(str, i) local ch = str:sub(i, i); return str:sub(1, i - 1) .. (ch == "A" and "B" or "A") .. str:sub(i + 1) end
+    for _, bad in ipairs({ h .. "." .. flip(p, 5) .. "." .. s, flip(h, 1) .. "." .. p .. "." .. s, h .. "." .. p .. "." .. flip(s, 1) }) do
+      assert.are.equal(#tok, #bad)
+      local r = sealed_me(bad)
+      assert.are.equal(401, r.status, bad)
+      assert.is_truthy(({ ["bad signature"] = true, ["malformed token"] = true })[r:json().error], r.body)
+      assert.is_nil((jwt.verify(bad, V.secret, jwt.options({ aud = "api" }))))
+    end
+    assert.are.equal("fox", sealed_me(tok):json().sub)
+    -- two Authorization headers (the same cached token twice): not one the cache answers
+    local r = request("GET", "/me-sealed", { headers = { authorization = "Bearer " .. tok .. "\r\nAuthorization: Bearer " .. tok } })
+    assert.are.equal(401, r.status)
+    assert.are.same({ error = "malformed token" }, r:json())
+    assert.are.equal("fox", sealed_me(tok):json().sub)
+    H.still_works()
+  end)
+
+  it("keeps the cache bounded, however many tokens it sees", function()
+    local o = jwt.options({})
+    local key = crypto.secret(V.secret)
+    local function registry_size()
+      local n = 0
+      for _ in pairs(debug.getregistry()) do n = n + 1 end
+      return n
+    end
+    local function run(from, to)
+      for i = from, to do assert(jwt.verify(jwt.sign({ n = i }, key), key, o)) end
+      collectgarbage()
+      return jwt.cache_stats(o), registry_size()
+    end
+    local r0 = registry_size()
+    local s1, r1 = run(1, 2500)
+    local s2, r2 = run(2501, 5000)
+    assert.are.equal(1024, s1.capacity)
+    assert.is_true(s1.entries <= s1.capacity and s2.entries <= s2.capacity, s1.entries .. " " .. s2.entries)
+    assert.is_true(s2.entries >= 512, "most of the cache in use: " .. s2.entries)
+    assert.is_true(s2.bytes <= s2.capacity * 200, "bytes " .. s2.bytes)
+    -- two references per entry (claims, header), two per key set: released when replaced
+    assert.is_true(r1 <= r0 + 2 * s1.capacity + 8 and r2 <= r0 + 2 * s2.capacity + 8, "registry entries " .. r0 .. " -> " .. r1 .. " -> " .. r2)
+    -- an entry for each of the last tokens is still found
+    local last = jwt.sign({ n = 5000 }, key)
+    local hits = s2.hits
+    assert(jwt.verify(last, key, o))
+    assert.are.equal(hits + 1, jwt.cache_stats(o).hits)
+  end)
+
   it("reads one header with req:header", function()
     local j = request("GET", "/header", { headers = { ["x-thing"] = "yes" } }):json()
     assert.are.same({ thing = "yes", missing = app.null }, j)

@@ -22,7 +22,8 @@ const reply = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 async function main() {
   // a persistent context is how playwright takes --user-data-dir (a throwaway profile here)
   const ctx = await chromium.launchPersistentContext(userDataDir, {
-    executablePath, headless: true, args: ARGS, viewport: { width: 1100, height: 640 }, timeout: 30000,
+    executablePath, headless: true, args: ARGS, viewport: { width: 1100, height: 640 },
+    timeout: 90000,    // only bounds a failure: Chromium starts slowly on a loaded machine
   });
   const page = ctx.pages()[0] || await ctx.newPage();
   const problems = [];
@@ -42,7 +43,7 @@ async function main() {
       c = JSON.parse(line);
       let value = null;
       if (c.cmd === "goto") {
-        const r = await page.goto(c.url, { waitUntil: "load", timeout: 15000 });
+        const r = await page.goto(c.url, { waitUntil: "load", timeout: 60000 });
         value = r ? r.status() : null;
       } else if (c.cmd === "eval") {
         value = await page.evaluate(c.expr);

@@ -100,7 +100,7 @@ class _NodeProc:
 class Browser:
     """Headless Chromium through driver.js; call js()/wait()/goto()/screenshot()."""
 
-    def __init__(self, start_timeout=40):
+    def __init__(self, start_timeout=100):     # driver.js gives the launch 90 s
         self.profile = tempfile.mkdtemp(prefix="sluice-chromium-")
         self.node = _NodeProc("driver.js", [self.profile])
         try:
@@ -112,7 +112,7 @@ class Browser:
             self.close()
             raise AssertionError("chromium did not start via playwright-core: %s" % err)
 
-    def call(self, cmd, rpc_timeout=20, **kw):
+    def call(self, cmd, rpc_timeout=75, **kw):   # only bounds a failure (a goto may take 60 s)
         kw["cmd"] = cmd
         self.node.proc.stdin.write((json.dumps(kw) + "\n").encode())
         self.node.proc.stdin.flush()
