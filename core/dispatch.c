@@ -1,13 +1,11 @@
 /* dispatch.c: a complete request goes to a built-in endpoint, the rate limiter, then the router and Lua. */
 #include "dispatch.h"
 
-#include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "admin.h"
-#include "json.h"
 #include "limiter.h"
 #include "log.h"
 #include "lua_app.h"
@@ -22,7 +20,6 @@
 #include "clock.h"
 
 static void write_access_log(conn *c, const sconfig *cfg, uint64_t us) __attribute__((noinline));
-static void sse_stream_closed(appstate *a, int ref);
 
 /* Every answered request: its metrics, then the access log line when it is on (a function of
  * its own, so the usual path does not set up the line's 2 KB stack frame). */
@@ -71,10 +68,19 @@ static void write_access_log(conn *c, const sconfig *cfg, uint64_t us)
     log_raw(line, (unsigned long)n);
 }
 
-static void finish(conn *c)
+/* The one way a request ends, whatever answered it (a built-in, a static file, an error, the
+ * handler, an SSE admission or refusal, limits.request_timeout): its metrics and access-log line,
+ * then the connection's bookkeeping. An admitted stream (CS_SSE) takes the socket
+ * (ssestream_admitted: the connection is parked, its request gone; app_sse_end runs the
+ * handler's on_close when the stream ends); any other request goes to keep-alive or closing.
+ * async: the answer came after dispatch_request returned (the connection waited in CS_HANDLING),
+ * so the connection's pipeline goes on from here. */
+static void request_end(conn *c, int async)
 {
     access_log(c);
-    conn_request_done(c);
+    if (c->state == CS_SSE) ssestream_admitted(c, app_sse_end);
+    else conn_request_done(c);
+    if (async && !c->closed && !c->task) conn_resume(c);   /* (a no-op once a stream parked c) */
 }
 
 /* What a request's path resolves to: a built-in endpoint, a route, or neither. */
@@ -116,6 +122,8 @@ static void match_request(conn *c, match *m)
     label_request(c, m);
 }
 
+static void handler_done(task *t, int st, const char *etext);
+
 /* The request after its rate-limit decision (limited: 0 no policy, 1 admitted, -1 rejected). */
 static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdict *lvp)
 {
@@ -130,13 +138,13 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
     limiter_verdict lv = *lvp;
     (void)plen;
     if (limited < 0) {           /* rejected: 429 already queued */
-        finish(c);
+        request_end(c, 0);
         return;
     }
     if (builtin) {
         admin_answer(c, builtin);
         if (c->state == CS_HANDLING) return;   /* answered later (the publish endpoint waits for Redis) */
-        finish(c);
+        request_end(c, 0);
         return;
     }
     if (!t) {
@@ -155,21 +163,26 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
         } else {
             resp_error(c, 404, "not found", 0);
         }
-        finish(c);
+        request_end(c, 0);
         return;
     }
     if (t->kind == 2) {          /* app.static mount: the rest of the path after the prefix */
-        const static_mount *m = &a->mounts[t->ref - 1];
+        const static_mount *m = t->data;
         const char *rest = np ? ps[np - 1].val - 1 : path + plen;
         size_t rl = np ? ps[np - 1].vlen + 1 : 0;
         web_static_serve(c, m, rest, rl);
-        finish(c);
+        request_end(c, 0);
         return;
     }
     c->lv = limited ? lv : (limiter_verdict){0};
     c->has_lv = limited != 0;
     c->in_dispatch = 1;
-    app_handle(a, c, t, ps, np);
+    if (app_handle(a, c, t, ps, np, handler_done)) {
+        c->in_dispatch = 0;
+        resp_error(c, 503, "out of memory", 1);
+        request_end(c, 0);
+        return;
+    }
     c->in_dispatch = 0;
     if (c->task && !c->closed) {           /* suspended: wait for the database, a sleep, ... */
         c->state = CS_HANDLING;
@@ -204,8 +217,8 @@ void dispatch_request(conn *c)
     c->route = NULL;
     c->mroute = RS_UNMATCHED;    /* until matched (a CORS preflight is answered before routing) */
     c->mmethod = RS_METHODS - 1;
-    if (web_cors(c)) {           /* preflight answered */
-        finish(c);
+    if (web_cors(c) < 0) {       /* preflight answered */
+        request_end(c, 0);
         return;
     }
     match m;
@@ -244,49 +257,17 @@ static void log_request_error(conn *c, const char *route, const char *err)
     log_event(LOG_ERROR, &lc, msg, (size_t)n);
 }
 
-/* app.error(status, message, fields): a 4xx whose error table carries a fields table answers
- * {"error": message, "status": N, "fields": {...}}. Returns 1 when it answered. */
-static int error_fields(conn *c, task *t, const char *err)
-{
-    lua_State *co = t->co;
-    /* the error object is on top, or under the message its __tostring gave */
-    int top = lua_gettop(co);
-    int idx = top >= 1 && lua_istable(co, top) ? top : top >= 2 && lua_istable(co, top - 1) ? top - 1 : 0;
-    if (!idx) return 0;
-    lua_getfield(co, idx, "fields");
-    if (!lua_istable(co, -1)) { lua_pop(co, 1); return 0; }
-    buf b = {0};
-    char esc[1200];
-    const char *nl = strchr(err, '\n');
-    size_t ml = nl ? (size_t)(nl - err) : strlen(err);
-    size_t el = log_json_escape(esc, sizeof esc, err, ml > 1000 ? 1000 : ml);
-    buf_printf(&b, "{\"error\":\"%.*s\",\"status\":%d,\"fields\":", (int)el, esc, t->err_status);
-    const char *je = json_encode(co, lua_gettop(co), &b);
-    lua_pop(co, 1);
-    if (je) { buf_free(&b); return 0; }
-    buf_append(&b, "}", 2);               /* with the NUL resp_simple wants */
-    resp_simple(c, t->err_status, "application/json", b.data, 0);
-    buf_free(&b);
-    return 1;
-}
-
-/* The app.sse handler returned { status = ... } itself (a refusal that is not a cap's). */
-static int handler_refused(lua_State *co)
-{
-    if (!lua_istable(co, 1)) return 0;
-    lua_getfield(co, 1, "status");
-    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
-    lua_pop(co, 1);
-    return st != 200;
-}
-
 static void add_limit_headers(resp *r, void *ud)
 {
     conn *c = ud;
     if (c->has_lv) limiter_headers(r, &c->lv);
 }
 
-void dispatch_task_done(conn *c, task *t, int st, const char *etext)
+/* ssestream_start's done: Redis's admission decided (admitted, or refused). */
+static void sse_admission_done(conn *c) { request_end(c, 1); }
+
+/* A request's handler task ended (app_handle's on_done): answer it. */
+static void task_done(conn *c, task *t, int st, const char *etext)
 {
     appstate *a = t->app;
     worker *w = c->w;
@@ -296,33 +277,17 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
     if (st != 0) {
         err = etext;
     } else if (t->route_kind == 1) {
-        int rc = ssestream_start(c, a, t->co, ebuf, sizeof ebuf);
-        if (rc == 1 && c->status != 200 && handler_refused(t->co))
-            atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
-        if (rc == 0) {
+        ssestream_accept acc;
+        int rc = app_sse_result(a, c, t->co, &acc, ebuf, sizeof ebuf);
+        if (rc == 1) atomic_fetch_add_explicit(&w->sse_refused_handler, 1, memory_order_relaxed);
+        else if (rc < 0) err = ebuf;
+        else if ((rc = ssestream_start(c, &acc, sse_admission_done)) > 0) {   /* admitted now, or once Redis says so */
             atomic_fetch_add_explicit(&w->sse_subscribes, 1, memory_order_relaxed);
-            lua_getfield(t->co, 1, "on_open");    /* presence: called once the stream is admitted */
-            if (lua_isfunction(t->co, -1)) {
-                lua_xmove(t->co, a->L, 1);
-                task *ot = task_prepare(a, TASK_TIMER, 0);
-                if (ot) task_resume(ot, 0);
-            } else {
-                lua_pop(t->co, 1);
-            }
-            lua_getfield(t->co, 1, "on_close");   /* presence: called when the stream ends */
-            if (lua_isfunction(t->co, -1)) {
-                c->sse_close_ref = luaL_ref(t->co, LUA_REGISTRYINDEX);
-                c->sse_app = a;
-                a->refs++;                        /* the callback lives in this state */
-            } else {
-                lua_pop(t->co, 1);
-            }
-            access_log(c);
-            ssestream_admitted(c, sse_stream_closed);   /* the stream takes the socket; c is parked */
-            if (was_async) conn_resume(c);   /* (a no-op once c is parked) */
-            return;                       /* the connection is a stream now */
+            app_sse_opened(t, c);        /* on_open runs; on_close is kept for app_sse_end */
+            if (rc == 2) return;         /* sse_admission_done ends the request */
+            request_end(c, was_async);   /* logged, then the stream takes the socket */
+            return;
         }
-        if (rc < 0) err = ebuf;
     } else {
         err = app_write_result(a, c, t->co, ebuf, sizeof ebuf, add_limit_headers, c);
     }
@@ -341,7 +306,7 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
             log_request_error(c, route, lm);
             metrics_error(w, c, lm);
         }
-        if (client_error && error_fields(c, t, err)) {
+        if (client_error && app_write_error_fields(c, t, err)) {
             /* app.error(422, { field = "message" }): answered with the fields */
         } else if (st != 0 && t->err_status >= 400 && t->err_status <= 599) {
             char first[400];
@@ -357,18 +322,15 @@ void dispatch_task_done(conn *c, task *t, int st, const char *etext)
             resp_error(c, 500, first, 0);
         }
     }
-    finish(c);
-    if (was_async) {
-        if (c->state != CS_CLOSING) c->state = CS_READING;
-        conn_resume(c);
-    }
+    request_end(c, was_async);
 }
 
-void dispatch_async_done(conn *c)
+static void handler_done(task *t, int st, const char *etext)
 {
-    finish(c);
-    if (!c->closed && !c->task) conn_resume(c);
+    if (t->c) task_done(t->c, t, st, etext);   /* NULL: the request was answered without it */
 }
+
+void dispatch_async_done(conn *c) { request_end(c, 1); }
 
 void dispatch_timeout(conn *c)
 {
@@ -376,7 +338,7 @@ void dispatch_timeout(conn *c)
         app_conn_gone(c);           /* the handler's late answer is dropped */
         resp_error(c, 503, "request timed out: the handler did not answer within request_timeout", 1);
         log_msg(LOG_WARN, "%.*s: handler exceeded request_timeout", (int)c->req.path_len, http_req_url(&c->req));
-        access_log(c);
+        request_end(c, 0);
         c->state = CS_CLOSING;
         conn_flush(c);
         if (!c->closed) conn_set_timeout(c, TMO_IDLE, 1);
@@ -385,30 +347,12 @@ void dispatch_timeout(conn *c)
     conn_close(c);
 }
 
-/* A stream's app.sse on_close callback (ref in a's registry), once the stream ended. */
-static void sse_stream_closed(appstate *a, int ref)
-{
-    if (!a->closing && a->w) {
-        lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
-        task *t = task_prepare(a, TASK_TIMER, 0);
-        if (t) task_resume(t, 0);
-    }
-    luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
-    appstate_release(a);
-}
-
 static void dispatch_conn_gone(conn *c)
 {
     app_conn_gone(c);
     limiter_conn_gone(c);
     if (c->sse) ssestream_stop(c);
-    if (c->sse_close_ref) {
-        appstate *a = c->sse_app;
-        int ref = c->sse_close_ref;
-        c->sse_close_ref = 0;
-        c->sse_app = NULL;
-        sse_stream_closed(a, ref);
-    }
+    app_sse_conn_gone(c);        /* a stream that never took the socket: its on_close runs now */
 }
 
 /* ---------------------------------------------------------------- the HTTP connection */

@@ -1,4 +1,9 @@
-/* dispatch.h: what happens to a complete request: built-in endpoints, rate limits, routing, Lua, SSE. */
+/* dispatch.h: what happens to a complete request: built-in endpoints, rate limits, routing, Lua, SSE.
+ * Layer L6 (request). Every request ends in one place, dispatch.c's request_end (metrics, access
+ * log, keep-alive or stream), whoever answered it: the layers below hand their answers back
+ * through the callbacks dispatch gives them (app_handle's on_done, ssestream_start's and
+ * limiter_check_async's done, ssebus_http_publish's finish). Its functions return nothing: they
+ * answer the request themselves. */
 #ifndef SLUICE_DISPATCH_H
 #define SLUICE_DISPATCH_H
 
@@ -6,8 +11,6 @@
 
 /* Handles one complete request on c (the response is queued now or when its handler resumes). */
 void dispatch_request(conn *c);
-/* A request's handler task ended: st is the lua_resume status, etext the error with traceback. */
-void dispatch_task_done(conn *c, task *t, int st, const char *etext);
 /* The handler did not finish within request_timeout. */
 void dispatch_timeout(conn *c);
 /* A request answered later than dispatch returned (the connection waited in CS_HANDLING): access

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "clientip.h"
-#include "lua_app.h"
 #include "ratelimit.h"
 #include "rbus.h"
 #include "response.h"
@@ -109,33 +108,15 @@ static long policy_key(conn *c, const sc_policy *p, char *out, size_t cap, const
     return -1;
 }
 
-/* key = function(req): the policy's Lua function names the bucket ("f:" + its result). */
+/* key = function(req): the Lua side's callback names the bucket (limiter_set_key_fn). */
+static _Atomic(limiter_key_fn) key_fn;
+
+void limiter_set_key_fn(limiter_key_fn fn) { atomic_store_explicit(&key_fn, fn, memory_order_relaxed); }
+
 static __attribute__((noinline)) long policy_key_fn(conn *c, const sc_policy *p, char *out, size_t cap)
 {
-    appstate *a = c->w->app;
-    lua_State *L = a->L;
-    int top = lua_gettop(L);
-    size_t n = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->key_fn_ref);
-    lua_createtable(L, 2, 2);
-    lua_pushlightuserdata(L, c);
-    lua_rawseti(L, -2, 1);
-    lua_pushnumber(L, c->gen);
-    lua_rawseti(L, -2, 2);
-    lua_pushlstring(L, http_req_url(&c->req), c->req.path_len);
-    lua_setfield(L, -2, "path");
-    lua_pushstring(L, http_method_str((enum http_method)c->req.method));
-    lua_setfield(L, -2, "method");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, a->req_mt_ref);
-    lua_setmetatable(L, -2);
-    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) {
-        const char *v = lua_tolstring(L, -1, &n);
-        int k = snprintf(out, cap, "f:%.*s", (int)n, v);
-        lua_settop(L, top);
-        return (size_t)k < cap ? k : (long)cap - 1;
-    }
-    lua_settop(L, top);
-    return -1;
+    limiter_key_fn fn = atomic_load_explicit(&key_fn, memory_order_relaxed);
+    return fn ? fn(c, p->key_fn_ref, out, cap) : -1;
 }
 
 static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"

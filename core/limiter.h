@@ -20,6 +20,11 @@ void limiter_conn_gone(conn *c);
 void limiter_worker_free(worker *w);
 /* Adds RateLimit-Policy and RateLimit headers for an admitted request (when limiter.headers). */
 void limiter_headers(resp *r, const limiter_verdict *v);
+/* Names the bucket of a `key = function(req)` policy (fn_ref: the function's registry ref): writes
+ * the key to out and returns its length, or -1 for no key. The limiter knows no Lua: the Lua
+ * side installs this (lua_app.c, once per process; any thread). */
+typedef long (*limiter_key_fn)(conn *c, int fn_ref, char *out, size_t cap);
+void limiter_set_key_fn(limiter_key_fn fn);
 /* The client address of the request (X-Forwarded-For/Forwarded from trusted proxies only). */
 const char *limiter_client_ip(conn *c);
 

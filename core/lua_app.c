@@ -13,11 +13,10 @@
 #include <limits.h>
 #include <time.h>
 
-#include "dispatch.h"
 #include "json.h"
+#include "limiter.h"
 #include "lua_guard.h"
 #include "log.h"
-#include "lua_db.h"
 #include "lua_pgurl.h"
 #include "web.h"
 
@@ -178,6 +177,8 @@ static void load_stopped(appstate *a, const char *file, char *err, size_t errlen
     errappend(err, errlen, b);
 }
 
+static long policy_key(conn *c, int fn_ref, char *out, size_t cap);
+
 appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *err, size_t errlen)
 {
     err[0] = 0;
@@ -186,6 +187,7 @@ appstate *appstate_new(const char *config_path, worker *w, int test_mode, char *
         snprintf(err, errlen, "%s: cannot open config file (is the path right? run from the project directory or pass --config)", config_path);
         return NULL;
     }
+    limiter_set_key_fn(policy_key);      /* the same function every time: a relaxed store */
     appstate *a = calloc(1, sizeof *a);
     if (!a) { snprintf(err, errlen, "out of memory"); return NULL; }
     a->w = w;
@@ -355,7 +357,7 @@ void appstate_release(appstate *a)
 {
     if (--a->refs > 0) return;
     if (a->L) lua_guard_close(a->L, &a->guard);
-    web_mounts_free(a);
+    app_mounts_free(a);
     free(a->base_dir);
     router_free(a->rt);
     if (a->cfg) sconfig_free(a->cfg);
@@ -396,13 +398,19 @@ static int task_coroutine(task *t)
         t->co = lua_newthread(L);
         t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    return t->co ? 0 : -1;
+    if (!t->co) return -1;
+    if (a->w) atomic_fetch_add_explicit(&a->w->lua_tasks, 1, memory_order_relaxed);
+    return 0;
 }
+
+static void task_recycle_co(task *t, int clean);
 
 static void task_release(task *t)
 {
     appstate *a = t->app;
-    db_task_cleanup(t);
+    if (t->cleanup) t->cleanup(t);     /* what a binding holds for the task (lua_db: a pinned connection) */
+    t->cleanup = NULL;
+    if (t->co) task_recycle_co(t, 0);
     tw_entry_cancel(&t->tmo);
     if (t->timer_ref) luaL_unref(a->L, LUA_REGISTRYINDEX, t->timer_ref);
     if (t->co_ref) luaL_unref(a->L, LUA_REGISTRYINDEX, t->co_ref);
@@ -418,7 +426,9 @@ static void task_release(task *t)
 static void task_recycle_co(task *t, int clean)
 {
     appstate *a = t->app;
-    if (!t->co_ref) return;
+    if (!t->co) return;
+    if (a->w) atomic_fetch_sub_explicit(&a->w->lua_tasks, 1, memory_order_relaxed);
+    if (!t->co_ref) { t->co = NULL; return; }
     if (clean && a->ncopool < 256) {
         if (a->ncopool == a->capcopool) {
             size_t nc = a->capcopool ? a->capcopool * 2 : 16;
@@ -449,6 +459,29 @@ int task_yield(lua_State *L, task *t)
 
 static void task_finish(task *t, int status);
 
+static void sleep_cancel(task *t) { tw_entry_cancel(&t->tmo); }
+
+/* A request task whose request is over (limits.request_timeout answered, the client gone) and
+ * that is parked on a wait it can undo (t->cancel set) is abandoned there: the wait is
+ * cancelled (after t->cancel nothing resumes t), the cleanup hook gives back what the task holds,
+ * and the coroutine is dropped, so its stack and locals become garbage now. A task parked on a
+ * wait without a cancel hook (a publish through Redis) is bounded by that wait's own timeout:
+ * it resumes, runs on detached, and is abandoned at its next wait. */
+static int task_abandon(task *t)
+{
+    if (t->kind != TASK_REQUEST || t->c || !t->waiting || !t->cancel || t->app->running == t) return 0;
+    void (*cancel)(task *) = t->cancel;
+    t->cancel = NULL;
+    cancel(t);
+    tw_entry_cancel(&t->tmo);
+    t->waiting = 0;
+    t->wait = NULL;
+    t->on_done = NULL;       /* nobody waits for its answer */
+    task_recycle_co(t, 0);
+    task_release(t);
+    return 1;
+}
+
 static void task_run(task *t, int nargs)
 {
     appstate *a = t->app;
@@ -462,7 +495,7 @@ static void task_run(task *t, int nargs)
     t->stopped = lua_guard_run_end(&a->guard, &run);
     a->running = saved;
     if (st == LUA_YIELD) {
-        if (t->waiting) return;
+        if (t->waiting) { task_abandon(t); return; }   /* detached while it ran: no one will read its answer */
         lua_settop(t->co, 0);
         lua_pushstring(t->co, "coroutine.yield() from a handler: use app.sleep or app.db, or wrap your own coroutine");
         st = LUA_ERRRUN;
@@ -520,19 +553,14 @@ static void task_finish(task *t, int st)
         if (st != 0) lua_settop(t->co, 0);   /* (a run that recovered keeps its answer) */
         lua_guard_collect(a->L, &a->guard);
     }
-    if (t->on_done) {
+    if (t->kind == TASK_REQUEST && t->c) t->c->task = NULL;
+    if (t->on_done) {            /* a request's: dispatch answers it (t->c; NULL once it went away) */
         t->on_done(t, st, st ? etext : NULL);
         t->on_done = NULL;
     }
     switch (t->kind) {
-    case TASK_REQUEST: {
-        conn *c = t->c;
-        if (c) {
-            c->task = NULL;
-            dispatch_task_done(c, t, st, st ? etext : NULL);
-        }
+    case TASK_REQUEST:
         break;
-    }
     case TASK_TIMER:
         if (st) log_msg(LOG_ERROR, "timer callback failed: %s", etext);
         if (t->repeat_ms && !a->closing && st == 0) {
@@ -619,24 +647,22 @@ int app_sleep(lua_State *L, double seconds)
     if (!t || !a->w) return luaL_error(L, "app.sleep: only inside a handler, timer or spec");
     t->tmo.cb = timer_fire;
     timerwheel_add(a->w->tw, &t->tmo, worker_now_us(a->w) / 1000 + (uint64_t)(seconds * 1000));
-    t->cancel = NULL;
+    t->cancel = sleep_cancel;
     return task_yield(L, t);
 }
 
 /* ---------------------------------------------------------------- requests */
 
-void app_handle(appstate *a, conn *c, const route_target *rt, const router_param *ps, int np)
+int app_handle(appstate *a, conn *c, const route_target *rt, const router_param *ps, int np,
+               void (*on_done)(task *t, int st, const char *etext))
 {
-    lua_State *L = a->L;
     task *t = task_alloc(a, TASK_REQUEST);
     if (!t || task_coroutine(t)) {
         if (t) task_release(t);
-        resp_error(c, 503, "out of memory", 1);
-        conn_request_done(c);
-        return;
+        return -1;
     }
-    (void)L;
     lua_State *co = t->co;
+    t->on_done = on_done;
     t->c = c;
     t->gen = c->gen;
     t->route_kind = rt->kind;
@@ -685,6 +711,7 @@ void app_handle(appstate *a, conn *c, const route_target *rt, const router_param
     if (nargs == 3) lua_pushboolean(co, rt->kind == 1);
     c->task = t;
     task_run(t, nargs);
+    return 0;
 }
 
 void app_task_where(const task *t, char *out, size_t outlen)
@@ -704,5 +731,38 @@ void app_conn_gone(conn *c)
     task *t = c->task;
     if (!t) return;
     c->task = NULL;
-    t->c = NULL;         /* the handler runs on; its answer goes nowhere */
+    t->c = NULL;         /* its answer goes nowhere: parked, it is abandoned; running, it runs on */
+    task_abandon(t);
+}
+
+/* ---------------------------------------------------------------- rate-limit keys */
+
+/* limiter.c's key function for `key = function(req)` policies (installed by appstate_new):
+ * "f:" + what the function returns for a small request table, or -1. */
+static long policy_key(conn *c, int fn_ref, char *out, size_t cap)
+{
+    appstate *a = c->w->app;
+    lua_State *L = a->L;
+    int top = lua_gettop(L);
+    size_t n = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+    lua_createtable(L, 2, 2);
+    lua_pushlightuserdata(L, c);
+    lua_rawseti(L, -2, 1);
+    lua_pushnumber(L, c->gen);
+    lua_rawseti(L, -2, 2);
+    lua_pushlstring(L, http_req_url(&c->req), c->req.path_len);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, http_method_str((enum http_method)c->req.method));
+    lua_setfield(L, -2, "method");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->req_mt_ref);
+    lua_setmetatable(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) {
+        const char *v = lua_tolstring(L, -1, &n);
+        int k = snprintf(out, cap, "f:%.*s", (int)n, v);
+        lua_settop(L, top);
+        return (size_t)k < cap ? k : (long)cap - 1;
+    }
+    lua_settop(L, top);
+    return -1;
 }

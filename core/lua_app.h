@@ -1,4 +1,8 @@
-/* lua_app.h: one Lua state with config.lua and the handler scripts loaded, and the request coroutines run on it. */
+/* lua_app.h: one Lua state with config.lua and the handler scripts loaded, and the request coroutines run on it.
+ * Layer L5 (Lua bindings): it calls services and engines below it and nothing above; the request
+ * layer (dispatch) hands it requests with a completion callback. Return convention of this
+ * layer's C functions: 0 / a count on success, -1 on failure (with a message where one is
+ * useful); the Lua primitives follow STYLE.md (misuse raises, runtime failure returns nil, msg). */
 #ifndef SLUICE_LUA_APP_H
 #define SLUICE_LUA_APP_H
 
@@ -7,6 +11,7 @@
 #include "lua_guard.h"
 #include "router.h"
 #include "response.h"
+#include "ssestream.h"
 #include "worker.h"
 #include "timerwheel.h"
 
@@ -27,7 +32,7 @@ struct task {
     int route_ref;           /* TASK_REQUEST: registry ref of the route's handler function */
     int waiting;             /* set by a primitive that yielded and arranged a wake-up */
     tw_entry tmo;            /* app.sleep, awaits with a deadline */
-    void (*cancel)(task *t); /* undo the pending wait (connection gone, state closing) */
+    void (*cancel)(task *t); /* undo the pending wait; afterwards nothing resumes the task (request over) */
     void *wait;              /* what the primitive waits on */
     task *parent;            /* TASK_CHILD: resumed with (ok, err) when this one ends */
     int timer_ref;           /* TASK_TIMER: the callback; repeat interval in ms, 0 for one-shot */
@@ -38,6 +43,7 @@ struct task {
     int err_status;          /* status carried by an error table ({status = 503}) */
     int stopped;             /* GUARD_* when the last run was stopped by the memory budget or deadline */
     void (*on_done)(task *t, int st, const char *etext);   /* before the task is recycled */
+    void (*cleanup)(task *t); /* set by a binding holding something for the task's life (lua_db): run at release */
     double deadline;         /* child tasks: real-time limit of each run (the watchdog's deadline) */
     void *ud;
     task *next;              /* appstate's list of live tasks / freelist */
@@ -62,7 +68,7 @@ struct appstate {
     int closing;
     int active;              /* swapped in on its worker thread */
     char *base_dir;          /* directory of config.lua */
-    struct static_mount *mounts;
+    struct static_mount **mounts;   /* app.static's mounts, pointed at by their routes (route_target.data) */
     int nmounts;
     int pipeline_ref;        /* Lua middleware runner (app.before/after), 0 when none */
     double script_timeout;   /* seconds Lua may run without yielding; 0 = no deadline */
@@ -85,15 +91,38 @@ void appstate_release(appstate *a);
 /* Cancels the state's timers (at reload: the new scripts set their own). */
 void appstate_retire(appstate *a);
 
-/* Runs the handler for a routed request; the response is queued on c (now or after the
- * coroutine resumes). */
-void app_handle(appstate *a, conn *c, const route_target *t, const router_param *ps, int np);
-/* The connection went away while its handler was suspended. */
+/* Runs the handler for a routed request. When the task ends (now, or after it resumes)
+ * on_done(t, st, etext) answers it: st is lua_resume's status, etext the error with its
+ * traceback, t->c the connection (NULL once it went away), t->co the returned values. The state
+ * calls nothing above it: a request's completion is this callback. Returns 0, or -1 when no task
+ * could be made (out of memory: nothing was run, the caller answers). */
+int app_handle(appstate *a, conn *c, const route_target *t, const router_param *ps, int np,
+               void (*on_done)(task *t, int st, const char *etext));
+/* The request on c is over without the handler's answer (limits.request_timeout, the client
+ * gone): a handler parked on a wait is abandoned there (the wait cancelled, its coroutine
+ * released); one running Lua runs on, its answer dropped. */
 void app_conn_gone(conn *c);
+/* app.error(4xx, message, fields) raised by the finished task t: answers {"error": message,
+ * "status": N, "fields": {...}} on c and returns 1; 0 when the error carries no fields table. */
+int app_write_error_fields(conn *c, task *t, const char *err);
+/* An app.sse handler's answer (co[1]): 0 with acc filled (its strings live on co's stack until
+ * the task ends), 1 when the handler refused with its own status (that response is queued),
+ * -1 when the answer is not one (message in err). */
+int app_sse_result(appstate *a, conn *c, lua_State *co, ssestream_accept *acc, char *err, size_t errlen);
+/* The SSE task t's stream was admitted on c: runs its answer's on_open (a task of its own) and
+ * keeps its on_close on c (c->sse_app, c->sse_close_ref) for app_sse_end. */
+void app_sse_opened(task *t, conn *c);
+/* ssestream's on_end hook (ssestream_end_fn): the stream ended; runs the on_close (ref in a's
+ * registry) and drops the reference it held on a. */
+void app_sse_end(appstate *a, int ref);
+/* The connection closed before its stream took the socket: the same for what c still holds. */
+void app_sse_conn_gone(conn *c);
 /* Writes the handler's return value (co[1]) as the response; extra() may add headers.
  * Returns NULL or an error message (constant, or written to etext). */
 const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, size_t elen,
                              void (*extra)(resp *r, void *ud), void *ud);
+/* Closes and frees the state's app.static mounts (lua_core.c). */
+void app_mounts_free(appstate *a);
 /* "file:line" where the request task's handler function is defined ("?" when unknown). */
 void app_task_where(const task *t, char *out, size_t outlen);
 /* app.timer / app.sleep primitives (called by sluice.core). */

@@ -189,6 +189,13 @@ static void num_cb(void *ud, const redisReply *r, const char *err)
     task_resume(t, 1);
 }
 
+/* t->cancel: the task is abandoned (lua_app.c): its command's answer is not delivered. */
+static void cache_cancel(task *t)
+{
+    if (t->wait) rbus_cancel(t->wait);
+    t->wait = NULL;
+}
+
 static int park_or_fail(lua_State *L, task *t, rbus_op *op)
 {
     if (!op) {
@@ -197,6 +204,8 @@ static int park_or_fail(lua_State *L, task *t, rbus_op *op)
         lua_pushstring(L, "redis unavailable");
         return 2;
     }
+    t->wait = op;
+    t->cancel = cache_cancel;
     return task_yield(L, t);
 }
 

@@ -1,9 +1,14 @@
 /* lua_core.c: the `sluice.core` module: C primitives behind lua/sluice.lua (routes, request
  * fields, publish, sleep, timers, logging). Misuse raises; runtime failures return nil, msg. */
+#include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <lua.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clientip.h"
 #include "json.h"
@@ -31,7 +36,7 @@ static int l_route(lua_State *L)
     int rm = router_method_name(m);
     if (rm < 0) return luaL_argerror(L, 1, "unknown method (GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD or *)");
     lua_pushvalue(L, 3);
-    route_target t = {luaL_ref(L, LUA_REGISTRYINDEX), kind};
+    route_target t = {luaL_ref(L, LUA_REGISTRYINDEX), kind, NULL};
     char err[256];
     if (router_add(a->rt, rm, pat, t, err, sizeof err)) {
         luaL_unref(L, LUA_REGISTRYINDEX, t.ref);
@@ -290,6 +295,57 @@ static int l_worker(lua_State *L)
     return 1;
 }
 
+/* ---------------------------------------------------------------- static mounts: routes of kind 2 whose target carries the mount (dispatch serves it with web_static_serve) */
+
+/* core.static(prefix, dir [, cache_control [, index]]) */
+static int l_static(lua_State *L)
+{
+    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
+    const char *prefix = luaL_checkstring(L, 1);
+    const char *dir = luaL_checkstring(L, 2);
+    const char *cc = luaL_optstring(L, 3, NULL);
+    const char *index = lua_isnoneornil(L, 4) ? "index.html" : luaL_checkstring(L, 4);
+    if (prefix[0] != '/') return luaL_argerror(L, 1, "prefix must start with '/'");
+    char path[PATH_MAX];
+    if (dir[0] == '/') snprintf(path, sizeof path, "%s", dir);
+    else snprintf(path, sizeof path, "%s/%s", a->base_dir, dir);
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return luaL_error(L, "app.static: cannot open directory %s: %s", path, strerror(errno));
+    static_mount **mm = realloc(a->mounts, (size_t)(a->nmounts + 1) * sizeof *mm);
+    static_mount *m = mm ? calloc(1, sizeof *m) : NULL;   /* one block each: the routes point at it */
+    if (mm) a->mounts = mm;
+    if (!m) { close(fd); return luaL_error(L, "out of memory"); }
+    a->mounts[a->nmounts] = m;
+    size_t pl = strlen(prefix);
+    while (pl > 1 && prefix[pl - 1] == '/') pl--;
+    m->prefix = strndup(prefix, pl);
+    m->root_fd = fd;
+    m->cache_control = cc ? strdup(cc) : NULL;
+    m->index = index && *index ? strdup(index) : NULL;
+    a->nmounts++;
+    char pat[PATH_MAX], err[256];
+    snprintf(pat, sizeof pat, "%s/*", pl == 1 ? "" : m->prefix);
+    route_target t = {a->nmounts, 2, m};        /* ref: nonzero (0 is no route) */
+    if (router_add(a->rt, RM_GET, pat, t, err, sizeof err) || router_add(a->rt, RM_HEAD, pat, t, err, sizeof err))
+        return luaL_error(L, "app.static: %s", err);
+    return 0;
+}
+
+void app_mounts_free(appstate *a)
+{
+    for (int i = 0; i < a->nmounts; i++) {
+        static_mount *m = a->mounts[i];
+        close(m->root_fd);
+        free(m->prefix);
+        free(m->cache_control);
+        free(m->index);
+        free(m);
+    }
+    free(a->mounts);
+    a->mounts = NULL;
+    a->nmounts = 0;
+}
+
 int luaopen_sluice_db(lua_State *L);
 
 int luaopen_sluice_core(lua_State *L)
@@ -297,7 +353,7 @@ int luaopen_sluice_core(lua_State *L)
     static const luaL_Reg fns[] = {
         {"route", l_route},   {"config", l_config}, {"publish", l_publish}, {"sleep", l_sleep},
         {"timer", l_timer},   {"log", l_log},       {"now", l_now},         {"worker", l_worker},
-        {"static", web_lua_static}, {"set_pipeline", l_set_pipeline}, {"json_encode", json_lua_encode},
+        {"static", l_static}, {"set_pipeline", l_set_pipeline}, {"json_encode", json_lua_encode},
         {NULL, NULL},
     };
     appstate *a = lua_touserdata(L, lua_upvalueindex(1));

@@ -488,10 +488,20 @@ static void pw_done(wp_job *j)
 {
     pwjob *p = (pwjob *)j;
     task *t = p->t;
+    if (!t) { pw_free(p); return; }          /* its task was abandoned (pw_cancel) */
     int n = pw_push(t->co, p);
     t->wait = NULL;
     pw_free(p);
     task_resume(t, n);
+}
+
+/* t->cancel: the task is abandoned (lua_app.c). The hash runs to its end on its thread (a running
+ * argon2 cannot be stopped); pw_done then only frees the job. */
+static void pw_cancel(task *t)
+{
+    pwjob *p = t->wait;
+    if (p) p->t = NULL;
+    t->wait = NULL;
 }
 
 /* Runs the job on the pool and suspends the calling task, or runs it here when there is no
@@ -525,6 +535,7 @@ static int pw_start(lua_State *L, pwjob *p, int threads)
         return 2;
     }
     t->wait = p;
+    t->cancel = pw_cancel;
     return task_yield(L, t);
 }
 

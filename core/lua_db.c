@@ -138,8 +138,11 @@ static void listen_sync(worker *w)
     if (!n && had) pgpool_set_cap(d->primary, pool_share(w, d));
 }
 
+static const metrics_db_ops db_metrics_ops = {db_ready, db_pool_totals, db_metrics};
+
 int db_worker_init(worker *w)
 {
+    metrics_set_db(&db_metrics_ops);   /* the same table every time: metrics.c reads the pools through it */
     const sconfig *c = w->app_cfg;
     if (!c->db_url) return 0;
     dbside *d = calloc(1, sizeof *d);
@@ -381,9 +384,12 @@ static int fix_send(dbop *op, const char *sql)
     return pgconn_query(op->conn, sql, 0, NULL, NULL, query_cb, op);
 }
 
+static void op_drop(dbop *op, PGresult *res);
+
 static void query_cb(void *ud, PGresult *res, const char *err)
 {
     dbop *op = ud;
+    if (!op->t) { op_drop(op, res); return; }
     if (op->fix_step == 1) {                       /* SAVEPOINT answered */
         int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
         if (res) PQclear(res);
@@ -426,25 +432,51 @@ static int send_op(dbop *op)
 static void acquire_cb(void *ud, pgconn *c, const char *err)
 {
     dbop *op = ud;
+    if (!op->t) { if (c) pgpool_release(op->pool, c); op_free(op); return; }   /* (withdrawn: not reached) */
     if (!c) { op_finish(op, NULL, err); return; }
     op->conn = c;
     if (send_op(op)) op_finish(op, NULL, PGPOOL_ERR_LOST ": the connection is busy or broken");
 }
 
+/* t->cancel: the task is abandoned (its request is over, lua_app.c); after this nothing
+ * resumes it. A statement still waiting for a connection is withdrawn. One running on a
+ * connection of its own goes with the connection: pgpool_release cancels it on the server and
+ * closes the connection, without a callback (the transaction's connection is released so by
+ * db_task_cleanup, the task's cleanup hook). One shared on a pipelined connection, or in the
+ * test fixture, runs to its end (cancelled on the server when it is the one running there):
+ * its answer is dropped by query_cb. */
 static void op_cancel(task *t)
 {
     dbop *op = t->db_op;
     if (!op) return;
+    t->db_op = NULL;
     if (op->waiter.pool || op->job.w.pool) { /* still queued for a connection: withdraw and drop */
         pgpool_cancel(&op->waiter);
         pgpool_cancel(&op->job.w);
-        t->db_op = NULL;
         op_free(op);
+        return;
     }
-    /* a query in flight completes and resumes the (orphaned) task normally */
+    dbside *d = t->app->w->db;
+    if (op->conn && op->conn != d->fixture) {
+        if (!op->pinned) pgpool_release(op->pool, op->conn);   /* pinned: the transaction's, see above */
+        op_free(op);
+        return;
+    }
+    op->t = NULL;                               /* orphaned: query_cb frees it */
+    if (!op->conn) pgpool_query_abandon(op->pool, &op->job);
 }
 
-void db_task_cleanup(task *t)
+/* The late answer of an abandoned task's statement. */
+static void op_drop(dbop *op, PGresult *res)
+{
+    if (res) PQclear(res);
+    if (op->fix_res) PQclear(op->fix_res);
+    if (op->conn && !op->pinned) pgpool_release(op->pool, op->conn);
+    op_free(op);
+}
+
+/* t->cleanup, run when the task is released: what it still holds goes back. */
+static void db_task_cleanup(task *t)
 {
     if (t->db_op) op_cancel(t);
     if (t->db_conn) {                  /* ended (or errored) inside a transaction: roll back */
@@ -481,6 +513,7 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
         return 2;
     }
     if (t->db_op) return luaL_error(L, "app.db: a query is already running in this task");
+    t->cleanup = db_task_cleanup;
     dbop *op = calloc(1, sizeof *op);
     if (!op) return luaL_error(L, "out of memory");
     op->t = t;

@@ -5,6 +5,7 @@
 #include <lua.h>
 #include <stddef.h>
 
+#include "metrics.h"
 #include "worker.h"
 
 /* Creates the worker's pools from its config (no-op without database.url); connects one in the
@@ -15,18 +16,13 @@ void db_worker_configure(worker *w);
 void db_worker_free(worker *w);
 /* 1 when no database is configured or the primary pool can connect. */
 int db_ready(worker *w);
-/* The primary pools summed over the workers (read without locks, like the metrics). */
-typedef struct db_totals {
-    int configured, in_use, idle, connecting, waiting, cap, down; /* down: workers whose pool is down */
-    unsigned long long acquired, timeouts, errors;
-} db_totals;
+/* The primary pools summed over the workers (read without locks, like the metrics; db_totals is
+ * in metrics.h). */
 void db_pool_totals(server *srv, db_totals *out);
 /* Validates a DATABASE_URL; 0, or -1 with a one-line message saying what to fix. */
 int db_check_url(const char *url, char *err, size_t errlen);
 /* Appends pool metrics (Prometheus text) for this worker. */
 void db_metrics(worker *w, buf *out, int first_worker);
-/* Releases what a finished task still holds (pinned transaction connection, queued acquire). */
-void db_task_cleanup(task *t);
 /* sluice.core's `db` table: query/read/begin/commit/rollback primitives (upvalue: appstate). */
 int luaopen_sluice_db(lua_State *L);
 

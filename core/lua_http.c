@@ -51,6 +51,7 @@ struct hgroup {
     conn *c;                      /* request tasks: the client, checked for going away */
     uint32_t gen;
     int peek;                     /* still worth peeking at the client's socket for end of file */
+    int cancelling;               /* hg_cancel ran: the results are being filled in */
     hslot s[];
 };
 
@@ -230,13 +231,14 @@ static void slot_done(void *ud, const httpc_result *r)
     slot_result(s->g, s->idx, r, r->err, r->errmsg);
 }
 
-/* t->cancel: the task will not use the answers: cancel what is in flight and resume it with
- * "cancelled" errors (its own answer goes nowhere). */
+/* The task will not use the answers: cancel what is in flight and resume it with "cancelled"
+ * errors (its own answer goes nowhere; docs/http-client.md). Not a t->cancel hook (those must not
+ * resume the task): lua_app.c leaves a task waiting here to this module's watch. */
 static void hg_cancel(task *t)
 {
     hgroup *g = t->wait;
-    if (!g || t->cancel != hg_cancel) return;
-    t->cancel = NULL;                     /* once */
+    if (!g || g->cancelling) return;
+    g->cancelling = 1;                    /* once */
     int n = g->n;
     for (int i = 0; i < n; i++) {
         if (!g->s[i].r) continue;
@@ -262,7 +264,7 @@ static void watch_cb(tw_entry *e)
 {
     task *t = container_of(e, task, tmo);
     hgroup *g = t->wait;
-    if (!g || t->cancel != hg_cancel) return;
+    if (!g || g->cancelling) return;
     conn *c = g->c;
     if (t->c != c || c->gen != g->gen || c->closed) { hg_cancel(t); return; }
     if (g->peek) {
@@ -283,7 +285,6 @@ static void watch_cb(tw_entry *e)
 static int park(lua_State *L, task *t, hgroup *g)
 {
     t->wait = g;
-    t->cancel = hg_cancel;
     worker *w = t->app->w;
     conn *c = t->c;
     if (t->kind == TASK_REQUEST && c && !c->closed && c->fd >= 0) {

@@ -1,12 +1,16 @@
-/* lua_resp.c: a handler's return value (string, status number, nil or response table) becomes the response. */
+/* lua_resp.c: a handler's return value (string, status number, nil or response table) becomes the
+ * response, and an app.sse handler's the stream it admits (ssestream_accept): the one place the
+ * request path turns Lua values into C structs; and the stream's on_open/on_close callbacks. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "json.h"
+#include "log.h"
 #include "lua_app.h"
 #include "response.h"
 #include "conn.h"
+#include "ssestream.h"
 
 static int cookie_token_ok(const char *s, size_t n)
 {
@@ -250,4 +254,117 @@ const char *app_write_result(appstate *a, conn *c, lua_State *co, char *etext, s
     if (c->w->jsonbuf.cap > (1 << 20)) buf_free(&c->w->jsonbuf);   /* one huge answer keeps no memory */
     lua_settop(co, top);
     return NULL;
+}
+
+/* app.error(status, message, fields): a 4xx whose error table carries a fields table answers
+ * {"error": message, "status": N, "fields": {...}}. Returns 1 when it answered. */
+int app_write_error_fields(conn *c, task *t, const char *err)
+{
+    lua_State *co = t->co;
+    /* the error object is on top, or under the message its __tostring gave */
+    int top = lua_gettop(co);
+    int idx = top >= 1 && lua_istable(co, top) ? top : top >= 2 && lua_istable(co, top - 1) ? top - 1 : 0;
+    if (!idx) return 0;
+    lua_getfield(co, idx, "fields");
+    if (!lua_istable(co, -1)) { lua_pop(co, 1); return 0; }
+    buf b = {0};
+    char esc[1200];
+    const char *nl = strchr(err, '\n');
+    size_t ml = nl ? (size_t)(nl - err) : strlen(err);
+    size_t el = log_json_escape(esc, sizeof esc, err, ml > 1000 ? 1000 : ml);
+    buf_printf(&b, "{\"error\":\"%.*s\",\"status\":%d,\"fields\":", (int)el, esc, t->err_status);
+    const char *je = json_encode(co, lua_gettop(co), &b);
+    lua_pop(co, 1);
+    if (je) { buf_free(&b); return 0; }
+    buf_append(&b, "}", 2);               /* with the NUL resp_simple wants */
+    resp_simple(c, t->err_status, "application/json", b.data, 0);
+    buf_free(&b);
+    return 1;
+}
+
+/* An app.sse handler's answer (co[1]): a refusal with its own status is written as a response
+ * (1); otherwise its channels and user go into acc (0), the strings staying on co's stack. */
+int app_sse_result(appstate *a, conn *c, lua_State *co, ssestream_accept *acc, char *err, size_t errlen)
+{
+    err[0] = 0;
+    if (!lua_istable(co, 1)) {
+        snprintf(err, errlen, "SSE handler must return { channel = ..., user = ... } or { status = 4xx }");
+        return -1;
+    }
+    lua_getfield(co, 1, "status");
+    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
+    lua_pop(co, 1);
+    if (st != 200) {
+        const char *e = app_write_result(a, c, co, err, errlen, NULL, NULL);
+        if (e) { if (e != err) snprintf(err, errlen, "%s", e); return -1; }
+        return 1;
+    }
+    acc->nch = 0;
+    lua_getfield(co, 1, "channel");
+    if (lua_isstring(co, -1)) acc->chans[acc->nch++] = lua_tostring(co, -1);
+    lua_getfield(co, 1, "channels");
+    if (lua_istable(co, -1)) {
+        int list = lua_gettop(co);              /* -1 moves as the names are pushed */
+        size_t n = lua_objlen(co, list);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(co, list, (int)i);
+            if (!lua_isstring(co, -1) || acc->nch == SSE_MAX_SUB_CHANNELS) {
+                snprintf(err, errlen, "SSE channels must be strings, at most %d per stream", SSE_MAX_SUB_CHANNELS);
+                return -1;
+            }
+            acc->chans[acc->nch++] = lua_tostring(co, -1);   /* stays on the stack until the task ends */
+        }
+    }
+    if (!acc->nch) {
+        snprintf(err, errlen, "SSE handler returned no channel (return { channel = \"name\" })");
+        return -1;
+    }
+    lua_getfield(co, 1, "user");
+    acc->user = lua_isstring(co, -1) ? lua_tostring(co, -1) : NULL;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- SSE callbacks */
+
+void app_sse_opened(task *t, conn *c)
+{
+    appstate *a = t->app;
+    lua_State *co = t->co;
+    lua_getfield(co, 1, "on_open");       /* called once the stream is admitted, as a task of its own */
+    if (lua_isfunction(co, -1)) {
+        lua_xmove(co, a->L, 1);
+        task *ot = task_prepare(a, TASK_TIMER, 0);
+        if (ot) task_resume(ot, 0);
+    } else {
+        lua_pop(co, 1);
+    }
+    lua_getfield(co, 1, "on_close");      /* called when the stream ends: app_sse_end */
+    if (lua_isfunction(co, -1)) {
+        c->sse_close_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+        c->sse_app = a;
+        a->refs++;                        /* the callback lives in this state */
+    } else {
+        lua_pop(co, 1);
+    }
+}
+
+void app_sse_end(appstate *a, int ref)
+{
+    if (!a->closing && a->w) {
+        lua_rawgeti(a->L, LUA_REGISTRYINDEX, ref);
+        task *t = task_prepare(a, TASK_TIMER, 0);
+        if (t) task_resume(t, 0);
+    }
+    luaL_unref(a->L, LUA_REGISTRYINDEX, ref);
+    appstate_release(a);
+}
+
+void app_sse_conn_gone(conn *c)
+{
+    if (!c->sse_close_ref) return;
+    appstate *a = c->sse_app;
+    int ref = c->sse_close_ref;
+    c->sse_close_ref = 0;
+    c->sse_app = NULL;
+    app_sse_end(a, ref);
 }

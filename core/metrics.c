@@ -11,8 +11,6 @@
 
 #include "hist.h"
 #include "json.h"
-#include "lua_app.h"
-#include "lua_db.h"
 #include "httpc.h"
 #include "ratelimit.h"
 #include "rbus.h"
@@ -163,12 +161,27 @@ static void readiness_verdict(server *s, const sconfig *cfg, metrics_health *h)
     h->ready = h->reason == NULL;
 }
 
+static const metrics_db_ops *_Atomic db_ops;
+
+void metrics_set_db(const metrics_db_ops *ops) { atomic_store_explicit(&db_ops, ops, memory_order_release); }
+
+static const metrics_db_ops *dbo(void) { return atomic_load_explicit(&db_ops, memory_order_acquire); }
+static int db_ready_of(worker *w) { const metrics_db_ops *o = dbo(); return o ? o->ready(w) : 1; }
+static void db_render(worker *w, buf *b, int first) { const metrics_db_ops *o = dbo(); if (o) o->render(w, b, first); }
+
+static void db_sum(server *s, db_totals *t)
+{
+    const metrics_db_ops *o = dbo();
+    if (o) o->totals(s, t);
+    else memset(t, 0, sizeof *t);
+}
+
 void metrics_readiness(worker *w, const sconfig *cfg, metrics_health *h)
 {
     h->configured = h->up = 0;
     if (cfg->db_url && w->db) {
         h->configured |= MH_DATABASE;
-        if (db_ready(w)) h->up |= MH_DATABASE;
+        if (db_ready_of(w)) h->up |= MH_DATABASE;
     }
     if (w->rbus) {
         h->configured |= MH_REDIS;
@@ -182,7 +195,7 @@ void metrics_readiness_all(server *s, metrics_health *h)
     h->configured = h->up = 0;
     int db = 0, db_up = 0;
     for (int i = 0; i < s->nworkers; i++)
-        if (s->workers[i].db) { db++; db_up += db_ready(&s->workers[i]); }   /* an atomic load per pool */
+        if (s->workers[i].db) { db++; db_up += db_ready_of(&s->workers[i]); }   /* an atomic load per pool */
     if (db) {
         h->configured |= MH_DATABASE;
         if (db_up == db) h->up |= MH_DATABASE;
@@ -369,7 +382,9 @@ void metrics_render(server *s, const metrics_health *h, buf *b)
     buf_puts(b, "# HELP sluice_http_responses_total Responses by status class.\n# TYPE sluice_http_responses_total counter\n");
     for (int c = 1; c <= 5; c++) buf_printf(b, "sluice_http_responses_total{code=\"%dxx\"} %llu\n", c, (unsigned long long)cls[c]);
     unsigned long long bytes = 0, lua_errors = 0, limited = 0, slow = 0, dropped = 0, subs = 0, refused = 0;
+    long lua_tasks = 0;
     for (int i = 0; i < s->nworkers; i++) {
+        lua_tasks += atomic_load_explicit(&s->workers[i].lua_tasks, memory_order_relaxed);
         slow += atomic_load(&s->workers[i].sse_slow_closed);
         dropped += atomic_load(&s->workers[i].sse_dropped);
         bytes += atomic_load(&s->workers[i].bytes_out);
@@ -382,6 +397,7 @@ void metrics_render(server *s, const metrics_health *h, buf *b)
     GAUGE(b, "sluice_connections", "Open client connections.", "%d", atomic_load(&s->nconns));
     GAUGE(b, "sluice_connections_capacity", "limits.max_connections (lowered to fit the open-files limit).", "%u", atomic_load(&s->conn_cap));
     COUNTER(b, "sluice_lua_errors_total", "Errors raised by Lua handlers and timers.", "%llu", lua_errors);
+    GAUGE(b, "sluice_lua_tasks_active", "Lua tasks (handlers, running timer callbacks) holding a coroutine: running or waiting.", "%ld", lua_tasks);
     COUNTER(b, "sluice_ratelimit_rejections_total", "Requests answered 429 by a rate-limit policy.", "%llu", limited);
     if (s->rl) {
         rl_stats st;
@@ -402,7 +418,7 @@ void metrics_render(server *s, const metrics_health *h, buf *b)
         buf_puts(b, "# HELP sluice_db_pool_timeouts_total Acquires that hit pool_timeout.\n# TYPE sluice_db_pool_timeouts_total counter\n");
         buf_puts(b, "# HELP sluice_db_pool_errors_total Connect, query and timeout errors.\n# TYPE sluice_db_pool_errors_total counter\n");
         buf_puts(b, "# HELP sluice_db_pool_wait_seconds_total Time spent waiting for a connection.\n# TYPE sluice_db_pool_wait_seconds_total counter\n");
-        for (int i = 0; i < s->nworkers; i++) db_metrics(&s->workers[i], b, i == 0);
+        for (int i = 0; i < s->nworkers; i++) db_render(&s->workers[i], b, i == 0);
     }
     rbus_metrics(s, b);
     httpc *hc[256];                 /* outbound requests (app.http): every worker's client */
@@ -471,7 +487,7 @@ void metrics_snapshot(server *s)
     sn.mem_limit_mb = res.mem_limit_bytes / 1048576.0;
     sn.cpus = res.cpus;
     db_totals db;
-    db_pool_totals(s, &db);
+    db_sum(s, &db);
     sn.db = db.configured;
     sn.db_in_use = db.in_use;
     sn.db_idle = db.idle;
@@ -531,7 +547,7 @@ void metrics_status_json(server *s, const metrics_health *h, buf *b)
                    atomic_load(&s->sse_cap));
     }
     db_totals db;
-    db_pool_totals(s, &db);
+    db_sum(s, &db);
     if (db.configured)
         buf_printf(b, "\"db\":{\"in_use\":%d,\"idle\":%d,\"connecting\":%d,\"waiting\":%d,\"cap\":%d,\"down_workers\":%d,"
                       "\"acquired\":%llu,\"timeouts\":%llu,\"errors\":%llu},",

@@ -20,6 +20,20 @@ uint16_t metrics_route_id(server *s, const char *pattern);
 void metrics_observe(worker *w, unsigned route, unsigned method, int status, uint64_t us, uint64_t now_s);
 /* Records an error (route, status 500, message with traceback) in the bounded ring. */
 void metrics_error(worker *w, conn *c, const char *msg);
+/* The database's part of the metrics, readiness and status. The pools live in the database
+ * binding's per-worker side (lua_db.c, above this layer), which registers these (once per
+ * process, any thread); until then there is no database. */
+typedef struct db_totals {
+    int configured, in_use, idle, connecting, waiting, cap, down; /* down: workers whose pool is down */
+    unsigned long long acquired, timeouts, errors;
+} db_totals;
+typedef struct metrics_db_ops {
+    int (*ready)(worker *w);                        /* 1 when w has no database or its primary pool can connect */
+    void (*totals)(server *s, db_totals *out);      /* the primary pools summed over the workers, lock-free */
+    void (*render)(worker *w, buf *out, int first_worker);   /* Prometheus text of w's pools */
+} metrics_db_ops;
+void metrics_set_db(const metrics_db_ops *ops);
+
 /* Readiness as the answering worker sees it (filled by metrics_readiness, plain data). */
 enum { MH_DATABASE = 1, MH_REDIS = 2 };     /* same bits as SC_READY_* */
 typedef struct metrics_health {

@@ -405,3 +405,18 @@ void pgpool_set_pipeline(pgpool *p, int depth)
 {
     p->pipe_max = depth < 1 ? 1 : depth > PIPE_MAX ? PIPE_MAX : depth;
 }
+
+/* Only a statement alone on its connection is cancelled: PQcancel stops whatever the server
+ * runs when the request arrives, so with others queued behind it, or on a connection reused
+ * meanwhile, it could stop someone else's. The connection is therefore also closed once the
+ * statement ends (expires now), never reused. Statements sharing a connection run to their end
+ * (bounded by statement_timeout). */
+void pgpool_query_abandon(pgpool *p, pgpool_job *j)
+{
+    for (pgconn *c = p->all; c; c = c->next)
+        if (c->state == CS_PIPE && c->depth == 1 && c->ring[c->head].ud == j->ud) {
+            c->expires = 0;
+            pgpool_cancel_async(c->pg);
+            return;
+        }
+}

@@ -117,6 +117,11 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
 void pgpool_query(pgpool *p, pgpool_job *job, const char *sql, int nparams, const char *const *values,
                   const int *lengths, pgpool_query_cb cb, void *ud);
 
+/* The caller of an in-flight pgpool_query lost interest (its callback still runs, once): when
+ * the job is the only statement on its connection, it is cancelled on the server (PQcancel) and
+ * the connection closed after it, so a long statement does not hold a connection to its end. */
+void pgpool_query_abandon(pgpool *p, pgpool_job *job);
+
 /* Statements pgpool_query may keep in flight on one connection, 1..8 (default 4; 1: no sharing).
  * A statement joins a busy connection only when the pool is at its cap with nothing idle, and
  * only when what runs there is expected (by the recent run times of the same SQL texts, with a

@@ -10,7 +10,8 @@ enum { RM_GET, RM_HEAD, RM_POST, RM_PUT, RM_PATCH, RM_DELETE, RM_OPTIONS, RM_ANY
 
 typedef struct route_target {
     int ref;          /* Lua registry ref of the handler; 0 = none */
-    int kind;         /* 0 = handler, 1 = SSE authorizer */
+    int kind;         /* 0 = handler, 1 = SSE authorizer, 2 = static mount */
+    const void *data; /* kind 2: the mount it serves (a static_mount, owned by who added the route) */
 } route_target;
 
 typedef struct router_param {

@@ -10,7 +10,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +17,6 @@
 #include <sys/uio.h>
 
 #include "log.h"
-#include "lua_app.h"
 #include "rbus.h"
 #include "sse.h"
 #include "ssebus.h"
@@ -35,6 +33,7 @@
  * shared sets until it ends. */
 typedef struct admission {
     rbus_op *op;                    /* admission in flight: the connection waits in CS_HANDLING */
+    void (*done)(conn *c);          /* ends the request once that admission decided (ssestream_start) */
     char *adm;                      /* one block holding the copied channel names and user */
     const char *chans[SSE_MAX_SUB_CHANNELS];
     size_t nch;
@@ -435,13 +434,6 @@ static int subscribe_local(conn *c, ssestream *s, size_t mark, const char *lasti
     return 0;
 }
 
-/* A refusal decided after the request was handed over: finish it like dispatch would. */
-static void finish_async(conn *c)
-{
-    conn_request_done(c);
-    conn_resume(c);
-}
-
 static void admit_cb(void *ud, const redisReply *r, const char *err)
 {
     ssestream *s = ud;
@@ -449,6 +441,7 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
     admission *a = s->a;
+    void (*done)(conn *c) = a->done;   /* a may go before it runs */
     a->op = NULL;
     long long verdict = -1;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER)
@@ -463,7 +456,7 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
         } else {
             refuse(c, 503, "cluster at sse.max_connections, retry later");
         }
-        finish_async(c);
+        done(c);
         return;
     }
     s->registered = 1;                  /* on a timeout the script may have run: remove at close */
@@ -488,14 +481,9 @@ static void admit_cb(void *ud, const redisReply *r, const char *err)
         s->skip_upto = upto;
         s->drop_gaps = 1;
     }
-    if (subscribe_local(c, s, mark, lastid)) finish_async(c);
-    else {
-        /* the hub's replay gaps were superseded by Redis's; a gap from now on is news */
-        s->drop_gaps = 0;
-        /* admitted after the access log was written: the stream takes the socket now (the
-         * request's on_end hook was recorded by ssestream_admitted) */
-        adopt(s);
-    }
+    if (subscribe_local(c, s, mark, lastid) == 0)
+        s->drop_gaps = 0;               /* the hub's replay gaps were superseded by Redis's: a gap from now on is news */
+    done(c);                            /* a stream (CS_SSE: the caller logs it, then ssestream_admitted) or a refusal */
 }
 
 /* Copies what the asynchronous admission needs (the Lua strings die when the handler returns)
@@ -565,46 +553,13 @@ static int admit_send(conn *c, ssestream *st)
     return s->op != NULL;
 }
 
-int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errlen)
+int ssestream_start(conn *c, const ssestream_accept *acc, void (*done)(conn *c))
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    err[0] = 0;
-    if (!lua_istable(co, 1)) {
-        snprintf(err, errlen, "SSE handler must return { channel = ..., user = ... } or { status = 4xx }");
-        return -1;
-    }
-    lua_getfield(co, 1, "status");
-    int st = lua_isnil(co, -1) ? 200 : (int)lua_tointeger(co, -1);
-    lua_pop(co, 1);
-    if (st != 200) {
-        const char *e = app_write_result(a, c, co, err, errlen, NULL, NULL);
-        if (e) { if (e != err) snprintf(err, errlen, "%s", e); return -1; }
-        return 1;
-    }
-    const char *chans[SSE_MAX_SUB_CHANNELS];
-    size_t nch = 0;
-    lua_getfield(co, 1, "channel");
-    if (lua_isstring(co, -1)) chans[nch++] = lua_tostring(co, -1);
-    lua_getfield(co, 1, "channels");
-    if (lua_istable(co, -1)) {
-        int list = lua_gettop(co);              /* -1 moves as the names are pushed */
-        size_t n = lua_objlen(co, list);
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(co, list, (int)i);
-            if (!lua_isstring(co, -1) || nch == SSE_MAX_SUB_CHANNELS) {
-                snprintf(err, errlen, "SSE channels must be strings, at most %d per stream", SSE_MAX_SUB_CHANNELS);
-                return -1;
-            }
-            chans[nch++] = lua_tostring(co, -1);   /* stays on the stack until we return */
-        }
-    }
-    if (!nch) {
-        snprintf(err, errlen, "SSE handler returned no channel (return { channel = \"name\" })");
-        return -1;
-    }
-    lua_getfield(co, 1, "user");
-    const char *user = lua_isstring(co, -1) ? lua_tostring(co, -1) : NULL;
+    const char *const *chans = acc->chans;
+    size_t nch = acc->nch;
+    const char *user = acc->user;
 
     char lastid[64] = "";
     size_t ln;
@@ -622,11 +577,11 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
             else bad_id = 1;
         }
     }
-    if (bad_id) { refuse(c, 400, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 (this one is over 63 bytes)"); return 1; }
+    if (bad_id) { refuse(c, 400, "Last-Event-ID is not an event id: ids are decimal numbers such as 17331234567890 (this one is over 63 bytes)"); return -1; }
 
     ssestream *s = calloc(1, sizeof *s);
     admission *ad = s ? calloc(1, sizeof *ad) : NULL;
-    if (!ad) { free(s); refuse(c, 503, "out of memory"); return 1; }
+    if (!ad) { free(s); refuse(c, 503, "out of memory"); return -1; }
     s->c = c;
     s->w = w;
     s->a = ad;
@@ -635,29 +590,30 @@ int ssestream_start(conn *c, appstate *a, lua_State *co, char *err, size_t errle
     if (w->rbus && admit_prepare(c, ad, chans, nch, user, lastid[0] ? lastid : NULL) == 0) {
         /* Several instances: the caps count every instance's streams, and a reconnecting client
          * gets what it missed from Redis. The connection waits (CS_HANDLING) for the answer. */
+        ad->done = done;
         if (rbus_ready(w) && admit_send(c, s)) {
             c->status = 200;
             c->state = CS_HANDLING;
             conn_set_timeout(c, TMO_HANDLER, cfg->request_timeout);
-            return 0;
+            return 2;
         }
         /* Redis is down: local caps decide; the heartbeat registers the stream once it is back */
         rbus_count(w->srv, RBC_SSE_ADMIT_FALLBACK);
         s->registered = 1;
         size_t mark = c->out.len;
         write_headers(c);
-        return subscribe_local(c, s, mark, ad->lastid);
+        return subscribe_local(c, s, mark, ad->lastid) ? -1 : 1;
     }
     free(ad->adm);
     ad->adm = NULL;
     ad->nch = nch;
-    for (size_t i = 0; i < nch; i++) ad->chans[i] = chans[i];   /* Lua strings, alive until we return */
+    for (size_t i = 0; i < nch; i++) ad->chans[i] = chans[i];   /* the caller's strings, alive until we return */
     ad->user = user;
     size_t mark = c->out.len;
     write_headers(c);
     int rc = subscribe_local(c, s, mark, lastid);
-    if (rc == 0) { ad->user = NULL; ad->nch = 0; }              /* they pointed into the Lua stack */
-    return rc;
+    if (rc == 0) { ad->user = NULL; ad->nch = 0; }              /* they pointed at the caller's strings */
+    return rc ? -1 : 1;
 }
 
 /* Writes s->out, then the queued events, with writev. 1 while some remain (the socket is full),
@@ -860,7 +816,7 @@ void ssestream_admitted(conn *c, ssestream_end_fn on_end)
     ssestream *s = c->sse;
     if (!s) return;
     s->on_end = on_end;
-    if (c->state == CS_SSE) adopt(s);   /* else the Redis admission is in flight: admit_cb adopts */
+    if (c->state == CS_SSE) adopt(s);   /* (called once admitted: ssestream_start's 1, or its done) */
 }
 
 void ssestream_stop(conn *c)

@@ -469,6 +469,16 @@ static appstate *load_app(const char *config_path, int config_given, worker *w, 
     return a;
 }
 
+/* The one-worker server of exec_app (its parts are freed by their owners first). */
+static void test_server_free(server *s)
+{
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s->config_path);
+    free(s->workers);
+    free(s);
+}
+
 /* The test instance running require(module)(args) as its root task; flags are appstate_new's. */
 static int exec_app(const char *config_path, int config_given, const char *module, int plain, int flags,
                     int argc, char **argv)
@@ -484,7 +494,7 @@ static int exec_app(const char *config_path, int config_given, const char *modul
     pthread_cond_init(&s->cond, NULL);
     w->test_mode = 1;
     appstate *a = load_app(config_path, config_given, w, flags, err, sizeof err);
-    if (!a) { fprintf(stderr, "%s\n", err); return 2; }
+    if (!a) { fprintf(stderr, "%s\n", err); test_server_free(s); return 2; }
     a->cfg->access_log = 0;
     s->cfg0 = a->cfg;
     log_set_level(a->cfg->log_level > LOG_WARN ? a->cfg->log_level : LOG_WARN);
@@ -541,6 +551,7 @@ static int exec_app(const char *config_path, int config_given, const char *modul
     sse_hub_free(s->ssehub);
     ratelimit_free(s->rl);
     metrics_server_free(s);
+    test_server_free(s);
     return exit_status;
 }
 

@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "clientip.h"
-#include "lua_app.h"
 #include "multipart.h"
 #include "static.h"
 #include "response.h"
@@ -178,7 +177,7 @@ int web_cors(conn *c)
         int k = snprintf(b, sizeof b, "%d", cfg->cors_max_age);
         resp_header(&r, "Access-Control-Max-Age", 22, b, (size_t)k);
         resp_finish(&r, NULL, "", 0);
-        return 1;
+        return -1;
     }
     c->cors_ok = 1;
     return 0;
@@ -311,52 +310,6 @@ void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t l
         if (got == blen) { c->out.len += (size_t)blen; static_close(&f); return; }
     }
     conn_send_file(c, f.fd, start, blen);   /* the connection's body source: sent after the headers */
-}
-
-/* core.static(prefix, dir [, cache_control [, index]]) */
-int web_lua_static(lua_State *L)
-{
-    appstate *a = lua_touserdata(L, lua_upvalueindex(1));
-    const char *prefix = luaL_checkstring(L, 1);
-    const char *dir = luaL_checkstring(L, 2);
-    const char *cc = luaL_optstring(L, 3, NULL);
-    const char *index = lua_isnoneornil(L, 4) ? "index.html" : luaL_checkstring(L, 4);
-    if (prefix[0] != '/') return luaL_argerror(L, 1, "prefix must start with '/'");
-    char path[PATH_MAX];
-    if (dir[0] == '/') snprintf(path, sizeof path, "%s", dir);
-    else snprintf(path, sizeof path, "%s/%s", a->base_dir, dir);
-    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return luaL_error(L, "app.static: cannot open directory %s: %s", path, strerror(errno));
-    static_mount *mm = realloc(a->mounts, (size_t)(a->nmounts + 1) * sizeof *mm);
-    if (!mm) { close(fd); return luaL_error(L, "out of memory"); }
-    a->mounts = mm;
-    static_mount *m = &a->mounts[a->nmounts];
-    size_t pl = strlen(prefix);
-    while (pl > 1 && prefix[pl - 1] == '/') pl--;
-    m->prefix = strndup(prefix, pl);
-    m->root_fd = fd;
-    m->cache_control = cc ? strdup(cc) : NULL;
-    m->index = index && *index ? strdup(index) : NULL;
-    a->nmounts++;
-    char pat[PATH_MAX], err[256];
-    snprintf(pat, sizeof pat, "%s/*", pl == 1 ? "" : m->prefix);
-    route_target t = {a->nmounts, 2};
-    if (router_add(a->rt, RM_GET, pat, t, err, sizeof err) || router_add(a->rt, RM_HEAD, pat, t, err, sizeof err))
-        return luaL_error(L, "app.static: %s", err);
-    return 0;
-}
-
-void web_mounts_free(appstate *a)
-{
-    for (int i = 0; i < a->nmounts; i++) {
-        close(a->mounts[i].root_fd);
-        free(a->mounts[i].prefix);
-        free(a->mounts[i].cache_control);
-        free(a->mounts[i].index);
-    }
-    free(a->mounts);
-    a->mounts = NULL;
-    a->nmounts = 0;
 }
 
 /* req:multipart() -> { {name=, filename=, content_type=, data=}, ... } | nil, err */

@@ -26,8 +26,9 @@ size_t web_traceparent(conn *c, char out[TRACEPARENT_LEN + 1]);
  * and the method req:header(name)):
  * pushes the value and returns 1, or returns 0 for other keys. For lua_core.c's __index. */
 int web_lua_req_field(lua_State *L, conn *c, const char *k);
-/* CORS: answers a preflight (returns 1) or marks the request so its response carries the
- * Access-Control-* headers (returns 0). No-op without cors.origins. */
+/* CORS: answers a preflight (returns -1: answered, the caller ends the request) or marks the
+ * request so its response carries the Access-Control-* headers (returns 0). No-op without
+ * cors.origins. */
 int web_cors(conn *c);
 /* Adds X-Request-Id and the CORS response headers: the conn_ops.on_response_headers hook of
  * HTTP connections (dispatch installs it), so every response carries them. */
@@ -35,9 +36,7 @@ void web_response_headers(resp *r);
 /* Serves a file below a mount: rest is the raw path after the prefix. A body over 16 KB becomes
  * the connection's body source (conn_send_file: sendfile after the headers). */
 void web_static_serve(conn *c, const static_mount *m, const char *rest, size_t len);
-/* app.static(prefix, dir, { cache_control =, index = }) and req:multipart() for sluice.core. */
-int web_lua_static(lua_State *L);
+/* req:multipart() for sluice.core. */
 int web_lua_multipart(lua_State *L);
-void web_mounts_free(appstate *a);
 
 #endif

@@ -68,6 +68,7 @@ struct worker {
     atomic_ullong requests, responses_5xx, responses_4xx, bytes_out, lua_errors, rate_limited;
     atomic_ullong sse_slow_closed, sse_dropped;
     atomic_ullong sse_subscribes, sse_refused_handler;  /* streams admitted; refused by the app.sse handler */
+    atomic_long lua_tasks;          /* Lua tasks holding a coroutine: running or parked (lua_app.c) */
     struct wmetrics *metrics;       /* per-worker metrics block */
     struct sse_side *sse;           /* per-worker SSE side */
     struct dbside *db;              /* per-worker database pool */

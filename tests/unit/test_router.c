@@ -4,7 +4,7 @@
 #include "../../core/router.h"
 #include "tap.h"
 
-static route_target T(int ref) { route_target t = {ref, 0}; return t; }
+static route_target T(int ref) { route_target t = {ref, 0, NULL}; return t; }
 
 static void test_match(void)
 {
