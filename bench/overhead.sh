@@ -291,7 +291,7 @@ SECTION=$(cat <<EOF
   bench/overhead-app/nometrics.c). Limits of 10^9/s: nothing is refused; RateLimit headers on (the default).
   \`wrk -t1\` on core 1: 50 connections (${SECS} s per round) or 50 connections x $DEPTH pipelined (${PSECS} s per round,
   bench/pipeline.lua); many keys: bench/overhead-app/clients.lua, a different X-Client on every request, cycling
-  through $NKEYS values (\`header\` policy: 1000 per 900 s, burst 100000, so keys stay in the table and nothing is
+  through $NKEYS values (\`header\` policy: 100 per 3600 s, burst 1000000, so keys stay in the table and nothing is
   refused; $HDR_KEYS keys in the table after the runs). $ROUNDS rounds per figure, the two servers of a comparison taking turns; figures are sums over
   the rounds (p50/p99: median of the rounds). Priority: $(bench_prio_text).
   Server CPU = delta utime+stime (/proc/PID/stat) / CLK_TCK over the wrk run.

@@ -123,33 +123,53 @@ static const char pairs[] = "000102030405060708091011121314151617181920212223242
                             "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                             "8081828384858687888990919293949596979899";
 
-/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room): fixed-size
- * copies, of which only the digits count. A 32-bit value (every count a client sees in practice)
- * is split into five digit pairs without a loop; larger ones take a slower loop. */
+/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room). Up to six
+ * digits (every count a client usually sees) are written two at a time from the end, the digit
+ * count from the bit length; 7 to 10 digits as five digit pairs without a loop; larger values take
+ * a slower loop. */
 static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
 {
     static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
-    char t[40];
+    if (v >= 1000000) {
+        if (v > UINT32_MAX) {
+            char t[20], *e = t + 20, *d = e;
+            for (; v; v /= 10) *--d = (char)('0' + v % 10);
+            memcpy(o, d, (size_t)(e - d));
+            return o + (e - d);
+        }
+        /* 7 to 10 digits: five digit pairs at once, of which n count */
+        uint32_t u = (uint32_t)v, hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
+        unsigned n = 7 + (u >= 10000000) + (u >= 100000000) + (u >= 1000000000);
+        char t[32];
+        memcpy(t, pairs + hi * 2, 2);
+        memcpy(t + 2, pairs + a / 100 * 2, 2);
+        memcpy(t + 4, pairs + a % 100 * 2, 2);
+        memcpy(t + 6, pairs + b / 100 * 2, 2);
+        memcpy(t + 8, pairs + b % 100 * 2, 2);
+        memcpy(o, t + 10 - n, 16);
+        return o + n;
+    }
     if (v < 10) {
         *o = (char)('0' + v);
         return o + 1;
     }
-    if (v > UINT32_MAX) {
-        char *e = t + 20, *d = e;
-        for (; v; v /= 10) *--d = (char)('0' + v % 10);
-        memcpy(o, d, 20);
-        return o + (e - d);
+    if (v < 100) {
+        memcpy(o, pairs + v * 2, 2);
+        return o + 2;
     }
-    uint32_t u = (uint32_t)v, hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
-    memcpy(t, pairs + hi * 2, 2);
-    memcpy(t + 2, pairs + a / 100 * 2, 2);
-    memcpy(t + 4, pairs + a % 100 * 2, 2);
-    memcpy(t + 6, pairs + b / 100 * 2, 2);
-    memcpy(t + 8, pairs + b % 100 * 2, 2);
+    uint32_t u = (uint32_t)v;
     unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
-    n += u >= p10[n];
-    memcpy(o, t + 10 - n, 16);
-    return o + n;
+    n += u >= p10[n];                                                /* digits */
+    char *e = o + n, *d = e;
+    while (u >= 100) {
+        uint32_t q = u / 100;
+        d -= 2;
+        memcpy(d, pairs + (u - q * 100) * 2, 2);
+        u = q;
+    }
+    if (u >= 10) memcpy(d - 2, pairs + u * 2, 2);
+    else d[-1] = (char)('0' + u);
+    return e;
 }
 
 /* Both fields are built by the core from config-validated names and numbers, straight into the
@@ -201,13 +221,20 @@ static uint64_t next_unit_s(const sc_policy *p, uint64_t reset_ms)
 
 /* The verdict of an admitted request: what the RateLimit fields read (limit, window_s and
  * retry_after_s are a 429's). */
-static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, const rl_result *res, limiter_verdict *v)
+static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, uint64_t t_us, const rl_result *res,
+                           limiter_verdict *v)
 {
     v->policy = cfg->ratelimit_headers ? p->name : NULL;
     v->pol = p;
     v->remaining = res->remaining;
-    /* t: the time until the next request drips back (within T; an admitted request always owes) */
-    v->reset_s = t1 && res->reset_ms ? 1 : next_unit_s(p, res->reset_ms);
+    /* t: the time until the next request drips back (within T; an admitted request always owes).
+     * t_us: T in microseconds when the caller has it (0: next_unit_s computes it) */
+    if (!res->reset_ms) v->reset_s = 0;
+    else if (t1) v->reset_s = 1;
+    else if (t_us) {
+        uint64_t rem = (res->reset_ms * 1000) % t_us;
+        v->reset_s = ((rem ? rem : t_us) + 999999) / 1000000;
+    } else v->reset_s = next_unit_s(p, res->reset_ms);
     return 1;
 }
 
@@ -215,7 +242,7 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    if (res->allowed) return admitted(cfg, p, 0, res, v);
+    if (res->allowed) return admitted(cfg, p, 0, 0, res, v);
     v->policy = p->name;
     v->pol = p;
     v->limit = p->limit;
@@ -263,6 +290,8 @@ typedef struct gcra_slot {
     unsigned long long gen;         /* w->swapped_gen when filled */
     int ok;
     int t1;                         /* T <= 1 s: the RateLimit t of an admitted request is 1 */
+    uint64_t t_us;                  /* T in us, rounded up as next_unit_s rounds it */
+    size_t hlen;                    /* strlen(pol->key_header), 0 without one */
     rl_gcra g;
 } gcra_slot;
 #define GCRA_SLOTS 8
@@ -322,7 +351,9 @@ static rlside *side(worker *w)
 }
 
 /* One decision for prepared key k at the worker's clock: from the worker's lease of the key when
- * it has one for this millisecond, else from the table (taking a lease when the key is busy). */
+ * it has one for this millisecond, else from the table (taking a lease when the key is busy).
+ * Returns 1 when admitted from the lease (the caller need not look at res->allowed: what the
+ * verdict does not read is then never stored), 0 when the table decided, -1 for another policy. */
 static inline __attribute__((always_inline)) int table_check(worker *w, ratelimit *rl, const rl_gcra *g, rl_key *k, rl_result *res)
 {
     uint64_t now_ms = worker_now_us(w) / 1000;
@@ -331,14 +362,19 @@ static inline __attribute__((always_inline)) int table_check(worker *w, ratelimi
     unsigned i = (unsigned)(k->hash >> 7) % LEASE_SLOTS;
     lease_slot *e = &sd->lease[i];
     if (e->hash != k->hash || e->policy != k->policy) {
-        /* another key's slot: while that key holds a lease, this one is checked plainly */
-        if (e->ls.left) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
-        e->hash = k->hash, e->policy = k->policy, e->want = 1, e->demand = 0;
+        /* another key's slot: while that key holds a lease, this one is checked plainly; else the
+         * slot is this key's from now on, and its first request is a plain check (with many
+         * clients, most keys come once per loop iteration) */
+        if (!e->ls.left) {
+            e->hash = k->hash, e->policy = k->policy, e->want = 1, e->demand = 1;
+            sd->touched |= 1u << i;
+        }
+        return ratelimit_check_key(rl, g, k, 1, now_ms, res);
     }
     e->demand++;
     sd->touched |= 1u << i;
     if (e->ls.left) {
-        if (ratelimit_lease_take(g, k, now_ms, &e->ls, res)) return 0;
+        if (ratelimit_lease_take(g, k, now_ms, &e->ls, res)) return 1;
         ratelimit_lease_end(rl, &e->ls);    /* another millisecond, policy or table epoch */
     }
     if (e->demand > e->want) e->want = e->want * 2 < LEASE_MAX ? e->want * 2 : LEASE_MAX;
@@ -355,6 +391,9 @@ static __attribute__((noinline)) const gcra_slot *policy_gcra_fill(worker *w, in
     gcra_slot *e = sd ? &sd->gcra[(unsigned)pi % GCRA_SLOTS] : tmp;
     e->ok = ratelimit_gcra(&pol, &e->g) == 0;
     e->t1 = e->ok && e->g.T <= 1000000000u;
+    e->t_us = (p->window_ms * 1000 + p->limit - 1) / (p->limit ? p->limit : 1);
+    if (!e->t_us) e->t_us = 1;
+    e->hlen = p->key_header ? strlen(p->key_header) : 0;
     e->pol = p;
     e->gen = w->swapped_gen;
     return e->ok ? e : NULL;
@@ -522,7 +561,64 @@ static __attribute__((noinline)) int check_general(conn *c, int pi, const sc_pol
     else ratelimit_key(rl, p->id, buf, client_key(c, buf, sizeof buf), &ktmp);
     rl_result res;
     if (table_check(w, rl, &gs->g, k, &res) < 0) return 0;
-    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
+    return res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
+}
+
+/* n equal bytes (few: a header name), without a call. */
+static inline int same_bytes(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y, u, v;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8), memcpy(&y, b + i, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a + n - 8, 8), memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t p, q, r, t;
+        memcpy(&p, a, 4), memcpy(&q, b, 4), memcpy(&r, a + n - 4, 4), memcpy(&t, b + n - 4, 4);
+        return p == q && r == t;
+    }
+    u = v = 0;
+    for (size_t i = 0; i < n; i++) u = u << 8 | (uint8_t)a[i], v = v << 8 | (uint8_t)b[i];
+    return u == v;
+}
+
+/* The first value of the lower-case header name (nlen bytes), as http_req_header finds it. */
+static inline const char *find_header(const http_req *r, const char *name, size_t nlen, size_t *vlen)
+{
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const http_header *h = &r->headers[i];
+        if (h->nlen == nlen && same_bytes(http_hname(r, h), name, nlen)) {
+            *vlen = h->vlen;
+            return http_hvalue(r, h);
+        }
+    }
+    return NULL;
+}
+
+/* A policy keyed by a request header, decided by the local table (issue 21: with many clients
+ * every request brings another key, so the key is prepared per request): the header found with
+ * the policy's cached name length, the key prepared straight from the value. Without the header
+ * (the client address is the key) or with Redis: check_general. */
+static inline int check_header(conn *c, int pi, const sc_policy *p, limiter_verdict *v, void (*done)(conn *c, int rc))
+{
+    worker *w = c->w;
+    ratelimit *rl = w->srv->rl;
+    gcra_slot gtmp;
+    const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
+    if (!gs) return 0;
+    size_t n = 0;
+    const char *val = find_header(&c->req, p->key_header, gs->hlen, &n);
+    if (!val || !n) return check_general(c, pi, p, v, done);
+    rl_key k;
+    ratelimit_key(rl, p->id, val, n < 255 ? n : 255, &k);   /* cut as policy_key cuts */
+    rl_result res;
+    int rc = table_check(w, rl, &gs->g, &k, &res);
+    if (rc < 0) return 0;
+    return rc || res.allowed ? admitted(w->app_cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 /* The common case kept short (issue 21: pipelined requests pay it each): a policy keyed by the
@@ -536,12 +632,16 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     int pi = sconfig_policy_for(cfg, c->req.method, path, plen);
     if (pi < 0) return 0;
     const sc_policy *p = &cfg->policies[pi];
-    if (p->key_kind != RLKEY_IP || cfg->trust || (done && w->rbus)) return check_general(c, pi, p, v, done);
+    if (p->key_kind != RLKEY_IP || cfg->trust || (done && w->rbus)) {
+        if (p->key_kind == RLKEY_HEADER && p->key_header && !(done && w->rbus)) return check_header(c, pi, p, v, done);
+        return check_general(c, pi, p, v, done);
+    }
     gcra_slot gtmp;
     const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
     rl_result res;
-    if (!gs || table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) < 0) return 0;
-    return res.allowed ? admitted(cfg, p, gs->t1, &res, v) : decide(c, p, &res, v);
+    int rc = gs ? table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) : -1;
+    if (rc < 0) return 0;
+    return rc || res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)

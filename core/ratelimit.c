@@ -1,4 +1,7 @@
-/* ratelimit.c: sharded, fixed-capacity GCRA table; see ratelimit.h for the semantics. */
+/* ratelimit.c: sharded, fixed-capacity GCRA table; see ratelimit.h for the semantics.
+ * Each shard is an open-addressing hash table (linear probing, backward-shift deletion) whose
+ * slots are the keys' 64-byte entries: finding a key touches one cache line, its entry (issue 21:
+ * with 10,000 keys the former bucket-head array and node array cost two dependent misses). */
 #include "ratelimit.h"
 
 #include <endian.h>
@@ -10,20 +13,19 @@
 #include <sys/random.h>
 #include <time.h>
 
-#define NIL UINT32_MAX
 #define LEN_DIGEST RL_LEN_DIGEST /* node->len marker: key[] holds a 16-byte digest */
-#define LEN_FREE 0xFE      /* node->len of a node on the free list: matches no key (hints) */
+#define LEN_FREE 0xFE      /* node->len of an empty slot: matches no key (hints) */
 #define NS_PER_MS 1000000u
 #define TIME_MAX (UINT64_C(1) << 62) /* ns; keeps now + B*T + c*T far from overflow */
 
-/* One key. 64 bytes = one cache line, so a lookup of a known key touches the
- * bucket head and one line per chain step (with a valid rl_key hint: only this line).
- * policy, len and key[] (the identity) are laid out as in rl_key, zero-padded: comparing
- * two identities is a few word compares. */
+/* One slot: a key's entry, or empty (len == LEN_FREE). 64 bytes = one cache line, and a key
+ * lives at its home slot or a few slots after it (linear probing), so a lookup usually touches
+ * this one line. policy, len and key[] (the identity) are laid out as in rl_key, zero-padded:
+ * comparing two identities is a few word compares, after the 32 hash bits in hh. */
 typedef struct rl_node {
     uint64_t tat;   /* ns, caller's clock */
-    uint32_t next;
-    uint32_t ver;   /* bumped by every write of tat and every (un)link: leases check it */
+    uint32_t hh;    /* low 32 bits of the key's hash: its home slot, and a quick compare */
+    uint32_t ver;   /* the shard's write clock at the last write of this entry: leases check it */
     uint32_t policy;
     uint8_t len;
     uint8_t key[RL_KEY_INLINE];
@@ -45,12 +47,12 @@ _Static_assert(offsetof(rl_node, key) - offsetof(rl_node, policy) == offsetof(rl
  * holder was preempted on a busy machine, or is sweeping) yields its CPU. */
 typedef struct shard {
     _Alignas(64) atomic_int lock;
-    uint32_t first;    /* index of nodes[0] in the table's node array (hints are global) */
-    rl_node *nodes;
-    uint32_t *heads;
-    uint32_t mask;     /* heads has mask+1 entries, a power of two >= cap */
-    uint32_t cap;      /* nodes in this shard */
-    uint32_t free_head;
+    uint32_t first;    /* index of slots[0] in the table's slot array (hints are global) */
+    rl_node *slots;
+    uint64_t *occ;     /* bit i: slots[i] holds a key (clear and sweep skip empty ranges) */
+    uint32_t nslots;   /* > cap, so a probe always ends at an empty slot */
+    uint32_t cap;      /* keys this shard may hold */
+    uint32_t vclock;   /* write clock: every write of an entry stamps ver with a new value */
     uint64_t min_tat;  /* lower bound of every stored TAT: no key can be expired before it */
     /* Written under the lock, read lock-free by ratelimit_stats. */
     _Atomic uint64_t used, evictions, table_full, checks, rejections;
@@ -62,8 +64,8 @@ struct ratelimit {
     unsigned nshards;
     size_t max_keys;
     uint64_t k0, k1; /* SipHash key, random per table */
-    rl_node *node_mem;
-    uint32_t *head_mem;
+    rl_node *slot_mem;
+    uint64_t *occ_mem;
 };
 
 /* ---- SipHash (keyed, so clients cannot aim keys at one bucket or forge a digest) ---- */
@@ -156,14 +158,63 @@ static inline void shard_unlock(shard *s) { atomic_store_explicit(&s->lock, 0, m
 
 /* ---- keys ---- */
 
+/* n <= RL_KEY_INLINE bytes of src into the zeroed d, in a few fixed-size moves (no call). */
+static inline void copy_short(uint8_t *d, const char *src, size_t n)
+{
+    if (n >= 16) {
+        memcpy(d, src, 16);
+        if (n > 32) memcpy(d + 16, src + 16, 16);
+        memcpy(d + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, src, 8);
+        memcpy(d + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, src, 4);
+        memcpy(d + n - 4, src + n - 4, 4);
+    } else if (n) {
+        d[0] = (uint8_t)src[0];
+        d[n / 2] = (uint8_t)src[n / 2];
+        d[n - 1] = (uint8_t)src[n - 1];
+    }
+}
+
+/* SipHash-1-3 of the first n bytes of the zero-padded identity bytes (the same value as siphash()
+ * over those n bytes): the last partial word is one load, since the bytes after n are zero. */
+static inline uint64_t hash_padded(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n)
+{
+    size_t full = n & ~(size_t)7;
+    if (full + 8 > RL_KEY_INLINE) {    /* the load would leave bytes[]: the general code */
+        uint64_t h[2];
+        siphash(k0, k1, p, n, 1, 3, 0, h);
+        return h[0];
+    }
+    uint64_t v0 = k0 ^ UINT64_C(0x736f6d6570736575), v1 = k1 ^ UINT64_C(0x646f72616e646f6d);
+    uint64_t v2 = k0 ^ UINT64_C(0x6c7967656e657261), v3 = k1 ^ UINT64_C(0x7465646279746573);
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = load64le(p + i);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = ((uint64_t)n << 56) | load64le(p + full);
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
 void ratelimit_key(const ratelimit *rl, uint32_t policy, const char *key, size_t keylen, rl_key *k)
 {
-    uint64_t h[2];
     memset(k->bytes, 0, sizeof k->bytes); /* zero padding: identity is a fixed-size compare */
     if (keylen <= RL_KEY_INLINE) {
         k->len = (uint8_t)keylen;
-        if (keylen) memcpy(k->bytes, key, keylen);
+        copy_short(k->bytes, key, keylen);
     } else {
+        uint64_t h[2];
         siphash(rl->k0, rl->k1, key, keylen, 2, 4, 1, h);
         memcpy(k->bytes, h, 16);
         k->len = LEN_DIGEST;
@@ -171,8 +222,7 @@ void ratelimit_key(const ratelimit *rl, uint32_t policy, const char *key, size_t
     size_t n = k->len == LEN_DIGEST ? 16 : k->len;
     /* The policy id and the digest flag go into the hash key, so equal bytes under
      * two policies (or a short key equal to some digest) land independently. */
-    siphash(rl->k0 ^ policy, rl->k1 ^ ((uint64_t)k->len << 32), k->bytes, n, 1, 3, 0, h);
-    k->hash = h[0];
+    k->hash = hash_padded(rl->k0 ^ policy, rl->k1 ^ ((uint64_t)k->len << 32), k->bytes, n);
     k->policy = policy;
     k->hint = 0;
 }
@@ -195,28 +245,68 @@ static inline int id_eq(const uint8_t *a, const rl_key *k)
 
 static inline int node_is(const rl_node *n, const rl_key *k) { return id_eq((const uint8_t *)&n->policy, k); }
 
-/* Returns the link (head slot or a node's next) that points at the key, or NULL. */
-static uint32_t *find_link(shard *s, const rl_key *k)
+/* A slot index from 32 hash bits (multiply-shift: any slot count, no division). */
+static inline uint32_t home_of(const shard *s, uint32_t hh) { return (uint32_t)(((uint64_t)hh * s->nslots) >> 32); }
+
+/* The slot holding k (>= 0), or -1 - the empty slot where k would be inserted. */
+static inline long find_slot(const shard *s, const rl_key *k)
 {
-    uint32_t *link = &s->heads[k->hash & s->mask];
-    while (*link != NIL) {
-        rl_node *n = &s->nodes[*link];
-        if (node_is(n, k)) return link;
-        link = &n->next;
+    uint32_t hh = (uint32_t)k->hash, i = home_of(s, hh);
+    for (;;) {
+        const rl_node *n = &s->slots[i];
+        if (n->len == LEN_FREE) return -1 - (long)i;
+        if (n->hh == hh && node_is(n, k)) return (long)i;
+        if (++i == s->nslots) i = 0;
     }
-    return NULL;
 }
 
-static void unlink_node(shard *s, uint32_t *link)
+static inline void stamp(shard *s, rl_node *n) { n->ver = ++s->vclock; }
+
+static inline void occ_set(shard *s, uint32_t i) { s->occ[i >> 6] |= UINT64_C(1) << (i & 63); }
+static inline void occ_clear(shard *s, uint32_t i) { s->occ[i >> 6] &= ~(UINT64_C(1) << (i & 63)); }
+
+/* Removes the key at slot i: the keys after it in its cluster move back so that every key stays
+ * reachable from its home slot (no tombstones). A moved key keeps its ver; hints naming its old
+ * slot no longer find it (they are verified, never trusted). */
+static void remove_at(shard *s, uint32_t i)
 {
-    uint32_t i = *link;
-    *link = s->nodes[i].next;
-    s->nodes[i].len = LEN_FREE;
-    s->nodes[i].ver++;
-    s->nodes[i].next = s->free_head;
-    s->free_head = i;
+    uint32_t j = i;
+    for (;;) {
+        if (++j == s->nslots) j = 0;
+        rl_node *n = &s->slots[j];
+        if (n->len == LEN_FREE) break;
+        uint32_t h = home_of(s, n->hh);
+        /* the key at j stays unless the hole at i lies on its probe path (home .. j) */
+        int stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+        if (!stays) {
+            s->slots[i] = *n;
+            i = j;
+        }
+    }
+    s->slots[i].len = LEN_FREE;
+    occ_clear(s, i);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) - 1,
                           memory_order_relaxed);
+}
+
+/* The key's entry if its hint still names it (caller holds s's lock). */
+static inline rl_node *hinted(shard *s, const rl_key *k)
+{
+    uint32_t local = k->hint - 1 - s->first;
+    if (!k->hint || local >= s->nslots) return NULL;
+    rl_node *n = &s->slots[local];
+    return node_is(n, k) ? n : NULL;
+}
+
+/* The first occupied slot at or after i, or nslots. */
+static inline uint32_t next_used(const shard *s, uint32_t i)
+{
+    while (i < s->nslots) {
+        uint64_t w = s->occ[i >> 6] >> (i & 63);
+        if (w) return i + (uint32_t)__builtin_ctzll(w);
+        i = (i | 63) + 1;
+    }
+    return s->nslots;
 }
 
 static inline void bump(_Atomic uint64_t *c, uint64_t by)
@@ -231,17 +321,16 @@ static size_t sweep_shard(shard *s, uint64_t now)
 {
     size_t evicted = 0;
     uint64_t min = UINT64_MAX;
-    for (uint32_t b = 0; b <= s->mask; b++) {
-        uint32_t *link = &s->heads[b];
-        while (*link != NIL) {
-            rl_node *n = &s->nodes[*link];
-            if (n->tat <= now) {
-                unlink_node(s, link);
-                evicted++;
-            } else {
-                if (n->tat < min) min = n->tat;
-                link = &n->next;
-            }
+    /* In slot order; a removal moves later keys of the cluster back, into slot i (looked at
+     * again) or, for a cluster wrapping around the end, from slots already looked at. */
+    for (uint32_t i = next_used(s, 0); i < s->nslots; i = next_used(s, i)) {
+        rl_node *n = &s->slots[i];
+        if (n->tat <= now) {
+            remove_at(s, i);
+            evicted++;
+        } else {
+            if (n->tat < min) min = n->tat;
+            i++;
         }
     }
     s->min_tat = min;
@@ -270,42 +359,42 @@ ratelimit *ratelimit_new(size_t max_keys, unsigned shards)
         rl->k1 = (uint64_t)ts.tv_sec ^ rotl(rl->k0, 29);
     }
 
-    /* Capacity per shard: max_keys split as evenly as possible; heads rounded to 2^k. */
-    size_t base = max_keys / shards, extra = max_keys % shards, nheads = 0;
+    /* Capacity per shard: max_keys split as evenly as possible; 1.25 slots per key (a full shard
+     * has a load factor of 0.8: about 3 slots probed for a known key, 13 for a new one). */
+    size_t base = max_keys / shards, extra = max_keys % shards, nslots = 0, nwords = 0;
     for (unsigned i = 0; i < shards; i++) {
-        size_t cap = base + (i < extra), h = 1;
-        while (h < cap) h <<= 1;
-        nheads += h;
+        size_t cap = base + (i < extra), ns = cap + cap / 4 + 1;
+        nslots += ns;
+        nwords += (ns + 63) / 64;
     }
-    rl->shards = aligned_alloc(64, sizeof(shard) * shards);
-    rl->node_mem = aligned_alloc(64, sizeof(rl_node) * max_keys);
-    rl->head_mem = malloc(sizeof(uint32_t) * nheads);
-    if (!rl->shards || !rl->node_mem || !rl->head_mem) {
-        free(rl->shards), free(rl->node_mem), free(rl->head_mem), free(rl);
+    if (nslots > (size_t)UINT32_MAX - 1) {
+        free(rl);
         return NULL;
     }
-    memset(rl->head_mem, 0xFF, sizeof(uint32_t) * nheads); /* all NIL */
-    rl_node *nodes = rl->node_mem;
-    uint32_t *heads = rl->head_mem;
+    rl->shards = aligned_alloc(64, sizeof(shard) * shards);
+    rl->slot_mem = aligned_alloc(64, sizeof(rl_node) * nslots);
+    rl->occ_mem = calloc(nwords, sizeof(uint64_t));
+    if (!rl->shards || !rl->slot_mem || !rl->occ_mem) {
+        free(rl->shards), free(rl->slot_mem), free(rl->occ_mem), free(rl);
+        return NULL;
+    }
+    rl_node *slots = rl->slot_mem;
+    uint64_t *occ = rl->occ_mem;
     for (unsigned i = 0; i < shards; i++) {
         shard *s = &rl->shards[i];
         memset(s, 0, sizeof *s);
         atomic_init(&s->lock, 0);
-        s->first = (uint32_t)(nodes - rl->node_mem);
+        s->first = (uint32_t)(slots - rl->slot_mem);
         s->cap = (uint32_t)(base + (i < extra));
-        uint32_t h = 1;
-        while (h < s->cap) h <<= 1;
-        s->mask = h - 1;
-        s->nodes = nodes;
-        s->heads = heads;
-        nodes += s->cap;
-        heads += h;
-        for (uint32_t j = 0; j < s->cap; j++) {
-            s->nodes[j].next = j + 1 < s->cap ? j + 1 : NIL;
-            s->nodes[j].len = LEN_FREE;
-            s->nodes[j].ver = 0;
+        s->nslots = s->cap + s->cap / 4 + 1;
+        s->slots = slots;
+        s->occ = occ;
+        slots += s->nslots;
+        occ += (s->nslots + 63) / 64;
+        for (uint32_t j = 0; j < s->nslots; j++) {
+            memset(&s->slots[j], 0, sizeof(rl_node));
+            s->slots[j].len = LEN_FREE;
         }
-        s->free_head = 0;
         s->min_tat = UINT64_MAX;
     }
     return rl;
@@ -315,8 +404,8 @@ void ratelimit_free(ratelimit *rl)
 {
     if (!rl) return;
     free(rl->shards);
-    free(rl->node_mem);
-    free(rl->head_mem);
+    free(rl->slot_mem);
+    free(rl->occ_mem);
     free(rl);
 }
 
@@ -340,9 +429,10 @@ int ratelimit_gcra(const rl_policy *p, rl_gcra *g)
 }
 
 /* Every case but the common one (a known key admitted): peek, reject, capped debt, new key.
- * Called with s locked, n the key's node or NULL; unlocks s. */
+ * Called with s locked, n the key's entry or NULL (then `at` is the empty slot where the key
+ * would go); unlocks s. */
 static __attribute__((noinline)) int check_locked(ratelimit *rl, shard *s, const rl_gcra *g,
-                                                  rl_key *k, rl_node *n, uint64_t cost,
+                                                  rl_key *k, rl_node *n, long at, uint64_t cost,
                                                   uint64_t now, rl_result *out)
 {
     (void)rl;
@@ -360,7 +450,7 @@ static __attribute__((noinline)) int check_locked(ratelimit *rl, shard *s, const
         tat = now + BT;
         if (n && cost) {
             n->tat = tat;
-            n->ver++;
+            stamp(s, n);
             if (tat < s->min_tat) s->min_tat = tat;
         }
     }
@@ -392,11 +482,16 @@ static __attribute__((noinline)) int check_locked(ratelimit *rl, shard *s, const
         return 0;
     }
     if (!n) {
-        /* New key: needs a free node. Only when the shard may hold an expired key
+        /* New key: needs room in the shard. Only when the shard may hold an expired key
          * (min_tat <= now) is a sweep worth its O(shard) cost; otherwise reject
          * at once, so a flood of new keys against a busy table stays cheap. */
-        if (s->free_head == NIL && s->min_tat <= now) sweep_shard(s, now);
-        if (s->free_head == NIL) {
+        int full = atomic_load_explicit(&s->used, memory_order_relaxed) >= s->cap;
+        if (full && s->min_tat <= now) {
+            sweep_shard(s, now);
+            full = atomic_load_explicit(&s->used, memory_order_relaxed) >= s->cap;
+            at = find_slot(s, k);   /* the sweep moved keys: probe again (the key is absent) */
+        }
+        if (full) {
             out->retry_after_ms = s->min_tat > now ? ceil_ms(s->min_tat - now) : 1;
             bump(&s->table_full, 1);
             bump(&s->rejections, 1);
@@ -406,18 +501,16 @@ static __attribute__((noinline)) int check_locked(ratelimit *rl, shard *s, const
             out->reset_ms = 0;
             return 0;
         }
-        uint32_t i = s->free_head;
-        n = &s->nodes[i];
-        s->free_head = n->next;
+        uint32_t i = (uint32_t)(-1 - at);
+        n = &s->slots[i];
         memcpy(&n->policy, &k->policy, ID_BYTES);
-        uint32_t *head = &s->heads[k->hash & s->mask];
-        n->next = *head;
-        *head = i;
+        n->hh = (uint32_t)k->hash;
+        occ_set(s, i);
         k->hint = s->first + i + 1;
         bump(&s->used, 1);
     }
     n->tat = new_tat;
-    n->ver++;
+    stamp(s, n);
     if (new_tat < s->min_tat) s->min_tat = new_tat;
     shard_unlock(s);
 
@@ -435,26 +528,23 @@ int ratelimit_check_key(ratelimit *rl, const rl_gcra *g, rl_key *k, uint64_t cos
     shard *s = shard_of(rl, k->hash);
 
     shard_lock(s);
-    /* the hint is a node index; trusted only if that node is in this shard and holds the key */
-    rl_node *n;
-    uint32_t local = k->hint - 1 - s->first;
-    if (k->hint && local < s->cap && node_is(&s->nodes[local], k)) {
-        n = &s->nodes[local];
-    } else {
-        uint32_t *link = find_link(s, k);
-        if (!link) return check_locked(rl, s, g, k, NULL, cost, now, out);
-        n = &s->nodes[*link];
-        k->hint = s->first + *link + 1;
+    /* the hint is a slot index; trusted only if that slot is in this shard and holds the key */
+    rl_node *n = hinted(s, k);
+    if (!n) {
+        long at = find_slot(s, k);
+        if (at < 0) return check_locked(rl, s, g, k, NULL, at, cost, now, out);
+        n = &s->slots[at];
+        k->hint = s->first + (uint32_t)at + 1;
     }
     /* The common case: a known key, no excess debt, admitted. The same arithmetic as
      * check_locked (which handles everything else), minus the branches that cannot apply. */
     uint64_t tat = n->tat, limit_at = now + g->BT;
     uint64_t new_tat = (tat > now ? tat : now) + cost * g->T;
     if (cost == 0 || cost > g->B || tat > limit_at || new_tat > limit_at)
-        return check_locked(rl, s, g, k, n, cost, now, out);
+        return check_locked(rl, s, g, k, n, 0, cost, now, out);
     bump(&s->checks, 1);
     n->tat = new_tat;
-    n->ver++;
+    stamp(s, n);
     if (new_tat < s->min_tat) s->min_tat = new_tat;
     shard_unlock(s);
 
@@ -469,13 +559,6 @@ int ratelimit_check_key(ratelimit *rl, const rl_gcra *g, rl_key *k, uint64_t cos
 
 /* ---- leases ---- */
 
-/* The key's node if the hint still names it (caller holds s's lock). */
-static inline rl_node *hinted(shard *s, const rl_key *k, uint32_t hint)
-{
-    uint32_t local = hint - 1 - s->first;
-    return hint && local < s->cap && node_is(&s->nodes[local], k) ? &s->nodes[local] : NULL;
-}
-
 int ratelimit_lease(ratelimit *rl, const rl_gcra *g, rl_key *k, uint32_t want, uint64_t now_ms,
                     rl_result *out, rl_lease *ls)
 {
@@ -488,24 +571,24 @@ int ratelimit_lease(ratelimit *rl, const rl_gcra *g, rl_key *k, uint32_t want, u
     uint32_t epoch = atomic_load_explicit(&rl->epoch, memory_order_relaxed);
 
     shard_lock(s);
-    rl_node *n = hinted(s, k, k->hint);
+    rl_node *n = hinted(s, k);
     if (!n) {
-        uint32_t *link = find_link(s, k);
+        long at = find_slot(s, k);
         /* a key new to the table gets one admission, no lease: most keys are seen once */
-        if (!link) return check_locked(rl, s, g, k, NULL, 1, now, out);
-        n = &s->nodes[*link];
-        k->hint = s->first + *link + 1;
+        if (at < 0) return check_locked(rl, s, g, k, NULL, at, 1, now, out);
+        n = &s->slots[at];
+        k->hint = s->first + (uint32_t)at + 1;
     }
     uint64_t tat = n->tat, limit_at = now + g->BT;
     uint64_t base = tat > now ? tat : now;
-    if (tat > limit_at || base + T > limit_at) return check_locked(rl, s, g, k, n, 1, now, out);
+    if (tat > limit_at || base + T > limit_at) return check_locked(rl, s, g, k, n, 0, 1, now, out);
     /* conform >= 1 admissions fit; take at most half of them (at least this request's one),
      * so that a lease never empties a bucket other threads may be using */
     uint64_t conform = (limit_at - base) / T, half = conform / 2;
     uint64_t take = want < half ? want : half ? half : 1;
     bump(&s->checks, 1);
     n->tat = base + take * T;
-    n->ver++;
+    stamp(s, n);
     if (n->tat < s->min_tat) s->min_tat = n->tat;
     ls->ver = n->ver;
     shard_unlock(s);
@@ -537,13 +620,13 @@ uint32_t ratelimit_lease_end(ratelimit *rl, rl_lease *ls)
     if (!left || atomic_load_explicit(&rl->epoch, memory_order_relaxed) != ls->epoch) return left;
     shard *s = shard_of(rl, ls->key.hash);
     shard_lock(s);
-    rl_node *n = hinted(s, &ls->key, ls->key.hint);
+    rl_node *n = hinted(s, &ls->key);
     /* untouched since the lease: taking back the unspent admissions leaves exactly the TAT of a
      * lease of the spent ones (the others were never used). Touched: they stay charged, since the
      * writes between may have been decided against them (never more admitted, maybe fewer). */
     if (n && n->ver == ls->ver) {
         n->tat -= left * ls->T;
-        n->ver++;
+        stamp(s, n);
         if (n->tat < s->min_tat) s->min_tat = n->tat;
         left = 0;
     }
@@ -575,10 +658,10 @@ int ratelimit_reset_key(ratelimit *rl, uint32_t policy_id, const char *key, size
     atomic_fetch_add_explicit(&rl->epoch, 1, memory_order_relaxed);
     shard *s = shard_of(rl, k.hash);
     shard_lock(s);
-    uint32_t *link = find_link(s, &k);
-    if (link) unlink_node(s, link);
+    long at = find_slot(s, &k);
+    if (at >= 0) remove_at(s, (uint32_t)at);
     shard_unlock(s);
-    return link != NULL;
+    return at >= 0;
 }
 
 size_t ratelimit_sweep(ratelimit *rl, uint64_t now_ms)
@@ -602,10 +685,9 @@ void ratelimit_clear(ratelimit *rl)
         shard *s = &rl->shards[i];
         shard_lock(s);
         if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
-            for (uint32_t b = 0; b <= s->mask; b++) {
-                uint32_t *link = &s->heads[b];
-                while (*link != NIL) unlink_node(s, link);
-            }
+            for (uint32_t i = next_used(s, 0); i < s->nslots; i = next_used(s, i + 1)) s->slots[i].len = LEN_FREE;
+            memset(s->occ, 0, (s->nslots + 63) / 64 * sizeof(uint64_t));
+            atomic_store_explicit(&s->used, 0, memory_order_relaxed);
         }
         s->min_tat = UINT64_MAX;
         atomic_store_explicit(&s->evictions, 0, memory_order_relaxed);
