@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
+from urllib.parse import urlparse
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -459,6 +460,62 @@ class SSEClient:
 
 
 # ------------------------------------------------------------------ a throw-away redis-server
+
+class PgBouncer:
+    """PgBouncer 1.18 in transaction mode in front of database_url (default: DATABASE_URL), 2 server
+    connections; `with PgBouncer() as pgb:` gives pgb.url (the same database through PgBouncer) and pgb.log()."""
+
+    def __init__(self, database_url=None):
+        self.database_url = database_url or os.environ["DATABASE_URL"]
+
+    def __enter__(self):
+        pgb = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        check(os.path.exists(pgb), "pgbouncer is not installed (tools/bootstrap installs it)")
+        u = urlparse(self.database_url)
+        self.dir = d = tempfile.mkdtemp(prefix="sluice-pgbp-")
+        os.chmod(d, 0o777)
+        port = free_port()
+        with open(os.path.join(d, "userlist.txt"), "w") as f:
+            f.write('"%s" "%s"\n' % (u.username, u.password))
+        with open(os.path.join(d, "pgbouncer.ini"), "w") as f:
+            f.write("[databases]\n%s = host=%s port=%d dbname=%s user=%s password=%s\n"
+                    "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
+                    "auth_type = md5\nauth_file = %s/userlist.txt\npool_mode = transaction\n"
+                    "default_pool_size = 2\nmax_client_conn = 100\nlogfile = %s/pgbouncer.log\n"
+                    "pidfile = %s/pgbouncer.pid\nignore_startup_parameters = extra_float_digits\n"
+                    % (u.path[1:], u.hostname, u.port or 5432, u.path[1:], u.username, u.password, port, d, d, d))
+        for fn in os.listdir(d):
+            os.chmod(os.path.join(d, fn), 0o644)
+        cmd = [pgb, os.path.join(d, "pgbouncer.ini")]
+        if os.geteuid() == 0:                     # pgbouncer refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        end = time.monotonic() + scaled(10)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    self.__exit__(None, None, None)
+                    check(False, "pgbouncer did not start")
+                time.sleep(0.05)
+        self.url = "postgresql://%s:%s@127.0.0.1:%d%s" % (u.username, u.password, port, u.path)
+        return self
+
+    def log(self):
+        with open(os.path.join(self.dir, "pgbouncer.log")) as f:
+            return f.read()
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
 
 class RedisServer:
     """redis-server on a free loopback port in a temp dir, no persistence. start() waits for PING;

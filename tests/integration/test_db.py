@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -539,40 +538,9 @@ def restart_under_load_fast_503s_refill_no_fd_leak():
 
 @test
 def works_through_pgbouncer_in_transaction_mode():
-    pgb = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    check(os.path.exists(pgb), "pgbouncer is not installed (tools/bootstrap installs it)")
-    u = urlparse(DATABASE_URL)
-    d = tempfile.mkdtemp(prefix="sluice-pgb-")
-    os.chmod(d, 0o777)
-    port = free_port()
-    with open(os.path.join(d, "userlist.txt"), "w") as f:
-        f.write('"%s" "%s"\n' % (u.username, u.password))
-    with open(os.path.join(d, "pgbouncer.ini"), "w") as f:
-        f.write("[databases]\n%s = host=%s port=%d dbname=%s user=%s password=%s\n"
-                "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
-                "auth_type = md5\nauth_file = %s/userlist.txt\npool_mode = transaction\n"
-                "default_pool_size = 2\nmax_client_conn = 100\nlogfile = %s/pgbouncer.log\n"
-                "pidfile = %s/pgbouncer.pid\nignore_startup_parameters = extra_float_digits\n"
-                % (u.path[1:], u.hostname, u.port or 5432, u.path[1:], u.username, u.password, port, d, d, d))
-    for fn in os.listdir(d):
-        os.chmod(os.path.join(d, fn), 0o644)
-    cmd = [pgb, os.path.join(d, "pgbouncer.ini")]
-    if os.geteuid() == 0:                     # pgbouncer refuses to run as root
-        cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        end = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                check(proc.poll() is None and time.monotonic() < end,
-                      "pgbouncer did not start: %r" % (proc.stderr.read() if proc.poll() is not None else b"timeout"))
-                time.sleep(0.05)
-        bouncer_url = "postgresql://%s:%s@127.0.0.1:%d%s" % (u.username, u.password, port, u.path)
+    with harness.PgBouncer(DATABASE_URL) as pgb:
         # statement_timeout=0: SET is session state, which transaction pooling does not keep
-        with server(APPDIR, with_params(bouncer_url, connection_limit=8, statement_timeout=0, pool_timeout=5),
+        with server(APPDIR, with_params(pgb.url, connection_limit=8, statement_timeout=0, pool_timeout=5),
                     workers=2) as srv:
             jget(srv.port, "/setup")
             r = jget(srv.port, "/types")
@@ -590,15 +558,8 @@ def works_through_pgbouncer_in_transaction_mode():
             check(jget(srv.port, "/count")["n"] == before + 250, "200 inserts + 50 transactions, no rolled-back rows")
             r = jget(srv.port, "/txstate")
             check(r["x_absent"] and r["leaked"] == 0, "no leaked transaction: %r" % r)
-        log = open(os.path.join(d, "pgbouncer.log")).read()
+        log = pgb.log()
         check("prepared statement" not in log, "pgbouncer log mentions prepared statements:\n" + log[-1000:])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def main():
