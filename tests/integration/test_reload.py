@@ -66,20 +66,30 @@ def all_workers_say(port, want, n=40):
     check(seen == {(200, want)}, "answers %r, want only %r" % (seen, want))
 
 
-def admin_socket(port):
-    """The control socket of the server on port (docs/operations.md: <run dir>/<key>-<port>.sock)."""
+def admin_socket(port, pid):
+    """The control socket of the server on port (docs/operations.md: <run dir>/<key>-<port>.sock,
+    beside <key>-<port>.pid). A server killed outright (SIGKILL, a sanitizer abort, the watchdog's
+    last resort) leaves its files, and another config on the same port has another key: the one
+    whose pid file names this server is its socket."""
     run = (os.environ.get("SLUICE_RUN_DIR") or
            (os.path.join(os.environ["XDG_RUNTIME_DIR"], "sluice") if os.environ.get("XDG_RUNTIME_DIR")
             else "/tmp/sluice-%d" % os.getuid()))
-    found = glob.glob(os.path.join(run, "*-%d.sock" % port))
-    check(len(found) == 1, "control socket for port %d in %s: %r" % (port, run, found))
+    found = []
+    for sock in glob.glob(os.path.join(run, "*-%d.sock" % port)):
+        try:
+            with open(sock[:-len(".sock")] + ".pid") as f:
+                if f.read().strip() == str(pid):
+                    found.append(sock)
+        except OSError:
+            pass
+    check(len(found) == 1, "control socket for port %d (pid %d) in %s: %r" % (port, pid, run, found))
     return found[0]
 
 
-def socket_reload(port):
+def socket_reload(srv):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(30)
-    s.connect(admin_socket(port))
+    s.connect(admin_socket(srv.port, srv.proc.pid))
     s.sendall(b"reload\n")
     out = b""
     while True:
@@ -126,7 +136,7 @@ def rejected_reload_reports_file_line_and_changes_nothing():
             all_workers_say(srv.port, b"v1\n")
             # the same through the control socket directly (the CLI validates nothing itself: the
             # server, with its own environment, is the judge, so both attempts count)
-            out = socket_reload(srv.port)
+            out = socket_reload(srv)
             check(out.startswith("error\n") and "app.lua:" in out, out)
             all_workers_say(srv.port, b"v1\n")
             st, _, body = get(srv.port, "/_sluice/status")
@@ -246,11 +256,11 @@ def thousand_reloads_keep_rss_flat():
     try:
         with Server(d) as srv:
             for _ in range(100):
-                check(socket_reload(srv.port).startswith("ok"), "reload failed")
+                check(socket_reload(srv).startswith("ok"), "reload failed")
             get(srv.port, "/v")
             base = rss_kb(srv.proc.pid)
             for i in range(900):
-                out = socket_reload(srv.port)
+                out = socket_reload(srv)
                 check(out.startswith("ok"), "reload %d: %s" % (i, out))
             all_workers_say(srv.port, b"v1\n")
             grown = rss_kb(srv.proc.pid) - base
