@@ -658,9 +658,18 @@ def pools(port):
     return " ".join(ln for ln in body.decode("latin-1").splitlines() if ln.startswith("sluice_db_pool_connections"))
 
 
+def down_workers(port):
+    """How many workers' pools are down (/_sluice/status sums them: exact, whichever worker answers)."""
+    st, _, body = fresh(port, "/_sluice/status")
+    return json.loads(body)["db"]["down_workers"] if st == 200 else None
+
+
 def ready_everywhere(port, want, n=8):
-    """n fresh /ready in a row answer want (2 workers, each judges its own pool: both agree)."""
-    return all(ready_status(port)[0] == want for _ in range(n))
+    """Every worker judges its own pool: all of them agree on want (200: none down, 503: all 2
+    down), and n fresh /ready in a row answer it. The fresh probes alone cannot tell: the kernel
+    hands a connection to either worker, and 8 in a row reach the same one once in 128."""
+    return (down_workers(port) == (0 if want == 200 else 2) and
+            all(ready_status(port)[0] == want for _ in range(n)))
 
 
 def fill_pools(port):
