@@ -10,18 +10,16 @@
 #include <unistd.h>
 
 #include "clientip.h"
+#include "conn.h"
+#include "ctx.h"
 #include "dashboard.h"
 #include "json.h"
 #include "lua_app.h"
 #include "lua_db.h"
 #include "metrics.h"
-#include "dispatch.h"
+#include "response.h"
 #include "sse.h"
 #include "ssebus.h"
-#include "response.h"
-#include "conn.h"
-#include "server.h"
-#include "worker.h"
 
 /* forwarding headers longer than this are not judged: the admin area is refused */
 #define HTTP_ADMIN_HDR_MAX 8192
@@ -202,7 +200,7 @@ static void ready(conn *c)
 }
 
 /* POST <publish_path> {"channel":..,"event":..,"data":..} with the publish token. */
-static void publish(conn *c)
+static void publish(conn *c, void (*done)(conn *c))
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
@@ -237,7 +235,7 @@ static void publish(conn *c)
     if (!ch) { lua_settop(L, top); resp_error(c, 400, "channel is required", 0); return; }
     /* the same path as app.publish (ssebus.c): through Redis to every instance when configured */
     ssebus_msg m = { ch, chl, ev, data ? data : "", dl, id, -1 };
-    ssebus_http_publish(c, &m, dispatch_async_done);
+    ssebus_http_publish(c, &m, done);
     lua_settop(L, top);
 }
 
@@ -290,7 +288,11 @@ static void area(conn *c)
             resp_error(c, 403, "POST /_sluice/reload needs the header X-Sluice-Admin: 1 (or admin.token and Authorization: Bearer)", 0);
             return;
         }
-        server_request_reload(w->srv);
+        if (!w->srv->request_reload) {      /* the spec runner: one state, no main loop to reload it */
+            resp_error(c, 503, "reload is not available in the spec runner", 0);
+            return;
+        }
+        w->srv->request_reload(w->srv);
         buf_puts(&b, "{\"status\":\"reload requested\",\"see\":\"/_sluice/status\"}");
         send_buf(c, 202, "application/json", &b);
         break;
@@ -306,7 +308,7 @@ static void area(conn *c)
     }
 }
 
-void admin_answer(conn *c, int which)
+void admin_answer(conn *c, int which, void (*done)(conn *c))
 {
     buf b = {0};
     switch (which) {
@@ -325,7 +327,7 @@ void admin_answer(conn *c, int which)
         break;
     }
     case ADMIN_PUBLISH:
-        publish(c);
+        publish(c, done);
         break;
     default:
         area(c);

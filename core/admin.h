@@ -11,7 +11,9 @@ enum { ADMIN_NONE, ADMIN_HEALTH, ADMIN_READY, ADMIN_METRICS, ADMIN_AREA, ADMIN_P
 
 /* Which built-in endpoint (if any) a path is; ADMIN_NONE for application routes. */
 int admin_match(const sconfig *cfg, const char *path, size_t len);
-/* Answers a built-in endpoint request (queues the response). */
-void admin_answer(conn *c, int which);
+/* Answers a built-in endpoint request (queues the response). An answer that comes later (the
+ * publish endpoint waiting for Redis) finishes the request with `done`, the request layer's
+ * function for a request answered after it returned (dispatch_async_done). */
+void admin_answer(conn *c, int which, void (*done)(conn *c));
 
 #endif

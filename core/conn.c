@@ -1,5 +1,7 @@
 /* conn.c: a client connection: accept, read, parse, write (out, then the body source), timeouts,
  * close. What a request means is the layer above's: it is handed over through c->ops. */
+#include "conn.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,12 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "server.h"
-
-#include "util.h"
-#include "worker.h"
 #include "clock.h"
+#include "ctx.h"
+#include "log.h"
+#include "sconfig.h"
+#include "util.h"
+
 #define READ_CHUNK 16384
 #define FREELIST_KEEP_BUFFERS 1024  /* parked connections that keep a small request buffer */
 

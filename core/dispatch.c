@@ -6,18 +6,17 @@
 #include <strings.h>
 
 #include "admin.h"
+#include "clock.h"
+#include "conn.h"
+#include "ctx.h"
 #include "limiter.h"
 #include "log.h"
 #include "lua_app.h"
 #include "metrics.h"
+#include "response.h"
 #include "routestats.h"
 #include "ssestream.h"
 #include "web.h"
-#include "response.h"
-#include "conn.h"
-#include "server.h"
-#include "worker.h"
-#include "clock.h"
 
 static void write_access_log(conn *c, const sconfig *cfg, uint64_t us) __attribute__((noinline));
 
@@ -142,7 +141,7 @@ static void dispatch_routed(conn *c, match *mt, int limited, const limiter_verdi
         return;
     }
     if (builtin) {
-        admin_answer(c, builtin);
+        admin_answer(c, builtin, dispatch_async_done);
         if (c->state == CS_HANDLING) return;   /* answered later (the publish endpoint waits for Redis) */
         request_end(c, 0);
         return;

@@ -576,18 +576,6 @@ int http_header_unsafe(const char *s, size_t n, int is_name)
     return (acc & C_BADRESP) != 0;
 }
 
-void http_date(long t, char out[30])
-{
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char mons[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-    time_t tt = (time_t)t;
-    gmtime_r(&tt, &tm);
-    strftime(out, 30, "---, %d --- %Y %H:%M:%S GMT", &tm);   /* C locale digits; names below */
-    memcpy(out, days[tm.tm_wday % 7], 3);
-    memcpy(out + 8, mons[tm.tm_mon % 12], 3);
-}
-
 long http_urldecode(char *s, size_t n, int plus_is_space)
 {
     size_t o = 0;

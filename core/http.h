@@ -88,8 +88,6 @@ static inline const char *http_hvalue(const http_req *r, const http_header *h) {
 const char *http_reason(int status);
 /* True when a header name or value would let a response be split or smuggled. */
 int http_header_unsafe(const char *s, size_t n, int is_name);
-/* Writes the IMF-fixdate for t into out[30] (29 chars + NUL). */
-void http_date(long t, char out[30]);
 /* Percent-decodes in place; returns the new length, or -1 on a bad escape or a decoded NUL. */
 long http_urldecode(char *s, size_t n, int plus_is_space);
 

@@ -7,12 +7,13 @@
 #include <string.h>
 
 #include "clientip.h"
+#include "clock.h"
+#include "conn.h"
+#include "ctx.h"
 #include "ratelimit.h"
 #include "rbus.h"
 #include "response.h"
-#include "conn.h"
-#include "server.h"
-#include "worker.h"
+#include "sconfig.h"
 
 /* Joins every value of a header with ", " (a proxy chain may send several lines). */
 static size_t joined_header(const http_req *r, const char *name, char *out, size_t cap)

@@ -15,8 +15,8 @@
 
 #include "json.h"
 #include "limiter.h"
-#include "lua_guard.h"
 #include "log.h"
+#include "lua_guard.h"
 #include "lua_pgurl.h"
 #include "web.h"
 
@@ -32,10 +32,12 @@ int luaopen_sluice_crypto(lua_State *L);
 int luaopen_sluice_password(lua_State *L);
 int luaopen_sluice_log(lua_State *L);
 
-#include "util.h"
-#include "response.h"
+#include "clock.h"
 #include "conn.h"
-#include "worker.h"
+#include "ctx.h"
+#include "response.h"
+#include "sconfig.h"
+#include "util.h"
 
 /* ---------------------------------------------------------------- module loading */
 

@@ -8,11 +8,11 @@
 
 #include <lua.h>
 
+#include "ctx.h"
 #include "lua_guard.h"
-#include "router.h"
 #include "response.h"
+#include "router.h"
 #include "ssestream.h"
-#include "worker.h"
 #include "timerwheel.h"
 
 enum { TASK_REQUEST, TASK_TIMER, TASK_CHILD };

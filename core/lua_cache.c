@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "ctx.h"
 #include "log.h"
 #include "rbus.h"
 #include "ssebus.h"
-#include "server.h"
-#include "worker.h"
 
 #define CACHE_TIMEOUT 0.5           /* s: a cache call that takes longer is a miss */
 

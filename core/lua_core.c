@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include "clientip.h"
+#include "clock.h"
+#include "conn.h"
+#include "ctx.h"
 #include "json.h"
 #include "limiter.h"
 #include "log.h"
@@ -19,9 +22,6 @@
 #include "rbus.h"
 #include "sse.h"
 #include "web.h"
-#include "conn.h"
-#include "server.h"
-#include "worker.h"
 
 static appstate *app_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 

@@ -9,13 +9,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ctx.h"
 #include "log.h"
 #include "lua_app.h"
 #include "pglisten.h"
 #include "pgpool.h"
 #include "pgresult.h"
-#include "server.h"
-#include "worker.h"
+#include "sconfig.h"
 
 /* Registry key of the current state's { [channel] = fn } table filled by app.db.listen. */
 #define LISTEN_KEY "sluice.db.listen"

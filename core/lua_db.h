@@ -5,8 +5,8 @@
 #include <lua.h>
 #include <stddef.h>
 
+#include "ctx.h"
 #include "metrics.h"
-#include "worker.h"
 
 /* Creates the worker's pools from its config (no-op without database.url); connects one in the
  * background so /ready knows early whether the database is reachable. */

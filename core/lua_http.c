@@ -14,11 +14,12 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "clock.h"
+#include "conn.h"
+#include "ctx.h"
 #include "lua_app.h"
 #include "lua_http_int.h"
 #include "util.h"
-#include "conn.h"
-#include "worker.h"
 
 #define CFG_KEY "sluice.config"
 

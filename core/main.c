@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "control.h"
 #include "lua_app.h"
+#include "sconfig.h"
 #include "server.h"
 #include "testing.h"
 

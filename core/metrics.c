@@ -9,17 +9,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
+#include "ctx.h"
 #include "hist.h"
-#include "json.h"
 #include "httpc.h"
+#include "json.h"
 #include "ratelimit.h"
 #include "rbus.h"
 #include "routestats.h"
+#include "sconfig.h"
 #include "sse.h"
 #include "sysres.h"
-#include "conn.h"
-#include "server.h"
-#include "worker.h"
 
 typedef struct wmetrics {
     histwin recent;                 /* sliding window: 6 x 10 s, for percentiles */

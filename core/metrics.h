@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "worker.h"
+#include "ctx.h"
 
 /* Allocates the worker's metrics block (w->metrics); returns -1 when out of memory. */
 int metrics_worker_init(worker *w);

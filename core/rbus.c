@@ -17,9 +17,9 @@
 #include "log.h"
 #include "sse.h"                    /* SSE_ID_PER_MS only: the floor starts at the hub's first id */
 
+#include "ctx.h"
+#include "sconfig.h"
 #include "util.h"
-#include "server.h"
-#include "worker.h"
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 5.0
 #define CONNECT_TIMEOUT 2.0

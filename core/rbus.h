@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "worker.h"
+#include "ctx.h"
 
 /*
  * Threading: a worker's connection and its ops are used only from that worker's thread (the

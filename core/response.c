@@ -6,10 +6,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "response.h"
-#include "server.h"
+#include "clock.h"
 #include "conn.h"
-#include "worker.h"
+#include "ctx.h"
+#include "response.h"
+#include "sconfig.h"
 
 #define LIT(b, s) buf_append((b), s, sizeof(s) - 1)
 

@@ -20,24 +20,25 @@
 #include <unistd.h>
 
 #include "control.h"
-#include "log.h"
-#include "lua_app.h"
-#include "lua_db.h"
 #include "httpc.h"
 #include "limiter.h"
+#include "log.h"
+#include "lua_app.h"
 #include "lua_cache.h"
+#include "lua_crypto.h"
+#include "lua_db.h"
 #include "metrics.h"
-#include "rbus.h"
 #include "ratelimit.h"
+#include "rbus.h"
 #include "sse.h"
 #include "ssebus.h"
 #include "ssestream.h"
-#include "lua_crypto.h"
 
-#include "util.h"
-#include "conn.h"
-#include "worker.h"
 #include "clock.h"
+#include "conn.h"
+#include "sconfig.h"
+#include "util.h"
+#include "worker.h"
 
 static server *the_server;          /* for the main thread's signal watchers only */
 static ev_async reload_async;       /* workers ask the main thread for a reload */
@@ -387,6 +388,7 @@ int server_run(const char *config_path, int watch)
     server *s = calloc(1, sizeof *s);
     the_server = s;
     s->on_drained = notify_drained;
+    s->request_reload = server_request_reload;
     s->config_path = strdup(config_path);
     s->watch = watch;
     pthread_mutex_init(&s->lock, NULL);

@@ -7,13 +7,14 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "log.h"
-#include "rbus.h"                   /* and through it server.h: conn, worker, resp_* (layering debt) */
-#include "sse.h"
-#include "response.h"
+#include "clock.h"
 #include "conn.h"
-#include "server.h"
-#include "worker.h"
+#include "ctx.h"
+#include "log.h"
+#include "rbus.h"
+#include "response.h"
+#include "sconfig.h"
+#include "sse.h"
 
 #define PUBLISH_TIMEOUT 2.0         /* s: then the caller hears "not confirmed" (it may still go out) */
 #define CATCHUP_TIMEOUT 2.0         /* s per catch-up script call */

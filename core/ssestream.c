@@ -22,10 +22,12 @@
 #include "ssebus.h"
 #include "sseenc.h"
 
-#include "util.h"
-#include "response.h"
+#include "clock.h"
 #include "conn.h"
-#include "server.h"
+#include "ctx.h"
+#include "response.h"
+#include "sconfig.h"
+#include "util.h"
 
 static int stream_flush(ssestream *s);
 static void stream_close(ssestream *s);

@@ -13,9 +13,11 @@
 #include "ssebus.h"
 #include "sseenc.h"
 
-#include "util.h"
+#include "clock.h"
+#include "ctx.h"
 #include "response.h"
-#include "server.h"
+#include "sconfig.h"
+#include "util.h"
 
 static void refuse(conn *c, int status, const char *msg)
 {

@@ -14,7 +14,7 @@
 #include "timerwheel.h"
 
 #include "conn.h"
-#include "worker.h"
+#include "ctx.h"
 
 /* What admission needs (channel names, user, Last-Event-ID, the Redis round trip). Freed when
  * the stream is admitted, except with Redis: member and user then name the stream in the

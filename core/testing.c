@@ -24,6 +24,8 @@
 #include "sse.h"
 #include "testclient.h"
 
+#include "clock.h"
+#include "sconfig.h"
 #include "util.h"
 #include "worker.h"
 

@@ -13,11 +13,12 @@
 #include <unistd.h>
 
 #include "clientip.h"
-#include "multipart.h"
-#include "static.h"
-#include "response.h"
 #include "conn.h"
-#include "worker.h"
+#include "ctx.h"
+#include "multipart.h"
+#include "response.h"
+#include "sconfig.h"
+#include "static.h"
 
 /* ---------------------------------------------------------------- request IDs */
 

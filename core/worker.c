@@ -18,25 +18,10 @@
 #include "lua_db.h"
 #include "metrics.h"
 #include "rbus.h"
-#include "server.h"
 #include "ssebus.h"
 #include "ssestream.h"
 #include "util.h"
 #include "workpool.h"
-
-uint64_t worker_now_us(worker *w)
-{
-    return (w->now_cache_us ? w->now_cache_us : mono_us()) + w->vclock_offset_us;
-}
-
-void worker_update_date(worker *w)
-{
-    long t = (long)ev_now(w->loop);
-    if (t != w->date_t) {
-        w->date_t = t;
-        http_date(t, w->date);
-    }
-}
 
 static void worker_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {

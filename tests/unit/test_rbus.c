@@ -10,7 +10,8 @@
 #include <unistd.h>
 
 #include "rbus.h"
-#include "server.h"
+#include "ctx.h"
+#include "sconfig.h"
 #include "ratelimit.h"
 #include "tap.h"
 
