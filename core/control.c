@@ -92,6 +92,43 @@ static void ctl_cb(struct ev_loop *loop, ev_io *io, int revents)
     close(fd);
 }
 
+/* Removes the pid files (and their control sockets) that servers killed outright (SIGKILL, a
+ * sanitizer abort, the watchdog's _exit) left in dir. Only names of the form this file creates
+ * (<16 hex>-<port>.pid / .sock), only regular files / sockets owned by this user, and only when
+ * the pid they name is gone (kill(pid, 0) fails with ESRCH): a live server's files, or a pid now
+ * used by another process, are left alone. */
+static void sweep_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    int removed = 0;
+    while ((e = readdir(d))) {
+        char k[17], path[PATH_MAX], line[32];
+        int port, end = 0;
+        if (sscanf(e->d_name, "%16[0-9a-f]-%d.pid%n", k, &port, &end) != 2 || end == 0 || e->d_name[end] != 0 ||
+            strlen(k) != 16 || port <= 0 || port > 65535)
+            continue;
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path - 1) continue;
+        struct stat st;
+        if (lstat(path, &st) || !S_ISREG(st.st_mode) || st.st_uid != getuid() || st.st_size > 16) continue;
+        FILE *f = fopen(path, "re");
+        if (!f) continue;
+        char *got = fgets(line, sizeof line, f);
+        fclose(f);
+        char *endp;
+        long pid = got ? strtol(line, &endp, 10) : 0;
+        if (!got || endp == line || (*endp && *endp != '\n') || pid <= 1 || pid > INT32_MAX) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        unlink(path);
+        snprintf(path + strlen(path) - 4, 6, ".sock");
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == getuid()) unlink(path);
+        removed++;
+    }
+    closedir(d);
+    if (removed) log_msg(LOG_INFO, "run directory %s: removed the files of %d server(s) no longer running", dir, removed);
+}
+
 void control_open(const char *config_path, int port, struct ev_loop *loop, control_handler fn, void *ud)
 {
     char dir[PATH_MAX], key[32], err[512] = "";
@@ -102,6 +139,7 @@ void control_open(const char *config_path, int port, struct ev_loop *loop, contr
                 err[0] ? err : "cannot resolve the config path");
         return;
     }
+    sweep_stale(dir);
     if (snprintf(ctl_sock, sizeof ctl_sock, "%s/%s-%d.sock", dir, key, port) >= SUN_MAX) {
         log_msg(LOG_WARN, "control socket: the path %s/%s-%d.sock is too long for a unix socket: set SLUICE_RUN_DIR to a shorter directory",
                 dir, key, port);

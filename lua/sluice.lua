@@ -327,22 +327,45 @@ function http.add_header_hook(fn)
   header_hooks[#header_hooks + 1] = fn
 end
 
-local function with_hooks(opts)
-  local o, h, have = {}, {}, {}
-  for k, v in pairs(opts) do o[k] = v end
-  if type(opts.headers) == "table" then
-    for k, v in pairs(opts.headers) do
-      h[k] = v
-      if type(k) == "string" then have[k:lower()] = true end
+-- with_hooks(opts, owned): the options with the hooks' headers added. Returns opts itself when no
+-- hook adds a header the call lacks; otherwise one new headers table, set on opts when the caller
+-- owns it (owned: a copy made by app.http.get & co.) or on a single shallow copy of opts.
+local function has_header(t, lk)
+  if t then
+    for k in pairs(t) do
+      if type(k) == "string" and k:lower() == lk then return true end
     end
   end
+  return false
+end
+
+local function with_hooks(opts, owned)
+  local given = type(opts.headers) == "table" and opts.headers or nil
+  local h
   for _, fn in ipairs(header_hooks) do
     local add = fn(opts)
     if type(add) == "table" then
       for k, v in pairs(add) do
-        if type(k) == "string" and not have[k:lower()] then h[k] = v; have[k:lower()] = true end
+        if type(k) == "string" then
+          local lk = k:lower()
+          -- headers given by the call (or, once h exists, those plus earlier hooks' additions)
+          local dup = has_header(h or given, lk)
+          if not dup then
+            if not h then
+              h = {}
+              if given then for gk, gv in pairs(given) do h[gk] = gv end end
+            end
+            h[k] = v
+          end
+        end
       end
     end
+  end
+  if not h then return opts end
+  local o = opts
+  if not owned then
+    o = {}
+    for k, v in pairs(opts) do o[k] = v end
   end
   o.headers = h
   return o
@@ -376,14 +399,18 @@ local function mock_answer(m, opts)
     url = opts.url, http_version = "1.1", mocked = true })
 end
 
-function http.request(opts)
-  if type(opts) ~= "table" then error("app.http.request: expects a table of options ({ url = ..., method = ... })", 2) end
-  if #header_hooks > 0 then opts = with_hooks(opts) end
+local function request(opts, owned)
+  if #header_hooks > 0 then opts = with_hooks(opts, owned) end
   if #mocks > 0 then
     local m = find_mock(opts)
     if m then return mock_answer(m, opts) end
   end
   return c_request(opts)
+end
+
+function http.request(opts)
+  if type(opts) ~= "table" then error("app.http.request: expects a table of options ({ url = ..., method = ... })", 2) end
+  return request(opts, false)
 end
 
 local function verb(method)
@@ -394,7 +421,7 @@ local function verb(method)
     local o = {}
     if opts then for k, v in pairs(opts) do o[k] = v end end
     o.url, o.method = url, method
-    return http.request(o)
+    return request(o, true)
   end
 end
 http.get, http.post, http.put = verb("GET"), verb("POST"), verb("PUT")

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from harness import (HOST, ROOT, SLUICE_BIN, Conn, RedisServer, Server, TestFailure, check,  # noqa: E402
+from harness import (HOST, ROOT, SLUICE_BIN, Conn, RedisServer, Server, TestFailure, check, rss_kb,  # noqa: E402
                      free_port, get, metric, wait_for, wait_linked)
 from ssecheck import Collector, Publisher, audit, ordered, publish_app  # noqa: E402
 
@@ -65,14 +65,6 @@ def fixture_line(marker):
             if marker in ln:
                 return "app.lua:%d" % i
     raise TestFailure("no %r in the fixture" % marker)
-
-
-def rss_kb(srv):
-    with open("/proc/%d/status" % srv.proc.pid) as f:
-        for ln in f:
-            if ln.startswith("VmRSS:"):
-                return int(ln.split()[1])
-    raise TestFailure("no VmRSS")
 
 
 def fresh(port, path, timeout=10):

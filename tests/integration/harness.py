@@ -80,6 +80,18 @@ def free_port():
 
 # ------------------------------------------------------------------ the server under test
 
+
+def rss_kb(srv):
+    """The resident set (VmRSS, kB) of a Server's process (or of a pid); fails the test when
+    /proc has no VmRSS for it."""
+    pid = srv if isinstance(srv, int) else srv.proc.pid
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    raise TestFailure("no VmRSS for pid %d" % pid)
+
+
 class Server:
     """A running sluice for one fixture directory (relative to tests/integration or absolute)."""
 

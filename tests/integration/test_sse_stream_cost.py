@@ -8,19 +8,11 @@ requests. The RSS bound is wide on purpose (bench/sse.sh measures the figure at 
 import socket
 import time
 
-from harness import SLUICE_BIN, Server, check, get, metric, post, run_tests, scaled, test, wait_for
+from harness import SLUICE_BIN, Server, check, get, metric, post, rss_kb, run_tests, scaled, test, wait_for
 
 N = 2000
 with open(SLUICE_BIN, "rb") as f:      # ASan's allocator keeps freed memory (quarantine): RSS says little
     SANITIZED = b"__asan_init" in f.read()
-
-
-def rss_kb(s):
-    with open("/proc/%d/status" % s.proc.pid) as f:
-        for ln in f:
-            if ln.startswith("VmRSS:"):
-                return int(ln.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def open_streams(port, n):
