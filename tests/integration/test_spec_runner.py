@@ -6,6 +6,8 @@ behind in two situations its own self-tests cannot reach.
   with `file:line: timed out after Ns` at the spec line it was waiting on, the next test opens
   the fixture again (it used to fail with "db fixture already open"), the timed-out test's rows
   are rolled back, and the blocking statements are cancelled on the server, not left running.
+- A timed-out test is abandoned where it waits: a late answer to its request() does not resume
+  it, an app.sleep loop in it does not go on ticking during the next tests.
 - POST /_sluice/reload through the spec runner's request(): 503 "reload is not available in the
   spec runner", and the instance keeps serving.
 
@@ -74,6 +76,22 @@ def db_fixture_released_after_a_timeout():
     check("db fixture already open" not in out, "a fixture stayed open:\n" + out)
     check(not any(ln.startswith("FAIL timeouts > teardown") for ln in lines), "the teardown failed:\n" + out)
     check(lines and lines[-1] == "4 passed, 3 failed", "summary: %r\n%s" % (lines[-1] if lines else None, out))
+    check(rc == 1, "exit status %d, want 1:\n%s" % (rc, out))
+
+
+@test
+def a_timed_out_test_is_abandoned():
+    # no database: a request whose answer comes after the timeout, an app.sleep loop
+    t = int(scaled(2))
+    rc, lines, out = sluice_test("abandon_spec.lua", t, {"DATABASE_URL": ""})
+    spec = os.path.join(REL, "abandon_spec.lua")
+    f = "a timed-out test > "
+    for name, tag in (("waits for a late answer", "late"), ("sleeps in a loop", "loop")):
+        check(any(ln.startswith("FAIL " + f + name + " (") for ln in lines), "no FAIL line for %r:\n%s" % (name, out))
+        has_line(lines, "%s:%d: timed out after %ds" % (spec, mark("abandon_spec.lua", tag), t), out)
+    for name in ("is not resumed by that answer", "does not go on looping"):
+        check(any(ln.startswith("ok   " + f + name + " (") for ln in lines), "no ok line for %r:\n%s" % (name, out))
+    check(lines and lines[-1] == "2 passed, 2 failed", "summary: %r\n%s" % (lines[-1] if lines else None, out))
     check(rc == 1, "exit status %d, want 1:\n%s" % (rc, out))
 
 
