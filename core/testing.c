@@ -104,15 +104,19 @@ static void hr_child_done(task *t, int st, const char *etext)
     ev_timer_start(hr->loop, &hr->start);
 }
 
-/* Whether a chunk name is one of the runtime's own modules (lua/<name>.lua, embedded in the
- * binary as "@lua/<name>.lua"): app.db.query's wrapper, the spec runner, the request helpers. */
+/* Whether a chunk name is one of the runtime's own modules (lua/<name>.lua: embedded in the
+ * binary as "@lua/<name>.lua", or read from SLUICE_LUA_DIR in development): app.db.query's
+ * wrapper, the spec runner, the request helpers. */
 struct sluice_embedded { const char *name; const char *src; size_t len; };
 extern const struct sluice_embedded sluice_embedded_lua[];
 
 static int runtime_chunk(const char *source)
 {
-    if (strncmp(source, "@lua/", 5) != 0) return 0;
-    const char *name = source + 5;
+    const char *dir = getenv("SLUICE_LUA_DIR"), *name;
+    size_t dl = dir ? strlen(dir) : 0;
+    if (strncmp(source, "@lua/", 5) == 0) name = source + 5;
+    else if (dl && strncmp(source + 1, dir, dl) == 0 && source[1 + dl] == '/') name = source + 2 + dl;
+    else return 0;
     size_t n = strlen(name);
     if (n < 5 || strcmp(name + n - 4, ".lua") != 0) return 0;
     for (const struct sluice_embedded *e = sluice_embedded_lua; e->name; e++)
@@ -127,12 +131,12 @@ static void hr_limit_cb(struct ev_loop *loop, ev_timer *t, int revents)
     hr->done = 1;
     hr->ok = 0;
     /* point at the spec line the test was waiting on: the first Lua frame of the child outside
-     * the runtime's own modules (SLUICE_LUA_DIR's copies of the spec runner are skipped too) */
+     * the runtime's own modules */
     char m[600], where[512] = "";
     lua_Debug ar;
     for (int lvl = 0; lua_getstack(hr->child->co, lvl, &ar); lvl++) {
         if (lua_getinfo(hr->child->co, "Sl", &ar) && ar.currentline > 0 && ar.source[0] == '@' &&
-            !runtime_chunk(ar.source) && !strstr(ar.source, "lua/spec")) {
+            !runtime_chunk(ar.source)) {
             snprintf(where, sizeof where, "%s:%d: ", ar.short_src, ar.currentline);
             break;
         }
