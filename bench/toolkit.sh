@@ -145,7 +145,7 @@ printf '  CPU per request vs /json: keep-alive /jwtc %s, /jwtn %s; pipelined /jw
 # ev_invoke_pending (request handling) is collected; requests = calls of dispatch_request. One
 # server for every route, so all see the same heap; each window (route x mode x round, routes
 # alternating) is zeroed before and dumped after its wrk run.
-declare -A CG_IR CG_N
+declare -A CG_IR=() CG_N=()
 CG_ROUNDS=${BENCH_CG_ROUNDS:-2}
 CG_SECS=${BENCH_CG_SECS:-2}
 if [ "${BENCH_CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then

@@ -578,6 +578,86 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class NginxServer:
+    """A real nginx in a temp prefix (workers may run as nobody: the prefix is world-readable).
+    `http` is the body of the http {} block (access log off and the temp paths are added);
+    `ports` are the ports start() waits for. `prefix` may be given (files written there first);
+    otherwise a temp dir is made and removed by cleanup(). Also a context manager."""
+
+    def __init__(self, http, ports, prefix=None):
+        self.own = prefix is None
+        self.prefix = prefix or tempfile.mkdtemp(prefix="sluice-nginx-")
+        os.chmod(self.prefix, 0o777)
+        self.ports = list(ports)
+        self.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        check(os.path.exists(self.nginx), "nginx is not installed (apt-get install nginx)")
+        self.conf = os.path.join(self.prefix, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write("""worker_processes 1;
+pid %(p)s/nginx.pid;
+error_log %(p)s/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path %(p)s/body;
+    proxy_temp_path %(p)s/proxy;
+    fastcgi_temp_path %(p)s/fastcgi;
+    uwsgi_temp_path %(p)s/uwsgi;
+    scgi_temp_path %(p)s/scgi;
+%(http)s
+}
+""" % {"p": self.prefix, "http": http})
+        self.proc = None
+
+    def start(self):
+        t = subprocess.run([self.nginx, "-t", "-p", self.prefix, "-c", self.conf], capture_output=True, text=True)
+        check(t.returncode == 0, "nginx -t: " + t.stderr)
+        self.proc = subprocess.Popen([self.nginx, "-p", self.prefix, "-c", self.conf, "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in self.ports:
+            deadline = time.monotonic() + 10
+            while True:
+                check(self.proc.poll() is None, "nginx exited at start: %s" % self.error_log()[-500:])
+                try:
+                    socket.create_connection((HOST, port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TestFailure("nginx did not listen on :%d" % port)
+                    time.sleep(0.05)
+        return self
+
+    def error_log(self):
+        try:
+            with open(os.path.join(self.prefix, "error.log")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        """SIGQUIT (graceful), then kill after 10 s."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def cleanup(self):
+        self.stop()
+        if self.own:
+            shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.cleanup()
+        return False
+
+
 # ------------------------------------------------------------------ test registry
 
 _tests = []

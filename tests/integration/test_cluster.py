@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import RedisServer, ROOT, metric, wait_for, wait_linked, SLUICE_BIN, Server, TestFailure, check, free_port, get, post, run_tests, test  # noqa: E402
+from harness import NginxServer, RedisServer, ROOT, metric, wait_for, wait_linked, SLUICE_BIN, Server, TestFailure, check, free_port, get, post, run_tests, test  # noqa: E402
 
 HOST = "127.0.0.1"
 FIXTURE = "fixtures/cluster"
@@ -62,12 +61,11 @@ class Instance(Server):
 Redis = RedisServer
 
 
-class Nginx:
+class Nginx(NginxServer):
     """deploy/nginx/sluice.conf with its listen line and three upstream lines rewritten."""
 
     def __init__(self, ports):
-        self.prefix = tempfile.mkdtemp(prefix="sluice-cluster-nginx-")
-        os.chmod(self.prefix, 0o777)          # nginx workers may run as nobody
+        prefix = tempfile.mkdtemp(prefix="sluice-cluster-nginx-")
         self.port = free_port()
         with open(NGINX_CONF) as f:
             text = f.read()
@@ -81,52 +79,10 @@ class Nginx:
                 ln = re.sub(r"listen\s+[^;\s]+", "listen 127.0.0.1:%d" % self.port, ln)
             out.append(ln)
         check(i == len(ports), "deploy/nginx/sluice.conf: %d upstream lines, want %d" % (i, len(ports)))
-        with open(os.path.join(self.prefix, "sluice.conf"), "w") as f:
+        with open(os.path.join(prefix, "sluice.conf"), "w") as f:
             f.write("\n".join(out) + "\n")
-        self.conf = os.path.join(self.prefix, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write("""
-worker_processes 1;
-pid %(p)s/nginx.pid;
-error_log %(p)s/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %(p)s/body;
-    proxy_temp_path %(p)s/proxy;
-    fastcgi_temp_path %(p)s/fastcgi;
-    uwsgi_temp_path %(p)s/uwsgi;
-    scgi_temp_path %(p)s/scgi;
-    include %(p)s/sluice.conf;
-}
-""" % {"p": self.prefix})
-        self.proc = None
-
-    def start(self):
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        t = subprocess.run([nginx, "-t", "-p", self.prefix, "-c", self.conf], capture_output=True, text=True)
-        check(t.returncode == 0, "nginx -t: " + t.stderr)
-        self.proc = subprocess.Popen([nginx, "-p", self.prefix, "-c", self.conf, "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((HOST, self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise TestFailure("nginx did not listen on :%d" % self.port)
-
-    def cleanup(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.prefix, ignore_errors=True)
-
+        super().__init__("    include %s/sluice.conf;" % prefix, [self.port], prefix=prefix)
+        self.own = True          # the prefix is ours: cleanup() removes it
 
 
 class SSE:

@@ -20,7 +20,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, SLUICE_BIN, Server, SSEClient, check, free_port, get, metric, post,  # noqa: E402
+from harness import (HOST, SLUICE_BIN, NginxServer, Server, SSEClient, check, free_port, get, metric, post,  # noqa: E402
                      run_tests, test, wait_for)
 
 FIXTURE = "fixtures/http_client"
@@ -205,8 +205,6 @@ def make_certs():
 
 
 def start_nginx():
-    nginx = shutil.which("nginx")
-    check(nginx, "nginx is not installed (apt-get install nginx)")
     root = os.path.join(TMP, "www")
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "small.txt"), "w") as f:
@@ -216,19 +214,7 @@ def start_nginx():
     with open(os.path.join(root, "big.bin"), "wb") as f:
         f.write(os.urandom(1 << 20))
     plain, tls = free_port(), free_port()
-    conf = """
-worker_processes 1;
-pid %(p)s/nginx.pid;
-error_log %(p)s/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %(p)s/body;
-    proxy_temp_path %(p)s/proxy;
-    fastcgi_temp_path %(p)s/fastcgi;
-    uwsgi_temp_path %(p)s/uwsgi;
-    scgi_temp_path %(p)s/scgi;
-    default_type text/plain;
+    ng = NginxServer("""    default_type text/plain;
     gzip on;
     gzip_types text/plain;
     gzip_min_length 1;
@@ -247,18 +233,8 @@ http {
         root %(root)s;
         location = /whoami { return 200 "$ssl_client_verify $ssl_client_s_dn\\n"; }
     }
-}
-""" % {"p": TMP, "root": root, "plain": plain, "tls": tls}
-    path = os.path.join(TMP, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    t = subprocess.run([nginx, "-t", "-p", TMP, "-c", path], capture_output=True, text=True)
-    check(t.returncode == 0, "nginx -t: " + t.stderr)
-    proc = subprocess.Popen([nginx, "-p", TMP, "-c", path, "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for port in (plain, tls):
-        wait_for(lambda: socket.create_connection((HOST, port), timeout=0.5).close() is None, 10, "nginx on %d" % port)
-    return proc, plain, tls
+""" % {"p": TMP, "root": root, "plain": plain, "tls": tls}, [plain, tls], prefix=TMP)
+    return ng.start(), plain, tls
 
 
 make_certs()
@@ -903,8 +879,7 @@ def teardown():
     S.stop()
     S.cleanup()
     UP.stop()
-    NGINX.terminate()
-    NGINX.wait(10)
+    NGINX.stop()
     shutil.rmtree(TMP, ignore_errors=True)
 
 

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 
-from harness import SLUICE_BIN, Conn, Server, check, get, post, run_tests, test, wait_for
+from harness import SLUICE_BIN, Conn, Server, check, get, post, rss_kb, run_tests, test, wait_for
 
 APP_V1 = '''
 local app = require "sluice"
@@ -99,14 +99,6 @@ def socket_reload(srv):
         out += b
     s.close()
     return out.decode()
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 @test

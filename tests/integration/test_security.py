@@ -17,14 +17,12 @@ Run: SLUICE_BIN=$PWD/build/sluice python3 tests/integration/test_security.py [na
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, HERE, SLUICE_BIN, Conn, Server, check, free_port, get, post,  # noqa: E402
+from harness import (HOST, HERE, SLUICE_BIN, Conn, NginxServer, Server, check, free_port, get, post,  # noqa: E402
                      run_tests, test, wait_for)
 
 FIX = os.path.join(HERE, "fixtures", "sec_app")
@@ -54,30 +52,14 @@ def status_of(port, method, path, headers=()):
 
 # ------------------------------------------------------------------ nginx on loopback
 
-class Nginx:
+class Nginx(NginxServer):
     """nginx in a temp prefix on a free loopback port, proxying everything to one sluice (also
     /_sluice/, as a careless proxy would), websocket-ready (Upgrade passed through, so a 101 from
     upstream would open a tunnel), with /secret blocked by nginx itself."""
 
     def __init__(self, upstream_port):
-        self.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        check(os.path.exists(self.nginx), "nginx is not installed")
-        self.prefix = tempfile.mkdtemp(prefix="sluice-sec-nginx-")
-        os.chmod(self.prefix, 0o777)
         self.port = free_port()
-        conf = """
-worker_processes 1;
-pid %(p)s/nginx.pid;
-error_log %(p)s/error.log warn;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path %(p)s/body;
-    proxy_temp_path %(p)s/proxy;
-    fastcgi_temp_path %(p)s/fastcgi;
-    uwsgi_temp_path %(p)s/uwsgi;
-    scgi_temp_path %(p)s/scgi;
-    map $http_upgrade $connection_upgrade { default upgrade; "" ""; }
+        super().__init__("""    map $http_upgrade $connection_upgrade { default upgrade; "" ""; }
     upstream sl { server 127.0.0.1:%(up)d; keepalive 8; }
     server {
         listen 127.0.0.1:%(port)d;
@@ -91,35 +73,7 @@ http {
             proxy_set_header Connection $connection_upgrade;
         }
     }
-}
-""" % {"p": self.prefix, "up": upstream_port, "port": self.port}
-        self.conf = os.path.join(self.prefix, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        self.proc = None
-
-    def __enter__(self):
-        t = subprocess.run([self.nginx, "-t", "-p", self.prefix, "-c", self.conf], capture_output=True, text=True)
-        check(t.returncode == 0, "nginx -t: " + t.stderr)
-        self.proc = subprocess.Popen([self.nginx, "-p", self.prefix, "-c", self.conf, "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up():
-            socket.create_connection((HOST, self.port), timeout=0.5).close()
-            return True
-        wait_for(up, 10, "nginx on :%d" % self.port)
-        return self
-
-    def __exit__(self, *a):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        shutil.rmtree(self.prefix, ignore_errors=True)
-        return False
+""" % {"up": upstream_port, "port": self.port}, [self.port])
 
 
 # ------------------------------------------------------------------ 1. the admin area
