@@ -463,15 +463,21 @@ static void task_finish(task *t, int status);
 
 static void sleep_cancel(task *t) { tw_entry_cancel(&t->tmo); }
 
-/* A request task whose request is over (limits.request_timeout answered, the client gone) and
- * that is parked on a wait it can undo (t->cancel set) is abandoned there: the wait is
- * cancelled (after t->cancel nothing resumes t), the cleanup hook gives back what the task holds,
- * and the coroutine is dropped, so its stack and locals become garbage now. A task parked on a
- * wait without a cancel hook (a publish through Redis) is bounded by that wait's own timeout:
- * it resumes, runs on detached, and is abandoned at its next wait. */
+/* Whether nobody will read t's answer: a request whose request is over, a detached child. */
+static int task_unwanted(const task *t)
+{
+    return t->kind == TASK_REQUEST ? !t->c : t->kind == TASK_CHILD && t->detached;
+}
+
+/* A task nobody waits for (task_unwanted: limits.request_timeout answered, the client gone, a
+ * spec timed out) that is parked on a wait it can undo (t->cancel set) is abandoned there: the
+ * wait is cancelled (after t->cancel nothing resumes t), the cleanup hook gives back what the
+ * task holds, and the coroutine is dropped, so its stack and locals become garbage now. A task
+ * parked on a wait without a cancel hook (a publish through Redis) is bounded by that wait's own
+ * timeout: it resumes, runs on detached, and is abandoned at its next wait. */
 static int task_abandon(task *t)
 {
-    if (t->kind != TASK_REQUEST || t->c || !t->waiting || !t->cancel || t->app->running == t) return 0;
+    if (!task_unwanted(t) || !t->waiting || !t->cancel || t->app->running == t) return 0;
     void (*cancel)(task *) = t->cancel;
     t->cancel = NULL;
     cancel(t);
@@ -482,6 +488,15 @@ static int task_abandon(task *t)
     task_recycle_co(t, 0);
     task_release(t);
     return 1;
+}
+
+int task_detach(task *t)
+{
+    if (t->kind != TASK_CHILD) return 0;
+    t->detached = 1;
+    t->on_done = NULL;       /* the abandoned child may finish later: nobody listens */
+    t->ud = NULL;
+    return task_abandon(t);
 }
 
 static void task_run(task *t, int nargs)

@@ -35,6 +35,7 @@ struct task {
     void (*cancel)(task *t); /* undo the pending wait; afterwards nothing resumes the task (request over) */
     void *wait;              /* what the primitive waits on */
     task *parent;            /* TASK_CHILD: resumed with (ok, err) when this one ends */
+    int detached;            /* TASK_CHILD: nobody waits for it any more (task_detach) */
     int timer_ref;           /* TASK_TIMER: the callback; repeat interval in ms, 0 for one-shot */
     uint64_t repeat_ms, first_ms;
     void *db_op;             /* lua_db.c: the parked database operation */
@@ -134,6 +135,12 @@ void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir);
 /* Makes a task for the function (and nargs arguments) on top of a's main stack; start it
  * with task_resume(t, nargs). Used by the spec runner. */
 task *task_prepare(appstate *a, int kind, int nargs);
+/* Nobody waits for the child task t any more (the spec runner's timeout): its on_done and ud are
+ * dropped; parked on a wait it can undo (t->cancel set), it is abandoned now like a request
+ * whose client went away (the wait cancelled, the cleanup hook gives back what it holds, its
+ * coroutine dropped); parked on one it cannot, it resumes later, runs on detached and is
+ * abandoned at its next such wait, or ends. Returns 1 when t was abandoned (t is gone). */
+int task_detach(task *t);
 /* Resumes a suspended task with nres values already pushed on t->co. */
 void task_resume(task *t, int nres);
 /* The task currently running on this worker (inside a Lua primitive), or NULL. */

@@ -28,6 +28,7 @@ typedef struct dbside {
     int limit;
     pgpool_waiter warm;
     pgconn *fixture;             /* test mode: every query runs in this transaction */
+    struct dbop *fix_op;         /* the statement in flight on fixture (one at a time), or NULL */
     pglisten *listener;          /* worker 0 only, while the scripts registered app.db.listen */
     int nchannels;               /* channels the current state listens to (every worker counts them) */
 } dbside;
@@ -35,6 +36,7 @@ typedef struct dbside {
 /* What a parked query needs once a connection is there. */
 typedef struct dbop {
     task *t;
+    dbside *d;
     pgpool *pool;
     pgconn *conn;
     int pinned;                  /* conn belongs to a transaction: do not release after */
@@ -49,6 +51,8 @@ typedef struct dbop {
     int savepoint;               /* transaction nested in the test fixture's */
     int fix_step;                /* test fixture: 1 SAVEPOINT sent, 2 query sent, 3 ROLLBACK TO sent */
     PGresult *fix_res;           /* the failed query's result, kept while rolling back to the savepoint */
+    int lost;                    /* its fixture connection was closed under it: kick fails it */
+    ev_timer kick;
 } dbop;
 
 static void warm_cb(void *ud, pgconn *c, const char *err)
@@ -203,12 +207,14 @@ void db_worker_configure(worker *w)
     listen_sync(w); /* the new state's scripts registered their listeners again */
 }
 
+static void fixture_close(appstate *a, dbside *d);
+
 void db_worker_free(worker *w)
 {
     dbside *d = w->db;
     if (!d) return;
     pgpool_cancel(&d->warm);
-    if (d->fixture) pgpool_release(d->primary, d->fixture);
+    if (d->fixture) fixture_close(NULL, d);
     pglisten_free(d->listener);
     pgpool_free(d->primary);
     for (int i = 0; i < d->nreplicas; i++) pgpool_free(d->replicas[i]);
@@ -330,6 +336,8 @@ static void op_free(dbop *op)
     free(op);
 }
 
+static void fixture_unpin(appstate *a, pgconn *fc);
+
 /* Resumes the task with (rows) or (nil, errtable) and frees op. */
 static void op_finish(dbop *op, PGresult *res, const char *err)
 {
@@ -340,7 +348,8 @@ static void op_finish(dbop *op, PGresult *res, const char *err)
         pgpool_release(op->pool, op->conn);
         op->conn = NULL;
     }
-    dbside *d = t->app->w->db;
+    dbside *d = op->d;
+    if (d->fix_op == op) d->fix_op = NULL;
     if (op->kind == OP_COMMIT || op->kind == OP_ROLLBACK) {
         if (t->db_conn && !op->savepoint) pgpool_release(t->db_pool, t->db_conn);
         t->db_conn = NULL;
@@ -356,6 +365,7 @@ static void op_finish(dbop *op, PGresult *res, const char *err)
         else if (op->conn) pgpool_release(op->pool, op->conn);
     }
     if (op->kind == OP_FIX_ROLLBACK && d->fixture) {
+        fixture_unpin(t->app, d->fixture);
         pgpool_release(d->primary, d->fixture);
         d->fixture = NULL;
     }
@@ -450,6 +460,11 @@ static void op_cancel(task *t)
     dbop *op = t->db_op;
     if (!op) return;
     t->db_op = NULL;
+    if (op->lost) {                          /* its connection is gone already (fixture_close) */
+        ev_timer_stop(t->app->w->loop, &op->kick);
+        op_free(op);
+        return;
+    }
     if (op->waiter.pool || op->job.w.pool) { /* still queued for a connection: withdraw and drop */
         pgpool_cancel(&op->waiter);
         pgpool_cancel(&op->job.w);
@@ -469,21 +484,73 @@ static void op_cancel(task *t)
 /* The late answer of an abandoned task's statement. */
 static void op_drop(dbop *op, PGresult *res)
 {
+    if (op->d->fix_op == op) op->d->fix_op = NULL;
     if (res) PQclear(res);
     if (op->fix_res) PQclear(op->fix_res);
     if (op->conn && !op->pinned) pgpool_release(op->pool, op->conn);
     op_free(op);
 }
 
-/* t->cleanup, run when the task is released: what it still holds goes back. */
+/* t->cleanup, run when the task is released: what it still holds goes back. A transaction
+ * inside the test fixture is a savepoint on the fixture's connection, which is not the task's
+ * to give back: it is rolled back with the fixture. */
 static void db_task_cleanup(task *t)
 {
     if (t->db_op) op_cancel(t);
     if (t->db_conn) {                  /* ended (or errored) inside a transaction: roll back */
-        pgpool_release(t->db_pool, t->db_conn);
+        if (!t->db_savepoint) pgpool_release(t->db_pool, t->db_conn);
         t->db_conn = NULL;
         t->db_pool = NULL;
+        t->db_savepoint = 0;
     }
+}
+
+/* ---------------------------------------------------------------- the test fixture's end */
+
+/* The fixture's connection goes back: a task still pinned to it (a handler the test requested,
+ * parked inside app.db.transaction) is not in that transaction any more; its COMMIT or ROLLBACK
+ * says "not in a transaction" instead of touching a connection that is no longer its own. */
+static void fixture_unpin(appstate *a, pgconn *fc)
+{
+    for (task *t = a ? a->tasks : NULL; t; t = t->next)
+        if (t->db_conn == fc) { t->db_conn = NULL; t->db_pool = NULL; t->db_savepoint = 0; }
+}
+
+static void lost_cb(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop, (void)revents;
+    dbop *op = (dbop *)(void *)((char *)tm - offsetof(dbop, kick));
+    op->lost = 0;
+    op_finish(op, NULL, PGPOOL_ERR_LOST ": the test's db fixture was rolled back while this statement ran");
+}
+
+/* Ends the test's fixture transaction without a ROLLBACK statement, when its connection is busy
+ * with a statement of a task the test left behind (a timed-out test's own, or a handler's it
+ * requested) or cannot take one (broken). Releasing the connection cancels that statement on the
+ * server and closes it, so the server rolls the transaction back, and the next test gets a
+ * fixture on another connection. The statement's answer never comes: an orphaned one (its task
+ * abandoned) is freed; a task still waiting for it gets a "connection lost" error on the next
+ * loop turn (not inside the caller's primitive). a is NULL at teardown. */
+static void fixture_close(appstate *a, dbside *d)
+{
+    pgconn *fc = d->fixture;
+    dbop *busy = d->fix_op;
+    d->fixture = NULL;
+    d->fix_op = NULL;
+    fixture_unpin(a, fc);
+    pgpool_release(d->primary, fc);
+    if (!busy) return;
+    busy->conn = NULL;
+    if (busy->fix_res) { PQclear(busy->fix_res); busy->fix_res = NULL; }
+    busy->fix_step = 0;
+    if (!busy->t || !a) {                  /* orphaned, or the worker is going away */
+        if (busy->t) busy->t->db_op = NULL;
+        op_free(busy);
+        return;
+    }
+    busy->lost = 1;
+    ev_timer_init(&busy->kick, lost_cb, 0, 0);
+    ev_timer_start(a->w->loop, &busy->kick);
 }
 
 /* 1 when sql starts a transaction block (BEGIN, START TRANSACTION): such a statement must not run
@@ -517,6 +584,7 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
     dbop *op = calloc(1, sizeof *op);
     if (!op) return luaL_error(L, "out of memory");
     op->t = t;
+    op->d = d;
     op->kind = kind;
     if (kind == OP_QUERY) {
         size_t sl;
@@ -600,6 +668,8 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
         op->release_after = 0;
     }
     if (kind == OP_FIX_ROLLBACK) {
+        /* busy with a statement a timed-out test left behind: closing the connection rolls back */
+        if (d->fixture && d->fix_op) fixture_close(a, d);
         if (!d->fixture) { op_free(op); lua_pushboolean(L, 1); return 1; }
         op->conn = d->fixture;
         op->pinned = 1;
@@ -624,10 +694,16 @@ static int park(lua_State *L, appstate *a, int kind, int read_only, int first_pa
     if (op->fix_step == 1 ? fix_send(op, "SAVEPOINT sluice_fixture_q") : send_op(op)) {
         if (!op->pinned && op->conn) pgpool_release(op->pool, op->conn);
         op_free(op);
+        if (kind == OP_FIX_ROLLBACK) {    /* a broken fixture connection: closing it rolls back */
+            fixture_close(a, d);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
         lua_pushnil(L);
         pgresult_push_error(L, NULL, PGPOOL_ERR_LOST ": the connection is busy or broken");
         return 2;
     }
+    if (op->conn == d->fixture) d->fix_op = op;
     t->db_op = op;
     t->cancel = op_cancel;
     return task_yield(L, t);

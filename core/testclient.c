@@ -158,6 +158,20 @@ static void tc_wake(tclient *c, int n)
     task_resume(t, n);
 }
 
+/* t->cancel: the waiting task is abandoned (its spec timed out: task_detach), nothing resumes it.
+ * A request's socket is closed (its late answer goes nowhere); a stream's handle belongs to the
+ * spec (closed after the test), so next_event() only stops waiting. */
+static void tc_cancel(task *t)
+{
+    tclient *c = t->wait;
+    if (!c || c->t != t) return;
+    c->t = NULL;
+    ev_timer_stop(c->a->w->loop, &c->tmo);
+    if (c->waiting_event) { c->waiting_event = 0; return; }
+    tc_close(c);
+    if (c->selfref) { luaL_unref(c->a->L, LUA_REGISTRYINDEX, c->selfref); c->selfref = 0; }
+}
+
 /* A waiting task gets its answer: response, stream handle, event, or an error. */
 static void tc_finish(tclient *c)
 {
@@ -343,6 +357,7 @@ int testclient_raw(lua_State *L)
     ev_timer_start(a->w->loop, &c->tmo);
     c->t = t;
     t->wait = c;
+    t->cancel = tc_cancel;
     /* the userdata must survive the yield: anchor it in the task's coroutine registry slot */
     lua_pushvalue(L, -1);
     c->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -362,6 +377,7 @@ static int l_next_event(lua_State *L)
     c->t = t;
     c->waiting_event = 1;
     t->wait = c;
+    t->cancel = tc_cancel;
     ev_timer_stop(a->w->loop, &c->tmo);
     ev_timer_set(&c->tmo, timeout, 0);
     ev_timer_start(a->w->loop, &c->tmo);
