@@ -17,6 +17,9 @@
 #                         and PostgreSQL + the load tool to core 1 (default: nothing pinned)
 #   SCEN_DB_CONNS=10      the pool's connection_limit (sluice's default)
 #   SCEN_PORT=17600       sluice's port; SCEN_PG_PORT=17601 PostgreSQL's
+#   SCEN_SUB_POLL_US=500  the subscriber processes read their sockets every N us instead of
+#                         sleeping on each event (0 = sleep in epoll_wait, as before 2026-12-07;
+#                         latencies use the kernel's receive times either way: scenload.c's header)
 #   BENCH_RESULTS=0       do not write bench/RESULTS-scenario.md
 #   BENCH_KEEP=1          keep the temp dir (logs, raw output)
 #   BENCH_NICE=0          do not raise the priority (see bench/lib.sh)
@@ -36,6 +39,8 @@ WORKERS=${SCEN_WORKERS:-auto}
 PORT=${SCEN_PORT:-17600}
 PG_PORT=${SCEN_PG_PORT:-17601}
 DB_CONNS=${SCEN_DB_CONNS:-10}
+SUB_POLL_US=${SCEN_SUB_POLL_US:-500}
+[[ $SUB_POLL_US =~ ^[0-9]+$ ]] || { echo "SCEN_SUB_POLL_US: microseconds" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -142,7 +147,7 @@ done
 step "scenload: $SUBS subscribers over $ROOMS rooms, then $RATES req/s x $SECS s"
 set +e
 "${PRIO[@]}" "${PIN_LOAD[@]}" timeout 280 "$TMP/scenload" -A board -p "$PORT" -n "$SUBS" -r "$ROOMS" -f "$FIRST_ROOM" \
-  -q "$FIRST_POST" -R "$RATES" -d "$SECS" -c "$CONNS" -M "$MIX" -k "$SPID" -g "$PG_PID" >"$TMP/scenload.txt" 2>&1 &
+  -q "$FIRST_POST" -R "$RATES" -d "$SECS" -c "$CONNS" -M "$MIX" -w "$SUB_POLL_US" -k "$SPID" -g "$PG_PID" >"$TMP/scenload.txt" 2>&1 &
 LPID=$!
 wait "$LPID"; rc=$?
 LPID=""
@@ -210,7 +215,7 @@ SECTION=$(cat <<EOF
   $( [ "${SCEN_PIN:-0}" = 1 ] && echo "sluice pinned to core 0, PostgreSQL and the load tool to core 1" || echo "nothing pinned: sluice, PostgreSQL and the load tool share both cores").
   Priority: $( [ ${#PRIO[@]} -gt 0 ] && echo "the servers and the load tool in their own session, autogroup nice -20 and nice -20 (shared machine); PostgreSQL's autogroup too" || echo "default nice").
 - load (bench/seed-scenario/scenload.c): $SUBS SSE subscribers \`GET /api/rooms/:id/events\` (X-User s<i>, room i % $ROOMS) from
-  127.0.1.x source addresses in $(( (SUBS + 4999) / 5000 )) processes; then per rate an open-loop API load on $CONNS keep-alive
+  127.0.1.x source addresses in $(( (SUBS + 4999) / 5000 )) processes, $( [ "$SUB_POLL_US" -gt 0 ] && echo "reading their sockets every $SUB_POLL_US us (not woken per event: on loopback that wake-up is billed to the server's send; receipt times from the kernel, SO_TIMESTAMPNS)" || echo "sleeping in epoll_wait between events" ); then per rate an open-loop API load on $CONNS keep-alive
   connections for $SECS s: mix $MIX % of \`GET /api/rooms?limit=20\`, \`GET /api/rooms/:id/posts?limit=20\`,
   \`POST /api/rooms/:id/posts\` (publishes post.created), \`POST /api/posts/:id/reactions\` (publishes reaction), rooms at random.
   API latency counts from when each request was due (a request waiting for a free connection counts its wait).

@@ -17,6 +17,13 @@
  * of its room that is still connected: deliveries are counted per request (shared memory).
  * The last lines are machine-readable: "RESULT phase=... k=v ..." and "CONNECT k=v ...".
  *
+ * The subscriber processes poll their sockets every -w microseconds (default 500) instead of
+ * sleeping in epoll_wait: on loopback, waking a sleeping reader runs inside the server's send
+ * (sock_def_readable -> the wake-up of this process), so a client that sleeps on every event
+ * bills the server for work a remote client does on its own machine. Receipt times are the
+ * kernel's (SO_TIMESTAMPNS: when the last bytes of the read reached the socket), so polling does
+ * not move the measured latencies. -w 0 sleeps in epoll_wait as a browser's machine would.
+ *
  *   cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wno-unused-parameter -o scenload scenload.c -lev
  *   SCEN_DEBUG=1 in the environment logs each keep-alive connection the server closes between requests.
  */
@@ -54,6 +61,7 @@ static const char *host = "127.0.0.1";
 static int ports[MAX_PORTS], nports = 0, nsubs = 10000, nrooms = 100, first_room = 1, first_post = 1;
 static int board = 1, nphase = 0, rates[MAX_PHASES], conns = 64, nprocs = 0, nsrc = 0, inflight = 256;
 static int mix[4] = { 20, 50, 20, 10 };
+static int poll_us = 500;                /* -w: subscribers poll every N us (0: sleep in epoll_wait) */
 static double phase_s = 30, settle_s = 2, connect_timeout_s = 120, drain_s = 5, gap_s = 2, req_timeout_s = 10;
 static pid_t srv_pids[MAX_PORTS];
 static int nsrv = 0;
@@ -213,7 +221,10 @@ static void on_read(struct ev_loop *l, ev_io *w, int revents)
 {
     sub_t *s = (sub_t *)w;
     char buf[65536];
-    ssize_t r = read(w->fd, buf, sizeof buf);
+    union { char b[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } cb;
+    struct iovec iov = { buf, sizeof buf };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof cb.b };
+    ssize_t r = recvmsg(w->fd, &mh, 0);
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
         if (!s->in_body) note_error("subscribe: closed before the response header", r < 0 ? errno : 0);
@@ -221,6 +232,15 @@ static void on_read(struct ev_loop *l, ev_io *w, int revents)
         return;
     }
     uint64_t t = now_us();
+    /* the kernel's receive time (CLOCK_REALTIME) moved onto the monotonic clock */
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS) continue;
+        struct timespec rx, rt;
+        memcpy(&rx, CMSG_DATA(cm), sizeof rx);
+        clock_gettime(CLOCK_REALTIME, &rt);
+        int64_t ago = ((int64_t)rt.tv_sec - rx.tv_sec) * 1000000 + ((int64_t)rt.tv_nsec - rx.tv_nsec) / 1000;
+        if (ago > 0 && (uint64_t)ago < t) t -= (uint64_t)ago;
+    }
     size_t start = 0;
     for (size_t i = 0; i < (size_t)r; i++) {
         if (buf[i] != '\n') continue;
@@ -272,6 +292,7 @@ static void start_one(sub_t *s)
     if (fd < 0) { note_error("socket", errno); sub_state[s->idx] = 3; atomic_fetch_add(&sh->failed, 1); done_conns++; return; }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(src_base + (uint32_t)(s->idx % nsrc)) };
     const struct sockaddr_in *d = &dst[s->idx % nports];
     if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
@@ -308,7 +329,15 @@ static void child(int first, int count)
     ev_timer_start(loop, &tick);
     atomic_fetch_add(&sh->children_up, 1);
     start_more();
-    ev_run(loop, 0);
+    if (poll_us > 0) {
+        struct timespec nap = { 0, (long)poll_us * 1000 };
+        while (!atomic_load(&sh->stop)) {
+            ev_run(loop, EVRUN_NOWAIT);
+            nanosleep(&nap, NULL);
+        }
+    } else {
+        ev_run(loop, 0);
+    }
     _exit(0);
 }
 
@@ -806,7 +835,7 @@ static void usage(const char *me)
             "  [-q first_post_id] [-R rate[,rate...]] [-d seconds_per_phase] [-c api_connections]\n"
             "  [-M list_rooms,list_posts,create_post,react (percent)] [-b first_source_addr] [-a n_source_addrs]\n"
             "  [-P subscriber_processes] [-i inflight_subscribes] [-k server_pid[,pid...]] [-g postgres_pid]\n"
-            "  [-s settle_s] [-D drain_s] [-G gap_s] [-T connect_timeout_s]\n", me);
+            "  [-s settle_s] [-D drain_s] [-G gap_s] [-T connect_timeout_s] [-w subscriber_poll_us (0: sleep in epoll)]\n", me);
     exit(2);
 }
 
@@ -814,7 +843,7 @@ int main(int argc, char **argv)
 {
     const char *src = "127.0.1.1";
     int o, pidv[MAX_PORTS];
-    while ((o = getopt(argc, argv, "A:H:p:n:r:f:q:R:d:c:M:b:a:P:i:k:g:s:D:G:T:")) != -1) {
+    while ((o = getopt(argc, argv, "A:H:p:n:r:f:q:R:d:c:M:b:a:P:i:k:g:s:D:G:T:w:")) != -1) {
         switch (o) {
         case 'A': board = strcmp(optarg, "sse") != 0; break;
         case 'H': host = optarg; break;
@@ -837,6 +866,7 @@ int main(int argc, char **argv)
         case 'D': drain_s = atof(optarg); break;
         case 'G': gap_s = atof(optarg); break;
         case 'T': connect_timeout_s = atof(optarg); break;
+        case 'w': poll_us = atoi(optarg); if (poll_us < 0 || poll_us > 100000) usage(argv[0]); break;
         default: usage(argv[0]);
         }
     }
