@@ -61,12 +61,9 @@ function M.list(req)
     rows = app.db.query(POST .. "where p.room_id = $1 order by p.id desc limit $3 offset $4",
       room, user, p.limit + 1, (p.page - 1) * p.limit)
   else
-    -- one round trip: no row = no such room; one row with a null id = a room without posts (here)
-    rows = app.db.query("select x.* from rooms r left join lateral (" .. POST
-      .. "where p.room_id = r.id and ($3::bigint is null or p.id < $3) order by p.id desc limit $4) x on true"
-      .. " where r.id = $1 order by x.id desc", room, user, p.cursor, p.limit + 1)
-    if not rows[1] then H.fail(404, "room not found") end
-    if rows[1].id == nil then rows = {} end
+    if not app.db.query("select 1 from rooms where id = $1", room)[1] then H.fail(404, "room not found") end
+    rows = app.db.query(POST .. "where p.room_id = $1 and ($3::bigint is null or p.id < $3) order by p.id desc limit $4",
+      room, user, p.cursor, p.limit + 1)
   end
   for _, r in ipairs(rows) do shape(r) end
   return H.json(200, H.listing(rows, p, total))
