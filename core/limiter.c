@@ -124,13 +124,12 @@ static const char pairs[] = "000102030405060708091011121314151617181920212223242
                             "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                             "8081828384858687888990919293949596979899";
 
-/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room). Up to six
- * digits (every count a client usually sees) are written two at a time from the end, the digit
- * count from the bit length; 7 to 10 digits as five digit pairs without a loop; larger values take
- * a slower loop. */
+/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room). One or two
+ * digits straight; 3 to 6 digits (every count a client usually sees) as three digit pairs and 7 to
+ * 10 digits as five, without a loop, the leading pairs' unused digits dropped by the offset of
+ * one fixed-size move; larger values take a slower loop. */
 static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
 {
-    static const uint32_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
     if (v >= 1000000) {
         if (v > UINT32_MAX) {
             char t[20], *e = t + 20, *d = e;
@@ -158,19 +157,15 @@ static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
         memcpy(o, pairs + v * 2, 2);
         return o + 2;
     }
-    uint32_t u = (uint32_t)v;
-    unsigned n = (unsigned)((32 - __builtin_clz(u)) * 1233) >> 12;    /* digits - 1, or digits - 2 */
-    n += u >= p10[n];                                                /* digits */
-    char *e = o + n, *d = e;
-    while (u >= 100) {
-        uint32_t q = u / 100;
-        d -= 2;
-        memcpy(d, pairs + (u - q * 100) * 2, 2);
-        u = q;
-    }
-    if (u >= 10) memcpy(d - 2, pairs + u * 2, 2);
-    else d[-1] = (char)('0' + u);
-    return e;
+    /* 3 to 6 digits: three digit pairs at once, of which n count */
+    uint32_t u = (uint32_t)v, hi = u / 10000, lo = u % 10000;
+    unsigned n = 3 + (u >= 1000) + (u >= 10000) + (u >= 100000);
+    char t[16];
+    memcpy(t, pairs + hi * 2, 2);
+    memcpy(t + 2, pairs + lo / 100 * 2, 2);
+    memcpy(t + 4, pairs + lo % 100 * 2, 2);
+    memcpy(o, t + 6 - n, 8);
+    return o + n;
 }
 
 /* Both fields are built by the core from config-validated names and numbers, straight into the
@@ -222,10 +217,10 @@ static uint64_t next_unit_s(const sc_policy *p, uint64_t reset_ms)
 
 /* The verdict of an admitted request: what the RateLimit fields read (limit, window_s and
  * retry_after_s are a 429's). */
-static inline int admitted(const sconfig *cfg, const sc_policy *p, int t1, uint64_t t_us, const rl_result *res,
+static inline int admitted(const char *vname, const sc_policy *p, int t1, uint64_t t_us, const rl_result *res,
                            limiter_verdict *v)
 {
-    v->policy = cfg->ratelimit_headers ? p->name : NULL;
+    v->policy = vname;              /* the policy's name when limiter.headers, else NULL */
     v->pol = p;
     v->remaining = res->remaining;
     /* t: the time until the next request drips back (within T; an admitted request always owes).
@@ -243,7 +238,7 @@ static int decide(conn *c, const sc_policy *p, const rl_result *res, limiter_ver
 {
     worker *w = c->w;
     const sconfig *cfg = w->app_cfg;
-    if (res->allowed) return admitted(cfg, p, 0, 0, res, v);
+    if (res->allowed) return admitted(cfg->ratelimit_headers ? p->name : NULL, p, 0, 0, res, v);
     v->policy = p->name;
     v->pol = p;
     v->limit = p->limit;
@@ -293,9 +288,12 @@ typedef struct gcra_slot {
     int t1;                         /* T <= 1 s: the RateLimit t of an admitted request is 1 */
     uint64_t t_us;                  /* T in us, rounded up as next_unit_s rounds it */
     size_t hlen;                    /* strlen(pol->key_header), 0 without one */
+    int kind;                       /* which check decides locally: KIND_* */
+    const char *vname;              /* the verdict's policy name: pol->name when limiter.headers */
     rl_gcra g;
 } gcra_slot;
 #define GCRA_SLOTS 8
+enum { KIND_GENERAL, KIND_PEER, KIND_HEADER };  /* check_general, the peer key, check_header */
 
 /* Leases (ratelimit.h): the worker takes several admissions of a busy key in one table decision
  * and spends them on that key's next requests of the same millisecond, from any of its
@@ -323,6 +321,12 @@ typedef struct rlside {
     ev_prepare flush_w;             /* hands the leases back before the loop waits */
     uint32_t touched;               /* bit i: lease[i] was used in this loop iteration */
     lease_slot lease[LEASE_SLOTS];
+    /* The configuration's one catch-all policy (a single `paths = { "/" }` prefix for every
+     * method: every request path matches it), found once per configuration as the gcra slots are;
+     * -1 when the prefixes must be searched per request (sconfig_policy_for). */
+    const sconfig *root_cfg;
+    unsigned long long root_gen;
+    int root_pi;
 } rlside;
 
 static void lease_flush_cb(struct ev_loop *loop, ev_prepare *pw, int revents)
@@ -357,7 +361,7 @@ static rlside *side(worker *w)
  * verdict does not read is then never stored), 0 when the table decided, -1 for another policy. */
 static inline __attribute__((always_inline)) int table_check(worker *w, ratelimit *rl, const rl_gcra *g, rl_key *k, rl_result *res)
 {
-    uint64_t now_ms = worker_now_us(w) / 1000;
+    uint64_t now_ms = (w->now_cache_us ? w->now_cache_us + w->vclock_offset_us : worker_now_us(w)) / 1000;
     rlside *sd = w->limiter;        /* made by policy_gcra; NULL only without memory */
     if (!sd) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
     unsigned i = (unsigned)(k->hash >> 7) % LEASE_SLOTS;
@@ -395,6 +399,10 @@ static __attribute__((noinline)) const gcra_slot *policy_gcra_fill(worker *w, in
     e->t_us = (p->window_ms * 1000 + p->limit - 1) / (p->limit ? p->limit : 1);
     if (!e->t_us) e->t_us = 1;
     e->hlen = p->key_header ? strlen(p->key_header) : 0;
+    const sconfig *cfg = w->app_cfg;
+    e->kind = p->key_kind == RLKEY_IP && !cfg->trust ? KIND_PEER
+              : p->key_kind == RLKEY_HEADER && p->key_header ? KIND_HEADER : KIND_GENERAL;
+    e->vname = cfg->ratelimit_headers ? p->name : NULL;
     e->pol = p;
     e->gen = w->swapped_gen;
     return e->ok ? e : NULL;
@@ -408,6 +416,28 @@ static inline const gcra_slot *policy_gcra(worker *w, int pi, const sc_policy *p
         if (e->pol == p && e->gen == w->swapped_gen) return e->ok ? e : NULL;
     }
     return policy_gcra_fill(w, pi, p, tmp);
+}
+
+/* The policy index for a request path: the catch-all without a search when there is one. */
+static __attribute__((noinline)) int policy_for_fill(worker *w, const sconfig *cfg, int method, const char *path,
+                                                     size_t plen)
+{
+    rlside *sd = side(w);
+    if (sd) {
+        const sc_prefix *px = cfg->prefixes;
+        sd->root_pi = cfg->nprefixes == 1 && px->len == 1 && px->prefix[0] == '/' && !px->methods ? px->policy : -1;
+        sd->root_cfg = cfg;
+        sd->root_gen = w->swapped_gen;
+    }
+    return sconfig_policy_for(cfg, method, path, plen);
+}
+
+static inline int policy_for(worker *w, const sconfig *cfg, int method, const char *path, size_t plen)
+{
+    const rlside *sd = w->limiter;
+    if (!sd || sd->root_cfg != cfg || sd->root_gen != w->swapped_gen) return policy_for_fill(w, cfg, method, path, plen);
+    if (sd->root_pi >= 0 && plen && path[0] == '/') return sd->root_pi;  /* what the search would find */
+    return sconfig_policy_for(cfg, method, path, plen);
 }
 
 static void wait_unlink(rlside *sd, rlwait *wt)
@@ -562,7 +592,7 @@ static __attribute__((noinline)) int check_general(conn *c, int pi, const sc_pol
     else ratelimit_key(rl, p->id, buf, client_key(c, buf, sizeof buf), &ktmp);
     rl_result res;
     if (table_check(w, rl, &gs->g, k, &res) < 0) return 0;
-    return res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
+    return res.allowed ? admitted(gs->vname, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 /* n equal bytes (few: a header name), without a call. */
@@ -604,13 +634,11 @@ static inline const char *find_header(const http_req *r, const char *name, size_
  * every request brings another key, so the key is prepared per request): the header found with
  * the policy's cached name length, the key prepared straight from the value. Without the header
  * (the client address is the key) or with Redis: check_general. */
-static inline int check_header(conn *c, int pi, const sc_policy *p, limiter_verdict *v, void (*done)(conn *c, int rc))
+static inline int check_header(conn *c, int pi, const gcra_slot *gs, limiter_verdict *v, void (*done)(conn *c, int rc))
 {
     worker *w = c->w;
     ratelimit *rl = w->srv->rl;
-    gcra_slot gtmp;
-    const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
-    if (!gs) return 0;
+    const sc_policy *p = gs->pol;
     size_t n = 0;
     const char *val = find_header(&c->req, p->key_header, gs->hlen, &n);
     if (!val || !n) return check_general(c, pi, p, v, done);
@@ -619,7 +647,7 @@ static inline int check_header(conn *c, int pi, const sc_policy *p, limiter_verd
     rl_result res;
     int rc = table_check(w, rl, &gs->g, &k, &res);
     if (rc < 0) return 0;
-    return rc || res.allowed ? admitted(w->app_cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
+    return rc || res.allowed ? admitted(gs->vname, gs->pol, gs->t1, gs->t_us, &res, v) : decide(c, gs->pol, &res, v);
 }
 
 /* The common case kept short (issue 21: pipelined requests pay it each): a policy keyed by the
@@ -630,19 +658,17 @@ static int check(conn *c, const char *path, size_t plen, limiter_verdict *v, voi
     const sconfig *cfg = w->app_cfg;
     ratelimit *rl = w->srv->rl;
     if (!rl || !cfg->nprefixes) return 0;
-    int pi = sconfig_policy_for(cfg, c->req.method, path, plen);
+    int pi = policy_for(w, cfg, c->req.method, path, plen);
     if (pi < 0) return 0;
     const sc_policy *p = &cfg->policies[pi];
-    if (p->key_kind != RLKEY_IP || cfg->trust || (done && w->rbus)) {
-        if (p->key_kind == RLKEY_HEADER && p->key_header && !(done && w->rbus)) return check_header(c, pi, p, v, done);
-        return check_general(c, pi, p, v, done);
-    }
     gcra_slot gtmp;
     const gcra_slot *gs = policy_gcra(w, pi, p, &gtmp);
+    if (!gs || gs->kind == KIND_GENERAL || (done && w->rbus)) return check_general(c, pi, p, v, done);
+    if (gs->kind == KIND_HEADER) return check_header(c, pi, gs, v, done);
     rl_result res;
-    int rc = gs ? table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res) : -1;
+    int rc = table_check(w, rl, &gs->g, peer_key(c, rl, p->id), &res);
     if (rc < 0) return 0;
-    return rc || res.allowed ? admitted(cfg, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
+    return rc || res.allowed ? admitted(gs->vname, p, gs->t1, gs->t_us, &res, v) : decide(c, p, &res, v);
 }
 
 int limiter_check(conn *c, const char *path, size_t plen, limiter_verdict *v)

@@ -1,9 +1,13 @@
 """test_ratelimit_pipeline.py: the rate limiter under pipelined requests (issue 21: the per-worker
 leases that let a pipelined batch cost one table decision). Exactly the limit with one worker, never
 more with two, and every admitted response reports its own `remaining`."""
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 
-from harness import Conn, Server, check, get, run_tests, test
+from harness import SLUICE_BIN, Conn, Server, check, get, run_tests, test
 
 LIMIT = 20
 
@@ -88,6 +92,63 @@ def header_keys_are_leased_per_key():
             for c in conns[k]:
                 c.close()
         check(get(srv.port, "/h", headers={"X-Client": "carol"})[0] == 200, "a third client has its own bucket")
+
+
+CATCH_ALL_APP = """
+local app = require "sluice"
+app.get("/a", function() return "a\\n" end)
+app.get("/b/:id", function() return "b\\n" end)
+"""
+
+CATCH_ALL_CONFIG = """
+return {
+  workers = 1,
+  scripts = { "app.lua" },
+  log = { access = "off" },
+  ratelimit = { %s },
+}
+"""
+
+
+def write_atomic(d, name, text):
+    with open(os.path.join(d, name + ".tmp"), "w") as f:
+        f.write(text)
+    os.replace(os.path.join(d, name + ".tmp"), os.path.join(d, name))
+
+
+@test
+def catch_all_policy_covers_every_path_and_follows_a_reload():
+    # A single `paths = { "/" }` prefix for every method is found without the prefix search
+    # (core/limiter.c, policy_for): every path shares its bucket, pipelined or not; after a reload
+    # to a narrower prefix the worker's note is renewed, and other paths are no longer limited.
+    d = tempfile.mkdtemp(prefix="sluice-rlcatch-")
+    try:
+        write_atomic(d, "app.lua", CATCH_ALL_APP)
+        write_atomic(d, "config.lua", CATCH_ALL_CONFIG % 'all = { limit = 10, window = 600, paths = { "/" } }')
+        with Server(d) as srv:
+            rs = []
+            for path in ("/a", "/b/1", "/b/x"):
+                st, h, _ = get(srv.port, path)
+                check(h.get("ratelimit-policy") == '"all";q=10;w=600', "%s: %r" % (path, h))
+                rs.append(int(re.search(r";r=(\d+);", h["ratelimit"]).group(1)))
+            # (the harness's readiness probe may have taken one already: counted from the first)
+            check(rs[0] >= 7 and rs == [rs[0], rs[0] - 1, rs[0] - 2], "one bucket for every path: r = %r" % rs)
+            left = rs[2]
+            res = batches(srv.port, 1, left + 1, path="/b/2")
+            check([st for (st, _, _) in res[0]] == [200] * left + [429], "pipelined: %r" % [x[:2] for x in res[0]])
+            check(admitted_r(res) == list(range(left - 1, -1, -1)), "pipelined r: %r" % admitted_r(res))
+            write_atomic(d, "config.lua", CATCH_ALL_CONFIG % 'all = { limit = 10, window = 600, paths = { "/a" } }')
+            out = subprocess.run([SLUICE_BIN, "reload", "--config", os.path.join(d, "config.lua")],
+                                 env=srv.env, capture_output=True, text=True, timeout=30)
+            check(out.returncode == 0, "reload failed: %s" % out.stderr)
+            st, h, _ = get(srv.port, "/b/3")
+            check(st == 200 and "ratelimit" not in h, "/b/3 after the reload: %d %r" % (st, h))
+            st, h, _ = get(srv.port, "/a")
+            check(st == 429 and h.get("ratelimit-policy") == '"all";q=10;w=600',
+                  "/a: the bucket survives the reload: %d %r" % (st, h))
+            check(get(srv.port, "/b/4")[0] == 200, "the server still serves")
+    finally:
+        shutil.rmtree(d)
 
 
 run_tests()
