@@ -23,6 +23,8 @@
 #   BENCH_RESULTS=0       do not write bench/RESULTS-scenario.md
 #   BENCH_KEEP=1          keep the temp dir (logs, raw output)
 #   BENCH_NICE=0          do not raise the priority (see bench/lib.sh)
+#   SCEN_PGSS=1           diagnostics: load pg_stat_statements into the PostgreSQL and print its top statements
+#                         (total execution + planning time, calls, rows) after the run (it costs some CPU itself)
 set -euo pipefail
 
 RATES=${1:-1000,2000,5000}
@@ -88,6 +90,13 @@ step() { printf '%s  %s\n' "$(date +%T)" "$*"; }
 step "PostgreSQL on 127.0.0.1:$PG_PORT (tools/pg-dev, fsync off)"
 URL=$("${PRIO[@]}" "${PIN_LOAD[@]}" "$ROOT/tools/pg-dev" start "$TMP/pg" "$PG_PORT")
 export DATABASE_URL="$URL?connection_limit=$DB_CONNS"
+pg_super() { "${PG_AS[@]}" psql -X -q -v ON_ERROR_STOP=1 -h "$TMP/pg" -p "$PG_PORT" -U postgres -d sluice "$@"; }
+PG_AS=(); [ "$(id -u)" -eq 0 ] && PG_AS=(runuser -u postgres --)
+if [ "${SCEN_PGSS:-0}" = 1 ]; then
+  printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track_planning = on\n" >>"$TMP/pg/data/postgresql.conf"
+  "$ROOT/tools/pg-dev" restart "$TMP/pg" || die "PostgreSQL restart (pg_stat_statements) failed"
+  pg_super -c "create extension pg_stat_statements" || die "create extension pg_stat_statements failed"
+fi
 PG_PID=$(head -1 "$TMP/pg/data/postmaster.pid")
 # pg_ctl starts the postmaster in a session (so an autogroup) of its own: give it the same
 # priority as the rest of the benchmark, or other work on a shared machine starves it
@@ -147,6 +156,14 @@ cat "$TMP/scenload.txt" | grep -v '^RESULT\|^CONNECT'
 kill -0 "$SPID" 2>/dev/null || die "sluice died during the run: $(tail -20 "$TMP/sluice.log")"
 grep -q '^RESULT' "$TMP/scenload.txt" || die "scenload gave no result (exit $rc)"
 WARNLOG=$(grep -ciE 'error|warn' "$TMP/sluice.log" || true)
+if [ "${SCEN_PGSS:-0}" = 1 ]; then
+  echo "pg_stat_statements, top statements by execution + planning time (whole run, incl. the subscribers' connects):"
+  pg_super -P pager=off -c "select calls, plans, round((total_exec_time + total_plan_time)::numeric, 0) as total_ms,
+      round(total_plan_time::numeric, 0) as plan_ms, round((total_exec_time / nullif(calls, 0))::numeric * 1000, 1) as exec_us_per_call,
+      rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110) as query
+    from pg_stat_statements where dbid = (select oid from pg_database where datname = 'sluice')
+    order by total_exec_time + total_plan_time desc limit 15" | tee "$TMP/pgss.txt" || echo "(pg_stat_statements query failed)"
+fi
 
 # ---------------------------------------------------------------- table
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }

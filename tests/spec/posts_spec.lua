@@ -104,6 +104,41 @@ describe("posts", function()
       local res = request("GET", "/api/rooms/" .. room.id .. "/posts")
       assert.are.equal(200, res.status)
       assert.matches('"items":%[%]', res.body)
+      local paged = request("GET", "/api/rooms/" .. room.id .. "/posts", { query = { page = 1 } })
+      assert.are.equal(200, paged.status)
+      assert.matches('"items":%[%]', paged.body)
+      assert.matches('"next_cursor":null', paged.body)
+      local body = paged:json()
+      assert.are.same({ 20, 1, 0, 1 }, { body.limit, body.page, body.total, body.pages })
+      -- past the last page of a room that has posts: still 200 and empty
+      B.post("bob", room.id, "only one")
+      local past = B.call("bob", "GET", "/api/rooms/" .. room.id .. "/posts?cursor=1"):json()
+      assert.are.same({}, past.items)
+    end)
+
+    -- The listing, the created post and GET /api/posts/:id are built by different statements
+    -- (one round trip each): they must agree field by field, reactions and `mine` included.
+    it("lists each post exactly as GET /api/posts/:id shows it, and as it was created", function()
+      local created = {}
+      for i = 1, 5 do created[i] = B.post(i % 2 == 0 and "bob" or "carol", room.id, "post " .. i) end
+      B.react("alice", created[2].id, "👍")
+      B.react("carol", created[2].id, "👍")
+      B.react("carol", created[2].id, "😂")
+      B.react("bob", created[4].id, "🎉")
+      assert.are.same(created[5], B.call("bob", "GET", "/api/posts/" .. created[5].id):json())
+      for _, user in ipairs({ "carol", "bob" }) do
+        for _, url in ipairs({ "/api/rooms/" .. room.id .. "/posts", "/api/rooms/" .. room.id .. "/posts?page=1&limit=3",
+                               "/api/rooms/" .. room.id .. "/posts?page=2&limit=3" }) do
+          local items = B.call(user, "GET", url):json().items
+          assert.is_true(#items > 0)
+          for _, item in ipairs(items) do
+            assert.are.same(B.call(user, "GET", "/api/posts/" .. item.id):json(), item)
+          end
+        end
+      end
+      local item = B.call("carol", "GET", "/api/posts/" .. created[2].id):json()
+      assert.are.same({ ["👍"] = 2, ["😂"] = 1 }, item.reactions)
+      assert.are.same({ "👍", "😂" }, item.mine)
     end)
 
     it("answers 404 for a missing room and 400 for bad paging", function()

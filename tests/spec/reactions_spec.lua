@@ -24,6 +24,12 @@ describe("reactions", function()
                         count = 1, reactions = { ["👍"] = 1 } }, res:json())
       local r2 = B.react("carol", post.id, "👍")
       assert.are.equal(2, r2.count)
+      -- the counts cover every emoji on the post, the new reaction included
+      local r3 = B.call("carol", "POST", "/api/posts/" .. post.id .. "/reactions", { json = { emoji = "🎉" } }):json()
+      assert.are.same({ ["👍"] = 2, ["🎉"] = 1 }, r3.reactions)
+      assert.are.equal(1, r3.count)
+      -- and match what GET /api/posts/:id shows afterwards
+      assert.are.same(r3.reactions, B.call("bob", "GET", "/api/posts/" .. post.id):json().reactions)
     end)
 
     it("answers 409 when the user already reacted with that emoji", function()
