@@ -7,25 +7,19 @@ local ts = require("board_rooms").ts
 
 local M = {}
 
--- A post with its reaction counts ({ "👍": 2 }) and the emojis the asking user ($2) used, both
--- from one scan of the post's reactions (a listing does it once per post).
+-- A post with its reaction counts ({ "👍": 2 }) and the emojis the asking user ($2) used.
 local POST = "select p.id, p.room_id, p.author, p.body, " .. ts("p.created_at", "created_at") .. ", "
   .. ts("p.edited_at", "edited_at") .. [[,
-  coalesce(rx.reactions, '{}'::json) as reactions, coalesce(rx.mine, '[]'::json) as mine
-  from posts p left join lateral
-    (select json_object_agg(emoji, n) as reactions, json_agg(emoji order by emoji collate "C") filter (where mine) as mine
-       from (select emoji, count(*)::int as n, bool_or(user_name = $2) as mine
-               from reactions r where r.post_id = p.id group by emoji) x) rx on true ]]
+  coalesce((select json_object_agg(emoji, n) from
+     (select emoji, count(*)::int as n from reactions r where r.post_id = p.id group by emoji) x), '{}'::json) as reactions,
+  coalesce((select json_agg(emoji order by emoji collate "C") from reactions r
+     where r.post_id = p.id and r.user_name = $2), '[]'::json) as mine
+  from posts p ]]
 
 local function shape(row)
   row.mine = H.array(row.mine or {})
   return row
 end
-
--- POST's columns for a post just inserted (the CTE `p`): a new post has no reactions yet, and the
--- statement's snapshot could not see any anyway.
-local NEW_POST = "select p.id, p.room_id, p.author, p.body, " .. ts("p.created_at", "created_at") .. ", "
-  .. ts("p.edited_at", "edited_at") .. ", '{}'::json as reactions, '[]'::json as mine from p"
 
 local function load(id, user)
   local row = app.db.query(POST .. "where p.id = $1", id, user)[1]
@@ -52,16 +46,13 @@ function M.list(req)
   local room = H.id(req.params.id, "room")
   local p = H.page(req)
   local user = auth.user(req)
+  if not app.db.query("select 1 from rooms where id = $1", room)[1] then H.fail(404, "room not found") end
   local rows, total
   if p.page then
-    local room_row = app.db.query("select (select count(*)::int from posts where room_id = $1) as n from rooms where id = $1",
-      room)[1]
-    if not room_row then H.fail(404, "room not found") end
-    total = room_row.n
     rows = app.db.query(POST .. "where p.room_id = $1 order by p.id desc limit $3 offset $4",
       room, user, p.limit + 1, (p.page - 1) * p.limit)
+    total = app.db.query("select count(*)::int as n from posts where room_id = $1", room)[1].n
   else
-    if not app.db.query("select 1 from rooms where id = $1", room)[1] then H.fail(404, "room not found") end
     rows = app.db.query(POST .. "where p.room_id = $1 and ($3::bigint is null or p.id < $3) order by p.id desc limit $4",
       room, user, p.cursor, p.limit + 1)
   end
@@ -74,10 +65,10 @@ function M.create(req)
   local user = auth.require(req)
   local room = H.id(req.params.id, "room")
   local text = H.input(req, POST_BODY).body
-  local post = app.db.query("with p as (insert into posts (room_id, author, body) select id, $2, $3 from rooms where id = $1"
-    .. " returning *) " .. NEW_POST, room, user, text)[1]
-  if not post then H.fail(404, "room not found") end
-  shape(post)
+  local row = app.db.query("insert into posts (room_id, author, body) select id, $2, $3 from rooms where id = $1 returning id",
+    room, user, text)[1]
+  if not row then H.fail(404, "room not found") end
+  local post = load(row.id, user)
   live.publish(room, "post.created", post)
   return H.json(201, post, { headers = { location = "/api/posts/" .. post.id } })
 end
@@ -137,36 +128,21 @@ local function reaction_result(id, room_id, emoji, user, action)
   return data
 end
 
--- The reaction and the post's new counts in one round trip: no row = no such post; added = 0 =
--- already reacted. The statement's snapshot does not see its own insert, so the counts are the
--- reactions before it plus the inserted row.
-local REACT = [[with post as (select room_id from posts where id = $1),
-  ins as (insert into reactions (post_id, user_name, emoji) select $1, $2, $3 from post
-          on conflict do nothing returning emoji)
-  select post.room_id, (select count(*)::int from ins) as added,
-    (select json_object_agg(emoji, n) from
-       (select emoji, count(*)::int as n from
-          (select emoji from reactions where post_id = $1 union all select emoji from ins) e group by emoji) x) as reactions
-  from post]]
-
 -- POST /api/posts/:id/reactions { emoji } -> 201; 409 when this user already reacted so
 function M.react(req)
   local user = auth.require(req)
   local id = H.id(req.params.id, "post")
   local emoji = H.input(req, REACTION).emoji
-  local ok, res = pcall(app.db.query, REACT, id, user, emoji)
+  local post = app.db.query("select room_id from posts where id = $1", id)[1]
+  if not post then H.fail(404, "post not found") end
+  local ok, res = pcall(app.db.query, "insert into reactions (post_id, user_name, emoji) values ($1, $2, $3)"
+    .. " on conflict do nothing returning post_id", id, user, emoji)
   if not ok then
     if type(res) == "table" and res.sqlstate == "23503" then H.fail(404, "post not found") end   -- deleted meanwhile
     error(res, 0)
   end
-  local row = res[1]
-  if not row then H.fail(404, "post not found") end
-  if row.added == 0 then H.fail(409, "emoji: you already reacted with " .. emoji) end
-  local c = row.reactions or {}
-  local data = { post_id = id, room_id = row.room_id, emoji = emoji, user = user, action = "added",
-                 count = c[emoji] or 0, reactions = c }
-  live.publish(row.room_id, "reaction", data)
-  return H.json(201, data)
+  if not res[1] then H.fail(409, "emoji: you already reacted with " .. emoji) end
+  return H.json(201, reaction_result(id, post.room_id, emoji, user, "added"))
 end
 
 -- DELETE /api/posts/:id/reactions/:emoji -> 200 with the new counts
