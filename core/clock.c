@@ -11,11 +11,6 @@ uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-uint64_t worker_now_us(worker *w)
-{
-    return (w->now_cache_us ? w->now_cache_us : mono_us()) + w->vclock_offset_us;
-}
-
 void worker_update_date(worker *w)
 {
     long t = (long)ev_now(w->loop);

@@ -361,7 +361,7 @@ static rlside *side(worker *w)
  * verdict does not read is then never stored), 0 when the table decided, -1 for another policy. */
 static inline __attribute__((always_inline)) int table_check(worker *w, ratelimit *rl, const rl_gcra *g, rl_key *k, rl_result *res)
 {
-    uint64_t now_ms = (w->now_cache_us ? w->now_cache_us + w->vclock_offset_us : worker_now_us(w)) / 1000;
+    uint64_t now_ms = worker_now_us(w) / 1000;
     rlside *sd = w->limiter;        /* made by policy_gcra; NULL only without memory */
     if (!sd) return ratelimit_check_key(rl, g, k, 1, now_ms, res);
     unsigned i = (unsigned)(k->hash >> 7) % LEASE_SLOTS;
