@@ -66,6 +66,13 @@ static int embedded_loader(lua_State *L)
     return 1;
 }
 
+int app_runtime_module(const char *name, size_t n)
+{
+    for (const struct sluice_embedded *e = sluice_embedded_lua; e->name; e++)
+        if (strlen(e->name) == n && memcmp(e->name, name, n) == 0) return 1;
+    return 0;
+}
+
 /* The guard (lua_guard.c, lua_watchdog.c): every run (a resume of a task, a load) has a
  * deadline; the watchdog thread sets the hook on a run that passes it, and the state's
  * allocator refuses memory past it or past the budget. Nothing is checked while a run is on

@@ -132,6 +132,9 @@ int app_sleep(lua_State *L, double seconds);
 
 /* Installs the module loaders (embedded lua/, cjson, and sluice.core when a is set). */
 void app_setup_loaders(lua_State *L, appstate *a, const char *base_dir);
+/* Whether name (n bytes, no ".lua") is one of the runtime's own Lua modules (lua/<name>.lua,
+ * embedded in the binary). */
+int app_runtime_module(const char *name, size_t n);
 /* Makes a task for the function (and nargs arguments) on top of a's main stack; start it
  * with task_resume(t, nargs). Used by the spec runner. */
 task *task_prepare(appstate *a, int kind, int nargs);

@@ -16,6 +16,7 @@
 #include "pgpool.h"
 #include "pgresult.h"
 #include "sconfig.h"
+#include "util.h"
 
 /* Registry key of the current state's { [channel] = fn } table filled by app.db.listen. */
 #define LISTEN_KEY "sluice.db.listen"
@@ -519,7 +520,7 @@ static void fixture_unpin(appstate *a, pgconn *fc)
 static void lost_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 {
     (void)loop, (void)revents;
-    dbop *op = (dbop *)(void *)((char *)tm - offsetof(dbop, kick));
+    dbop *op = container_of(tm, dbop, kick);
     op->lost = 0;
     op_finish(op, NULL, PGPOOL_ERR_LOST ": the test's db fixture was rolled back while this statement ran");
 }

@@ -107,9 +107,6 @@ static void hr_child_done(task *t, int st, const char *etext)
 /* Whether a chunk name is one of the runtime's own modules (lua/<name>.lua: embedded in the
  * binary as "@lua/<name>.lua", or read from SLUICE_LUA_DIR in development): app.db.query's
  * wrapper, the spec runner, the request helpers. */
-struct sluice_embedded { const char *name; const char *src; size_t len; };
-extern const struct sluice_embedded sluice_embedded_lua[];
-
 static int runtime_chunk(const char *source)
 {
     const char *dir = getenv("SLUICE_LUA_DIR"), *name;
@@ -119,9 +116,7 @@ static int runtime_chunk(const char *source)
     else return 0;
     size_t n = strlen(name);
     if (n < 5 || strcmp(name + n - 4, ".lua") != 0) return 0;
-    for (const struct sluice_embedded *e = sluice_embedded_lua; e->name; e++)
-        if (strlen(e->name) == n - 4 && memcmp(e->name, name, n - 4) == 0) return 1;
-    return 0;
+    return app_runtime_module(name, n - 4);
 }
 
 static void hr_limit_cb(struct ev_loop *loop, ev_timer *t, int revents)
