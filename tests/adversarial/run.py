@@ -37,7 +37,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
-from harness import HOST, Conn, Server, TestFailure, check, free_port, get  # noqa: E402
+from harness import HOST, Conn, NginxServer, Server, TestFailure, check, free_port, get  # noqa: E402
 import corpus  # noqa: E402
 
 FIXTURE = os.path.join(HERE, "fixture")
@@ -141,30 +141,10 @@ class Proxy:
 
 class Nginx(Proxy):
     name = "nginx"
-    stop_signal = signal.SIGQUIT
 
     def __init__(self, upstream):
-        exe = shutil.which("nginx")
-        check(exe, "nginx is not installed")
-        self.dir = tempfile.mkdtemp(prefix="sluice-adv-nginx-")
-        os.chmod(self.dir, 0o777)
         self.port = free_port()
-        self.logfile = os.path.join(self.dir, "access.log")
-        conf = os.path.join(self.dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-worker_processes 1;
-pid %(d)s/nginx.pid;
-error_log %(d)s/error.log warn;
-events { worker_connections 256; }
-http {
-    log_format adv 'ADV $request_method $request_uri $status';
-    access_log %(d)s/access.log adv;
-    client_body_temp_path %(d)s/body;
-    proxy_temp_path %(d)s/proxy;
-    fastcgi_temp_path %(d)s/fastcgi;
-    uwsgi_temp_path %(d)s/uwsgi;
-    scgi_temp_path %(d)s/scgi;
+        self.srv = NginxServer("""    log_format adv 'ADV $request_method $request_uri $status';
     client_header_timeout 3s;
     client_body_timeout 3s;
     upstream sluice { server 127.0.0.1:%(up)d; keepalive 8; }
@@ -177,14 +157,12 @@ http {
             proxy_set_header Connection "";
             proxy_set_header Host $host;
         }
-    }
-}
-""" % {"d": self.dir, "up": upstream, "port": self.port})
-        t = subprocess.run([exe, "-t", "-p", self.dir, "-c", conf], capture_output=True, text=True)
-        check(t.returncode == 0, "nginx -t: " + t.stderr)
-        self.proc = subprocess.Popen([exe, "-p", self.dir, "-c", conf, "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+    }""" % {"up": upstream, "port": self.port}, [self.port], access_log="%(p)s/access.log adv")
+        self.logfile = os.path.join(self.srv.prefix, "access.log")
+        self.srv.start()
+
+    def stop(self):
+        self.srv.cleanup()
 
 
 class HAProxy(Proxy):

@@ -580,11 +580,13 @@ class RedisServer:
 
 class NginxServer:
     """A real nginx in a temp prefix (workers may run as nobody: the prefix is world-readable).
-    `http` is the body of the http {} block (access log off and the temp paths are added);
-    `ports` are the ports start() waits for. `prefix` may be given (files written there first);
-    otherwise a temp dir is made and removed by cleanup(). Also a context manager."""
+    `http` is the body of the http {} block (the temp paths are added before it, the access log
+    line after it: `access_log` is its value, "off" unless given, with %(p)s for the prefix, so a
+    log_format in `http` can be named); `ports` are the ports start() waits for. `prefix` may be
+    given (files written there first); otherwise a temp dir is made and removed by cleanup().
+    Also a context manager."""
 
-    def __init__(self, http, ports, prefix=None):
+    def __init__(self, http, ports, prefix=None, access_log="off"):
         self.own = prefix is None
         self.prefix = prefix or tempfile.mkdtemp(prefix="sluice-nginx-")
         os.chmod(self.prefix, 0o777)
@@ -598,15 +600,15 @@ pid %(p)s/nginx.pid;
 error_log %(p)s/error.log warn;
 events { worker_connections 1024; }
 http {
-    access_log off;
     client_body_temp_path %(p)s/body;
     proxy_temp_path %(p)s/proxy;
     fastcgi_temp_path %(p)s/fastcgi;
     uwsgi_temp_path %(p)s/uwsgi;
     scgi_temp_path %(p)s/scgi;
 %(http)s
+    access_log %(log)s;
 }
-""" % {"p": self.prefix, "http": http})
+""" % {"p": self.prefix, "http": http, "log": access_log % {"p": self.prefix}})
         self.proc = None
 
     def start(self):
