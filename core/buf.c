@@ -36,10 +36,9 @@ int buf_printf(buf *b, const char *fmt, ...)
 
 int buf_putu(buf *b, unsigned long long v)
 {
-    char tmp[24];
-    int i = sizeof tmp;
-    do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
-    return buf_append(b, tmp + i, sizeof tmp - (size_t)i);
+    if (b->cap - b->len < 20 && buf_reserve(b, 20)) return -1;
+    b->len = (size_t)(dec_put(b->data + b->len, v) - b->data);
+    return 0;
 }
 
 void buf_compact(buf *b)

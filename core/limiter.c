@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "buf.h"
 #include "clientip.h"
 #include "clock.h"
 #include "conn.h"
@@ -120,54 +121,6 @@ static __attribute__((noinline)) long policy_key_fn(conn *c, const sc_policy *p,
     return fn ? fn(c, p->key_fn_ref, out, cap) : -1;
 }
 
-static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                            "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                            "8081828384858687888990919293949596979899";
-
-/* v in decimal at o; returns the end. Stores up to 20 bytes at o (the caller has room). One or two
- * digits straight; 3 to 6 digits (every count a client usually sees) as three digit pairs and 7 to
- * 10 digits as five, without a loop, the leading pairs' unused digits dropped by the offset of
- * one fixed-size move; larger values take a slower loop. */
-static inline __attribute__((always_inline)) char *put_dec(char *o, uint64_t v)
-{
-    if (v >= 1000000) {
-        if (v > UINT32_MAX) {
-            char t[20], *e = t + 20, *d = e;
-            for (; v; v /= 10) *--d = (char)('0' + v % 10);
-            memcpy(o, d, (size_t)(e - d));
-            return o + (e - d);
-        }
-        /* 7 to 10 digits: five digit pairs at once, of which n count */
-        uint32_t u = (uint32_t)v, hi = u / 100000000, mid = u % 100000000, a = mid / 10000, b = mid % 10000;
-        unsigned n = 7 + (u >= 10000000) + (u >= 100000000) + (u >= 1000000000);
-        char t[32];
-        memcpy(t, pairs + hi * 2, 2);
-        memcpy(t + 2, pairs + a / 100 * 2, 2);
-        memcpy(t + 4, pairs + a % 100 * 2, 2);
-        memcpy(t + 6, pairs + b / 100 * 2, 2);
-        memcpy(t + 8, pairs + b % 100 * 2, 2);
-        memcpy(o, t + 10 - n, 16);
-        return o + n;
-    }
-    if (v < 10) {
-        *o = (char)('0' + v);
-        return o + 1;
-    }
-    if (v < 100) {
-        memcpy(o, pairs + v * 2, 2);
-        return o + 2;
-    }
-    /* 3 to 6 digits: three digit pairs at once, of which n count */
-    uint32_t u = (uint32_t)v, hi = u / 10000, lo = u % 10000;
-    unsigned n = 3 + (u >= 1000) + (u >= 10000) + (u >= 100000);
-    char t[16];
-    memcpy(t, pairs + hi * 2, 2);
-    memcpy(t + 2, pairs + lo / 100 * 2, 2);
-    memcpy(t + 4, pairs + lo % 100 * 2, 2);
-    memcpy(o, t + 6 - n, 8);
-    return o + n;
-}
-
 /* Both fields are built by the core from config-validated names and numbers, straight into the
  * output buffer: the constant head is precomputed per policy, the two numbers formatted here. */
 static inline __attribute__((always_inline)) void put_fields(resp *r, const limiter_verdict *v)
@@ -180,9 +133,9 @@ static inline __attribute__((always_inline)) void put_fields(resp *r, const limi
     char *o = b->data + b->len;
     if (hl <= 64) memcpy(o, p->fields_head, 64);   /* fixed size, no call: the head has room (sconfig.h) */
     else memcpy(o, p->fields_head, hl);
-    o = put_dec(o + p->fields_head_len, v->remaining);
+    o = dec_put(o + p->fields_head_len, v->remaining);
     memcpy(o, ";t=", 3);
-    o = put_dec(o + 3, v->reset_s);
+    o = dec_put(o + 3, v->reset_s);
     memcpy(o, "\r\n", 2);
     b->len = (size_t)(o + 2 - b->data);
 }
