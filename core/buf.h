@@ -33,7 +33,7 @@ int buf_putu(buf *b, unsigned long long v);
 /* Writes v in decimal at o (up to 20 bytes, no NUL) and returns the end. The digits are counted
  * first (from the bit length), then written in place two at a time from the last: no scratch
  * buffer to move afterwards, since a wide load of bytes just stored in narrow pieces waits for
- * them (store forwarding fails), which costs more than the digits (issue 21). */
+ * them (store forwarding fails; issue 21). */
 static inline char *dec_put(char *o, unsigned long long v)
 {
     static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
