@@ -349,10 +349,11 @@ static size_t sweep_shard(shard *s, uint64_t now)
 #define HUGE_PAGE ((size_t)2 << 20)
 
 /* The slot array: 8 MB for the default 100,000 keys, and every request touches one entry at
- * random, so with 4 KB pages nearly every decision among many keys also misses the TLB. An
- * array of at least one huge page is aligned to one and asks for transparent huge pages
- * (MADV_HUGEPAGE: honoured when the kernel's setting is "madvise" or "always", ignored
- * otherwise); the memory used is the same, since the whole array is written below anyway. */
+ * random, which with 4 KB pages can also miss the TLB. An array of at least one huge page is
+ * aligned to one and asks for transparent huge pages (MADV_HUGEPAGE: honoured when the kernel's
+ * setting is "madvise" or "always", ignored otherwise). The whole array is written below
+ * anyway, so it costs at most the rounding to a huge page (368 KB more RSS measured with the
+ * default; the gain was within noise, bench/RESULTS.md "session 5"). */
 static rl_node *slots_alloc(size_t nslots)
 {
     size_t bytes = sizeof(rl_node) * nslots;
